@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from django.http import HttpRequest
+from ninja import Query, Router, Schema
+from pydantic import StrictBool, StrictInt
+
+from accounts import selectors, services
+from accounts.models import Membership, Organization
+from billing.credits import Credits
+from config.apikit import Page, StrictSchema, paginate, request_organization
+
+router = Router()
+
+RoleName = Literal["admin", "member"]
+
+
+class OrganizationOut(Schema):
+    slug: str
+    name: str
+    credit_allowance: Credits | None
+    block_when_exhausted: bool
+    anchor_day: int
+
+
+class OrganizationPatch(StrictSchema):
+    slug: str | None = None
+    name: str | None = None
+    credit_allowance: Credits | None = None
+    block_when_exhausted: StrictBool | None = None
+    anchor_day: StrictInt | None = None
+
+
+class MemberOut(Schema):
+    user: str
+    email: str
+    name: str
+    role: RoleName
+
+
+class MemberList(Schema):
+    data: list[MemberOut]
+    next_cursor: str | None
+
+
+class MemberCreate(StrictSchema):
+    email: str
+    name: str = ""
+    role: RoleName = "member"
+    user: str | None = None
+
+
+class MemberPatch(StrictSchema):
+    name: str | None = None
+    role: RoleName | None = None
+    user: str | None = None
+
+
+def _organization_out(organization: Organization) -> dict[str, Any]:
+    return {
+        "slug": organization.slug,
+        "name": organization.name,
+        "credit_allowance": organization.credit_allowance,
+        "block_when_exhausted": organization.block_when_exhausted,
+        "anchor_day": organization.anchor_day,
+    }
+
+
+def _member_out(membership: Membership) -> dict[str, Any]:
+    return {
+        "user": membership.external_id,
+        "email": membership.user.email,
+        "name": membership.user.name,
+        "role": membership.role,
+    }
+
+
+@router.get("/organization", response=OrganizationOut, tags=["organization"])
+def organization_detail(request: HttpRequest) -> dict[str, Any]:
+    return _organization_out(request_organization(request))
+
+
+@router.patch("/organization", response=OrganizationOut, tags=["organization"])
+def organization_patch(request: HttpRequest, payload: OrganizationPatch) -> dict[str, Any]:
+    given = payload.model_fields_set
+    organization = services.organization_update(
+        organization=request_organization(request),
+        slug=payload.slug,
+        name=payload.name,
+        credit_allowance=payload.credit_allowance,
+        clear_allowance="credit_allowance" in given and payload.credit_allowance is None,
+        anchor_day=payload.anchor_day,
+        block_when_exhausted=payload.block_when_exhausted,
+    )
+    return _organization_out(organization)
+
+
+@router.get("/members", response=MemberList, tags=["members"])
+def member_list(request: HttpRequest, page: Query[Page]) -> dict[str, Any]:
+    memberships = selectors.membership_list(organization=request_organization(request))
+    return paginate(memberships, page, lambda rows: [_member_out(m) for m in rows])
+
+
+@router.post("/members", response={201: MemberOut}, tags=["members"])
+def member_create(request: HttpRequest, payload: MemberCreate) -> tuple[int, dict[str, Any]]:
+    membership = services.membership_create(
+        organization=request_organization(request),
+        email=payload.email,
+        role=payload.role,
+        name=payload.name,
+        external_id=payload.user,
+    )
+    return 201, _member_out(membership)
+
+
+@router.get("/members/{path:user}", response=MemberOut, tags=["members"])
+def member_detail(request: HttpRequest, user: str) -> dict[str, Any]:
+    return _member_out(selectors.membership_get(organization=request_organization(request), external_id=user))
+
+
+@router.patch("/members/{path:user}", response=MemberOut, tags=["members"])
+def member_patch(request: HttpRequest, user: str, payload: MemberPatch) -> dict[str, Any]:
+    membership = selectors.membership_get(organization=request_organization(request), external_id=user)
+    services.membership_update(
+        membership=membership, role=payload.role, name=payload.name, external_id=payload.user
+    )
+    return _member_out(membership)
+
+
+@router.delete("/members/{path:user}", response={204: None}, tags=["members"])
+def member_delete(request: HttpRequest, user: str) -> tuple[int, None]:
+    membership = selectors.membership_get(organization=request_organization(request), external_id=user)
+    services.membership_delete(membership=membership)
+    return 204, None
+
+

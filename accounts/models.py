@@ -1,0 +1,176 @@
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+from billing.credits import CREDIT_QUANTUM, credits_field
+
+ANCHOR_DAY_MIN = 1
+ANCHOR_DAY_MAX = 28
+
+
+def normalize_email(email: str) -> str:
+    """Emails are compared case-insensitively; we store them lower-cased."""
+    return email.strip().lower()
+
+
+class UserManager(BaseUserManager["User"]):
+    use_in_migrations = True
+
+    def create_user(self, email: str, password: str | None = None, **extra: Any) -> User:
+        if not email:
+            raise ValueError("A user needs an email address.")
+        user = self.model(email=normalize_email(email), **extra)
+        user.set_password(password)  # None gives an unusable password
+        user.save(using=self._db)
+        return user
+
+    def create_superuser(self, email: str, password: str | None = None, **extra: Any) -> User:
+        extra.setdefault("is_staff", True)
+        extra.setdefault("is_superuser", True)
+        return self.create_user(email, password, **extra)
+
+
+class User(AbstractBaseUser, PermissionsMixin):
+    email = models.EmailField(unique=True)
+    name = models.CharField(max_length=150, blank=True)
+    is_staff = models.BooleanField(
+        default=False, help_text="Platform staff: may use the Django admin."
+    )
+    is_active = models.BooleanField(default=True)
+    date_joined = models.DateTimeField(default=timezone.now)
+
+    objects: ClassVar[UserManager] = UserManager()  # type: ignore[assignment]
+
+    USERNAME_FIELD = "email"
+    EMAIL_FIELD = "email"
+    REQUIRED_FIELDS: ClassVar[list[str]] = []
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(email=Lower("email")), name="user_email_lowercase"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.email
+
+    def clean(self) -> None:
+        super().clean()
+        self.email = normalize_email(self.email)
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.email
+
+
+class Organization(models.Model):
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    anchor_day = models.PositiveSmallIntegerField(
+        default=1,
+        validators=[MinValueValidator(ANCHOR_DAY_MIN), MaxValueValidator(ANCHOR_DAY_MAX)],
+        help_text="Day of the month (1-28) on which each billing period starts, 00:00 UTC.",
+    )
+    credit_allowance = credits_field(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(CREDIT_QUANTUM)],
+        help_text="Credits per billing period. Empty: no allowance.",
+    )
+    block_when_exhausted = models.BooleanField(
+        default=True,
+        help_text="Block credit-consuming actions once the whole allowance is used.",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(anchor_day__gte=ANCHOR_DAY_MIN, anchor_day__lte=ANCHOR_DAY_MAX),
+                name="organization_anchor_day_1_to_28",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(credit_allowance__isnull=True)
+                | models.Q(credit_allowance__gt=0),
+                name="organization_allowance_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Role(models.TextChoices):
+    ADMIN = "admin", "Admin"
+    MEMBER = "member", "Member"
+
+
+class Membership(models.Model):
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="memberships"
+    )
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    external_id = models.CharField(
+        max_length=255,
+        help_text="How the host application names this user over the API. Defaults to the email.",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "user"], name="membership_one_per_user_and_organization"
+            ),
+            models.UniqueConstraint(
+                fields=["organization", "external_id"],
+                name="membership_external_id_unique_in_organization",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(role__in=Role.values), name="membership_role_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.organization} ({self.role})"
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN
+
+
+class ApiKey(models.Model):
+    """A server-to-server credential of the host application for one organization.
+
+    Only a SHA-256 digest of the key is stored: keys are 256-bit random tokens,
+    so a fast hash is as safe as a slow one and keeps authentication cheap.
+    """
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="api_keys"
+    )
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=16, help_text="The key's first characters, to recognise it.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.organization})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

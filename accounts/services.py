@@ -1,0 +1,296 @@
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+from decimal import Decimal
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email, validate_slug
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.models import (
+    ANCHOR_DAY_MAX,
+    ANCHOR_DAY_MIN,
+    ApiKey,
+    Membership,
+    Organization,
+    Role,
+    User,
+    normalize_email,
+)
+from config.errors import Conflict, InvalidInput
+
+API_KEY_PREFIX = "hr_"
+API_KEY_PREFIX_LENGTH = 10
+API_KEY_LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def _validate_slug(slug: str) -> None:
+    try:
+        validate_slug(slug)
+    except ValidationError:
+        raise InvalidInput(
+            f"{slug!r} is not a valid slug: use letters, numbers, hyphens or underscores.",
+            code="invalid_slug",
+            field="slug",
+        ) from None
+    if len(slug) > Organization._meta.get_field("slug").max_length:  # type: ignore[operator]
+        raise InvalidInput("The slug is too long (64 characters at most).", code="invalid_slug", field="slug")
+
+
+def _validate_anchor_day(anchor_day: int) -> None:
+    if not ANCHOR_DAY_MIN <= anchor_day <= ANCHOR_DAY_MAX:
+        raise InvalidInput(
+            f"The anchor day must be between {ANCHOR_DAY_MIN} and {ANCHOR_DAY_MAX}.",
+            code="invalid_anchor_day",
+            field="anchor_day",
+        )
+
+
+def _validate_name(name: str, *, field: str = "name", max_length: int = 200) -> str:
+    name = name.strip()
+    if not name:
+        raise InvalidInput("The name must not be empty.", code="invalid_name", field=field)
+    if len(name) > max_length:
+        raise InvalidInput(
+            f"The name is too long ({max_length} characters at most).", code="invalid_name", field=field
+        )
+    return name
+
+
+def organization_create(
+    *,
+    slug: str,
+    name: str,
+    credit_allowance: Decimal | None = None,
+    anchor_day: int = 1,
+    block_when_exhausted: bool = True,
+) -> Organization:
+    _validate_slug(slug)
+    _validate_anchor_day(anchor_day)
+    organization = Organization(
+        slug=slug,
+        name=_validate_name(name),
+        credit_allowance=credit_allowance,
+        anchor_day=anchor_day,
+        block_when_exhausted=block_when_exhausted,
+    )
+    try:
+        with transaction.atomic():
+            organization.save()
+    except IntegrityError:
+        raise Conflict(
+            f"An organization with the slug {slug!r} already exists.", code="slug_taken", field="slug"
+        ) from None
+    return organization
+
+
+def organization_update(
+    *,
+    organization: Organization,
+    slug: str | None = None,
+    name: str | None = None,
+    credit_allowance: Decimal | None = None,
+    clear_allowance: bool = False,
+    anchor_day: int | None = None,
+    block_when_exhausted: bool | None = None,
+) -> Organization:
+    """Change only what is given; `clear_allowance` removes the allowance."""
+    changed: list[str] = []
+    if slug is not None and slug != organization.slug:
+        _validate_slug(slug)
+        organization.slug = slug
+        changed.append("slug")
+    if name is not None:
+        organization.name = _validate_name(name)
+        changed.append("name")
+    if clear_allowance or credit_allowance is not None:
+        organization.credit_allowance = None if clear_allowance else credit_allowance
+        changed.append("credit_allowance")
+    if anchor_day is not None:
+        _validate_anchor_day(anchor_day)
+        organization.anchor_day = anchor_day
+        changed.append("anchor_day")
+    if block_when_exhausted is not None:
+        organization.block_when_exhausted = block_when_exhausted
+        changed.append("block_when_exhausted")
+    if changed:
+        try:
+            with transaction.atomic():
+                organization.save(update_fields=changed)
+        except IntegrityError:
+            raise Conflict(
+                f"An organization with the slug {slug!r} already exists.",
+                code="slug_taken",
+                field="slug",
+            ) from None
+    return organization
+
+
+def _validate_email(email: str) -> str:
+    email = normalize_email(email)
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise InvalidInput(f"{email!r} is not a valid email address.", code="invalid_email", field="email") from None
+    return email
+
+
+def _validate_external_id(external_id: str) -> str:
+    external_id = external_id.strip()
+    if not external_id:
+        raise InvalidInput("The user id must not be empty.", code="invalid_user", field="user")
+    if len(external_id) > 255:
+        raise InvalidInput("The user id is too long (255 characters at most).", code="invalid_user", field="user")
+    return external_id
+
+
+def _validate_role(role: str) -> str:
+    if role not in Role.values:
+        raise InvalidInput(
+            f"{role!r} is not a role: use 'admin' or 'member'.", code="invalid_role", field="role"
+        )
+    return role
+
+
+@transaction.atomic
+def membership_create(
+    *,
+    organization: Organization,
+    email: str,
+    role: str = Role.MEMBER,
+    name: str = "",
+    password: str | None = None,
+    external_id: str | None = None,
+) -> Membership:
+    """Add a person to an organization, creating their user if the email is new.
+
+    An existing user keeps their password unless a new one is given.
+    """
+    email = _validate_email(email)
+    role = _validate_role(role)
+    external_id = _validate_external_id(external_id if external_id is not None else email)
+    name = name.strip()
+    if len(name) > 150:
+        raise InvalidInput("The name is too long (150 characters at most).", code="invalid_name", field="name")
+
+    user = User.objects.select_for_update().filter(email=email).first()
+    if user is None:
+        try:
+            with transaction.atomic():
+                user = User.objects.create_user(email, password, name=name)
+        except IntegrityError:  # created concurrently
+            user = User.objects.get(email=email)
+    else:
+        update_fields = []
+        if password is not None:
+            user.set_password(password)
+            update_fields.append("password")
+        if name and not user.name:
+            user.name = name
+            update_fields.append("name")
+        if update_fields:
+            user.save(update_fields=update_fields)
+
+    if Membership.objects.filter(organization=organization, user=user).exists():
+        raise Conflict(f"{email} is already a member of {organization.slug}.", code="member_exists", field="email")
+    if Membership.objects.filter(organization=organization, external_id=external_id).exists():
+        raise Conflict(
+            f"The user id {external_id!r} is already taken in {organization.slug}.",
+            code="user_taken",
+            field="user",
+        )
+    try:
+        with transaction.atomic():
+            return Membership.objects.create(
+                organization=organization, user=user, role=role, external_id=external_id
+            )
+    except IntegrityError:
+        raise Conflict(
+            f"{email} or the user id {external_id!r} is already in {organization.slug}.",
+            code="member_exists",
+        ) from None
+
+
+def membership_update(
+    *,
+    membership: Membership,
+    role: str | None = None,
+    name: str | None = None,
+    external_id: str | None = None,
+) -> Membership:
+    changed: list[str] = []
+    if role is not None and role != membership.role:
+        membership.role = _validate_role(role)
+        changed.append("role")
+    if external_id is not None and external_id != membership.external_id:
+        membership.external_id = _validate_external_id(external_id)
+        changed.append("external_id")
+    with transaction.atomic():
+        if name is not None:
+            name = name.strip()
+            if len(name) > 150:
+                raise InvalidInput(
+                    "The name is too long (150 characters at most).", code="invalid_name", field="name"
+                )
+            membership.user.name = name
+            membership.user.save(update_fields=["name"])
+        if changed:
+            try:
+                with transaction.atomic():
+                    membership.save(update_fields=changed)
+            except IntegrityError:
+                raise Conflict(
+                    f"The user id {external_id!r} is already taken.", code="user_taken", field="user"
+                ) from None
+    return membership
+
+
+def membership_delete(*, membership: Membership) -> None:
+    membership.delete()
+
+
+def _hash_api_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def api_key_create(*, organization: Organization, name: str = "") -> tuple[ApiKey, str]:
+    """Create a key and return it with its raw value, which is never stored."""
+    raw_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    api_key = ApiKey.objects.create(
+        organization=organization,
+        name=name.strip()[:100],
+        prefix=raw_key[:API_KEY_PREFIX_LENGTH],
+        key_hash=_hash_api_key(raw_key),
+    )
+    return api_key, raw_key
+
+
+def api_key_revoke(*, api_key: ApiKey) -> None:
+    if api_key.revoked_at is None:
+        api_key.revoked_at = timezone.now()
+        api_key.save(update_fields=["revoked_at"])
+
+
+def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
+    """The active key with this value, with its organization; None if there is none.
+
+    `last_used_at` is written at most once a minute per key, so that a busy
+    client does not turn every request into a write.
+    """
+    if not raw_key.startswith(API_KEY_PREFIX) or len(raw_key) > 200:
+        return None
+    api_key = (
+        ApiKey.objects.select_related("organization")
+        .filter(key_hash=_hash_api_key(raw_key), revoked_at__isnull=True)
+        .first()
+    )
+    if api_key is None:
+        return None
+    now = timezone.now()
+    if api_key.last_used_at is None or now - api_key.last_used_at >= API_KEY_LAST_USED_RESOLUTION:
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now
+    return api_key

@@ -1,0 +1,73 @@
+"""Credits are exact decimals: at most 6 fractional digits, never floats."""
+
+from __future__ import annotations
+
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
+from typing import Annotated, Any
+
+from django.db import models
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+
+CREDIT_MAX_DIGITS = 20
+CREDIT_DECIMAL_PLACES = 6
+CREDIT_QUANTUM = Decimal(1).scaleb(-CREDIT_DECIMAL_PLACES)
+MAX_CREDITS = Decimal(10) ** (CREDIT_MAX_DIGITS - CREDIT_DECIMAL_PLACES) - CREDIT_QUANTUM
+
+
+class CreditsError(ValueError):
+    pass
+
+
+def credits_field(**kwargs: Any) -> models.DecimalField[Any, Any]:
+    return models.DecimalField(
+        max_digits=CREDIT_MAX_DIGITS, decimal_places=CREDIT_DECIMAL_PLACES, **kwargs
+    )
+
+
+def parse_credits(raw: object, *, allow_zero: bool = False) -> Decimal:
+    """Read credits from a JSON number (parsed as Decimal), a decimal string or an int.
+
+    Floats are refused: by the time a value is a float it may already be inexact.
+    """
+    if isinstance(raw, bool) or not isinstance(raw, (Decimal, int, str)):
+        raise CreditsError("must be a number or a decimal string")
+    try:
+        value = Decimal(raw.strip() if isinstance(raw, str) else raw)
+    except InvalidOperation:
+        raise CreditsError("must be a number or a decimal string") from None
+    if not value.is_finite():
+        raise CreditsError("must be a finite number")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise CreditsError("must not be negative" if allow_zero else "must be greater than 0")
+    if value > MAX_CREDITS:
+        raise CreditsError(f"must be at most {format_credits(MAX_CREDITS)}")
+    if value != value.quantize(CREDIT_QUANTUM, rounding=ROUND_DOWN):
+        raise CreditsError(f"must have at most {CREDIT_DECIMAL_PLACES} fractional digits")
+    return value.quantize(CREDIT_QUANTUM)
+
+
+def format_credits(value: Decimal) -> str:
+    """The shortest exact decimal string: 5, 0.1, 1234.5 (never 1E+3)."""
+    if value == value.to_integral_value():
+        return str(value.quantize(Decimal(1)))
+    return format(value.normalize(), "f")
+
+
+def _credits_validator(allow_zero: bool) -> Any:
+    def validate(raw: object) -> Decimal:
+        return parse_credits(raw, allow_zero=allow_zero)
+
+    return BeforeValidator(validate)
+
+
+_credits_out = PlainSerializer(format_credits, return_type=str, when_used="json")
+_credits_schema = WithJsonSchema(
+    {
+        "oneOf": [{"type": "string", "pattern": r"^\d+(\.\d{1,6})?$"}, {"type": "number"}],
+        "description": "Credits: a decimal with at most 6 fractional digits.",
+    }
+)
+
+# Request/response field types: accept a number or a decimal string, emit a string.
+Credits = Annotated[Decimal, _credits_validator(allow_zero=False), _credits_out, _credits_schema]
+CreditsOrZero = Annotated[Decimal, _credits_validator(allow_zero=True), _credits_out, _credits_schema]

@@ -1,0 +1,135 @@
+"""The plumbing every API endpoint shares: the error shape, authentication,
+JSON parsing with exact decimals, and cursor pagination.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest
+from ninja import Schema
+from ninja.parser import Parser
+from ninja.security import HttpBearer
+from pydantic import ConfigDict
+
+from accounts.models import ApiKey, Organization
+from accounts.services import api_key_authenticate
+from config.errors import ServiceError
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+
+M = TypeVar("M", bound=Model)
+
+
+class ApiError(ServiceError):
+    """An error answered with an explicit HTTP status."""
+
+    def __init__(self, status: int, message: str, *, code: str, field: str | None = None) -> None:
+        super().__init__(message, code=code, field=field)
+        self.status = status
+
+
+class StrictSchema(Schema):
+    """Request bodies: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DecimalJsonParser(Parser):
+    """Parse JSON numbers with a fraction as Decimal, so credits stay exact."""
+
+    def parse_body(self, request: HttpRequest) -> Any:
+        return json.loads(request.body, parse_float=Decimal, parse_constant=_refuse_constant)
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class ApiKeyAuth(HttpBearer):
+    """`Authorization: Bearer <key>`: the request acts for the key's organization."""
+
+    def __call__(self, request: HttpRequest) -> ApiKey:
+        header = request.headers.get("Authorization")
+        if not header:
+            raise ApiError(
+                401, "Missing API key: send the header 'Authorization: Bearer <key>'.", code="unauthenticated"
+            )
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise ApiError(
+                401,
+                "Malformed Authorization header: expected 'Bearer <key>'.",
+                code="unauthenticated",
+            )
+        api_key = self.authenticate(request, token)
+        if api_key is None:
+            raise ApiError(401, "Invalid or revoked API key.", code="invalid_api_key")
+        return api_key
+
+    def authenticate(self, request: HttpRequest, token: str) -> ApiKey | None:
+        return api_key_authenticate(raw_key=token)
+
+
+def request_organization(request: HttpRequest) -> Organization:
+    api_key: ApiKey = request.auth  # type: ignore[attr-defined]
+    return api_key.organization
+
+
+class Page(Schema):
+    """Query parameters of every list endpoint."""
+
+    cursor: str | None = None
+    limit: int = DEFAULT_PAGE_SIZE
+
+
+def _encode_cursor(pk: int) -> str:
+    return base64.urlsafe_b64encode(str(pk).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = int(base64.urlsafe_b64decode(padded.encode()).decode())
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ApiError(400, "The cursor is not valid: pass back a next_cursor.", code="invalid_cursor", field="cursor") from None
+    if value < 0:
+        raise ApiError(400, "The cursor is not valid: pass back a next_cursor.", code="invalid_cursor", field="cursor")
+    return value
+
+
+def paginate(
+    queryset: QuerySet[M],
+    page: Page,
+    serialize: Callable[[list[M]], list[Any]],
+    *,
+    newest_first: bool = False,
+) -> dict[str, Any]:
+    """One page of `queryset` in the list shape, by keyset on the primary key.
+
+    `serialize` turns the page's rows into items at once, so that it can fetch
+    what they refer to in one query per page rather than one per row.
+    """
+    if not 1 <= page.limit <= MAX_PAGE_SIZE:
+        raise ApiError(
+            400, f"limit must be between 1 and {MAX_PAGE_SIZE}.", code="invalid_limit", field="limit"
+        )
+    ordered = queryset.order_by("-pk" if newest_first else "pk")
+    if page.cursor:
+        after = _decode_cursor(page.cursor)
+        ordered = ordered.filter(pk__lt=after) if newest_first else ordered.filter(pk__gt=after)
+    rows = list(ordered[: page.limit + 1])
+    has_more = len(rows) > page.limit
+    rows = rows[: page.limit]
+    return {
+        "data": serialize(rows),
+        "next_cursor": _encode_cursor(rows[-1].pk) if has_more else None,
+    }

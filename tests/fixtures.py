@@ -1,0 +1,83 @@
+"""Shared fixtures: an organization with an owner (admin), a member, and an
+outsider who is admin of another organization; an API client for each key.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from accounts.models import Membership, Organization
+from accounts.services import api_key_create
+from tests.factories import AdminMembershipFactory, MembershipFactory, OrganizationFactory
+
+
+@pytest.fixture
+def organization(db: None) -> Organization:
+    return OrganizationFactory(slug="acme", name="Acme Inc")
+
+
+@pytest.fixture
+def owner(organization: Organization) -> Membership:
+    return AdminMembershipFactory(organization=organization, user__email="owner@acme.test")
+
+
+@pytest.fixture
+def member(organization: Organization) -> Membership:
+    return MembershipFactory(organization=organization, user__email="member@acme.test")
+
+
+@pytest.fixture
+def other_organization(db: None) -> Organization:
+    return OrganizationFactory(slug="globex", name="Globex")
+
+
+@pytest.fixture
+def outsider(other_organization: Organization) -> Membership:
+    return AdminMembershipFactory(organization=other_organization, user__email="admin@globex.test")
+
+
+class ApiClient:
+    """Django's test client with a Bearer key and JSON bodies."""
+
+    def __init__(self, key: str | None) -> None:
+        self.client = Client()
+        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+
+    def request(self, method: str, path: str, body: Any = None, **extra: Any) -> Any:
+        kwargs: dict[str, Any] = {"headers": {**self.headers, **extra.pop("headers", {})}}
+        if body is not None:
+            kwargs["data"] = body if isinstance(body, (str, bytes)) else json.dumps(body)
+            kwargs["content_type"] = "application/json"
+        return getattr(self.client, method)(path, **kwargs, **extra)
+
+    def get(self, path: str, **extra: Any) -> Any:
+        return self.request("get", path, **extra)
+
+    def post(self, path: str, body: Any = None, **extra: Any) -> Any:
+        return self.request("post", path, body, **extra)
+
+    def put(self, path: str, body: Any = None, **extra: Any) -> Any:
+        return self.request("put", path, body, **extra)
+
+    def patch(self, path: str, body: Any = None, **extra: Any) -> Any:
+        return self.request("patch", path, body, **extra)
+
+    def delete(self, path: str, **extra: Any) -> Any:
+        return self.request("delete", path, **extra)
+
+
+@pytest.fixture
+def api(organization: Organization) -> ApiClient:
+    """An API client holding a key of `organization`."""
+    _, raw_key = api_key_create(organization=organization)
+    return ApiClient(raw_key)
+
+
+@pytest.fixture
+def outsider_api(other_organization: Organization) -> ApiClient:
+    _, raw_key = api_key_create(organization=other_organization)
+    return ApiClient(raw_key)
