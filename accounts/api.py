@@ -3,12 +3,12 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from django.http import HttpRequest
-from ninja import Query, Router, Schema
+from ninja import Query, Router, Schema, Status
 from pydantic import StrictBool, StrictInt
 
 from accounts import selectors, services
 from accounts.models import Membership, Organization
-from billing.credits import Credits
+from billing.credits import Credits, CreditsOut
 from config.apikit import Page, StrictSchema, paginate, request_organization
 
 router = Router()
@@ -19,7 +19,7 @@ RoleName = Literal["admin", "member"]
 class OrganizationOut(Schema):
     slug: str
     name: str
-    credit_allowance: Credits | None
+    credit_allowance: CreditsOut | None
     block_when_exhausted: bool
     anchor_day: int
 
@@ -103,7 +103,7 @@ def member_list(request: HttpRequest, page: Query[Page]) -> dict[str, Any]:
 
 
 @router.post("/members", response={201: MemberOut}, tags=["members"])
-def member_create(request: HttpRequest, payload: MemberCreate) -> tuple[int, dict[str, Any]]:
+def member_create(request: HttpRequest, payload: MemberCreate) -> Status[dict[str, Any]]:
     membership = services.membership_create(
         organization=request_organization(request),
         email=payload.email,
@@ -111,7 +111,7 @@ def member_create(request: HttpRequest, payload: MemberCreate) -> tuple[int, dic
         name=payload.name,
         external_id=payload.user,
     )
-    return 201, _member_out(membership)
+    return Status(201, _member_out(membership))
 
 
 @router.get("/members/{path:user}", response=MemberOut, tags=["members"])
@@ -129,9 +129,9 @@ def member_patch(request: HttpRequest, user: str, payload: MemberPatch) -> dict[
 
 
 @router.delete("/members/{path:user}", response={204: None}, tags=["members"])
-def member_delete(request: HttpRequest, user: str) -> tuple[int, None]:
+def member_delete(request: HttpRequest, user: str) -> Status[None]:
     membership = selectors.membership_get(organization=request_organization(request), external_id=user)
     services.membership_delete(membership=membership)
-    return 204, None
+    return Status(204, None)
 
 

@@ -60,14 +60,36 @@ def _credits_validator(allow_zero: bool) -> Any:
     return BeforeValidator(validate)
 
 
-_credits_out = PlainSerializer(format_credits, return_type=str, when_used="json")
-_credits_schema = WithJsonSchema(
+_credits_out = PlainSerializer(format_credits, return_type=str, when_used="always")
+_credits_in_schema = WithJsonSchema(
     {
         "oneOf": [{"type": "string", "pattern": r"^\d+(\.\d{1,6})?$"}, {"type": "number"}],
         "description": "Credits: a decimal with at most 6 fractional digits.",
-    }
+    },
+    mode="validation",
+)
+_credits_out_schema = WithJsonSchema(
+    {
+        "type": "string",
+        "pattern": r"^-?\d+(\.\d{1,6})?$",
+        "description": "Credits, as an exact decimal string.",
+    },
+    mode="serialization",
 )
 
-# Request/response field types: accept a number or a decimal string, emit a string.
-Credits = Annotated[Decimal, _credits_validator(allow_zero=False), _credits_out, _credits_schema]
-CreditsOrZero = Annotated[Decimal, _credits_validator(allow_zero=True), _credits_out, _credits_schema]
+# Request fields accept a JSON number or a decimal string; every credit field goes out as a string.
+Credits = Annotated[
+    Decimal,
+    _credits_validator(allow_zero=False),
+    _credits_out,
+    _credits_in_schema,
+    _credits_out_schema,
+]
+CreditsOrZero = Annotated[
+    Decimal,
+    _credits_validator(allow_zero=True),
+    _credits_out,
+    _credits_in_schema,
+    _credits_out_schema,
+]
+CreditsOut = Annotated[Decimal, _credits_out, _credits_out_schema]

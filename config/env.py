@@ -8,6 +8,7 @@ they do not understand.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,9 +49,16 @@ def env_list(environ_: Mapping[str, str], name: str, *, default: list[str]) -> l
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+SUPPORTED_DATABASE_ENGINES = frozenset(
+    {"django.db.backends.postgresql", "django.db.backends.sqlite3"}
+)
+
+
 def database_config(url: str) -> dict[str, Any]:
-    config = environ.Env.db_url_config(url)
-    if not config.get("ENGINE"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # we raise a clearer error below
+        config = environ.Env.db_url_config(url)
+    if config.get("ENGINE") not in SUPPORTED_DATABASE_ENGINES:
         raise ImproperlyConfigured(
             f"DATABASE_URL={url!r} is not a database URL: expected e.g. "
             "postgres://user@host:5432/name or sqlite:///path/to/db.sqlite3."

@@ -8,10 +8,19 @@ from config.errors import error_response
 
 API_PREFIX = "/api/v1/"
 
+_GENERIC_ERRORS = {
+    400: ("bad_request", "The request is not valid."),
+    403: ("forbidden", "Forbidden."),
+    404: ("not_found", "No API endpoint at {path}."),
+    405: ("method_not_allowed", "{method} is not allowed here. Allowed: {allowed}."),
+    500: ("internal_error", "Internal error: it has been logged."),
+}
+
 
 class ApiErrorShapeMiddleware:
-    """Give the API's error shape to answers that Django or Ninja make outside
-    our handlers: a wrong method (405) on an API path.
+    """Give the API's error shape to error answers made outside the API's own
+    handlers: an unknown path under /api/v1/ (Django's 404), a wrong method
+    (Ninja's plain-text 405).
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -20,16 +29,18 @@ class ApiErrorShapeMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
         if (
-            response.status_code == 405
-            and request.path.startswith(API_PREFIX)
-            and response.get("Content-Type", "").split(";")[0] != "application/json"
+            response.status_code < 400
+            or not request.path.startswith(API_PREFIX)
+            or response.get("Content-Type", "").split(";")[0] == "application/json"
         ):
-            allowed = response.get("Allow", "")
-            shaped = error_response(
-                405,
-                f"{request.method} is not allowed here. Allowed: {allowed}.",
-                code="method_not_allowed",
-            )
+            return response
+        code, template = _GENERIC_ERRORS.get(response.status_code, ("error", "Request failed."))
+        allowed = response.get("Allow", "")
+        shaped = error_response(
+            response.status_code,
+            template.format(path=request.path, method=request.method, allowed=allowed),
+            code=code,
+        )
+        if allowed:
             shaped["Allow"] = allowed
-            return shaped
-        return response
+        return shaped

@@ -1,0 +1,413 @@
+"""Operator commands: create_org, add_member, create_api_key, seed_demo.
+
+Good paths go through `call_command`; bad input is also checked through the
+real CLI (`manage.py` in a subprocess), where the contract is "exit non-zero
+with one line on stderr".
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from decimal import Decimal
+from io import StringIO
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.contrib.auth import authenticate
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection
+
+from accounts.management.commands.seed_demo import DEMO_PEOPLE
+from accounts.models import ApiKey, Membership, Organization, Role, User
+from accounts.services import api_key_authenticate
+from tests.factories import DEFAULT_PASSWORD, MembershipFactory, UserFactory
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(name: str, *args: str) -> list[str]:
+    """Run a command in-process; return its stdout lines."""
+    stdout = StringIO()
+    call_command(name, *args, stdout=stdout)
+    return stdout.getvalue().splitlines()
+
+
+def run_cli(*args: str, database_url: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `manage.py` as an operator would.
+
+    Without `database_url` the command sees the non-test database, which may
+    not exist: use it only for input refused before the database is touched.
+    """
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.test_settings"}
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def shared_database_url() -> str:
+    """A URL of the database pytest-django created, for a subprocess to share."""
+    settings = connection.settings_dict
+    credentials = quote(settings["USER"], safe="")
+    if settings["PASSWORD"]:
+        credentials += ":" + quote(settings["PASSWORD"], safe="")
+    port = f":{settings['PORT']}" if settings["PORT"] else ""
+    return f"postgres://{credentials}@{settings['HOST']}{port}/{settings['NAME']}"
+
+
+def assert_one_line_failure(
+    result: subprocess.CompletedProcess[str], *, exit_code: int, reason: str
+) -> None:
+    assert result.returncode == exit_code, result
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].strip()
+    assert reason in lines[0]
+
+
+# create_org
+
+
+@pytest.mark.django_db
+def test_create_org_with_allowance_and_anchor_day() -> None:
+    output = run(
+        "create_org", "initech", "--name", "Initech", "--allowance", "2500.5", "--anchor-day", "15"
+    )
+
+    organization = Organization.objects.get(slug="initech")
+    assert organization.name == "Initech"
+    assert organization.credit_allowance == Decimal("2500.5")
+    assert organization.anchor_day == 15
+    assert organization.block_when_exhausted is True
+    assert output == [
+        "Created organization initech (Initech) with an allowance of 2500.5 credits per period; "
+        "periods start on day 15 of the month."
+    ]
+
+
+@pytest.mark.django_db
+def test_create_org_defaults_to_no_allowance_and_day_one() -> None:
+    output = run("create_org", "initech", "--name", "Initech")
+
+    organization = Organization.objects.get(slug="initech")
+    assert organization.credit_allowance is None
+    assert organization.anchor_day == 1
+    assert len(output) == 1
+    assert "no allowance" in output[0]
+
+
+@pytest.mark.django_db
+def test_create_org_refuses_a_taken_slug(organization: Organization) -> None:
+    with pytest.raises(CommandError, match="already exists"):
+        run("create_org", "acme", "--name", "Another Acme")
+
+    assert Organization.objects.count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["has space", "--name", "X"], "not a valid slug"),
+        (["initech", "--name", "   "], "must not be empty"),
+        (["initech", "--name", "X", "--allowance", "0"], "must be greater than 0"),
+        (["initech", "--name", "X", "--allowance", "-3"], "must be greater than 0"),
+        (["initech", "--name", "X", "--allowance", "lots"], "must be a number"),
+        (["initech", "--name", "X", "--allowance", "1.0000001"], "at most 6 fractional digits"),
+        (["initech", "--name", "X", "--anchor-day", "0"], "from 1 to 28"),
+        (["initech", "--name", "X", "--anchor-day", "29"], "from 1 to 28"),
+        (["initech", "--name", "X", "--anchor-day", "1.5"], "from 1 to 28"),
+        (["initech"], "required: --name"),
+    ],
+)
+def test_create_org_refuses_bad_input(args: list[str], reason: str) -> None:
+    with pytest.raises(CommandError, match=reason):
+        run("create_org", *args)
+
+    assert not Organization.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["initech"], "the following arguments are required: --name"),
+        (["initech", "--name", "X", "--allowance", "0"], "--allowance: must be greater than 0"),
+        (["initech", "--name", "X", "--allowance", "0.1234567"], "at most 6 fractional digits"),
+        (["initech", "--name", "X", "--anchor-day", "31"], "--anchor-day: must be a day"),
+        (["initech", "--name", "X", "--anchor-day", "first"], "--anchor-day: must be a day"),
+        (["initech", "--name", "X", "--colour", "red"], "unrecognized arguments: --colour"),
+    ],
+)
+def test_create_org_cli_reports_bad_arguments_on_one_line(args: list[str], reason: str) -> None:
+    result = run_cli("create_org", *args)
+
+    assert_one_line_failure(result, exit_code=2, reason=reason)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_create_org_cli_creates_then_refuses_the_same_slug() -> None:
+    database_url = shared_database_url()
+
+    created = run_cli("create_org", "initech", "--name", "Initech", database_url=database_url)
+    taken = run_cli("create_org", "initech", "--name", "Initech", database_url=database_url)
+
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.startswith("Created organization initech")
+    assert_one_line_failure(
+        taken,
+        exit_code=1,
+        reason="CommandError: An organization with the slug 'initech' already exists.",
+    )
+    assert Organization.objects.filter(slug="initech").count() == 1
+
+
+# add_member
+
+
+@pytest.mark.django_db
+def test_add_member_creates_a_user_who_can_log_in(organization: Organization) -> None:
+    output = run(
+        "add_member", "acme", "Dana@Acme.test", "--role", "admin",
+        "--name", "Dana Scully", "--password", "s3cret-pass",
+    )  # fmt: skip
+
+    membership = Membership.objects.select_related("user").get(organization=organization)
+    assert membership.user.email == "dana@acme.test"
+    assert membership.user.name == "Dana Scully"
+    assert membership.role == Role.ADMIN
+    assert membership.external_id == "dana@acme.test"
+    assert authenticate(username="dana@acme.test", password="s3cret-pass") == membership.user
+    assert output == ["Added dana@acme.test to acme as admin (user id 'dana@acme.test')."]
+
+
+@pytest.mark.django_db
+def test_add_member_adds_an_existing_user_and_keeps_their_password(
+    organization: Organization, outsider: Membership
+) -> None:
+    output = run(
+        "add_member", "acme", "admin@globex.test", "--role", "member", "--external-id", "u-7"
+    )
+
+    membership = Membership.objects.get(organization=organization, user=outsider.user)
+    assert membership.role == Role.MEMBER
+    assert membership.external_id == "u-7"
+    assert User.objects.count() == 1
+    assert authenticate(username="admin@globex.test", password=DEFAULT_PASSWORD) == outsider.user
+    assert "(user id 'u-7')" in output[0]
+
+
+@pytest.mark.django_db
+def test_add_member_without_password_says_so(organization: Organization) -> None:
+    output = run("add_member", "acme", "new@acme.test", "--role", "member")
+
+    assert not User.objects.get(email="new@acme.test").has_usable_password()
+    assert output[0].endswith("They have no password yet.")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["nowhere", "x@acme.test", "--role", "member"], "No organization with the slug 'nowhere'"),
+        (["acme", "not-an-email", "--role", "member"], "is not a valid email address"),
+        (["acme", "member@acme.test", "--role", "admin"], "already a member of acme"),
+        (["acme", "x@acme.test", "--role", "member", "--external-id", "member@acme.test"],
+         "already taken"),
+        (["acme", "x@acme.test", "--role", "owner"], "invalid choice: 'owner'"),
+        (["acme", "x@acme.test"], "required: --role"),
+        (["acme", "x@acme.test", "--role", "member", "--password", ""], "must not be empty"),
+    ],
+)  # fmt: skip
+def test_add_member_refuses_bad_input(member: Membership, args: list[str], reason: str) -> None:
+    with pytest.raises(CommandError, match=reason):
+        run("add_member", *args)
+
+    assert Membership.objects.count() == 1
+    assert not User.objects.filter(email="x@acme.test").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["acme", "x@acme.test"], "the following arguments are required: --role"),
+        (["acme", "x@acme.test", "--role", "owner"], "argument --role: invalid choice: 'owner'"),
+        (["acme"], "the following arguments are required: email, --role"),
+    ],
+)
+def test_add_member_cli_reports_bad_arguments_on_one_line(args: list[str], reason: str) -> None:
+    result = run_cli("add_member", *args)
+
+    assert_one_line_failure(result, exit_code=2, reason=reason)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_add_member_cli_reports_refused_input_on_one_line(member: Membership) -> None:
+    database_url = shared_database_url()
+
+    unknown = run_cli("add_member", "nowhere", "x@acme.test", "--role", "member",
+                      database_url=database_url)  # fmt: skip
+    duplicate = run_cli("add_member", "acme", "member@acme.test", "--role", "member",
+                        database_url=database_url)  # fmt: skip
+
+    assert_one_line_failure(
+        unknown, exit_code=1, reason="CommandError: No organization with the slug 'nowhere'."
+    )
+    assert_one_line_failure(duplicate, exit_code=1, reason="already a member of acme")
+    assert Membership.objects.count() == 1
+
+
+# create_api_key
+
+
+@pytest.mark.django_db
+def test_create_api_key_prints_a_working_key_alone_on_the_last_line(
+    organization: Organization,
+) -> None:
+    output = run("create_api_key", "acme", "--name", "CI")
+
+    api_key = api_key_authenticate(raw_key=output[-1])
+    assert api_key is not None
+    assert api_key.organization == organization
+    assert api_key.name == "CI"
+    assert output[-1] == output[-1].strip()
+    assert api_key.prefix in output[0]
+
+
+@pytest.mark.django_db
+def test_create_api_key_makes_a_new_key_each_time(organization: Organization) -> None:
+    first = run("create_api_key", "acme")[-1]
+    second = run("create_api_key", "acme")[-1]
+
+    assert first != second
+    assert ApiKey.objects.filter(organization=organization).count() == 2
+
+
+@pytest.mark.django_db
+def test_create_api_key_refuses_an_unknown_slug() -> None:
+    with pytest.raises(CommandError, match="No organization with the slug 'nowhere'"):
+        run("create_api_key", "nowhere")
+
+    assert not ApiKey.objects.exists()
+
+
+def test_create_api_key_cli_requires_a_slug() -> None:
+    result = run_cli("create_api_key")
+
+    assert_one_line_failure(result, exit_code=2, reason="required: slug")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_create_api_key_cli(organization: Organization) -> None:
+    database_url = shared_database_url()
+
+    created = run_cli("create_api_key", "acme", database_url=database_url)
+    unknown = run_cli("create_api_key", "nowhere", database_url=database_url)
+
+    assert created.returncode == 0, created.stderr
+    assert api_key_authenticate(raw_key=created.stdout.splitlines()[-1]) is not None
+    assert_one_line_failure(
+        unknown, exit_code=1, reason="CommandError: No organization with the slug 'nowhere'."
+    )
+
+
+# seed_demo
+
+
+def demo_state() -> dict[str, object]:
+    """What seed_demo writes, to compare one run with the next."""
+    return {
+        "organizations": list(Organization.objects.values_list("slug", "name", "credit_allowance")),
+        "users": sorted(User.objects.values_list("email", "name", "password")),
+        "memberships": sorted(Membership.objects.values_list("user__email", "role", "external_id")),
+        "api_keys": list(ApiKey.objects.values_list("pk", "name", "revoked_at")),
+    }
+
+
+def printed_api_key(output: list[str]) -> str:
+    (line,) = [line for line in output if line.startswith("Demo API key (shown only this once): ")]
+    return line.rsplit(" ", 1)[-1]
+
+
+@pytest.mark.django_db
+def test_seed_demo_creates_the_demo_organization() -> None:
+    output = run("seed_demo")
+
+    organization = Organization.objects.get(slug="acme")
+    assert organization.name == "Acme Inc"
+    assert organization.credit_allowance == Decimal(10000)
+    assert organization.anchor_day == 1
+    roles = list(organization.memberships.values_list("role", flat=True))
+    assert roles.count(Role.ADMIN) == 2
+    assert roles.count(Role.MEMBER) == len(DEMO_PEOPLE) - 2 >= 8
+    assert "Admin login: admin@acme.test / headroom-demo" in output
+    api_key = api_key_authenticate(raw_key=printed_api_key(output))
+    assert api_key is not None
+    assert api_key.organization == organization
+
+
+@pytest.mark.django_db
+def test_seed_demo_people_can_log_in() -> None:
+    run("seed_demo")
+
+    admin = authenticate(username="admin@acme.test", password="headroom-demo")
+    assert admin is not None
+    assert Membership.objects.get(user=admin, organization__slug="acme").is_admin
+    for person in DEMO_PEOPLE:
+        assert authenticate(username=person.email, password="headroom-demo") is not None
+
+
+@pytest.mark.django_db
+def test_seed_demo_twice_changes_nothing() -> None:
+    run("seed_demo")
+    state_after_first_run = demo_state()
+
+    output = run("seed_demo")
+
+    assert demo_state() == state_after_first_run
+    assert ApiKey.objects.count() == 1
+    assert Membership.objects.count() == len(DEMO_PEOPLE)
+    assert "Admin login: admin@acme.test / headroom-demo" in output
+    assert not any(line.startswith("Demo API key (shown only this once)") for line in output)
+    assert "already there" in output[0]
+
+
+@pytest.mark.django_db
+def test_seed_demo_completes_a_partly_seeded_organization(organization: Organization) -> None:
+    MembershipFactory(organization=organization, user=UserFactory(email="sam@acme.test"))
+
+    run("seed_demo")
+
+    assert Membership.objects.filter(organization=organization).count() == len(DEMO_PEOPLE)
+    assert organization.api_keys.count() == 1
+
+
+def test_seed_demo_cli_refuses_arguments() -> None:
+    result = run_cli("seed_demo", "--org", "globex")
+
+    assert_one_line_failure(result, exit_code=2, reason="unrecognized arguments: --org globex")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_seed_demo_cli_runs_twice() -> None:
+    database_url = shared_database_url()
+
+    first = run_cli("seed_demo", database_url=database_url)
+    second = run_cli("seed_demo", database_url=database_url)
+
+    assert (first.returncode, first.stderr) == (0, "")
+    assert (second.returncode, second.stderr) == (0, "")
+    assert api_key_authenticate(raw_key=printed_api_key(first.stdout.splitlines())) is not None
+    assert ApiKey.objects.count() == 1
+    assert Membership.objects.count() == len(DEMO_PEOPLE)
