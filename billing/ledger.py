@@ -1,0 +1,324 @@
+"""The SQL that moves the running totals.
+
+Every total is changed by an `INSERT … ON CONFLICT DO UPDATE SET x = x + …`,
+so that it is one statement, needs no prior read and is safe under
+concurrency. The gate's guarded variants add a `WHERE` to the conflict
+update: the database refuses the increment that would pass a cap, under the
+row lock it already holds, so no interleaving can overshoot.
+
+Lock order, everywhere: member rows (by membership id), then the
+organization row. Consume and ingest both follow it, so they cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db import connection
+from django.db.models import F
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from billing.credits import CREDIT_DECIMAL_PLACES, CREDIT_MAX_DIGITS, CREDIT_QUANTUM
+from billing.models import MemberUsage, OrganizationUsage, SourceUsage, UsageEvent
+
+MEMBER_USAGE = MemberUsage._meta.db_table
+ORGANIZATION_USAGE = OrganizationUsage._meta.db_table
+SOURCE_USAGE = SourceUsage._meta.db_table
+USAGE_EVENT = UsageEvent._meta.db_table
+
+
+def _credits_param(value: Decimal | None) -> Any:
+    return connection.ops.adapt_decimalfield_value(value, CREDIT_MAX_DIGITS, CREDIT_DECIMAL_PLACES)
+
+
+def _moment_param(value: datetime | None) -> Any:
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def _credits_result(value: Any) -> Decimal:
+    # PostgreSQL answers Decimal; SQLite (the local demo database) answers int or float.
+    return (value if isinstance(value, Decimal) else Decimal(str(value))).quantize(CREDIT_QUANTUM)
+
+
+def _moment_result(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    moment = parse_datetime(str(value))
+    if moment is not None and timezone.is_naive(moment):
+        moment = timezone.make_aware(moment, timezone.UTC)
+    return moment
+
+
+@dataclass(frozen=True)
+class MemberTotals:
+    id: int
+    membership_id: int
+    period_start: datetime
+    used: Decimal
+    counted: Decimal
+    limit_reached_at: datetime | None
+
+
+@dataclass(frozen=True)
+class MemberIncrement:
+    membership_id: int
+    period_start: datetime
+    used: Decimal
+    counted: Decimal
+
+
+def add_to_member(
+    *,
+    organization_id: int,
+    increment: MemberIncrement,
+    limit: Decimal | None,
+    enforce_limit: bool,
+    now: datetime,
+) -> MemberTotals | None:
+    """Add to one member's totals. With `enforce_limit`, only if counted usage
+    stays within `limit`: None means refused, and nothing was written.
+    `limit_reached_at` is set the first time counted usage reaches `limit`.
+    """
+    if enforce_limit and limit is not None and increment.counted > limit:
+        return None  # a new row would be inserted unguarded, so check it here
+    reached_now = limit is not None and increment.counted >= limit
+    guard = (
+        "WHERE t.counted + EXCLUDED.counted <= %s" if enforce_limit and limit is not None else ""
+    )
+    params = [
+        organization_id,
+        increment.membership_id,
+        _moment_param(increment.period_start),
+        _credits_param(increment.used),
+        _credits_param(increment.counted),
+        _moment_param(now if reached_now else None),
+        _credits_param(limit),
+        _moment_param(now),
+    ]
+    if guard:
+        params.append(_credits_param(limit))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {MEMBER_USAGE} AS t
+                (organization_id, membership_id, period_start, used, counted, limit_reached_at)
+            VALUES (%s, %s, %s, %s, %s, %s)
+            ON CONFLICT (membership_id, period_start) DO UPDATE SET
+                used = t.used + EXCLUDED.used,
+                counted = t.counted + EXCLUDED.counted,
+                limit_reached_at = CASE
+                    WHEN t.limit_reached_at IS NULL AND t.counted + EXCLUDED.counted >= %s THEN %s
+                    ELSE t.limit_reached_at END
+            {guard}
+            RETURNING id, membership_id, period_start, used, counted, limit_reached_at
+            """,
+            params,
+        )
+        row = cursor.fetchone()
+    return _member_totals(row) if row else None
+
+
+def _member_totals(row: Sequence[Any]) -> MemberTotals:
+    return MemberTotals(
+        id=row[0],
+        membership_id=row[1],
+        period_start=_moment_result(row[2]),  # type: ignore[arg-type]
+        used=_credits_result(row[3]),
+        counted=_credits_result(row[4]),
+        limit_reached_at=_moment_result(row[5]),
+    )
+
+
+def undo_member_increment(*, increment: MemberIncrement) -> None:
+    """Take back an increment within the same transaction (the row is still locked)."""
+    MemberUsage.objects.filter(
+        membership_id=increment.membership_id, period_start=increment.period_start
+    ).update(used=F("used") - increment.used, counted=F("counted") - increment.counted)
+
+
+def add_to_members(
+    *, organization_id: int, increments: Sequence[MemberIncrement]
+) -> list[MemberTotals]:
+    """Add to many members' totals at once (ingest: never refused).
+
+    One statement; rows in membership order, the lock order.
+    """
+    if not increments:
+        return []
+    ordered = sorted(increments, key=lambda i: (i.membership_id, i.period_start))
+    values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(ordered))
+    params: list[Any] = []
+    for increment in ordered:
+        params += [
+            organization_id,
+            increment.membership_id,
+            _moment_param(increment.period_start),
+            _credits_param(increment.used),
+            _credits_param(increment.counted),
+        ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {MEMBER_USAGE} AS t
+                (organization_id, membership_id, period_start, used, counted)
+            VALUES {values}
+            ON CONFLICT (membership_id, period_start) DO UPDATE SET
+                used = t.used + EXCLUDED.used,
+                counted = t.counted + EXCLUDED.counted
+            RETURNING id, membership_id, period_start, used, counted, limit_reached_at
+            """,
+            params,
+        )
+        return [_member_totals(row) for row in cursor.fetchall()]
+
+
+def mark_limits_reached(*, member_usage_ids: Sequence[int], now: datetime) -> None:
+    """Record when these members reached their limit, where not recorded yet."""
+    MemberUsage.objects.filter(id__in=member_usage_ids, limit_reached_at__isnull=True).update(
+        limit_reached_at=now
+    )
+
+
+def add_to_organization(
+    *,
+    organization_id: int,
+    period_start: datetime,
+    credits: Decimal,
+    allowance: Decimal | None,
+    enforce_allowance: bool,
+) -> Decimal | None:
+    """Add to the organization's total; with `enforce_allowance`, only if it
+    stays within `allowance`. Returns the new total, or None if refused.
+    """
+    guarded = enforce_allowance and allowance is not None
+    if guarded and credits > allowance:  # type: ignore[operator]
+        return None
+    guard = "WHERE t.used + EXCLUDED.used <= %s" if guarded else ""
+    params = [organization_id, _moment_param(period_start), _credits_param(credits)]
+    if guarded:
+        params.append(_credits_param(allowance))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {ORGANIZATION_USAGE} AS t (organization_id, period_start, used)
+            VALUES (%s, %s, %s)
+            ON CONFLICT (organization_id, period_start) DO UPDATE SET used = t.used + EXCLUDED.used
+            {guard}
+            RETURNING used
+            """,
+            params,
+        )
+        row = cursor.fetchone()
+    return _credits_result(row[0]) if row else None
+
+
+def add_to_organization_periods(
+    *, organization_id: int, credits_by_period: dict[datetime, Decimal]
+) -> dict[datetime, Decimal]:
+    """Add to several periods' totals of one organization; returns the new totals."""
+    if not credits_by_period:
+        return {}
+    periods = sorted(credits_by_period)
+    values = ", ".join(["(%s, %s, %s)"] * len(periods))
+    params: list[Any] = []
+    for period_start in periods:
+        params += [
+            organization_id,
+            _moment_param(period_start),
+            _credits_param(credits_by_period[period_start]),
+        ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {ORGANIZATION_USAGE} AS t (organization_id, period_start, used)
+            VALUES {values}
+            ON CONFLICT (organization_id, period_start) DO UPDATE SET used = t.used + EXCLUDED.used
+            RETURNING period_start, used
+            """,
+            params,
+        )
+        return {_moment_result(row[0]): _credits_result(row[1]) for row in cursor.fetchall()}  # type: ignore[misc]
+
+
+def add_to_sources(
+    *, organization_id: int, increments: dict[tuple[int | None, datetime, str], Decimal]
+) -> None:
+    """Add to the per-source totals, keyed by (membership id or None, period start, source)."""
+    if not increments:
+        return
+    keys = sorted(increments, key=lambda k: (k[0] or 0, k[1], k[2]))
+    values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(keys))
+    params: list[Any] = []
+    for membership_id, period_start, source in keys:
+        params += [
+            organization_id,
+            membership_id,
+            _moment_param(period_start),
+            source,
+            _credits_param(increments[(membership_id, period_start, source)]),
+        ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {SOURCE_USAGE} AS t
+                (organization_id, membership_id, period_start, source, used)
+            VALUES {values}
+            ON CONFLICT (organization_id, membership_id, period_start, source)
+            DO UPDATE SET used = t.used + EXCLUDED.used
+            """,
+            params,
+        )
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    membership_id: int | None
+    meter: str
+    credits: Decimal
+    source: str
+    timestamp: datetime
+    period_start: datetime
+    idempotency_key: str
+    fingerprint: str
+    properties: dict[str, Any]
+
+
+def insert_events(*, organization_id: int, events: Sequence[NewEvent], now: datetime) -> set[str]:
+    """Insert ledger rows whose key is new; returns the keys actually inserted."""
+    if not events:
+        return set()
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(events))
+    params: list[Any] = []
+    for event in events:
+        params += [
+            organization_id,
+            event.membership_id,
+            event.meter,
+            _credits_param(event.credits),
+            event.source,
+            _moment_param(event.timestamp),
+            _moment_param(event.period_start),
+            event.idempotency_key,
+            event.fingerprint,
+            connection.ops.adapt_json_value(event.properties, json.JSONEncoder),
+            _moment_param(now),
+        ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {USAGE_EVENT}
+                (organization_id, membership_id, meter, credits, source, timestamp, period_start,
+                 idempotency_key, fingerprint, properties, recorded_at)
+            VALUES {values}
+            ON CONFLICT (organization_id, idempotency_key) DO NOTHING
+            RETURNING idempotency_key
+            """,
+            params,
+        )
+        return {row[0] for row in cursor.fetchall()}

@@ -1,0 +1,212 @@
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from accounts.models import Membership, Organization
+from billing.credits import CREDIT_QUANTUM, credits_field
+
+DEFAULT_METER = "credits"
+
+
+class Source(models.TextChoices):
+    ASSISTANT = "assistant", "Assistant"
+    AGENT = "agent", "Agent"
+    AGENT_EXTERNAL = "agent_external", "Agent (external deployment)"
+    WORKFLOW = "workflow", "Workflow"
+    API = "api", "API"
+
+
+# Sources an organization may exclude from per-user limits.
+EXCLUDABLE_SOURCES = (Source.AGENT_EXTERNAL, Source.WORKFLOW)
+
+
+class UsageEvent(models.Model):
+    """One row of the ledger: credits spent, by whom, when. Never updated."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    membership = models.ForeignKey(
+        Membership, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    meter = models.CharField(max_length=64, default=DEFAULT_METER)
+    credits = credits_field()
+    source = models.CharField(max_length=32, choices=Source.choices, default=Source.ASSISTANT)
+    timestamp = models.DateTimeField()
+    period_start = models.DateTimeField(help_text="Start of the billing period it counts toward.")
+    idempotency_key = models.CharField(max_length=255)
+    fingerprint = models.CharField(
+        max_length=64, help_text="Digest of the request, to tell a retry from a reused key."
+    )
+    properties = models.JSONField(default=dict, blank=True)
+    recorded_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "idempotency_key"],
+                name="usage_event_idempotency_key_unique",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(credits__gt=0), name="usage_event_credits_positive"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["organization", "period_start"], name="usage_event_org_period")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.credits} {self.meter} ({self.source}) {self.idempotency_key}"
+
+
+class ConsumeAnswer(models.Model):
+    """The first answer to a keyed consume, replayed when the key comes again.
+
+    A refused consume records no usage, so its answer lives only here.
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    idempotency_key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField()
+    body = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "idempotency_key"], name="consume_answer_key_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.idempotency_key}: {self.status_code}"
+
+
+class OrganizationUsage(models.Model):
+    """An organization's credits used in one billing period."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    period_start = models.DateTimeField()
+    used = credits_field(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "period_start"], name="organization_usage_one_per_period"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization} from {self.period_start:%Y-%m-%d}: {self.used}"
+
+
+class MemberUsage(models.Model):
+    """A member's credits in one period: all of them (`used`) and those that
+    count toward their limit (`counted`: minus the excluded sources).
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    membership = models.ForeignKey(Membership, on_delete=models.CASCADE, related_name="+")
+    period_start = models.DateTimeField()
+    used = credits_field(default=0)
+    counted = credits_field(default=0)
+    limit_reached_at = models.DateTimeField(
+        null=True, blank=True, help_text="When counted usage first reached the limit this period."
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["membership", "period_start"], name="member_usage_one_per_period"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["organization", "period_start"], name="member_usage_org_period")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.membership} from {self.period_start:%Y-%m-%d}: {self.used}"
+
+
+class SourceUsage(models.Model):
+    """Credits per source in one period, per member (membership NULL: usage
+    reported without a user). Sums of these give usage by source and let
+    counted usage be recomputed when the excluded sources change.
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    membership = models.ForeignKey(
+        Membership, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    period_start = models.DateTimeField()
+    source = models.CharField(max_length=32, choices=Source.choices)
+    used = credits_field(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "membership", "period_start", "source"],
+                name="source_usage_one_per_member_period_source",
+                nulls_distinct=False,
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} from {self.period_start:%Y-%m-%d}: {self.used}"
+
+
+class UserLimitPolicy(models.Model):
+    """The per-user limits of an organization (one per organization)."""
+
+    organization = models.OneToOneField(
+        Organization, on_delete=models.CASCADE, related_name="user_limit_policy"
+    )
+    enabled = models.BooleanField(default=False)
+    default_limit = credits_field(
+        null=True, blank=True, help_text="Credits per member per billing period. Empty: no limit."
+    )
+    excluded_sources = models.JSONField(
+        default=list, blank=True, help_text="Sources that do not count toward per-user limits."
+    )
+    admins = models.ManyToManyField(
+        Membership,
+        blank=True,
+        related_name="+",
+        help_text="Admins emailed when a member reaches their limit.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "user limit policies"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(default_limit__isnull=True)
+                | models.Q(default_limit__gte=CREDIT_QUANTUM),
+                name="user_limit_policy_default_positive",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Per-user limits of {self.organization}"
+
+
+class CustomLimit(models.Model):
+    """One member's limit, overriding the default. `limit` NULL: unlimited."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    membership = models.OneToOneField(
+        Membership, on_delete=models.CASCADE, related_name="custom_limit"
+    )
+    limit = credits_field(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(limit__isnull=True) | models.Q(limit__gte=CREDIT_QUANTUM),
+                name="custom_limit_positive",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.membership}: {'unlimited' if self.limit is None else self.limit}"

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.db.models import Sum
+from django.utils import timezone
+
+from accounts.models import Membership, Organization
+from billing.models import CustomLimit, MemberUsage, OrganizationUsage, SourceUsage, UserLimitPolicy
+from billing.periods import Period, period_containing
+
+ZERO = Decimal(0)
+
+
+def current_period(organization: Organization, *, now: datetime | None = None) -> Period:
+    return period_containing(now or timezone.now(), anchor_day=organization.anchor_day)
+
+
+@dataclass(frozen=True)
+class LimitRules:
+    """How per-user limits apply in an organization, for a set of members."""
+
+    enabled: bool
+    default_limit: Decimal | None
+    excluded_sources: frozenset[str]
+    custom_limits: dict[int, Decimal | None]  # membership id -> limit (None: unlimited)
+
+    def limit_for(self, membership_id: int) -> Decimal | None:
+        """The member's limit; None when they have none."""
+        if not self.enabled:
+            return None
+        if membership_id in self.custom_limits:
+            return self.custom_limits[membership_id]
+        return self.default_limit
+
+    def counts(self, source: str) -> bool:
+        """Whether usage from `source` counts toward per-user limits."""
+        return source not in self.excluded_sources
+
+
+def limit_policy_get(*, organization: Organization) -> UserLimitPolicy:
+    """The organization's policy; an unsaved, disabled one when none exists yet."""
+    policy = UserLimitPolicy.objects.filter(organization=organization).first()
+    return policy or UserLimitPolicy(organization=organization)
+
+
+def limit_rules_get(*, organization: Organization, membership_ids: Iterable[int]) -> LimitRules:
+    """The limit rules for these members: two queries, whatever their number."""
+    policy = limit_policy_get(organization=organization)
+    ids = list(membership_ids)
+    custom = (
+        dict(
+            CustomLimit.objects.filter(
+                organization=organization, membership_id__in=ids
+            ).values_list("membership_id", "limit")
+        )
+        if ids and policy.enabled
+        else {}
+    )
+    return LimitRules(
+        enabled=policy.enabled,
+        default_limit=policy.default_limit,
+        excluded_sources=frozenset(policy.excluded_sources),
+        custom_limits=custom,
+    )
+
+
+def organization_used(*, organization: Organization, period: Period) -> Decimal:
+    used = (
+        OrganizationUsage.objects.filter(organization=organization, period_start=period.start)
+        .values_list("used", flat=True)
+        .first()
+    )
+    return used if used is not None else ZERO
+
+
+def member_usage_get(*, membership: Membership, period: Period) -> tuple[Decimal, Decimal]:
+    """(used, counted) of a member in a period."""
+    row = (
+        MemberUsage.objects.filter(membership=membership, period_start=period.start)
+        .values_list("used", "counted")
+        .first()
+    )
+    return row if row is not None else (ZERO, ZERO)
+
+
+def usage_by_source(*, organization: Organization, period: Period) -> dict[str, Decimal]:
+    rows = (
+        SourceUsage.objects.filter(organization=organization, period_start=period.start)
+        .values("source")
+        .annotate(total=Sum("used"))
+        .order_by("source")
+    )
+    return {row["source"]: row["total"] for row in rows}

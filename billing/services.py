@@ -1,0 +1,551 @@
+"""Writes of the billing app: recording usage and the consume/check gate.
+
+The gate's rule (SPEC §3) is `gate_decide`; `usage_check` applies it to the
+totals as they stand, and `usage_consume` applies it again inside the
+database, atomically with the write (see billing/ledger.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from accounts.models import Membership, Organization
+from billing import ledger
+from billing.credits import format_credits
+from billing.models import DEFAULT_METER, ConsumeAnswer, Source, UsageEvent
+from billing.periods import Period, period_containing
+from billing.selectors import LimitRules, limit_rules_get, member_usage_get, organization_used
+from config.errors import Conflict, InvalidInput
+
+USER_LIMIT_REACHED = "user_limit_reached"
+ORGANIZATION_CREDITS_EXHAUSTED = "organization_credits_exhausted"
+MAX_FUTURE_SKEW = timedelta(minutes=5)
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The gate's answer. `used`/`limit` are the member's counted usage and
+    limit, or, when the organization is what refuses, its usage and allowance.
+    """
+
+    allowed: bool
+    reason: str | None
+    used: Decimal
+    limit: Decimal | None
+    resets_at: datetime
+    message: str
+
+    @property
+    def remaining(self) -> Decimal | None:
+        return None if self.limit is None else max(self.limit - self.used, ZERO)
+
+    def as_answer(self) -> dict[str, Any]:
+        """The JSON answer of the API (and what a repeated key replays)."""
+        answer: dict[str, Any] = {"allowed": self.allowed}
+        if not self.allowed:
+            answer |= {"reason": self.reason, "message": self.message}
+        answer |= {
+            "used": format_credits(self.used),
+            "limit": None if self.limit is None else format_credits(self.limit),
+        }
+        if self.allowed:
+            answer["remaining"] = None if self.remaining is None else format_credits(self.remaining)
+        answer["resets_at"] = self.resets_at.isoformat().replace("+00:00", "Z")
+        return answer
+
+    @classmethod
+    def from_answer(cls, answer: dict[str, Any]) -> Decision:
+        resets_at = parse_datetime(answer["resets_at"])
+        assert resets_at is not None
+        return cls(
+            allowed=answer["allowed"],
+            reason=answer.get("reason"),
+            used=Decimal(answer["used"]),
+            limit=None if answer["limit"] is None else Decimal(answer["limit"]),
+            resets_at=resets_at,
+            message=answer.get("message", ""),
+        )
+
+
+def _day(moment: datetime) -> str:
+    return f"{moment:%B} {moment.day}, {moment.year}"
+
+
+def gate_decide(
+    *,
+    cost: Decimal,
+    counts: bool,
+    member_counted: Decimal,
+    member_limit: Decimal | None,
+    organization_used_now: Decimal,
+    allowance: Decimal | None,
+    block_when_exhausted: bool,
+    period: Period,
+) -> Decision:
+    """SPEC §3: allowed iff (the source is excluded, or the member has no limit,
+    or counted + cost <= limit) and (the organization does not block, or has
+    no allowance, or its usage + cost <= allowance). The member's limit is
+    the reason given when both refuse. `used` is as it stands, before `cost`.
+    """
+    if counts and member_limit is not None and member_counted + cost > member_limit:
+        return Decision(
+            allowed=False,
+            reason=USER_LIMIT_REACHED,
+            used=member_counted,
+            limit=member_limit,
+            resets_at=period.end,
+            message=(
+                f"You have used {format_credits(member_counted)} of your "
+                f"{format_credits(member_limit)} credit limit for this billing period. "
+                f"It resets on {_day(period.end)}."
+            ),
+        )
+    if block_when_exhausted and allowance is not None and organization_used_now + cost > allowance:
+        return Decision(
+            allowed=False,
+            reason=ORGANIZATION_CREDITS_EXHAUSTED,
+            used=organization_used_now,
+            limit=allowance,
+            resets_at=period.end,
+            message=(
+                f"Your organization has used {format_credits(organization_used_now)} of its "
+                f"{format_credits(allowance)} credits for this billing period. "
+                f"Credits reset on {_day(period.end)}."
+            ),
+        )
+    return Decision(
+        allowed=True,
+        reason=None,
+        used=member_counted,
+        limit=member_limit,
+        resets_at=period.end,
+        message="",
+    )
+
+
+def fingerprint(payload: dict[str, Any]) -> str:
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _consume_fingerprint(*, membership: Membership, credits: Decimal, source: str) -> str:
+    return fingerprint(
+        {
+            "op": "consume",
+            "user": membership.pk,
+            "credits": format_credits(credits),
+            "source": source,
+        }
+    )
+
+
+def _key_reused(key: str, *, field_name: str = "idempotency_key") -> Conflict:
+    return Conflict(
+        f"The idempotency key {key!r} was already used with a different request.",
+        code="idempotency_key_reused",
+        field=field_name,
+    )
+
+
+def usage_check(
+    *,
+    organization: Organization,
+    membership: Membership,
+    credits: Decimal,
+    source: str = Source.ASSISTANT,
+) -> Decision:
+    """The gate's decision for spending `credits` now, without recording anything."""
+    period = period_containing(timezone.now(), anchor_day=organization.anchor_day)
+    rules = limit_rules_get(organization=organization, membership_ids=[membership.pk])
+    _, counted = member_usage_get(membership=membership, period=period)
+    return gate_decide(
+        cost=credits,
+        counts=rules.counts(source),
+        member_counted=counted,
+        member_limit=rules.limit_for(membership.pk),
+        organization_used_now=organization_used(organization=organization, period=period),
+        allowance=organization.credit_allowance,
+        block_when_exhausted=organization.block_when_exhausted,
+        period=period,
+    )
+
+
+@dataclass(frozen=True)
+class ConsumeResult:
+    decision: Decision
+    replayed: bool = False
+
+
+def usage_consume(
+    *,
+    organization: Organization,
+    membership: Membership,
+    credits: Decimal,
+    source: str = Source.ASSISTANT,
+    idempotency_key: str | None = None,
+) -> ConsumeResult:
+    """Spend `credits` if the gate allows it, recording the usage in the same
+    transaction. A repeated key gets the first answer back.
+    """
+    key = idempotency_key or f"consume-{uuid.uuid4()}"
+    request_fingerprint = _consume_fingerprint(
+        membership=membership, credits=credits, source=source
+    )
+    now = timezone.now()
+    period = period_containing(now, anchor_day=organization.anchor_day)
+    rules = limit_rules_get(organization=organization, membership_ids=[membership.pk])
+    with transaction.atomic():
+        if not _claim_consume_key(
+            organization=organization, key=key, fingerprint=request_fingerprint, now=now
+        ):
+            return ConsumeResult(
+                _replay_consume(
+                    organization=organization, key=key, fingerprint=request_fingerprint
+                ),
+                replayed=True,
+            )
+        if UsageEvent.objects.filter(organization=organization, idempotency_key=key).exists():
+            raise _key_reused(key)
+        decision = _consume(
+            organization=organization,
+            membership=membership,
+            credits=credits,
+            source=source,
+            key=key,
+            fingerprint=request_fingerprint,
+            rules=rules,
+            period=period,
+            now=now,
+        )
+        ConsumeAnswer.objects.filter(organization=organization, idempotency_key=key).update(
+            status_code=200 if decision.allowed else 402, body=decision.as_answer()
+        )
+    return ConsumeResult(decision)
+
+
+def _claim_consume_key(
+    *, organization: Organization, key: str, fingerprint: str, now: datetime
+) -> bool:
+    """Take the key for this request. A concurrent request with the same key
+    waits here until the first one commits, then finds it taken.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {ConsumeAnswer._meta.db_table}
+                (organization_id, idempotency_key, fingerprint, status_code, body, created_at)
+            VALUES (%s, %s, %s, 0, %s, %s)
+            ON CONFLICT (organization_id, idempotency_key) DO NOTHING
+            RETURNING id
+            """,
+            [
+                organization.pk,
+                key,
+                fingerprint,
+                connection.ops.adapt_json_value({}, json.JSONEncoder),
+                connection.ops.adapt_datetimefield_value(now),
+            ],
+        )
+        return cursor.fetchone() is not None
+
+
+def _replay_consume(*, organization: Organization, key: str, fingerprint: str) -> Decision:
+    answer = ConsumeAnswer.objects.get(organization=organization, idempotency_key=key)
+    if answer.fingerprint != fingerprint:
+        raise _key_reused(key)
+    return Decision.from_answer(answer.body)
+
+
+def _consume(
+    *,
+    organization: Organization,
+    membership: Membership,
+    credits: Decimal,
+    source: str,
+    key: str,
+    fingerprint: str,
+    rules: LimitRules,
+    period: Period,
+    now: datetime,
+) -> Decision:
+    counts = rules.counts(source)
+    limit = rules.limit_for(membership.pk)
+    increment = ledger.MemberIncrement(
+        membership_id=membership.pk,
+        period_start=period.start,
+        used=credits,
+        counted=credits if counts else ZERO,
+    )
+    member = ledger.add_to_member(
+        organization_id=organization.pk,
+        increment=increment,
+        limit=limit,
+        enforce_limit=counts,
+        now=now,
+    )
+    if member is None:
+        return _refusal(
+            organization=organization,
+            membership=membership,
+            credits=credits,
+            source=source,
+            period=period,
+            rules=rules,
+        )
+    organization_total = ledger.add_to_organization(
+        organization_id=organization.pk,
+        period_start=period.start,
+        credits=credits,
+        allowance=organization.credit_allowance,
+        enforce_allowance=organization.block_when_exhausted,
+    )
+    if organization_total is None:
+        ledger.undo_member_increment(increment=increment)
+        return _refusal(
+            organization=organization,
+            membership=membership,
+            credits=credits,
+            source=source,
+            period=period,
+            rules=rules,
+        )
+    ledger.insert_events(
+        organization_id=organization.pk,
+        events=[
+            ledger.NewEvent(
+                membership_id=membership.pk,
+                meter=DEFAULT_METER,
+                credits=credits,
+                source=source,
+                timestamp=now,
+                period_start=period.start,
+                idempotency_key=key,
+                fingerprint=fingerprint,
+                properties={},
+            )
+        ],
+        now=now,
+    )
+    ledger.add_to_sources(
+        organization_id=organization.pk, increments={(membership.pk, period.start, source): credits}
+    )
+    return Decision(
+        allowed=True,
+        reason=None,
+        used=member.counted,
+        limit=limit,
+        resets_at=period.end,
+        message="",
+    )
+
+
+def _refusal(
+    *,
+    organization: Organization,
+    membership: Membership,
+    credits: Decimal,
+    source: str,
+    period: Period,
+    rules: LimitRules,
+) -> Decision:
+    """Why the database refused: the same rule, applied to the totals now."""
+    _, counted = member_usage_get(membership=membership, period=period)
+    decision = gate_decide(
+        cost=credits,
+        counts=rules.counts(source),
+        member_counted=counted,
+        member_limit=rules.limit_for(membership.pk),
+        organization_used_now=organization_used(organization=organization, period=period),
+        allowance=organization.credit_allowance,
+        block_when_exhausted=organization.block_when_exhausted,
+        period=period,
+    )
+    assert not decision.allowed, "the database refused what the rule allows"
+    return decision
+
+
+@dataclass(frozen=True)
+class UsageInput:
+    """One event to ingest, as the API or an in-process caller gives it."""
+
+    idempotency_key: str
+    credits: Decimal
+    user: str | None = None
+    source: str = Source.ASSISTANT
+    meter: str = DEFAULT_METER
+    timestamp: datetime | None = None
+    properties: dict[str, Any] = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        return fingerprint(
+            {
+                "op": "usage",
+                "user": self.user,
+                "credits": format_credits(self.credits),
+                "source": self.source,
+                "meter": self.meter,
+                "timestamp": None if self.timestamp is None else self.timestamp.isoformat(),
+                "properties": self.properties,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+
+
+def usage_ingest(*, organization: Organization, events: Sequence[UsageInput]) -> IngestResult:
+    """Record usage that already happened. Never refused for being over a
+    limit. The batch is all or nothing: any invalid event refuses it whole.
+    A key seen before with the same event is a duplicate and not counted again.
+    """
+    now = timezone.now()
+    memberships = _members_by_external_id(organization, events)
+    fingerprints = [event.fingerprint() for event in events]
+    new_events = _new_events(organization, events, fingerprints, memberships, now)
+    duplicates = len(events) - len(new_events)
+    if not new_events:
+        return IngestResult(accepted=0, duplicates=duplicates)
+    with transaction.atomic():
+        inserted = ledger.insert_events(organization_id=organization.pk, events=new_events, now=now)
+        recorded = [event for event in new_events if event.idempotency_key in inserted]
+        _add_to_totals(organization, recorded, now)
+    return IngestResult(accepted=len(recorded), duplicates=len(events) - len(recorded))
+
+
+def _members_by_external_id(
+    organization: Organization, events: Sequence[UsageInput]
+) -> dict[str, Membership]:
+    external_ids = {event.user for event in events if event.user is not None}
+    if not external_ids:
+        return {}
+    found = {
+        membership.external_id: membership
+        for membership in Membership.objects.filter(
+            organization=organization, external_id__in=external_ids
+        )
+    }
+    for index, event in enumerate(events):
+        if event.user is not None and event.user not in found:
+            raise InvalidInput(
+                f"events[{index}].user: no member {event.user!r} in this organization.",
+                code="unknown_user",
+                field=f"events[{index}].user",
+            )
+    return found
+
+
+def _new_events(
+    organization: Organization,
+    events: Sequence[UsageInput],
+    fingerprints: list[str],
+    memberships: dict[str, Membership],
+    now: datetime,
+) -> list[ledger.NewEvent]:
+    """Validate the batch and drop the events already recorded."""
+    keys = [event.idempotency_key for event in events]
+    seen = dict(
+        UsageEvent.objects.filter(organization=organization, idempotency_key__in=keys).values_list(
+            "idempotency_key", "fingerprint"
+        )
+    )
+    consumed = set(
+        ConsumeAnswer.objects.filter(
+            organization=organization, idempotency_key__in=keys
+        ).values_list("idempotency_key", flat=True)
+    )
+    new_events: list[ledger.NewEvent] = []
+    for index, (event, event_fingerprint) in enumerate(zip(events, fingerprints, strict=True)):
+        key = event.idempotency_key
+        if key in consumed or (key in seen and seen[key] != event_fingerprint):
+            raise _key_reused(key, field_name=f"events[{index}].idempotency_key")
+        if key in seen:
+            continue
+        timestamp = event.timestamp or now
+        if timestamp > now + MAX_FUTURE_SKEW:
+            raise InvalidInput(
+                f"events[{index}].timestamp: more than 5 minutes in the future.",
+                code="timestamp_in_future",
+                field=f"events[{index}].timestamp",
+            )
+        seen[key] = event_fingerprint
+        membership = memberships.get(event.user) if event.user is not None else None
+        new_events.append(
+            ledger.NewEvent(
+                membership_id=membership.pk if membership else None,
+                meter=event.meter,
+                credits=event.credits,
+                source=event.source,
+                timestamp=timestamp,
+                period_start=period_containing(timestamp, anchor_day=organization.anchor_day).start,
+                idempotency_key=key,
+                fingerprint=event_fingerprint,
+                properties=event.properties,
+            )
+        )
+    return new_events
+
+
+def _add_to_totals(
+    organization: Organization, events: Sequence[ledger.NewEvent], now: datetime
+) -> None:
+    """Group the events and move every total they touch: a constant number of
+    statements, whatever the number of events.
+    """
+    counted_events = [event for event in events if event.meter == DEFAULT_METER]
+    if not counted_events:
+        return
+    member_ids = {
+        event.membership_id for event in counted_events if event.membership_id is not None
+    }
+    rules = limit_rules_get(organization=organization, membership_ids=member_ids)
+    member_used: dict[tuple[int, datetime], Decimal] = defaultdict(Decimal)
+    member_counted: dict[tuple[int, datetime], Decimal] = defaultdict(Decimal)
+    by_period: dict[datetime, Decimal] = defaultdict(Decimal)
+    by_source: dict[tuple[int | None, datetime, str], Decimal] = defaultdict(Decimal)
+    for event in counted_events:
+        by_period[event.period_start] += event.credits
+        by_source[(event.membership_id, event.period_start, event.source)] += event.credits
+        if event.membership_id is not None:
+            member_key = (event.membership_id, event.period_start)
+            member_used[member_key] += event.credits
+            if rules.counts(event.source):
+                member_counted[member_key] += event.credits
+    members = ledger.add_to_members(
+        organization_id=organization.pk,
+        increments=[
+            ledger.MemberIncrement(
+                membership_id=membership_id,
+                period_start=period_start,
+                used=used,
+                counted=member_counted[(membership_id, period_start)],
+            )
+            for (membership_id, period_start), used in member_used.items()
+        ],
+    )
+    ledger.add_to_sources(organization_id=organization.pk, increments=by_source)
+    ledger.add_to_organization_periods(organization_id=organization.pk, credits_by_period=by_period)
+    reached = [
+        member.id
+        for member in members
+        if member.limit_reached_at is None
+        and (limit := rules.limit_for(member.membership_id)) is not None
+        and member.counted >= limit
+    ]
+    if reached:
+        ledger.mark_limits_reached(member_usage_ids=reached, now=now)

@@ -1,0 +1,366 @@
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+import time_machine
+from django.db import connection
+
+from billing.models import CustomLimit, MemberUsage, OrganizationUsage, UsageEvent, UserLimitPolicy
+from billing.selectors import current_period, member_usage_get, organization_used, usage_by_source
+from billing.services import (
+    ORGANIZATION_CREDITS_EXHAUSTED,
+    USER_LIMIT_REACHED,
+    UsageInput,
+    usage_check,
+    usage_consume,
+    usage_ingest,
+)
+from config.errors import Conflict
+from tests.factories import MembershipFactory
+
+pytestmark = pytest.mark.django_db
+
+D = Decimal
+
+
+def set_limits(organization, *, default=None, excluded=(), enabled=True):
+    UserLimitPolicy.objects.update_or_create(
+        organization=organization,
+        defaults={"enabled": enabled, "default_limit": default, "excluded_sources": list(excluded)},
+    )
+
+
+def consume(organization, membership, credits, source="assistant", key=None):
+    return usage_consume(
+        organization=organization, membership=membership, credits=D(credits), source=source, idempotency_key=key
+    ).decision
+
+
+def counted(membership):
+    return member_usage_get(membership=membership, period=current_period(membership.organization))[1]
+
+
+class TestExactness:
+    def test_a_tenth_ten_times_is_exactly_one(self, organization, member):
+        for _ in range(10):
+            assert consume(organization, member, "0.1").allowed
+        assert counted(member) == D("1")
+        assert organization_used(organization=organization, period=current_period(organization)) == D(1)
+        assert str(MemberUsage.objects.get().used) == "1.000000"
+
+    def test_ingest_of_tenths_is_exact(self, organization, member):
+        usage_ingest(
+            organization=organization,
+            events=[UsageInput(idempotency_key=f"k{i}", credits=D("0.1"), user=member.external_id) for i in range(10)],
+        )
+        assert counted(member) == D(1)
+
+
+class TestPerUserLimits:
+    def test_no_policy_means_no_limit(self, organization, member):
+        decision = consume(organization, member, "1000000")
+        assert decision.allowed and decision.limit is None and decision.remaining is None
+
+    def test_default_limit(self, organization, member):
+        set_limits(organization, default=D(10))
+        first = consume(organization, member, 6)
+        assert (first.allowed, first.used, first.limit, first.remaining) == (True, D(6), D(10), D(4))
+        refused = consume(organization, member, 5)
+        assert not refused.allowed
+        assert refused.reason == USER_LIMIT_REACHED
+        assert (refused.used, refused.limit) == (D(6), D(10))
+        assert refused.resets_at == current_period(organization).end
+        assert "6 of your 10" in refused.message
+        assert consume(organization, member, 4).allowed  # exactly up to the limit
+        assert counted(member) == D(10)
+
+    def test_disabled_policy_has_no_limit(self, organization, member):
+        set_limits(organization, default=D(1), enabled=False)
+        assert consume(organization, member, 5).allowed
+
+    def test_custom_limit_overrides_default(self, organization, member, owner):
+        set_limits(organization, default=D(10))
+        CustomLimit.objects.create(organization=organization, membership=member, limit=D(50))
+        assert consume(organization, member, 40).allowed
+        assert not consume(organization, owner, 40).allowed
+
+    def test_custom_lower_than_default(self, organization, member):
+        set_limits(organization, default=D(100))
+        CustomLimit.objects.create(organization=organization, membership=member, limit=D(2))
+        assert not consume(organization, member, 3).allowed
+
+    def test_unlimited_custom_limit(self, organization, member):
+        set_limits(organization, default=D(10))
+        CustomLimit.objects.create(organization=organization, membership=member, limit=None)
+        decision = consume(organization, member, 500)
+        assert decision.allowed and decision.limit is None
+
+    @pytest.mark.parametrize("source", ["agent_external", "workflow"])
+    def test_excluded_source_is_allowed_and_not_counted(self, organization, member, source):
+        set_limits(organization, default=D(10), excluded=[source])
+        assert consume(organization, member, 8).allowed
+        assert consume(organization, member, 50, source=source).allowed
+        assert counted(member) == D(8)
+        assert member_usage_get(membership=member, period=current_period(organization))[0] == D(58)
+        assert not consume(organization, member, 3).allowed
+
+    def test_exclusion_of_one_source_does_not_exclude_the_other(self, organization, member):
+        set_limits(organization, default=D(10), excluded=["workflow"])
+        assert not consume(organization, member, 11, source="agent_external").allowed
+
+    def test_excluded_source_allowed_even_when_over_budget(self, organization, member):
+        set_limits(organization, default=D(5), excluded=["workflow"])
+        usage_ingest(organization=organization, events=[UsageInput("a", D(9), user=member.external_id)])
+        assert not consume(organization, member, 1).allowed
+        assert consume(organization, member, 1, source="workflow").allowed
+
+    def test_refused_consume_records_nothing(self, organization, member):
+        set_limits(organization, default=D(5))
+        consume(organization, member, 6)
+        assert not UsageEvent.objects.exists()
+        assert counted(member) == 0
+
+    def test_limit_reached_time_is_recorded_once(self, organization, member):
+        set_limits(organization, default=D(10))
+        consume(organization, member, 9)
+        assert MemberUsage.objects.get().limit_reached_at is None
+        consume(organization, member, 1)
+        reached = MemberUsage.objects.get().limit_reached_at
+        assert reached is not None
+        CustomLimit.objects.create(organization=organization, membership=member, limit=D(20))
+        consume(organization, member, 10)
+        assert MemberUsage.objects.get().limit_reached_at == reached
+
+
+class TestOrganizationMaximum:
+    def test_exhausted_organization_blocks(self, organization, member, owner):
+        organization.credit_allowance = D(100)
+        organization.save()
+        assert consume(organization, member, 60).allowed
+        refused = consume(organization, owner, 41)
+        assert not refused.allowed
+        assert refused.reason == ORGANIZATION_CREDITS_EXHAUSTED
+        assert (refused.used, refused.limit) == (D(60), D(100))
+        assert consume(organization, owner, 40).allowed
+        assert organization_used(organization=organization, period=current_period(organization)) == D(100)
+
+    def test_refused_by_organization_leaves_member_totals_untouched(self, organization, member):
+        organization.credit_allowance = D(10)
+        organization.save()
+        set_limits(organization, default=D(100))
+        consume(organization, member, 11)
+        assert counted(member) == 0
+        assert not OrganizationUsage.objects.exclude(used=0).exists()
+
+    def test_not_blocking_when_block_when_exhausted_is_off(self, organization, member):
+        organization.credit_allowance = D(10)
+        organization.block_when_exhausted = False
+        organization.save()
+        assert consume(organization, member, 50).allowed
+
+    def test_both_refuse_gives_the_user_reason(self, organization, member):
+        organization.credit_allowance = D(10)
+        organization.save()
+        set_limits(organization, default=D(5))
+        assert consume(organization, member, 20).reason == USER_LIMIT_REACHED
+
+    def test_excluded_sources_still_count_toward_the_organization(self, organization, member):
+        organization.credit_allowance = D(10)
+        organization.save()
+        set_limits(organization, default=D(5), excluded=["workflow"])
+        decision = consume(organization, member, 11, source="workflow")
+        assert decision.reason == ORGANIZATION_CREDITS_EXHAUSTED
+
+
+class TestCheck:
+    def test_check_decides_without_recording(self, organization, member):
+        set_limits(organization, default=D(10))
+        consume(organization, member, 4)
+        decision = usage_check(organization=organization, membership=member, credits=D(6))
+        assert (decision.allowed, decision.used, decision.remaining) == (True, D(4), D(6))
+        assert not usage_check(organization=organization, membership=member, credits=D("6.000001")).allowed
+        assert counted(member) == D(4)
+        assert UsageEvent.objects.count() == 1
+
+
+class TestIdempotency:
+    def test_repeated_consume_key_gets_the_first_answer(self, organization, member):
+        set_limits(organization, default=D(10))
+        first = consume(organization, member, 7, key="k1")
+        again = usage_consume(organization=organization, membership=member, credits=D(7), idempotency_key="k1")
+        assert again.replayed and again.decision == first
+        assert counted(member) == D(7)
+
+    def test_repeated_refusal_is_replayed_even_after_room_appears(self, organization, member):
+        set_limits(organization, default=D(5))
+        first = consume(organization, member, 6, key="k1")
+        CustomLimit.objects.create(organization=organization, membership=member, limit=D(100))
+        assert consume(organization, member, 6, key="k1") == first
+
+    def test_consume_key_reused_with_another_body(self, organization, member):
+        consume(organization, member, 1, key="k1")
+        with pytest.raises(Conflict) as raised:
+            consume(organization, member, 2, key="k1")
+        assert raised.value.code == "idempotency_key_reused"
+
+    def test_ingest_and_consume_share_keys(self, organization, member):
+        usage_ingest(organization=organization, events=[UsageInput("shared", D(1), user=member.external_id)])
+        with pytest.raises(Conflict):
+            consume(organization, member, 1, key="shared")
+        consume(organization, member, 1, key="consumed")
+        with pytest.raises(Conflict):
+            usage_ingest(organization=organization, events=[UsageInput("consumed", D(1), user=member.external_id)])
+        assert counted(member) == D(2)
+
+    def test_repeated_ingest_is_a_duplicate(self, organization, member):
+        event = UsageInput("e1", D(3), user=member.external_id)
+        assert usage_ingest(organization=organization, events=[event]).accepted == 1
+        result = usage_ingest(organization=organization, events=[event, UsageInput("e2", D(1))])
+        assert (result.accepted, result.duplicates) == (1, 1)
+        assert organization_used(organization=organization, period=current_period(organization)) == D(4)
+
+    def test_ingest_key_reused_with_another_body_refuses_the_batch(self, organization, member):
+        usage_ingest(organization=organization, events=[UsageInput("e1", D(3))])
+        with pytest.raises(Conflict) as raised:
+            usage_ingest(organization=organization, events=[UsageInput("e2", D(1)), UsageInput("e1", D(4))])
+        assert raised.value.field == "events[1].idempotency_key"
+        assert UsageEvent.objects.count() == 1
+
+    def test_same_key_twice_in_one_batch(self, organization):
+        result = usage_ingest(organization=organization, events=[UsageInput("x", D(1)), UsageInput("x", D(1))])
+        assert (result.accepted, result.duplicates) == (1, 1)
+        with pytest.raises(Conflict):
+            usage_ingest(organization=organization, events=[UsageInput("y", D(1)), UsageInput("y", D(2))])
+
+
+class TestIngest:
+    def test_never_refused_for_limits(self, organization, member):
+        organization.credit_allowance = D(10)
+        organization.save()
+        set_limits(organization, default=D(1))
+        result = usage_ingest(organization=organization, events=[UsageInput("big", D(500), user=member.external_id)])
+        assert result.accepted == 1
+        assert counted(member) == D(500)
+        assert MemberUsage.objects.get().limit_reached_at is not None
+
+    def test_usage_by_source_and_userless_usage(self, organization, member):
+        usage_ingest(
+            organization=organization,
+            events=[
+                UsageInput("a", D(1), user=member.external_id, source="agent"),
+                UsageInput("b", D(2), source="agent"),
+                UsageInput("c", D(4), source="workflow"),
+                UsageInput("d", D(8), source="workflow"),
+            ],
+        )
+        assert usage_by_source(organization=organization, period=current_period(organization)) == {
+            "agent": D(3),
+            "workflow": D(12),
+        }
+
+    def test_other_meters_are_kept_but_not_counted(self, organization, member):
+        usage_ingest(organization=organization, events=[UsageInput("t", D(99), user=member.external_id, meter="tokens")])
+        assert UsageEvent.objects.get().meter == "tokens"
+        assert counted(member) == 0
+
+    def test_properties_are_kept(self, organization):
+        usage_ingest(organization=organization, events=[UsageInput("p", D(1), properties={"model": "x", "n": [1]})])
+        assert UsageEvent.objects.get().properties == {"model": "x", "n": [1]}
+
+    def test_batch_query_count_is_constant(self, organization, django_assert_max_num_queries):
+        members = MembershipFactory.create_batch(20, organization=organization)
+        set_limits(organization, default=D(1))  # both batches take members past their limit
+
+        def batch(prefix, size):
+            return [
+                UsageInput(f"{prefix}-{i}", D("1.5"), user=members[i % 20].external_id, source=["assistant", "workflow"][i % 2])
+                for i in range(size)
+            ]
+
+        with django_assert_max_num_queries(12) as small:
+            usage_ingest(organization=organization, events=batch("small", 10))
+        with django_assert_max_num_queries(12) as large:
+            usage_ingest(organization=organization, events=batch("large", 1000))
+        assert len(large.captured_queries) == len(small.captured_queries)
+
+
+class TestPeriods:
+    def test_usage_lands_in_its_period_and_limits_reset(self, organization, member):
+        set_limits(organization, default=D(10))
+        with time_machine.travel(datetime(2026, 3, 31, 23, 59, tzinfo=UTC), tick=False):
+            assert consume(organization, member, 10).allowed
+            assert not consume(organization, member, 1).allowed
+        with time_machine.travel(datetime(2026, 4, 1, 0, 0, tzinfo=UTC), tick=False):
+            decision = consume(organization, member, 10)
+            assert decision.allowed
+            assert decision.resets_at == datetime(2026, 5, 1, tzinfo=UTC)
+        assert sorted(MemberUsage.objects.values_list("period_start", "counted")) == [
+            (datetime(2026, 3, 1, tzinfo=UTC), D(10)),
+            (datetime(2026, 4, 1, tzinfo=UTC), D(10)),
+        ]
+
+    def test_ingested_events_count_toward_the_period_of_their_timestamp(self, organization, member):
+        organization.anchor_day = 15
+        organization.save()
+        with time_machine.travel(datetime(2026, 3, 15, 0, 2, tzinfo=UTC), tick=False):
+            usage_ingest(
+                organization=organization,
+                events=[
+                    UsageInput("before", D(1), user=member.external_id, timestamp=datetime(2026, 3, 14, 23, 59, 59, tzinfo=UTC)),
+                    UsageInput("after", D(2), user=member.external_id, timestamp=datetime(2026, 3, 15, 0, 0, tzinfo=UTC)),
+                ],
+            )
+        assert dict(OrganizationUsage.objects.values_list("period_start", "used")) == {
+            datetime(2026, 2, 15, tzinfo=UTC): D(1),
+            datetime(2026, 3, 15, tzinfo=UTC): D(2),
+        }
+
+
+def _in_threads(count, work):
+    barrier = threading.Barrier(count)
+    results, errors = [], []
+
+    def run(index):
+        try:
+            barrier.wait(timeout=10)
+            results.append(work(index))
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    return results
+
+
+@pytest.mark.django_db(transaction=True)
+class TestConcurrency:
+    def test_forty_concurrent_consumers_never_pass_a_user_limit(self, organization, member):
+        set_limits(organization, default=D(100))
+        results = _in_threads(40, lambda i: consume(organization, member, 5, key=f"c{i}").allowed)
+        assert results.count(True) == 20
+        assert counted(member) == D(100)
+        assert UsageEvent.objects.count() == 20
+
+    def test_concurrent_consumers_never_pass_the_organization_maximum(self, organization):
+        organization.credit_allowance = D(100)
+        organization.save()
+        members = MembershipFactory.create_batch(8, organization=organization)
+        results = _in_threads(40, lambda i: consume(organization, members[i % 8], 5, key=f"o{i}").allowed)
+        assert results.count(True) == 20
+        assert organization_used(organization=organization, period=current_period(organization)) == D(100)
+        assert sum(MemberUsage.objects.values_list("used", flat=True)) == D(100)
+
+    def test_concurrent_retries_of_one_key_record_once(self, organization, member):
+        results = _in_threads(10, lambda i: consume(organization, member, 5, key="same").allowed)
+        assert results == [True] * 10
+        assert counted(member) == D(5)
+        assert UsageEvent.objects.count() == 1
