@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.db.models import QuerySet
 
 from accounts.models import Membership, Organization, User
-from config.errors import NotFound
+from config.errors import InvalidInput, NotFound
 
 
 def membership_get(*, organization: Organization, external_id: str) -> Membership:
@@ -34,3 +34,21 @@ def organization_get_by_slug(*, slug: str) -> Organization:
     if organization is None:
         raise NotFound(f"No organization with the slug {slug!r}.", code="organization_not_found", field="slug")
     return organization
+
+
+def memberships_by_external_id(
+    *, organization: Organization, external_ids: list[str], field: str
+) -> list[Membership]:
+    """The members named, in the order given; an unknown name is an input error."""
+    found = {
+        membership.external_id: membership
+        for membership in Membership.objects.filter(
+            organization=organization, external_id__in=external_ids
+        ).select_related("user")
+    }
+    for external_id in external_ids:
+        if external_id not in found:
+            raise InvalidInput(
+                f"No member {external_id!r} in this organization.", code="unknown_user", field=field
+            )
+    return [found[external_id] for external_id in dict.fromkeys(external_ids)]

@@ -5,10 +5,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import Sum
+from django.db.models import Case, Exists, F, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
 from django.utils import timezone
 
 from accounts.models import Membership, Organization
+from billing.credits import credits_field
 from billing.models import CustomLimit, MemberUsage, OrganizationUsage, SourceUsage, UserLimitPolicy
 from billing.periods import Period, period_containing
 
@@ -95,3 +96,47 @@ def usage_by_source(*, organization: Organization, period: Period) -> dict[str, 
         .order_by("source")
     )
     return {row["source"]: row["total"] for row in rows}
+
+
+def members_over_budget(*, organization: Organization, period: Period) -> QuerySet[MemberUsage]:
+    """The members whose counted usage this period is at or over their limit,
+    with `limit` annotated; empty while per-user limits are off.
+    """
+    policy = limit_policy_get(organization=organization)
+    if not policy.enabled:
+        return MemberUsage.objects.none()
+    custom = CustomLimit.objects.filter(membership_id=OuterRef("membership_id"))
+    rows = MemberUsage.objects.filter(
+        organization=organization, period_start=period.start
+    ).annotate(
+        has_custom_limit=Exists(custom),
+        custom_limit=Subquery(custom.values("limit")[:1]),
+    )
+    over_custom = Q(
+        has_custom_limit=True, custom_limit__isnull=False, counted__gte=F("custom_limit")
+    )
+    over_default = (
+        Q(has_custom_limit=False, counted__gte=policy.default_limit)
+        if policy.default_limit is not None
+        else Q(pk__in=[])
+    )
+    return (
+        rows.filter(over_custom | over_default)
+        .annotate(
+            limit=Case(
+                When(has_custom_limit=True, then=F("custom_limit")),
+                default=Value(policy.default_limit, output_field=credits_field(null=True)),
+            )
+        )
+        .select_related("membership__user")
+    )
+
+
+def custom_limits_list(*, organization: Organization) -> QuerySet[CustomLimit]:
+    return CustomLimit.objects.filter(organization=organization).select_related("membership__user")
+
+
+def member_usages_list(*, organization: Organization, period: Period) -> QuerySet[MemberUsage]:
+    return MemberUsage.objects.filter(
+        organization=organization, period_start=period.start
+    ).select_related("membership")

@@ -18,13 +18,25 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connection, transaction
+from django.db.models import F, OuterRef, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from accounts.models import Membership, Organization
 from billing import ledger
-from billing.credits import format_credits
-from billing.models import DEFAULT_METER, ConsumeAnswer, Source, UsageEvent
+from billing.credits import credits_field, format_credits
+from billing.models import (
+    DEFAULT_METER,
+    EXCLUDABLE_SOURCES,
+    ConsumeAnswer,
+    CustomLimit,
+    MemberUsage,
+    Source,
+    SourceUsage,
+    UsageEvent,
+    UserLimitPolicy,
+)
 from billing.periods import Period, period_containing
 from billing.selectors import LimitRules, limit_rules_get, member_usage_get, organization_used
 from config.errors import Conflict, InvalidInput
@@ -549,3 +561,129 @@ def _add_to_totals(
     ]
     if reached:
         ledger.mark_limits_reached(member_usage_ids=reached, now=now)
+
+
+def _validate_limit_admins(organization: Organization, admins: Sequence[Membership]) -> None:
+    for admin in admins:
+        if admin.organization_id != organization.pk or not admin.is_admin:
+            raise InvalidInput(
+                f"{admin.external_id!r} is not an admin of this organization.",
+                code="not_an_admin",
+                field="admins",
+            )
+
+
+def limit_policy_update(
+    *,
+    organization: Organization,
+    enabled: bool | None = None,
+    default_limit: Decimal | None = None,
+    clear_default_limit: bool = False,
+    admins: Sequence[Membership] | None = None,
+    excluded_sources: Sequence[str] | None = None,
+) -> UserLimitPolicy:
+    """Change the per-user limits policy; what is not given stays as it is."""
+    if excluded_sources is not None:
+        unknown = set(excluded_sources) - set(EXCLUDABLE_SOURCES)
+        if unknown:
+            raise InvalidInput(
+                f"Only {', '.join(EXCLUDABLE_SOURCES)} can be excluded, "
+                f"not {', '.join(sorted(unknown))}.",
+                code="invalid_excluded_sources",
+                field="excluded_sources",
+            )
+    if admins is not None:
+        _validate_limit_admins(organization, admins)
+    with transaction.atomic():
+        policy, _ = UserLimitPolicy.objects.select_for_update().get_or_create(
+            organization=organization
+        )
+        exclusions_changed = excluded_sources is not None and set(excluded_sources) != set(
+            policy.excluded_sources
+        )
+        if enabled is not None:
+            policy.enabled = enabled
+        if clear_default_limit or default_limit is not None:
+            policy.default_limit = None if clear_default_limit else default_limit
+        if excluded_sources is not None:
+            policy.excluded_sources = sorted(set(excluded_sources))
+        policy.save()
+        if admins is not None:
+            policy.admins.set(admins)
+        period = period_containing(timezone.now(), anchor_day=organization.anchor_day)
+        if exclusions_changed:
+            _recount_members(organization=organization, policy=policy, period=period)
+        _mark_members_over_budget(organization=organization, period=period)
+    return policy
+
+
+def _recount_members(
+    *, organization: Organization, policy: UserLimitPolicy, period: Period
+) -> None:
+    """Counted usage is used minus the excluded sources: recompute it for this
+    period from the per-source totals, after locking the members' rows so that
+    no consume slips in between.
+    """
+    members = MemberUsage.objects.filter(organization=organization, period_start=period.start)
+    list(members.select_for_update().order_by("membership_id").values_list("id", flat=True))
+    excluded_used = (
+        SourceUsage.objects.filter(
+            membership_id=OuterRef("membership_id"),
+            period_start=OuterRef("period_start"),
+            source__in=policy.excluded_sources,
+        )
+        .values("membership_id")
+        .annotate(total=Sum("used"))
+        .values("total")
+    )
+    members.update(
+        counted=F("used")
+        - Coalesce(Subquery(excluded_used), Value(ZERO), output_field=credits_field())
+    )
+
+
+def _mark_members_over_budget(*, organization: Organization, period: Period) -> None:
+    """After a limit or exclusion change, note when members are now over budget."""
+    candidates = list(
+        MemberUsage.objects.filter(
+            organization=organization,
+            period_start=period.start,
+            limit_reached_at__isnull=True,
+            counted__gt=0,
+        ).values_list("id", "membership_id", "counted")
+    )
+    if not candidates:
+        return
+    rules = limit_rules_get(organization=organization, membership_ids=[m for _, m, _ in candidates])
+    reached = [
+        row_id
+        for row_id, membership_id, counted in candidates
+        if (limit := rules.limit_for(membership_id)) is not None and counted >= limit
+    ]
+    if reached:
+        ledger.mark_limits_reached(member_usage_ids=reached, now=timezone.now())
+
+
+def custom_limit_set(
+    *, organization: Organization, membership: Membership, limit: Decimal | None
+) -> CustomLimit:
+    """Set a member's own limit (None: unlimited), overriding the default."""
+    with transaction.atomic():
+        custom, _ = CustomLimit.objects.update_or_create(
+            membership=membership, defaults={"organization": organization, "limit": limit}
+        )
+        _mark_members_over_budget(
+            organization=organization,
+            period=period_containing(timezone.now(), anchor_day=organization.anchor_day),
+        )
+    return custom
+
+
+def custom_limit_delete(*, custom_limit: CustomLimit) -> None:
+    with transaction.atomic():
+        organization = custom_limit.organization
+        custom_limit.delete()
+        _mark_members_over_budget(
+            organization=organization,
+            period=period_containing(timezone.now(), anchor_day=organization.anchor_day),
+        )

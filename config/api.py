@@ -10,6 +10,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from accounts.api import router as accounts_router
+from billing.api import router as billing_router
 from config.apikit import ApiKeyAuth, DecimalJsonParser
 from config.errors import ServiceError, error_response
 
@@ -30,6 +31,7 @@ api = NinjaAPI(
     openapi_url="/openapi.json",
 )
 api.add_router("", accounts_router)
+api.add_router("", billing_router)
 
 
 def _field_of(location: tuple[Any, ...] | list[Any]) -> str | None:
@@ -64,7 +66,11 @@ def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpRespo
     message = _validation_message(first)
     in_body = bool(location) and location[0] == "body"
     if in_body and field is None:
-        message = "The request body must be a JSON object." if request.body else "A JSON body is required."
+        message = (
+            "The request body must be a JSON object."
+            if request.body
+            else "A JSON body is required."
+        )
     elif field:
         message = f"{field}: {message}"
     if len(exc.errors) > 1:

@@ -6,6 +6,7 @@ process group, so that Ctrl-C or SIGTERM stops them and their children too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -35,10 +36,8 @@ def _start(command: list[str]) -> subprocess.Popen[bytes]:
 def _stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
     for process in processes:
         if process.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
     deadline = time.monotonic() + STOP_GRACE_SECONDS
     for process in processes:
         try:

@@ -15,8 +15,8 @@ os.environ.setdefault("EMAIL_BACKEND", "anymail.backends.test.EmailBackend")
 os.environ.setdefault("SITE_URL", "http://testserver")
 os.environ.setdefault("WEBHOOKS_ALLOW_PRIVATE_URLS", "true")
 
-from config.settings import *  # noqa: E402, F403
-from config.settings import DATABASES, STORAGES  # noqa: E402
+from config.settings import *  # noqa: F403
+from config.settings import DATABASES, STORAGES
 
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     raise RuntimeError("Tests run on PostgreSQL: set DATABASE_URL to a postgres:// URL.")

@@ -1,0 +1,318 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from django.http import HttpRequest, JsonResponse
+from ninja import Query, Router, Schema, Status
+from pydantic import Field, StrictBool, field_validator
+
+from accounts.models import Membership
+from accounts.selectors import membership_get, memberships_by_external_id
+from billing import selectors, services
+from billing.credits import Credits, CreditsOut
+from billing.models import CustomLimit
+from config.apikit import Page, StrictSchema, paginate, request_organization
+from config.errors import InvalidInput, NotFound
+
+router = Router()
+
+SourceName = Literal["assistant", "agent", "agent_external", "workflow", "api"]
+ExcludableSource = Literal["agent_external", "workflow"]
+MAX_BATCH = 1000
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """Timestamps without an offset are read as UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+class UsageEventIn(StrictSchema):
+    idempotency_key: str = Field(min_length=1, max_length=255)
+    user: str | None = Field(default=None, min_length=1, max_length=255)
+    credits: Credits
+    source: SourceName = "assistant"
+    meter: str = Field(default="credits", min_length=1, max_length=64)
+    timestamp: datetime | None = None
+    properties: dict[str, Any] | None = None
+
+    _utc = field_validator("timestamp")(_utc)
+
+
+class UsageBatchIn(StrictSchema):
+    events: list[UsageEventIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class IngestOut(Schema):
+    accepted: int
+    duplicates: int
+
+
+class ConsumeIn(StrictSchema):
+    user: str = Field(min_length=1, max_length=255)
+    credits: Credits
+    source: SourceName = "assistant"
+    idempotency_key: str = Field(min_length=1, max_length=255)
+
+
+class CheckIn(StrictSchema):
+    user: str = Field(min_length=1, max_length=255)
+    credits: Credits
+    source: SourceName = "assistant"
+
+
+class AllowedOut(Schema):
+    allowed: Literal[True]
+    used: CreditsOut
+    limit: CreditsOut | None
+    remaining: CreditsOut | None
+    resets_at: datetime
+
+
+class RefusedOut(Schema):
+    allowed: Literal[False]
+    reason: Literal["user_limit_reached", "organization_credits_exhausted"]
+    message: str
+    used: CreditsOut
+    limit: CreditsOut | None
+    resets_at: datetime
+
+
+class SummaryUserOut(Schema):
+    user: str
+    used: CreditsOut
+    counted: CreditsOut
+    limit: CreditsOut | None
+
+
+class SummaryOut(Schema):
+    period_start: datetime
+    period_end: datetime
+    used: CreditsOut
+    allowance: CreditsOut | None
+    users: list[SummaryUserOut]
+
+
+class LimitPolicyOut(Schema):
+    enabled: bool
+    default_limit: CreditsOut | None
+    admins: list[str]
+    excluded_sources: list[ExcludableSource]
+
+
+class LimitPolicyIn(StrictSchema):
+    enabled: StrictBool | None = None
+    default_limit: Credits | None = None
+    admins: list[str] | None = None
+    excluded_sources: list[ExcludableSource] | None = None
+
+
+class CustomLimitOut(Schema):
+    user: str
+    limit: CreditsOut | None
+
+
+class CustomLimitList(Schema):
+    data: list[CustomLimitOut]
+    next_cursor: str | None
+
+
+class CustomLimitIn(StrictSchema):
+    limit: Credits | None
+
+
+class ExceedingOut(Schema):
+    user: str
+    used: CreditsOut
+    counted: CreditsOut
+    limit: CreditsOut
+    crossed_at: datetime | None
+
+
+class ExceedingList(Schema):
+    data: list[ExceedingOut]
+    next_cursor: str | None
+
+
+def _decision_response(decision: services.Decision) -> JsonResponse:
+    return JsonResponse(decision.as_answer(), status=200 if decision.allowed else 402)
+
+
+@router.post("/usage", response={202: IngestOut}, tags=["usage"])
+def usage_ingest(request: HttpRequest, payload: UsageBatchIn) -> Status[dict[str, int]]:
+    result = services.usage_ingest(
+        organization=request_organization(request),
+        events=[
+            services.UsageInput(
+                idempotency_key=event.idempotency_key,
+                credits=event.credits,
+                user=event.user,
+                source=event.source,
+                meter=event.meter,
+                timestamp=event.timestamp,
+                properties=event.properties or {},
+            )
+            for event in payload.events
+        ],
+    )
+    return Status(202, {"accepted": result.accepted, "duplicates": result.duplicates})
+
+
+def _member(request: HttpRequest, external_id: str) -> Membership:
+    try:
+        return membership_get(organization=request_organization(request), external_id=external_id)
+    except NotFound as error:
+        raise InvalidInput(error.message, code="unknown_user", field="user") from None
+
+
+@router.post("/consume", response={200: AllowedOut, 402: RefusedOut}, tags=["gate"])
+def usage_consume(request: HttpRequest, payload: ConsumeIn) -> JsonResponse:
+    result = services.usage_consume(
+        organization=request_organization(request),
+        membership=_member(request, payload.user),
+        credits=payload.credits,
+        source=payload.source,
+        idempotency_key=payload.idempotency_key,
+    )
+    return _decision_response(result.decision)
+
+
+@router.post("/check", response={200: AllowedOut, 402: RefusedOut}, tags=["gate"])
+def usage_check(request: HttpRequest, payload: CheckIn) -> JsonResponse:
+    decision = services.usage_check(
+        organization=request_organization(request),
+        membership=_member(request, payload.user),
+        credits=payload.credits,
+        source=payload.source,
+    )
+    return _decision_response(decision)
+
+
+@router.get("/usage/summary", response=SummaryOut, tags=["usage"])
+def usage_summary(request: HttpRequest) -> dict[str, Any]:
+    organization = request_organization(request)
+    period = selectors.current_period(organization)
+    rows = list(selectors.member_usages_list(organization=organization, period=period))
+    rules = selectors.limit_rules_get(
+        organization=organization, membership_ids=[row.membership_id for row in rows]
+    )
+    return {
+        "period_start": period.start,
+        "period_end": period.end,
+        "used": selectors.organization_used(organization=organization, period=period),
+        "allowance": organization.credit_allowance,
+        "users": [
+            {
+                "user": row.membership.external_id,
+                "used": row.used,
+                "counted": row.counted,
+                "limit": rules.limit_for(row.membership_id),
+            }
+            for row in sorted(rows, key=lambda row: row.used, reverse=True)
+        ],
+    }
+
+
+def _policy_out(request: HttpRequest) -> dict[str, Any]:
+    policy = selectors.limit_policy_get(organization=request_organization(request))
+    admins = [m.external_id for m in policy.admins.order_by("external_id")] if policy.pk else []
+    return {
+        "enabled": policy.enabled,
+        "default_limit": policy.default_limit,
+        "admins": admins,
+        "excluded_sources": policy.excluded_sources,
+    }
+
+
+@router.get("/user-limits", response=LimitPolicyOut, tags=["user limits"])
+def limit_policy_detail(request: HttpRequest) -> dict[str, Any]:
+    return _policy_out(request)
+
+
+@router.put("/user-limits", response=LimitPolicyOut, tags=["user limits"])
+def limit_policy_put(request: HttpRequest, payload: LimitPolicyIn) -> dict[str, Any]:
+    organization = request_organization(request)
+    given = payload.model_fields_set
+    services.limit_policy_update(
+        organization=organization,
+        enabled=payload.enabled,
+        default_limit=payload.default_limit,
+        clear_default_limit="default_limit" in given and payload.default_limit is None,
+        admins=None
+        if payload.admins is None
+        else memberships_by_external_id(
+            organization=organization, external_ids=payload.admins, field="admins"
+        ),
+        excluded_sources=payload.excluded_sources,
+    )
+    return _policy_out(request)
+
+
+def _custom_out(custom: CustomLimit) -> dict[str, Any]:
+    return {"user": custom.membership.external_id, "limit": custom.limit}
+
+
+@router.get("/user-limits/custom", response=CustomLimitList, tags=["user limits"])
+def custom_limit_list(request: HttpRequest, page: Query[Page]) -> dict[str, Any]:
+    customs = selectors.custom_limits_list(organization=request_organization(request))
+    return paginate(customs, page, lambda rows: [_custom_out(c) for c in rows])
+
+
+@router.get("/user-limits/exceeding", response=ExceedingList, tags=["user limits"])
+def exceeding_list(request: HttpRequest, page: Query[Page]) -> dict[str, Any]:
+    organization = request_organization(request)
+    rows = selectors.members_over_budget(
+        organization=organization, period=selectors.current_period(organization)
+    )
+    return paginate(
+        rows,
+        page,
+        lambda rows: [
+            {
+                "user": row.membership.external_id,
+                "used": row.used,
+                "counted": row.counted,
+                "limit": row.limit,
+                "crossed_at": row.limit_reached_at,
+            }
+            for row in rows
+        ],
+    )
+
+
+def _custom_limit_of(request: HttpRequest, user: str) -> tuple[Membership, CustomLimit | None]:
+    membership = membership_get(organization=request_organization(request), external_id=user)
+    custom = CustomLimit.objects.filter(membership=membership).first()
+    return membership, custom
+
+
+@router.get("/user-limits/custom/{path:user}", response=CustomLimitOut, tags=["user limits"])
+def custom_limit_detail(request: HttpRequest, user: str) -> dict[str, Any]:
+    _, custom = _custom_limit_of(request, user)
+    if custom is None:
+        raise _no_custom_limit(user)
+    return _custom_out(custom)
+
+
+@router.put("/user-limits/custom/{path:user}", response=CustomLimitOut, tags=["user limits"])
+def custom_limit_put(request: HttpRequest, user: str, payload: CustomLimitIn) -> dict[str, Any]:
+    membership, _ = _custom_limit_of(request, user)
+    custom = services.custom_limit_set(
+        organization=request_organization(request), membership=membership, limit=payload.limit
+    )
+    return _custom_out(custom)
+
+
+@router.delete("/user-limits/custom/{path:user}", response={204: None}, tags=["user limits"])
+def custom_limit_delete(request: HttpRequest, user: str) -> Status[None]:
+    _, custom = _custom_limit_of(request, user)
+    if custom is None:
+        raise _no_custom_limit(user)
+    services.custom_limit_delete(custom_limit=custom)
+    return Status(204, None)
+
+
+def _no_custom_limit(user: str) -> NotFound:
+    return NotFound(f"{user!r} has no custom limit.", code="custom_limit_not_found", field="user")
