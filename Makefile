@@ -29,7 +29,7 @@ test: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	DJANGO_SETTINGS_MODULE=config.test_settings $(VENV)/bin/mypy .
+	$(VENV)/bin/mypy .
 
 format: venv
 	$(VENV)/bin/ruff check --fix .

@@ -116,12 +116,16 @@ def member_create(request: HttpRequest, payload: MemberCreate) -> Status[dict[st
 
 @router.get("/members/{path:user}", response=MemberOut, tags=["members"])
 def member_detail(request: HttpRequest, user: str) -> dict[str, Any]:
-    return _member_out(selectors.membership_get(organization=request_organization(request), external_id=user))
+    return _member_out(
+        selectors.membership_get(organization=request_organization(request), external_id=user)
+    )
 
 
 @router.patch("/members/{path:user}", response=MemberOut, tags=["members"])
 def member_patch(request: HttpRequest, user: str, payload: MemberPatch) -> dict[str, Any]:
-    membership = selectors.membership_get(organization=request_organization(request), external_id=user)
+    membership = selectors.membership_get(
+        organization=request_organization(request), external_id=user
+    )
     services.membership_update(
         membership=membership, role=payload.role, name=payload.name, external_id=payload.user
     )
@@ -130,8 +134,8 @@ def member_patch(request: HttpRequest, user: str, payload: MemberPatch) -> dict[
 
 @router.delete("/members/{path:user}", response={204: None}, tags=["members"])
 def member_delete(request: HttpRequest, user: str) -> Status[None]:
-    membership = selectors.membership_get(organization=request_organization(request), external_id=user)
+    membership = selectors.membership_get(
+        organization=request_organization(request), external_id=user
+    )
     services.membership_delete(membership=membership)
     return Status(204, None)
-
-

@@ -13,7 +13,11 @@ def membership_get(*, organization: Organization, external_id: str) -> Membershi
         .first()
     )
     if membership is None:
-        raise NotFound(f"No member {external_id!r} in this organization.", code="member_not_found", field="user")
+        raise NotFound(
+            f"No member {external_id!r} in this organization.",
+            code="member_not_found",
+            field="user",
+        )
     return membership
 
 
@@ -32,7 +36,9 @@ def memberships_of_user(*, user: User) -> QuerySet[Membership]:
 def organization_get_by_slug(*, slug: str) -> Organization:
     organization = Organization.objects.filter(slug=slug).first()
     if organization is None:
-        raise NotFound(f"No organization with the slug {slug!r}.", code="organization_not_found", field="slug")
+        raise NotFound(
+            f"No organization with the slug {slug!r}.", code="organization_not_found", field="slug"
+        )
     return organization
 
 

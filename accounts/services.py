@@ -37,7 +37,9 @@ def _validate_slug(slug: str) -> None:
             field="slug",
         ) from None
     if len(slug) > Organization._meta.get_field("slug").max_length:  # type: ignore[operator]
-        raise InvalidInput("The slug is too long (64 characters at most).", code="invalid_slug", field="slug")
+        raise InvalidInput(
+            "The slug is too long (64 characters at most).", code="invalid_slug", field="slug"
+        )
 
 
 def _validate_anchor_day(anchor_day: int) -> None:
@@ -55,7 +57,9 @@ def _validate_name(name: str, *, field: str = "name", max_length: int = 200) -> 
         raise InvalidInput("The name must not be empty.", code="invalid_name", field=field)
     if len(name) > max_length:
         raise InvalidInput(
-            f"The name is too long ({max_length} characters at most).", code="invalid_name", field=field
+            f"The name is too long ({max_length} characters at most).",
+            code="invalid_name",
+            field=field,
         )
     return name
 
@@ -82,7 +86,9 @@ def organization_create(
             organization.save()
     except IntegrityError:
         raise Conflict(
-            f"An organization with the slug {slug!r} already exists.", code="slug_taken", field="slug"
+            f"An organization with the slug {slug!r} already exists.",
+            code="slug_taken",
+            field="slug",
         ) from None
     return organization
 
@@ -134,7 +140,9 @@ def _validate_email(email: str) -> str:
     try:
         validate_email(email)
     except ValidationError:
-        raise InvalidInput(f"{email!r} is not a valid email address.", code="invalid_email", field="email") from None
+        raise InvalidInput(
+            f"{email!r} is not a valid email address.", code="invalid_email", field="email"
+        ) from None
     return email
 
 
@@ -143,7 +151,9 @@ def _validate_external_id(external_id: str) -> str:
     if not external_id:
         raise InvalidInput("The user id must not be empty.", code="invalid_user", field="user")
     if len(external_id) > 255:
-        raise InvalidInput("The user id is too long (255 characters at most).", code="invalid_user", field="user")
+        raise InvalidInput(
+            "The user id is too long (255 characters at most).", code="invalid_user", field="user"
+        )
     return external_id
 
 
@@ -174,7 +184,9 @@ def membership_create(
     external_id = _validate_external_id(external_id if external_id is not None else email)
     name = name.strip()
     if len(name) > 150:
-        raise InvalidInput("The name is too long (150 characters at most).", code="invalid_name", field="name")
+        raise InvalidInput(
+            "The name is too long (150 characters at most).", code="invalid_name", field="name"
+        )
 
     user = User.objects.select_for_update().filter(email=email).first()
     if user is None:
@@ -195,7 +207,11 @@ def membership_create(
             user.save(update_fields=update_fields)
 
     if Membership.objects.filter(organization=organization, user=user).exists():
-        raise Conflict(f"{email} is already a member of {organization.slug}.", code="member_exists", field="email")
+        raise Conflict(
+            f"{email} is already a member of {organization.slug}.",
+            code="member_exists",
+            field="email",
+        )
     if Membership.objects.filter(organization=organization, external_id=external_id).exists():
         raise Conflict(
             f"The user id {external_id!r} is already taken in {organization.slug}.",
@@ -233,7 +249,9 @@ def membership_update(
             name = name.strip()
             if len(name) > 150:
                 raise InvalidInput(
-                    "The name is too long (150 characters at most).", code="invalid_name", field="name"
+                    "The name is too long (150 characters at most).",
+                    code="invalid_name",
+                    field="name",
                 )
             membership.user.name = name
             membership.user.save(update_fields=["name"])
@@ -243,7 +261,9 @@ def membership_update(
                     membership.save(update_fields=changed)
             except IntegrityError:
                 raise Conflict(
-                    f"The user id {external_id!r} is already taken.", code="user_taken", field="user"
+                    f"The user id {external_id!r} is already taken.",
+                    code="user_taken",
+                    field="user",
                 ) from None
     return membership
 

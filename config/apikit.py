@@ -60,7 +60,9 @@ class ApiKeyAuth(HttpBearer):
         header = request.headers.get("Authorization")
         if not header:
             raise ApiError(
-                401, "Missing API key: send the header 'Authorization: Bearer <key>'.", code="unauthenticated"
+                401,
+                "Missing API key: send the header 'Authorization: Bearer <key>'.",
+                code="unauthenticated",
             )
         scheme, _, token = header.partition(" ")
         token = token.strip()
@@ -100,9 +102,19 @@ def _decode_cursor(cursor: str) -> int:
         padded = cursor + "=" * (-len(cursor) % 4)
         value = int(base64.urlsafe_b64decode(padded.encode()).decode())
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ApiError(400, "The cursor is not valid: pass back a next_cursor.", code="invalid_cursor", field="cursor") from None
+        raise ApiError(
+            400,
+            "The cursor is not valid: pass back a next_cursor.",
+            code="invalid_cursor",
+            field="cursor",
+        ) from None
     if value < 0:
-        raise ApiError(400, "The cursor is not valid: pass back a next_cursor.", code="invalid_cursor", field="cursor")
+        raise ApiError(
+            400,
+            "The cursor is not valid: pass back a next_cursor.",
+            code="invalid_cursor",
+            field="cursor",
+        )
     return value
 
 
@@ -120,7 +132,10 @@ def paginate(
     """
     if not 1 <= page.limit <= MAX_PAGE_SIZE:
         raise ApiError(
-            400, f"limit must be between 1 and {MAX_PAGE_SIZE}.", code="invalid_limit", field="limit"
+            400,
+            f"limit must be between 1 and {MAX_PAGE_SIZE}.",
+            code="invalid_limit",
+            field="limit",
         )
     ordered = queryset.order_by("-pk" if newest_first else "pk")
     if page.cursor:

@@ -68,10 +68,14 @@ def main() -> None:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    parent = os.getppid()
     while True:
+        if os.getppid() != parent:  # `make` was killed: we were orphaned
+            _stop_all(processes)
+            sys.exit(0)
         for process in processes:
             if process.poll() is not None:
-                print(f"{process.args[2:4]} exited ({process.returncode}); stopping.", flush=True)
+                print(f"{process.args!r} exited ({process.returncode}); stopping.", flush=True)
                 _stop_all(processes)
                 sys.exit(process.returncode or 1)
         time.sleep(0.5)

@@ -36,4 +36,6 @@ def error_response(
     status: int, message: str, *, code: str, field: str | None = None
 ) -> JsonResponse:
     """The API's one error shape."""
-    return JsonResponse({"error": {"code": code, "message": message, "field": field}}, status=status)
+    return JsonResponse(
+        {"error": {"code": code, "message": message, "field": field}}, status=status
+    )

@@ -27,4 +27,4 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-STATIC_ROOT = None  # served from the finders; nothing is collected in tests
+STATIC_ROOT = None  # type: ignore[assignment]  # served from the finders; nothing is collected in tests

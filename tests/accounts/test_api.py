@@ -37,14 +37,18 @@ class TestAuthentication:
         assert_error(response, 401, "unauthenticated")
 
     def test_unknown_key(self, organization):
-        assert_error(ApiClient("hr_not-a-real-key").get("/api/v1/organization"), 401, "invalid_api_key")
+        assert_error(
+            ApiClient("hr_not-a-real-key").get("/api/v1/organization"), 401, "invalid_api_key"
+        )
 
     def test_revoked_key(self, organization):
         api_key, raw_key = api_key_create(organization=organization)
         api_key_revoke(api_key=api_key)
         assert_error(ApiClient(raw_key).get("/api/v1/organization"), 401, "invalid_api_key")
 
-    def test_key_acts_for_its_own_organization_only(self, api, outsider_api, organization, other_organization):
+    def test_key_acts_for_its_own_organization_only(
+        self, api, outsider_api, organization, other_organization
+    ):
         assert api.get("/api/v1/organization").json()["slug"] == organization.slug
         assert outsider_api.get("/api/v1/organization").json()["slug"] == other_organization.slug
 
@@ -56,13 +60,17 @@ class TestAuthentication:
         api_key.refresh_from_db()
         assert api_key.last_used_at is not None
 
-    def test_last_use_is_written_at_most_once_a_minute(self, organization, django_assert_num_queries):
+    def test_last_use_is_written_at_most_once_a_minute(
+        self, organization, django_assert_num_queries
+    ):
         api_key, raw_key = api_key_create(organization=organization)
         client = ApiClient(raw_key)
         client.get("/api/v1/organization")
         with django_assert_num_queries(1):  # the key lookup only, no write
             client.get("/api/v1/organization")
-        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=timezone.now() - timedelta(minutes=2))
+        ApiKey.objects.filter(pk=api_key.pk).update(
+            last_used_at=timezone.now() - timedelta(minutes=2)
+        )
         with django_assert_num_queries(2):
             client.get("/api/v1/organization")
 
@@ -104,7 +112,9 @@ class TestOrganization:
         }
 
     def test_patch_changes_only_what_is_given(self, api, organization):
-        response = api.patch("/api/v1/organization", {"credit_allowance": "1000.5", "anchor_day": 15})
+        response = api.patch(
+            "/api/v1/organization", {"credit_allowance": "1000.5", "anchor_day": 15}
+        )
         assert response.status_code == 200, response.content
         assert response.json()["credit_allowance"] == "1000.5"
         assert response.json()["name"] == "Acme Inc"
@@ -157,10 +167,15 @@ class TestMembers:
             "name": "New",
             "role": "member",
         }
-        assert Membership.objects.get(organization=organization).external_id == "new.person@example.com"
+        assert (
+            Membership.objects.get(organization=organization).external_id
+            == "new.person@example.com"
+        )
 
     def test_create_with_external_id_and_role(self, api):
-        response = api.post("/api/v1/members", {"email": "a@example.com", "user": "u_42", "role": "admin"})
+        response = api.post(
+            "/api/v1/members", {"email": "a@example.com", "user": "u_42", "role": "admin"}
+        )
         assert response.status_code == 201
         assert api.get("/api/v1/members/u_42").json()["role"] == "admin"
 
@@ -170,7 +185,11 @@ class TestMembers:
         assert User.objects.filter(email=outsider.user.email).count() == 1
 
     def test_duplicate_email_is_409(self, api, member):
-        assert_error(api.post("/api/v1/members", {"email": member.user.email, "user": "other"}), 409, "member_exists")
+        assert_error(
+            api.post("/api/v1/members", {"email": member.user.email, "user": "other"}),
+            409,
+            "member_exists",
+        )
 
     def test_duplicate_external_id_is_409(self, api, member):
         body = {"email": "someone@example.com", "user": member.external_id}
@@ -205,12 +224,18 @@ class TestMembers:
         assert api.get("/api/v1/members/team/s").json()["email"] == "s@example.com"
 
     def test_rename_to_taken_external_id_is_409(self, api, member, owner):
-        assert_error(api.patch(f"/api/v1/members/{member.external_id}", {"user": owner.external_id}), 409, "user_taken")
+        assert_error(
+            api.patch(f"/api/v1/members/{member.external_id}", {"user": owner.external_id}),
+            409,
+            "user_taken",
+        )
 
     def test_other_organizations_members_are_invisible(self, api, outsider):
         assert_error(api.get(f"/api/v1/members/{outsider.external_id}"), 404)
         assert_error(api.delete(f"/api/v1/members/{outsider.external_id}"), 404)
-        assert outsider.external_id not in [m["user"] for m in api.get("/api/v1/members").json()["data"]]
+        assert outsider.external_id not in [
+            m["user"] for m in api.get("/api/v1/members").json()["data"]
+        ]
 
 
 class TestPagination:

@@ -40,11 +40,17 @@ class TestIngest:
         }
         assert ingest(api, event).status_code == 202
         stored = UsageEvent.objects.get()
-        assert (stored.credits, stored.source, stored.timestamp) == (Decimal("0.000001"), "agent_external", moment)
+        assert (stored.credits, stored.source, stored.timestamp) == (
+            Decimal("0.000001"),
+            "agent_external",
+            moment,
+        )
         assert stored.properties == {"agent": "researcher"}
 
     def test_invalid_event_refuses_the_whole_batch_naming_its_index(self, api):
-        response = ingest(api, {"idempotency_key": "ok", "credits": 1}, {"idempotency_key": "bad", "credits": -1})
+        response = ingest(
+            api, {"idempotency_key": "ok", "credits": 1}, {"idempotency_key": "bad", "credits": -1}
+        )
         error = assert_error(response, 422, field="events[1].credits")
         assert "events[1].credits" in error["message"]
         assert not UsageEvent.objects.exists()
@@ -58,7 +64,10 @@ class TestIngest:
             ({"idempotency_key": "k", "credits": 0}, "events[0].credits"),
             ({"idempotency_key": "k", "credits": "abc"}, "events[0].credits"),
             ({"idempotency_key": "k", "credits": 1, "source": "email"}, "events[0].source"),
-            ({"idempotency_key": "k", "credits": 1, "timestamp": "yesterday"}, "events[0].timestamp"),
+            (
+                {"idempotency_key": "k", "credits": 1, "timestamp": "yesterday"},
+                "events[0].timestamp",
+            ),
             ({"idempotency_key": "k", "credits": 1, "properties": [1]}, "events[0].properties"),
             ({"idempotency_key": "k", "credits": 1, "colour": "red"}, "events[0].colour"),
             ({"idempotency_key": "", "credits": 1}, "events[0].idempotency_key"),
@@ -68,13 +77,26 @@ class TestIngest:
         assert_error(ingest(api, event), 422, field=field)
 
     def test_unknown_user(self, api):
-        assert_error(ingest(api, {"idempotency_key": "k", "credits": 1, "user": "ghost"}), 422, "unknown_user", "events[0].user")
+        assert_error(
+            ingest(api, {"idempotency_key": "k", "credits": 1, "user": "ghost"}),
+            422,
+            "unknown_user",
+            "events[0].user",
+        )
 
     def test_future_timestamp_refused_but_small_skew_accepted(self, api):
         soon = (timezone.now() + timedelta(minutes=4)).isoformat()
         later = (timezone.now() + timedelta(minutes=6)).isoformat()
-        assert ingest(api, {"idempotency_key": "soon", "credits": 1, "timestamp": soon}).status_code == 202
-        assert_error(ingest(api, {"idempotency_key": "late", "credits": 1, "timestamp": later}), 422, "timestamp_in_future", "events[0].timestamp")
+        assert (
+            ingest(api, {"idempotency_key": "soon", "credits": 1, "timestamp": soon}).status_code
+            == 202
+        )
+        assert_error(
+            ingest(api, {"idempotency_key": "late", "credits": 1, "timestamp": later}),
+            422,
+            "timestamp_in_future",
+            "events[0].timestamp",
+        )
 
     @pytest.mark.parametrize("count", [0, 1001])
     def test_batch_size_bounds(self, api, count):
@@ -88,7 +110,12 @@ class TestIngest:
 
     def test_key_reused_with_another_body_is_409(self, api):
         ingest(api, {"idempotency_key": "k", "credits": 1})
-        assert_error(ingest(api, {"idempotency_key": "k", "credits": 2}), 409, "idempotency_key_reused", "events[0].idempotency_key")
+        assert_error(
+            ingest(api, {"idempotency_key": "k", "credits": 2}),
+            409,
+            "idempotency_key_reused",
+            "events[0].idempotency_key",
+        )
 
     def test_ingest_is_never_refused_for_limits(self, api, organization, member):
         api.patch("/api/v1/organization", {"credit_allowance": 1})
@@ -101,7 +128,10 @@ class TestConsume:
     def test_allowed_answer(self, api, member):
         api.put("/api/v1/user-limits", {"enabled": True, "default_limit": "10"})
         with time_machine.travel(datetime(2026, 5, 20, tzinfo=UTC)):
-            response = api.post("/api/v1/consume", {"user": member.external_id, "credits": 3, "idempotency_key": "c1"})
+            response = api.post(
+                "/api/v1/consume",
+                {"user": member.external_id, "credits": 3, "idempotency_key": "c1"},
+            )
         assert response.status_code == 200
         assert response.json() == {
             "allowed": True,
@@ -112,13 +142,19 @@ class TestConsume:
         }
 
     def test_no_limit_answers_nulls(self, api, member):
-        response = api.post("/api/v1/consume", {"user": member.external_id, "credits": 3, "idempotency_key": "c1"})
+        response = api.post(
+            "/api/v1/consume", {"user": member.external_id, "credits": 3, "idempotency_key": "c1"}
+        )
         assert response.json()["limit"] is None and response.json()["remaining"] is None
 
     def test_refused_for_the_user(self, api, member):
         api.put("/api/v1/user-limits", {"enabled": True, "default_limit": "10"})
-        api.post("/api/v1/consume", {"user": member.external_id, "credits": 8, "idempotency_key": "c1"})
-        response = api.post("/api/v1/consume", {"user": member.external_id, "credits": 3, "idempotency_key": "c2"})
+        api.post(
+            "/api/v1/consume", {"user": member.external_id, "credits": 8, "idempotency_key": "c1"}
+        )
+        response = api.post(
+            "/api/v1/consume", {"user": member.external_id, "credits": 3, "idempotency_key": "c2"}
+        )
         assert response.status_code == 402
         body = response.json()
         assert body["allowed"] is False and body["reason"] == "user_limit_reached"
@@ -127,9 +163,17 @@ class TestConsume:
 
     def test_refused_for_the_organization(self, api, member, owner):
         api.patch("/api/v1/organization", {"credit_allowance": 5})
-        api.post("/api/v1/consume", {"user": owner.external_id, "credits": 4, "idempotency_key": "c1"})
-        body = api.post("/api/v1/consume", {"user": member.external_id, "credits": 2, "idempotency_key": "c2"}).json()
-        assert (body["reason"], body["used"], body["limit"]) == ("organization_credits_exhausted", "4", "5")
+        api.post(
+            "/api/v1/consume", {"user": owner.external_id, "credits": 4, "idempotency_key": "c1"}
+        )
+        body = api.post(
+            "/api/v1/consume", {"user": member.external_id, "credits": 2, "idempotency_key": "c2"}
+        ).json()
+        assert (body["reason"], body["used"], body["limit"]) == (
+            "organization_credits_exhausted",
+            "4",
+            "5",
+        )
 
     def test_repeated_key_gets_the_first_answer(self, api, member):
         body = {"user": member.external_id, "credits": 3, "idempotency_key": "c1"}
@@ -139,13 +183,20 @@ class TestConsume:
         assert api.get("/api/v1/usage/summary").json()["used"] == "3"
 
     def test_key_reused_with_another_body(self, api, member):
-        api.post("/api/v1/consume", {"user": member.external_id, "credits": 3, "idempotency_key": "c1"})
-        response = api.post("/api/v1/consume", {"user": member.external_id, "credits": 4, "idempotency_key": "c1"})
+        api.post(
+            "/api/v1/consume", {"user": member.external_id, "credits": 3, "idempotency_key": "c1"}
+        )
+        response = api.post(
+            "/api/v1/consume", {"user": member.external_id, "credits": 4, "idempotency_key": "c1"}
+        )
         assert_error(response, 409, "idempotency_key_reused")
 
     def test_ingest_key_cannot_be_consumed(self, api, member):
         ingest(api, {"idempotency_key": "shared", "credits": 1})
-        response = api.post("/api/v1/consume", {"user": member.external_id, "credits": 1, "idempotency_key": "shared"})
+        response = api.post(
+            "/api/v1/consume",
+            {"user": member.external_id, "credits": 1, "idempotency_key": "shared"},
+        )
         assert_error(response, 409, "idempotency_key_reused")
 
     @pytest.mark.parametrize(
@@ -164,14 +215,18 @@ class TestConsume:
         assert not UsageEvent.objects.exists()
 
     def test_other_organizations_member_is_unknown(self, api, outsider):
-        response = api.post("/api/v1/consume", {"user": outsider.external_id, "credits": 1, "idempotency_key": "k"})
+        response = api.post(
+            "/api/v1/consume", {"user": outsider.external_id, "credits": 1, "idempotency_key": "k"}
+        )
         assert_error(response, 422, "unknown_user", "user")
 
 
 class TestCheck:
     def test_check_records_nothing(self, api, member):
         api.put("/api/v1/user-limits", {"enabled": True, "default_limit": "10"})
-        api.post("/api/v1/consume", {"user": member.external_id, "credits": 4, "idempotency_key": "c1"})
+        api.post(
+            "/api/v1/consume", {"user": member.external_id, "credits": 4, "idempotency_key": "c1"}
+        )
         response = api.post("/api/v1/check", {"user": member.external_id, "credits": 6})
         assert response.status_code == 200
         assert (response.json()["used"], response.json()["remaining"]) == ("4", "6")
@@ -187,11 +242,19 @@ class TestCheck:
 class TestSummary:
     def test_summary(self, api, member, owner):
         api.patch("/api/v1/organization", {"credit_allowance": "1000"})
-        api.put("/api/v1/user-limits", {"enabled": True, "default_limit": "100", "excluded_sources": ["workflow"]})
+        api.put(
+            "/api/v1/user-limits",
+            {"enabled": True, "default_limit": "100", "excluded_sources": ["workflow"]},
+        )
         ingest(
             api,
             {"idempotency_key": "a", "credits": 10, "user": member.external_id},
-            {"idempotency_key": "b", "credits": 5, "user": member.external_id, "source": "workflow"},
+            {
+                "idempotency_key": "b",
+                "credits": 5,
+                "user": member.external_id,
+                "source": "workflow",
+            },
             {"idempotency_key": "c", "credits": 1, "user": owner.external_id},
         )
         with time_machine.travel(timezone.now()):
@@ -201,7 +264,9 @@ class TestSummary:
             {"user": member.external_id, "used": "15", "counted": "10", "limit": "100"},
             {"user": owner.external_id, "used": "1", "counted": "1", "limit": "100"},
         ]
-        assert datetime.fromisoformat(body["period_start"]) < datetime.fromisoformat(body["period_end"])
+        assert datetime.fromisoformat(body["period_start"]) < datetime.fromisoformat(
+            body["period_end"]
+        )
 
 
 class TestLimitPolicy:
@@ -214,13 +279,25 @@ class TestLimitPolicy:
         }
 
     def test_put_and_get(self, api, owner):
-        body = {"enabled": True, "default_limit": 250.5, "admins": [owner.external_id], "excluded_sources": ["workflow", "agent_external"]}
+        body = {
+            "enabled": True,
+            "default_limit": 250.5,
+            "admins": [owner.external_id],
+            "excluded_sources": ["workflow", "agent_external"],
+        }
         response = api.put("/api/v1/user-limits", body)
         assert response.status_code == 200, response.content
-        expected = {"enabled": True, "default_limit": "250.5", "admins": [owner.external_id], "excluded_sources": ["agent_external", "workflow"]}
+        expected = {
+            "enabled": True,
+            "default_limit": "250.5",
+            "admins": [owner.external_id],
+            "excluded_sources": ["agent_external", "workflow"],
+        }
         assert response.json() == expected
         assert api.get("/api/v1/user-limits").json() == expected
-        assert api.put("/api/v1/user-limits", {"default_limit": None}).json()["default_limit"] is None
+        assert (
+            api.put("/api/v1/user-limits", {"default_limit": None}).json()["default_limit"] is None
+        )
 
     @pytest.mark.parametrize(
         ("body", "field"),
@@ -235,17 +312,34 @@ class TestLimitPolicy:
         assert_error(api.put("/api/v1/user-limits", body), 422, field=field)
 
     def test_admins_must_be_admins(self, api, member):
-        assert_error(api.put("/api/v1/user-limits", {"admins": [member.external_id]}), 422, "not_an_admin", "admins")
+        assert_error(
+            api.put("/api/v1/user-limits", {"admins": [member.external_id]}),
+            422,
+            "not_an_admin",
+            "admins",
+        )
 
     def test_changing_exclusions_recounts_this_period(self, api, member):
         api.put("/api/v1/user-limits", {"enabled": True, "default_limit": 10})
-        ingest(api, {"idempotency_key": "w", "credits": 8, "user": member.external_id, "source": "workflow"})
+        ingest(
+            api,
+            {
+                "idempotency_key": "w",
+                "credits": 8,
+                "user": member.external_id,
+                "source": "workflow",
+            },
+        )
         refused = api.post("/api/v1/check", {"user": member.external_id, "credits": 5})
         assert refused.status_code == 402
         api.put("/api/v1/user-limits", {"excluded_sources": ["workflow"]})
-        assert api.post("/api/v1/check", {"user": member.external_id, "credits": 5}).status_code == 200
+        assert (
+            api.post("/api/v1/check", {"user": member.external_id, "credits": 5}).status_code == 200
+        )
         api.put("/api/v1/user-limits", {"excluded_sources": []})
-        assert api.post("/api/v1/check", {"user": member.external_id, "credits": 5}).status_code == 402
+        assert (
+            api.post("/api/v1/check", {"user": member.external_id, "credits": 5}).status_code == 402
+        )
 
 
 class TestCustomLimits:
@@ -255,23 +349,34 @@ class TestCustomLimits:
         assert api.put(path, {"limit": 50}).json() == {"user": member.external_id, "limit": "50"}
         assert api.put(path, {"limit": None}).json() == {"user": member.external_id, "limit": None}
         assert api.get(path).json()["limit"] is None
-        assert api.get("/api/v1/user-limits/custom").json() == {"data": [{"user": member.external_id, "limit": None}], "next_cursor": None}
+        assert api.get("/api/v1/user-limits/custom").json() == {
+            "data": [{"user": member.external_id, "limit": None}],
+            "next_cursor": None,
+        }
         assert api.delete(path).status_code == 204
         assert not CustomLimit.objects.exists()
         assert_error(api.delete(path), 404)
 
     def test_limit_is_required(self, api, member):
-        assert_error(api.put(f"/api/v1/user-limits/custom/{member.external_id}", {}), 422, field="limit")
+        assert_error(
+            api.put(f"/api/v1/user-limits/custom/{member.external_id}", {}), 422, field="limit"
+        )
 
     def test_unknown_member(self, api, outsider):
-        assert_error(api.put(f"/api/v1/user-limits/custom/{outsider.external_id}", {"limit": 1}), 404, "member_not_found")
+        assert_error(
+            api.put(f"/api/v1/user-limits/custom/{outsider.external_id}", {"limit": 1}),
+            404,
+            "member_not_found",
+        )
 
     def test_pagination(self, api, organization):
         for membership in MembershipFactory.create_batch(5, organization=organization):
             CustomLimit.objects.create(organization=organization, membership=membership, limit=5)
         first = api.get("/api/v1/user-limits/custom?limit=3").json()
         second = api.get(f"/api/v1/user-limits/custom?limit=3&cursor={first['next_cursor']}").json()
-        assert len(first["data"]) == 3 and len(second["data"]) == 2 and second["next_cursor"] is None
+        assert (
+            len(first["data"]) == 3 and len(second["data"]) == 2 and second["next_cursor"] is None
+        )
 
 
 class TestExceeding:
@@ -289,10 +394,14 @@ class TestExceeding:
             {"idempotency_key": "4", "credits": 500, "user": unlimited.external_id},
         )
         body = api.get("/api/v1/user-limits/exceeding").json()
-        assert [(row["user"], row["used"], row["limit"]) for row in body["data"]] == [(member.external_id, "10", "10")]
+        assert [(row["user"], row["used"], row["limit"]) for row in body["data"]] == [
+            (member.external_id, "10", "10")
+        ]
         assert body["data"][0]["crossed_at"] is not None
         api.put(f"/api/v1/user-limits/custom/{heavy.external_id}", {"limit": 20})
-        users = {row["user"]: row for row in api.get("/api/v1/user-limits/exceeding").json()["data"]}
+        users = {
+            row["user"]: row for row in api.get("/api/v1/user-limits/exceeding").json()["data"]
+        }
         assert set(users) == {member.external_id, heavy.external_id}
         assert users[heavy.external_id]["limit"] == "20" and users[heavy.external_id]["crossed_at"]
 

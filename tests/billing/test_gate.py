@@ -35,12 +35,18 @@ def set_limits(organization, *, default=None, excluded=(), enabled=True):
 
 def consume(organization, membership, credits, source="assistant", key=None):
     return usage_consume(
-        organization=organization, membership=membership, credits=D(credits), source=source, idempotency_key=key
+        organization=organization,
+        membership=membership,
+        credits=D(credits),
+        source=source,
+        idempotency_key=key,
     ).decision
 
 
 def counted(membership):
-    return member_usage_get(membership=membership, period=current_period(membership.organization))[1]
+    return member_usage_get(membership=membership, period=current_period(membership.organization))[
+        1
+    ]
 
 
 class TestExactness:
@@ -48,13 +54,18 @@ class TestExactness:
         for _ in range(10):
             assert consume(organization, member, "0.1").allowed
         assert counted(member) == D("1")
-        assert organization_used(organization=organization, period=current_period(organization)) == D(1)
+        assert organization_used(
+            organization=organization, period=current_period(organization)
+        ) == D(1)
         assert str(MemberUsage.objects.get().used) == "1.000000"
 
     def test_ingest_of_tenths_is_exact(self, organization, member):
         usage_ingest(
             organization=organization,
-            events=[UsageInput(idempotency_key=f"k{i}", credits=D("0.1"), user=member.external_id) for i in range(10)],
+            events=[
+                UsageInput(idempotency_key=f"k{i}", credits=D("0.1"), user=member.external_id)
+                for i in range(10)
+            ],
         )
         assert counted(member) == D(1)
 
@@ -67,7 +78,12 @@ class TestPerUserLimits:
     def test_default_limit(self, organization, member):
         set_limits(organization, default=D(10))
         first = consume(organization, member, 6)
-        assert (first.allowed, first.used, first.limit, first.remaining) == (True, D(6), D(10), D(4))
+        assert (first.allowed, first.used, first.limit, first.remaining) == (
+            True,
+            D(6),
+            D(10),
+            D(4),
+        )
         refused = consume(organization, member, 5)
         assert not refused.allowed
         assert refused.reason == USER_LIMIT_REACHED
@@ -113,7 +129,9 @@ class TestPerUserLimits:
 
     def test_excluded_source_allowed_even_when_over_budget(self, organization, member):
         set_limits(organization, default=D(5), excluded=["workflow"])
-        usage_ingest(organization=organization, events=[UsageInput("a", D(9), user=member.external_id)])
+        usage_ingest(
+            organization=organization, events=[UsageInput("a", D(9), user=member.external_id)]
+        )
         assert not consume(organization, member, 1).allowed
         assert consume(organization, member, 1, source="workflow").allowed
 
@@ -145,7 +163,9 @@ class TestOrganizationMaximum:
         assert refused.reason == ORGANIZATION_CREDITS_EXHAUSTED
         assert (refused.used, refused.limit) == (D(60), D(100))
         assert consume(organization, owner, 40).allowed
-        assert organization_used(organization=organization, period=current_period(organization)) == D(100)
+        assert organization_used(
+            organization=organization, period=current_period(organization)
+        ) == D(100)
 
     def test_refused_by_organization_leaves_member_totals_untouched(self, organization, member):
         organization.credit_allowance = D(10)
@@ -181,7 +201,9 @@ class TestCheck:
         consume(organization, member, 4)
         decision = usage_check(organization=organization, membership=member, credits=D(6))
         assert (decision.allowed, decision.used, decision.remaining) == (True, D(4), D(6))
-        assert not usage_check(organization=organization, membership=member, credits=D("6.000001")).allowed
+        assert not usage_check(
+            organization=organization, membership=member, credits=D("6.000001")
+        ).allowed
         assert counted(member) == D(4)
         assert UsageEvent.objects.count() == 1
 
@@ -190,7 +212,9 @@ class TestIdempotency:
     def test_repeated_consume_key_gets_the_first_answer(self, organization, member):
         set_limits(organization, default=D(10))
         first = consume(organization, member, 7, key="k1")
-        again = usage_consume(organization=organization, membership=member, credits=D(7), idempotency_key="k1")
+        again = usage_consume(
+            organization=organization, membership=member, credits=D(7), idempotency_key="k1"
+        )
         assert again.replayed and again.decision == first
         assert counted(member) == D(7)
 
@@ -207,12 +231,17 @@ class TestIdempotency:
         assert raised.value.code == "idempotency_key_reused"
 
     def test_ingest_and_consume_share_keys(self, organization, member):
-        usage_ingest(organization=organization, events=[UsageInput("shared", D(1), user=member.external_id)])
+        usage_ingest(
+            organization=organization, events=[UsageInput("shared", D(1), user=member.external_id)]
+        )
         with pytest.raises(Conflict):
             consume(organization, member, 1, key="shared")
         consume(organization, member, 1, key="consumed")
         with pytest.raises(Conflict):
-            usage_ingest(organization=organization, events=[UsageInput("consumed", D(1), user=member.external_id)])
+            usage_ingest(
+                organization=organization,
+                events=[UsageInput("consumed", D(1), user=member.external_id)],
+            )
         assert counted(member) == D(2)
 
     def test_repeated_ingest_is_a_duplicate(self, organization, member):
@@ -220,20 +249,28 @@ class TestIdempotency:
         assert usage_ingest(organization=organization, events=[event]).accepted == 1
         result = usage_ingest(organization=organization, events=[event, UsageInput("e2", D(1))])
         assert (result.accepted, result.duplicates) == (1, 1)
-        assert organization_used(organization=organization, period=current_period(organization)) == D(4)
+        assert organization_used(
+            organization=organization, period=current_period(organization)
+        ) == D(4)
 
     def test_ingest_key_reused_with_another_body_refuses_the_batch(self, organization, member):
         usage_ingest(organization=organization, events=[UsageInput("e1", D(3))])
         with pytest.raises(Conflict) as raised:
-            usage_ingest(organization=organization, events=[UsageInput("e2", D(1)), UsageInput("e1", D(4))])
+            usage_ingest(
+                organization=organization, events=[UsageInput("e2", D(1)), UsageInput("e1", D(4))]
+            )
         assert raised.value.field == "events[1].idempotency_key"
         assert UsageEvent.objects.count() == 1
 
     def test_same_key_twice_in_one_batch(self, organization):
-        result = usage_ingest(organization=organization, events=[UsageInput("x", D(1)), UsageInput("x", D(1))])
+        result = usage_ingest(
+            organization=organization, events=[UsageInput("x", D(1)), UsageInput("x", D(1))]
+        )
         assert (result.accepted, result.duplicates) == (1, 1)
         with pytest.raises(Conflict):
-            usage_ingest(organization=organization, events=[UsageInput("y", D(1)), UsageInput("y", D(2))])
+            usage_ingest(
+                organization=organization, events=[UsageInput("y", D(1)), UsageInput("y", D(2))]
+            )
 
 
 class TestIngest:
@@ -241,7 +278,9 @@ class TestIngest:
         organization.credit_allowance = D(10)
         organization.save()
         set_limits(organization, default=D(1))
-        result = usage_ingest(organization=organization, events=[UsageInput("big", D(500), user=member.external_id)])
+        result = usage_ingest(
+            organization=organization, events=[UsageInput("big", D(500), user=member.external_id)]
+        )
         assert result.accepted == 1
         assert counted(member) == D(500)
         assert MemberUsage.objects.get().limit_reached_at is not None
@@ -262,12 +301,18 @@ class TestIngest:
         }
 
     def test_other_meters_are_kept_but_not_counted(self, organization, member):
-        usage_ingest(organization=organization, events=[UsageInput("t", D(99), user=member.external_id, meter="tokens")])
+        usage_ingest(
+            organization=organization,
+            events=[UsageInput("t", D(99), user=member.external_id, meter="tokens")],
+        )
         assert UsageEvent.objects.get().meter == "tokens"
         assert counted(member) == 0
 
     def test_properties_are_kept(self, organization):
-        usage_ingest(organization=organization, events=[UsageInput("p", D(1), properties={"model": "x", "n": [1]})])
+        usage_ingest(
+            organization=organization,
+            events=[UsageInput("p", D(1), properties={"model": "x", "n": [1]})],
+        )
         assert UsageEvent.objects.get().properties == {"model": "x", "n": [1]}
 
     def test_batch_query_count_is_constant(self, organization, django_assert_max_num_queries):
@@ -276,7 +321,12 @@ class TestIngest:
 
         def batch(prefix, size):
             return [
-                UsageInput(f"{prefix}-{i}", D("1.5"), user=members[i % 20].external_id, source=["assistant", "workflow"][i % 2])
+                UsageInput(
+                    f"{prefix}-{i}",
+                    D("1.5"),
+                    user=members[i % 20].external_id,
+                    source=["assistant", "workflow"][i % 2],
+                )
                 for i in range(size)
             ]
 
@@ -309,8 +359,18 @@ class TestPeriods:
             usage_ingest(
                 organization=organization,
                 events=[
-                    UsageInput("before", D(1), user=member.external_id, timestamp=datetime(2026, 3, 14, 23, 59, 59, tzinfo=UTC)),
-                    UsageInput("after", D(2), user=member.external_id, timestamp=datetime(2026, 3, 15, 0, 0, tzinfo=UTC)),
+                    UsageInput(
+                        "before",
+                        D(1),
+                        user=member.external_id,
+                        timestamp=datetime(2026, 3, 14, 23, 59, 59, tzinfo=UTC),
+                    ),
+                    UsageInput(
+                        "after",
+                        D(2),
+                        user=member.external_id,
+                        timestamp=datetime(2026, 3, 15, 0, 0, tzinfo=UTC),
+                    ),
                 ],
             )
         assert dict(OrganizationUsage.objects.values_list("period_start", "used")) == {
@@ -327,7 +387,7 @@ def _in_threads(count, work):
         try:
             barrier.wait(timeout=10)
             results.append(work(index))
-        except Exception as error:  # noqa: BLE001 - reported below
+        except Exception as error:
             errors.append(error)
         finally:
             connection.close()
@@ -354,9 +414,13 @@ class TestConcurrency:
         organization.credit_allowance = D(100)
         organization.save()
         members = MembershipFactory.create_batch(8, organization=organization)
-        results = _in_threads(40, lambda i: consume(organization, members[i % 8], 5, key=f"o{i}").allowed)
+        results = _in_threads(
+            40, lambda i: consume(organization, members[i % 8], 5, key=f"o{i}").allowed
+        )
         assert results.count(True) == 20
-        assert organization_used(organization=organization, period=current_period(organization)) == D(100)
+        assert organization_used(
+            organization=organization, period=current_period(organization)
+        ) == D(100)
         assert sum(MemberUsage.objects.values_list("used", flat=True)) == D(100)
 
     def test_concurrent_retries_of_one_key_record_once(self, organization, member):

@@ -22,26 +22,37 @@ def test_calendar_month_by_default():
 
 def test_anchor_day_before_the_anchor_falls_in_the_previous_month():
     period = period_containing(datetime(2026, 3, 14, tzinfo=UTC), anchor_day=15)
-    assert (period.start, period.end) == (datetime(2026, 2, 15, tzinfo=UTC), datetime(2026, 3, 15, tzinfo=UTC))
+    assert (period.start, period.end) == (
+        datetime(2026, 2, 15, tzinfo=UTC),
+        datetime(2026, 3, 15, tzinfo=UTC),
+    )
 
 
 def test_the_start_instant_belongs_to_the_new_period():
     period = period_containing(datetime(2026, 3, 15, tzinfo=UTC), anchor_day=15)
     assert period.start == datetime(2026, 3, 15, tzinfo=UTC)
-    earlier = period_containing(datetime(2026, 3, 15, tzinfo=UTC) - timedelta(microseconds=1), anchor_day=15)
+    earlier = period_containing(
+        datetime(2026, 3, 15, tzinfo=UTC) - timedelta(microseconds=1), anchor_day=15
+    )
     assert earlier.end == period.start
 
 
 def test_year_end():
     period = period_containing(datetime(2026, 1, 10, tzinfo=UTC), anchor_day=28)
-    assert (period.start, period.end) == (datetime(2025, 12, 28, tzinfo=UTC), datetime(2026, 1, 28, tzinfo=UTC))
+    assert (period.start, period.end) == (
+        datetime(2025, 12, 28, tzinfo=UTC),
+        datetime(2026, 1, 28, tzinfo=UTC),
+    )
     december = period_containing(datetime(2026, 12, 31, 23, 59, tzinfo=UTC), anchor_day=1)
     assert december.end == datetime(2027, 1, 1, tzinfo=UTC)
 
 
 def test_february_of_a_leap_year():
     period = period_containing(datetime(2028, 2, 29, 12, tzinfo=UTC), anchor_day=28)
-    assert (period.start, period.end) == (datetime(2028, 2, 28, tzinfo=UTC), datetime(2028, 3, 28, tzinfo=UTC))
+    assert (period.start, period.end) == (
+        datetime(2028, 2, 28, tzinfo=UTC),
+        datetime(2028, 3, 28, tzinfo=UTC),
+    )
 
 
 def test_other_timezones_are_read_in_utc():
@@ -76,6 +87,10 @@ def test_periods_tile_time_without_gaps_or_overlaps(moment, anchor_day):
     period = period_containing(moment, anchor_day=anchor_day)
     following = period_after(period, anchor_day=anchor_day)
     assert following.start == period.end
-    assert period_containing(period.end - timedelta(microseconds=1), anchor_day=anchor_day) == period
-    months_apart = (following.start.year - period.start.year) * 12 + following.start.month - period.start.month
+    assert (
+        period_containing(period.end - timedelta(microseconds=1), anchor_day=anchor_day) == period
+    )
+    months_apart = (
+        (following.start.year - period.start.year) * 12 + following.start.month - period.start.month
+    )
     assert months_apart == 1

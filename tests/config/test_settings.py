@@ -15,7 +15,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("1", True), ("true", True), ("YES", True), (" on ", True), ("0", False), ("False", False), ("no", False), ("off", False)],
+    [
+        ("1", True),
+        ("true", True),
+        ("YES", True),
+        (" on ", True),
+        ("0", False),
+        ("False", False),
+        ("no", False),
+        ("off", False),
+    ],
 )
 def test_booleans_accept_the_documented_words(raw, expected):
     assert parse_bool("DEBUG", raw) is expected
@@ -33,7 +42,10 @@ def test_missing_or_empty_boolean_takes_the_default():
 
 
 def test_lists_are_comma_separated():
-    assert env_list({"ALLOWED_HOSTS": "a.com, b.com,"}, "ALLOWED_HOSTS", default=[]) == ["a.com", "b.com"]
+    assert env_list({"ALLOWED_HOSTS": "a.com, b.com,"}, "ALLOWED_HOSTS", default=[]) == [
+        "a.com",
+        "b.com",
+    ]
     assert env_list({}, "ALLOWED_HOSTS", default=["x"]) == ["x"]
 
 
@@ -89,8 +101,12 @@ def test_settings_defaults_for_a_newcomer():
     result = _load_settings(DEBUG="1")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
-        "True", "django.db.backends.sqlite3", "True", "None",
-        "django.core.mail.backends.console.EmailBackend", "False",
+        "True",
+        "django.db.backends.sqlite3",
+        "True",
+        "None",
+        "django.core.mail.backends.console.EmailBackend",
+        "False",
     ]
 
 
@@ -106,8 +122,12 @@ def test_settings_from_the_environment():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
-        "False", "django.db.backends.postgresql", "False", "pm-token",
-        "anymail.backends.postmark.EmailBackend", "True",
+        "False",
+        "django.db.backends.postgresql",
+        "False",
+        "pm-token",
+        "anymail.backends.postmark.EmailBackend",
+        "True",
     ]
 
 

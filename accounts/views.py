@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login, logout
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_protect
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_http_methods
+from django_htmx.http import HttpResponseClientRedirect
+
+from accounts.forms import LoginForm, SwitchOrganizationForm
+from accounts.web import (
+    HtmxHttpRequest,
+    OrganizationHttpRequest,
+    organization_required,
+    switch_organization,
+)
+
+
+def _safe_next_url(request: HttpRequest) -> str:
+    """The `next` parameter if it points back into this site, else ''."""
+    next_url = request.POST.get("next") or request.GET.get("next") or ""
+    if url_has_allowed_host_and_scheme(
+        next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return next_url
+    return ""
+
+
+@require_http_methods(["GET", "POST"])
+@sensitive_post_parameters("password")
+@csrf_protect
+@never_cache
+def login_view(request: HtmxHttpRequest) -> HttpResponse:
+    next_url = _safe_next_url(request)
+    if request.method == "GET" and request.user.is_authenticated:
+        return redirect(next_url or settings.LOGIN_REDIRECT_URL)
+    form = LoginForm(request, data=request.POST if request.method == "POST" else None)
+    if form.is_valid() and form.user is not None:
+        login(request, form.user)
+        return redirect(next_url or settings.LOGIN_REDIRECT_URL)
+    return render(request, "accounts/login.html", {"form": form, "next": next_url})
+
+
+@require_http_methods(["POST"])
+def logout_view(request: HtmxHttpRequest) -> HttpResponse:
+    logout(request)
+    messages.success(request, "You have been logged out.")
+    return redirect(settings.LOGOUT_REDIRECT_URL)
+
+
+@require_http_methods(["GET"])
+@organization_required
+def home(request: OrganizationHttpRequest) -> HttpResponse:
+    if request.membership.is_admin:
+        return redirect("limits_settings")
+    return render(request, "accounts/home.html", {"membership": request.membership})
+
+
+@require_http_methods(["POST"])
+@organization_required
+def switch_organization_view(request: OrganizationHttpRequest) -> HttpResponse:
+    form = SwitchOrganizationForm(request.POST)
+    if not form.is_valid():
+        return HttpResponseBadRequest("Choose an organization.")
+    membership = switch_organization(request, organization_id=form.cleaned_data["organization"])
+    messages.success(request, f"You are now working in {membership.organization.name}.")
+    # Home sends each role to its own landing page in the new organization.
+    if request.htmx:
+        return HttpResponseClientRedirect(reverse("home"))
+    return redirect("home")

@@ -1,0 +1,129 @@
+"""Tenancy for the browser pages, in one place.
+
+The current organization of a browser session is the one stored in the
+session under `organization_id`, if the user still belongs to it; otherwise
+the user's first membership. Views reach it through `current_membership`
+or, decorated with `@organization_required` / `@admin_required`, through
+`request.membership`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Concatenate, ParamSpec
+
+from django.contrib.auth.views import redirect_to_login
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.middleware import HtmxDetails
+
+from accounts.models import Membership, User
+from accounts.selectors import memberships_of_user
+
+SESSION_ORGANIZATION_KEY = "organization_id"
+ADMIN_REQUIRED_MESSAGE = "Only Admins can configure credit alerts and limits."
+
+P = ParamSpec("P")
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
+
+
+class AuthenticatedHttpRequest(HtmxHttpRequest):
+    user: User
+
+
+class OrganizationHttpRequest(AuthenticatedHttpRequest):
+    """A request that `@organization_required` has let through."""
+
+    membership: Membership
+
+
+OrganizationView = Callable[Concatenate[OrganizationHttpRequest, P], HttpResponse]
+View = Callable[Concatenate[HttpRequest, P], HttpResponse]
+
+
+def user_memberships(request: HttpRequest) -> list[Membership]:
+    """The user's memberships with their organizations: one query per request."""
+    cached: list[Membership] | None = getattr(request, "_user_memberships", None)
+    if cached is None:
+        user = request.user
+        cached = list(memberships_of_user(user=user)) if isinstance(user, User) else []
+        request._user_memberships = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def current_membership(request: HttpRequest) -> Membership | None:
+    """The membership of the organization this session works in; None if the user has none."""
+    memberships = user_memberships(request)
+    if not memberships:
+        return None
+    chosen_id = request.session.get(SESSION_ORGANIZATION_KEY)
+    for membership in memberships:
+        if membership.organization_id == chosen_id:
+            return membership
+    # First visit, or the user has left the chosen organization since.
+    fallback = memberships[0]
+    request.session[SESSION_ORGANIZATION_KEY] = fallback.organization_id
+    return fallback
+
+
+def switch_organization(request: HttpRequest, *, organization_id: int) -> Membership:
+    """Make `organization_id` the session's organization; 404 unless the user belongs to it."""
+    for membership in user_memberships(request):
+        if membership.organization_id == organization_id:
+            request.session[SESSION_ORGANIZATION_KEY] = organization_id
+            return membership
+    raise Http404("You are not a member of this organization.")
+
+
+def login_redirect(request: HttpRequest) -> HttpResponse:
+    """Send an anonymous visitor to the login page, and back here afterwards."""
+    response = redirect_to_login(request.get_full_path())
+    if getattr(request, "htmx", False):
+        # A plain redirect would swap the login page into a fragment.
+        return HttpResponseClientRedirect(response["Location"])
+    return response
+
+
+def no_organization_response(request: HttpRequest) -> HttpResponse:
+    return render(request, "accounts/no_organization.html", status=403)
+
+
+def admin_required_response(request: HttpRequest) -> HttpResponse:
+    return render(
+        request, "accounts/admin_required.html", {"message": ADMIN_REQUIRED_MESSAGE}, status=403
+    )
+
+
+def organization_required(view: OrganizationView[P]) -> View[P]:
+    """Logged in and a member of some organization; sets `request.membership`."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: P.args, **kwargs: P.kwargs) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return login_redirect(request)
+        membership = current_membership(request)
+        if membership is None:
+            return no_organization_response(request)
+        request.membership = membership  # type: ignore[attr-defined]
+        return view(request, *args, **kwargs)  # type: ignore[arg-type]
+
+    return wrapper
+
+
+def admin_required(view: OrganizationView[P]) -> View[P]:
+    """Like `organization_required`, and an admin of that organization (else 403)."""
+
+    @wraps(view)
+    def admins_only(
+        request: OrganizationHttpRequest, *args: P.args, **kwargs: P.kwargs
+    ) -> HttpResponse:
+        if not request.membership.is_admin:
+            return admin_required_response(request)
+        return view(request, *args, **kwargs)
+
+    return organization_required(admins_only)

@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from django.urls import URLPattern, URLResolver, path
+
+from billing import views
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("usage/", views.usage_monitor, name="usage_monitor"),
+]

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from django.http import HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_http_methods
+
+from accounts.web import OrganizationHttpRequest, admin_required
+from billing.credits import format_credits
+
+
+@require_http_methods(["GET"])
+@admin_required
+def usage_monitor(request: OrganizationHttpRequest) -> HttpResponse:
+    organization = request.membership.organization
+    allowance = organization.credit_allowance
+    return render(
+        request,
+        "billing/usage_monitor.html",
+        {
+            "organization": organization,
+            "allowance": format_credits(allowance) if allowance is not None else None,
+        },
+    )
