@@ -20,6 +20,7 @@ from accounts.models import (
     User,
     normalize_email,
 )
+from alerts.services import alerts_evaluate_organization
 from config.errors import Conflict, InvalidInput
 
 API_KEY_PREFIX = "hr_"
@@ -126,6 +127,8 @@ def organization_update(
         try:
             with transaction.atomic():
                 organization.save(update_fields=changed)
+                if {"credit_allowance", "anchor_day"} & set(changed):
+                    alerts_evaluate_organization(organization=organization)
         except IntegrityError:
             raise Conflict(
                 f"An organization with the slug {slug!r} already exists.",
@@ -259,6 +262,8 @@ def membership_update(
             try:
                 with transaction.atomic():
                     membership.save(update_fields=changed)
+                    if "role" in changed:
+                        alerts_evaluate_organization(organization=membership.organization)
             except IntegrityError:
                 raise Conflict(
                     f"The user id {external_id!r} is already taken.",

@@ -24,6 +24,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from accounts.models import Membership, Organization
+from alerts.services import MemberChange, UsageChange, alerts_evaluate_organization, alerts_on_usage
 from billing import ledger
 from billing.credits import credits_field, format_credits
 from billing.models import (
@@ -354,6 +355,24 @@ def _consume(
     ledger.add_to_sources(
         organization_id=organization.pk, increments={(membership.pk, period.start, source): credits}
     )
+    alerts_on_usage(
+        UsageChange(
+            organization=organization,
+            period=period,
+            used_before=organization_total - credits,
+            used_after=organization_total,
+            members=[
+                MemberChange(
+                    membership_id=membership.pk,
+                    used_before=member.used - credits,
+                    used_after=member.used,
+                    counted_after=member.counted,
+                    limit=limit,
+                    limit_reached_now=member.limit_reached_at == now,
+                )
+            ],
+        )
+    )
     return Decision(
         allowed=True,
         reason=None,
@@ -551,16 +570,39 @@ def _add_to_totals(
         ],
     )
     ledger.add_to_sources(organization_id=organization.pk, increments=by_source)
-    ledger.add_to_organization_periods(organization_id=organization.pk, credits_by_period=by_period)
-    reached = [
+    organization_totals = ledger.add_to_organization_periods(
+        organization_id=organization.pk, credits_by_period=by_period
+    )
+    reached = {
         member.id
         for member in members
         if member.limit_reached_at is None
         and (limit := rules.limit_for(member.membership_id)) is not None
         and member.counted >= limit
-    ]
+    }
     if reached:
-        ledger.mark_limits_reached(member_usage_ids=reached, now=now)
+        ledger.mark_limits_reached(member_usage_ids=list(reached), now=now)
+    for period_start, used_after in organization_totals.items():
+        alerts_on_usage(
+            UsageChange(
+                organization=organization,
+                period=period_containing(period_start, anchor_day=organization.anchor_day),
+                used_before=used_after - by_period[period_start],
+                used_after=used_after,
+                members=[
+                    MemberChange(
+                        membership_id=member.membership_id,
+                        used_before=member.used - member_used[(member.membership_id, period_start)],
+                        used_after=member.used,
+                        counted_after=member.counted,
+                        limit=rules.limit_for(member.membership_id),
+                        limit_reached_now=member.id in reached,
+                    )
+                    for member in members
+                    if member.period_start == period_start
+                ],
+            )
+        )
 
 
 def _validate_limit_admins(organization: Organization, admins: Sequence[Membership]) -> None:
@@ -610,20 +652,18 @@ def limit_policy_update(
         policy.save()
         if admins is not None:
             policy.admins.set(admins)
-        period = period_containing(timezone.now(), anchor_day=organization.anchor_day)
         if exclusions_changed:
-            _recount_members(organization=organization, policy=policy, period=period)
-        _mark_members_over_budget(organization=organization, period=period)
+            _recount_members(organization=organization, policy=policy)
+        _after_limits_change(organization)
     return policy
 
 
-def _recount_members(
-    *, organization: Organization, policy: UserLimitPolicy, period: Period
-) -> None:
+def _recount_members(*, organization: Organization, policy: UserLimitPolicy) -> None:
     """Counted usage is used minus the excluded sources: recompute it for this
     period from the per-source totals, after locking the members' rows so that
     no consume slips in between.
     """
+    period = period_containing(timezone.now(), anchor_day=organization.anchor_day)
     members = MemberUsage.objects.filter(organization=organization, period_start=period.start)
     list(members.select_for_update().order_by("membership_id").values_list("id", flat=True))
     excluded_used = (
@@ -640,6 +680,13 @@ def _recount_members(
         counted=F("used")
         - Coalesce(Subquery(excluded_used), Value(ZERO), output_field=credits_field())
     )
+
+
+def _after_limits_change(organization: Organization) -> None:
+    """Limits or exclusions changed: note who is now over budget, and fire."""
+    period = period_containing(timezone.now(), anchor_day=organization.anchor_day)
+    _mark_members_over_budget(organization=organization, period=period)
+    alerts_evaluate_organization(organization=organization)
 
 
 def _mark_members_over_budget(*, organization: Organization, period: Period) -> None:
@@ -672,10 +719,7 @@ def custom_limit_set(
         custom, _ = CustomLimit.objects.update_or_create(
             membership=membership, defaults={"organization": organization, "limit": limit}
         )
-        _mark_members_over_budget(
-            organization=organization,
-            period=period_containing(timezone.now(), anchor_day=organization.anchor_day),
-        )
+        _after_limits_change(organization)
     return custom
 
 
@@ -683,7 +727,4 @@ def custom_limit_delete(*, custom_limit: CustomLimit) -> None:
     with transaction.atomic():
         organization = custom_limit.organization
         custom_limit.delete()
-        _mark_members_over_budget(
-            organization=organization,
-            period=period_containing(timezone.now(), anchor_day=organization.anchor_day),
-        )
+        _after_limits_change(organization)

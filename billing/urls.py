@@ -6,4 +6,6 @@ from billing import views
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("usage/", views.usage_monitor, name="usage_monitor"),
+    path("me/usage/", views.my_usage, name="my_usage"),
+    path("assistant/", views.assistant, name="assistant"),
 ]

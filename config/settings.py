@@ -145,7 +145,15 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "requeue-stale-notifications": {
+        "task": "alerts.tasks.requeue_stale_notifications",
+        "schedule": 60.0,
+    },
+}
+# First retry of a failed delivery after about this many seconds, doubling each time.
+NOTIFICATION_RETRY_BASE_SECONDS = 10
+WEBHOOK_TIMEOUT_SECONDS = 10
 
 DEFAULT_FROM_EMAIL = ENV.get("DEFAULT_FROM_EMAIL", "Headroom <alerts@headroom.local>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL

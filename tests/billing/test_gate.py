@@ -330,9 +330,9 @@ class TestIngest:
                 for i in range(size)
             ]
 
-        with django_assert_max_num_queries(12) as small:
+        with django_assert_max_num_queries(20) as small:
             usage_ingest(organization=organization, events=batch("small", 10))
-        with django_assert_max_num_queries(12) as large:
+        with django_assert_max_num_queries(20) as large:
             usage_ingest(organization=organization, events=batch("large", 1000))
         assert len(large.captured_queries) == len(small.captured_queries)
 

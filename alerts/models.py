@@ -1,0 +1,206 @@
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+from accounts.models import Membership, Organization
+from billing.credits import credits_field
+
+MAX_ORGANIZATION_ALERTS = 25
+
+
+class ThresholdType(models.TextChoices):
+    PERCENTAGE = "percentage", "Percentage"
+    ABSOLUTE = "absolute", "Absolute"
+
+
+class Recipients(models.TextChoices):
+    ALL_ADMINS = "all_admins", "All Admins"
+    SPECIFIC_ADMINS = "specific_admins", "Specific Admins"
+
+
+class OrganizationAlert(models.Model):
+    """Fires once per billing period when organization usage reaches its threshold.
+
+    `generation` goes up on every threshold edit: firings are unique per
+    (alert, period, generation), so an edit re-arms the alert.
+    `quiet_period_start`: created with fire_if_already_exceeded=False while
+    already past the threshold, it stays quiet until the next period.
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="alerts")
+    threshold_type = models.CharField(max_length=16, choices=ThresholdType.choices)
+    threshold = credits_field(help_text="A percent (1-100) of the allowance, or credits.")
+    notify = models.CharField(
+        max_length=16, choices=Recipients.choices, default=Recipients.ALL_ADMINS
+    )
+    admins = models.ManyToManyField(Membership, blank=True, related_name="+")
+    generation = models.PositiveIntegerField(default=1)
+    quiet_period_start = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["threshold_type", "threshold", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(threshold__gt=0)
+                & (models.Q(threshold_type="absolute") | models.Q(threshold__lte=100)),
+                name="organization_alert_threshold_valid",
+            )
+        ]
+
+    def __str__(self) -> str:
+        unit = "%" if self.threshold_type == ThresholdType.PERCENTAGE else " credits"
+        return f"{self.organization}: alert at {self.threshold.normalize():f}{unit}"
+
+
+class UserAlertPolicy(models.Model):
+    """Per-user credit usage alerts of an organization (one per organization)."""
+
+    organization = models.OneToOneField(
+        Organization, on_delete=models.CASCADE, related_name="user_alert_policy"
+    )
+    enabled = models.BooleanField(default=False)
+    threshold = credits_field(null=True, blank=True)
+    notify_user = models.BooleanField(default=False)
+    admins = models.ManyToManyField(Membership, blank=True, related_name="+")
+    generation = models.PositiveIntegerField(default=1)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "user alert policies"
+
+    def __str__(self) -> str:
+        return f"Per-user alerts of {self.organization}"
+
+
+class FiringKind(models.TextChoices):
+    ORGANIZATION_ALERT = "organization_alert", "Organization alert"
+    USER_ALERT = "user_alert", "User alert"
+    USER_LIMIT = "user_limit", "User limit reached"
+
+
+class Firing(models.Model):
+    """An alert that fired: the history. `dedupe_key` is unique per
+    organization, which is what makes a firing impossible to record twice.
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=24, choices=FiringKind.choices)
+    alert = models.ForeignKey(
+        OrganizationAlert, on_delete=models.SET_NULL, null=True, blank=True, related_name="firings"
+    )
+    membership = models.ForeignKey(
+        Membership, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    user_external_id = models.CharField(max_length=255, blank=True)
+    threshold_type = models.CharField(max_length=16, choices=ThresholdType.choices, blank=True)
+    threshold = credits_field(help_text="As configured: a percent for percentage alerts.")
+    threshold_credits = credits_field()
+    value = credits_field(help_text="Usage when it fired.")
+    allowance = credits_field(null=True, blank=True)
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    triggered_at = models.DateTimeField(default=timezone.now)
+    dedupe_key = models.CharField(max_length=200)
+
+    class Meta:
+        ordering = ["-triggered_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "dedupe_key"], name="firing_once")
+        ]
+        indexes = [models.Index(fields=["organization", "-id"], name="firing_org_newest")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} at {self.threshold_credits}"
+
+
+class Channel(models.TextChoices):
+    EMAIL = "email", "Email"
+    WEBHOOK = "webhook", "Webhook"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+
+
+class Notification(models.Model):
+    """The outbox: one message to one recipient over one channel, written in
+    the same transaction as the firings it reports, delivered by a worker.
+    """
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    group_key = models.CharField(max_length=64, help_text="The evaluation that produced it.")
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    recipient = models.CharField(max_length=320, help_text="Email address, or webhook endpoint id.")
+    event_type = models.CharField(max_length=32)
+    firings = models.ManyToManyField(Firing, related_name="notifications")
+    payload = models.JSONField(default=dict)
+    status = models.CharField(
+        max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    provider_message_id = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["group_key", "channel", "recipient"], name="notification_once_per_recipient"
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                name="notification_unfinished",
+                condition=models.Q(status__in=["pending", "sending"]),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel} to {self.recipient}: {self.status}"
+
+
+class DeliveryAttempt(models.Model):
+    notification = models.ForeignKey(
+        Notification, on_delete=models.CASCADE, related_name="delivery_attempts"
+    )
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    succeeded = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    provider_message_id = models.CharField(max_length=255, blank=True)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["started_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{'ok' if self.succeeded else 'failed'} at {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+
+class WebhookEndpoint(models.Model):
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="webhook_endpoints"
+    )
+    url = models.URLField(max_length=2000)
+    secret = models.CharField(max_length=128)
+    events = models.JSONField(default=list)
+    created_at = models.DateTimeField(default=timezone.now)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    disabled_reason = models.CharField(max_length=255, blank=True)
+
+    def __str__(self) -> str:
+        return self.url

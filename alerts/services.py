@@ -1,0 +1,673 @@
+"""Alert evaluation: when an alert fires is decided here, and only here.
+
+Two entry points:
+- `alerts_on_usage`: in the write path, inside the transaction that moved
+  the totals. Fires what this write crossed (before < threshold <= after).
+- `alerts_evaluate_organization`: after a change that can move an alert
+  (alert created or edited, allowance, limits or alert policy changed, a
+  role changed). Fires what is at or past its threshold and has not fired.
+
+Either way a firing is an INSERT guarded by the unique `dedupe_key`, so it is
+recorded once however many workers or requests race; its notifications are
+written in the same transaction and delivered by workers after commit.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from accounts.models import Membership, Organization, Role
+from alerts.models import (
+    MAX_ORGANIZATION_ALERTS,
+    Channel,
+    Firing,
+    FiringKind,
+    Notification,
+    OrganizationAlert,
+    Recipients,
+    ThresholdType,
+    UserAlertPolicy,
+    WebhookEndpoint,
+)
+from alerts.tasks import deliver_notification
+from billing.credits import CREDIT_QUANTUM, format_credits
+from billing.models import MemberUsage, UserLimitPolicy
+from billing.periods import Period, period_containing
+from billing.selectors import limit_rules_get, organization_used
+from config.errors import InvalidInput
+
+EVENT_TYPES = {
+    FiringKind.ORGANIZATION_ALERT: "alert.triggered",
+    FiringKind.USER_ALERT: "user_alert.triggered",
+    FiringKind.USER_LIMIT: "user_limit.reached",
+}
+ALERT_EMAIL = "alert_email"
+
+
+@dataclass(frozen=True)
+class MemberChange:
+    """What one write did to one member's totals in one period."""
+
+    membership_id: int
+    used_before: Decimal
+    used_after: Decimal
+    counted_after: Decimal
+    limit: Decimal | None
+    limit_reached_now: bool
+
+
+@dataclass(frozen=True)
+class UsageChange:
+    """What one write did to an organization's totals in one period."""
+
+    organization: Organization
+    period: Period
+    used_before: Decimal
+    used_after: Decimal
+    members: Sequence[MemberChange] = ()
+
+
+@dataclass
+class _Candidate:
+    kind: str
+    dedupe_key: str
+    threshold: Decimal
+    threshold_credits: Decimal
+    value: Decimal
+    alert: OrganizationAlert | None = None
+    membership_id: int | None = None
+
+
+def threshold_credits(alert: OrganizationAlert, allowance: Decimal | None) -> Decimal | None:
+    """The alert's threshold in credits; None for a percentage without allowance."""
+    if alert.threshold_type == ThresholdType.ABSOLUTE:
+        return alert.threshold
+    if allowance is None:
+        return None
+    return (allowance * alert.threshold / 100).quantize(CREDIT_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+def _organization_alert_candidate(
+    alert: OrganizationAlert, *, period: Period, value: Decimal, threshold: Decimal
+) -> _Candidate:
+    return _Candidate(
+        kind=FiringKind.ORGANIZATION_ALERT,
+        dedupe_key=f"alert:{alert.pk}:{period.start.isoformat()}:{alert.generation}",
+        threshold=alert.threshold,
+        threshold_credits=threshold,
+        value=value,
+        alert=alert,
+    )
+
+
+def _user_alert_candidate(
+    policy: UserAlertPolicy, *, membership_id: int, period: Period, value: Decimal
+) -> _Candidate:
+    assert policy.threshold is not None
+    return _Candidate(
+        kind=FiringKind.USER_ALERT,
+        dedupe_key=f"user_alert:{membership_id}:{period.start.isoformat()}:{policy.generation}",
+        threshold=policy.threshold,
+        threshold_credits=policy.threshold,
+        value=value,
+        membership_id=membership_id,
+    )
+
+
+def _user_limit_candidate(
+    *, membership_id: int, period: Period, limit: Decimal, value: Decimal
+) -> _Candidate:
+    return _Candidate(
+        kind=FiringKind.USER_LIMIT,
+        dedupe_key=f"user_limit:{membership_id}:{period.start.isoformat()}",
+        threshold=limit,
+        threshold_credits=limit,
+        value=value,
+        membership_id=membership_id,
+    )
+
+
+def alerts_on_usage(change: UsageChange) -> list[Firing]:
+    """Fire what this write crossed. Runs inside the write's transaction; two
+    queries when nothing fires, whatever the number of events.
+    """
+    organization = change.organization
+    candidates: list[_Candidate] = []
+    for alert in OrganizationAlert.objects.filter(organization=organization):
+        if alert.quiet_period_start == change.period.start:
+            continue
+        threshold = threshold_credits(alert, organization.credit_allowance)
+        if threshold is not None and change.used_before < threshold <= change.used_after:
+            candidates.append(
+                _organization_alert_candidate(
+                    alert, period=change.period, value=change.used_after, threshold=threshold
+                )
+            )
+    if change.members:
+        policy = UserAlertPolicy.objects.filter(organization=organization, enabled=True).first()
+        for member in change.members:
+            if (
+                policy is not None
+                and policy.threshold is not None
+                and member.used_before < policy.threshold <= member.used_after
+            ):
+                candidates.append(
+                    _user_alert_candidate(
+                        policy,
+                        membership_id=member.membership_id,
+                        period=change.period,
+                        value=member.used_after,
+                    )
+                )
+            if member.limit_reached_now and member.limit is not None:
+                candidates.append(
+                    _user_limit_candidate(
+                        membership_id=member.membership_id,
+                        period=change.period,
+                        limit=member.limit,
+                        value=member.counted_after,
+                    )
+                )
+    return _fire(organization, change.period, candidates)
+
+
+def alerts_evaluate_organization(
+    *, organization: Organization, now: datetime | None = None
+) -> list[Firing]:
+    """Fire every alert of the current period that is at or past its threshold
+    and has not fired yet. For changes of configuration, not for each write.
+    """
+    period = period_containing(now or timezone.now(), anchor_day=organization.anchor_day)
+    used = organization_used(organization=organization, period=period)
+    candidates: list[_Candidate] = []
+    for alert in OrganizationAlert.objects.filter(organization=organization):
+        threshold = threshold_credits(alert, organization.credit_allowance)
+        if threshold is not None and used >= threshold and alert.quiet_period_start != period.start:
+            candidates.append(
+                _organization_alert_candidate(alert, period=period, value=used, threshold=threshold)
+            )
+    policy = UserAlertPolicy.objects.filter(organization=organization, enabled=True).first()
+    if policy is not None and policy.threshold is not None:
+        for membership_id, member_used in MemberUsage.objects.filter(
+            organization=organization, period_start=period.start, used__gte=policy.threshold
+        ).values_list("membership_id", "used"):
+            candidates.append(
+                _user_alert_candidate(
+                    policy, membership_id=membership_id, period=period, value=member_used
+                )
+            )
+    reached = list(
+        MemberUsage.objects.filter(
+            organization=organization, period_start=period.start, limit_reached_at__isnull=False
+        ).values_list("membership_id", "counted")
+    )
+    if reached:
+        rules = limit_rules_get(organization=organization, membership_ids=[m for m, _ in reached])
+        for membership_id, counted in reached:
+            limit = rules.limit_for(membership_id)
+            if limit is not None and counted >= limit:
+                candidates.append(
+                    _user_limit_candidate(
+                        membership_id=membership_id, period=period, limit=limit, value=counted
+                    )
+                )
+    return _fire(organization, period, candidates)
+
+
+def _fire(organization: Organization, period: Period, candidates: list[_Candidate]) -> list[Firing]:
+    """Record the candidates that have not fired yet, and their notifications."""
+    if not candidates:
+        return []
+    now = timezone.now()
+    members = {
+        membership.pk: membership
+        for membership in Membership.objects.filter(
+            pk__in={c.membership_id for c in candidates if c.membership_id is not None}
+        ).select_related("user")
+    }
+    firings = _insert_firings(organization, period, candidates, members, now)
+    if firings:
+        _write_notifications(organization, period, firings, members)
+    return firings
+
+
+def _insert_firings(
+    organization: Organization,
+    period: Period,
+    candidates: list[_Candidate],
+    members: dict[int, Membership],
+    now: datetime,
+) -> list[Firing]:
+    """INSERT … ON CONFLICT DO NOTHING: only the firings this call recorded come back."""
+    rows = []
+    for candidate in candidates:
+        membership = members.get(candidate.membership_id) if candidate.membership_id else None
+        rows.append(
+            Firing(
+                organization=organization,
+                kind=candidate.kind,
+                alert=candidate.alert,
+                membership=membership,
+                user_external_id=membership.external_id if membership else "",
+                threshold_type=candidate.alert.threshold_type if candidate.alert else "",
+                threshold=candidate.threshold,
+                threshold_credits=candidate.threshold_credits,
+                value=candidate.value,
+                allowance=organization.credit_allowance,
+                period_start=period.start,
+                period_end=period.end,
+                triggered_at=now,
+                dedupe_key=candidate.dedupe_key,
+            )
+        )
+    fields = [
+        Firing._meta.get_field(name)
+        for name in (
+            "organization",
+            "kind",
+            "alert",
+            "membership",
+            "user_external_id",
+            "threshold_type",
+            "threshold",
+            "threshold_credits",
+            "value",
+            "allowance",
+            "period_start",
+            "period_end",
+            "triggered_at",
+            "dedupe_key",
+        )
+    ]
+    columns = ", ".join(field.column for field in fields)
+    placeholders = ", ".join(["(" + ", ".join(["%s"] * len(fields)) + ")"] * len(rows))
+    params = [
+        field.get_db_prep_save(getattr(row, field.attname), connection)
+        for row in rows
+        for field in fields
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {Firing._meta.db_table} ({columns})
+            VALUES {placeholders}
+            ON CONFLICT (organization_id, dedupe_key) DO NOTHING
+            RETURNING id, dedupe_key
+            """,
+            params,
+        )
+        inserted = dict((key, pk) for pk, key in cursor.fetchall())
+    recorded = []
+    for row in rows:
+        if row.dedupe_key in inserted:
+            row.pk = inserted[row.dedupe_key]
+            row._state.adding = False
+            recorded.append(row)
+    return recorded
+
+
+def _all_admins(organization: Organization) -> list[Membership]:
+    return list(
+        Membership.objects.filter(organization=organization, role=Role.ADMIN).select_related("user")
+    )
+
+
+def _recipients(
+    organization: Organization, firings: list[Firing], members: dict[int, Membership]
+) -> dict[str, list[Firing]]:
+    """Email address -> the firings that person is told about."""
+    by_email: dict[str, list[Firing]] = {}
+    all_admins: list[Membership] | None = None
+
+    def admins_or_all(chosen: Iterable[Membership]) -> list[Membership]:
+        nonlocal all_admins
+        chosen = [m for m in chosen if m.role == Role.ADMIN]
+        if chosen:
+            return chosen
+        if all_admins is None:
+            all_admins = _all_admins(organization)
+        return all_admins
+
+    specific: dict[int, list[Membership]] = {}
+    alert_ids = [f.alert_id for f in firings if f.kind == FiringKind.ORGANIZATION_ALERT]
+    if alert_ids:
+        through = OrganizationAlert.admins.through
+        for row in through.objects.filter(organizationalert_id__in=alert_ids).select_related(
+            "membership__user"
+        ):
+            specific.setdefault(row.organizationalert_id, []).append(row.membership)
+    user_policy: tuple[list[Membership], bool] | None = None
+    limit_policy_admins: list[Membership] | None = None
+    for firing in firings:
+        people: list[Membership]
+        if firing.kind == FiringKind.ORGANIZATION_ALERT:
+            assert firing.alert is not None
+            people = (
+                admins_or_all([])
+                if firing.alert.notify == Recipients.ALL_ADMINS
+                else [m for m in specific.get(firing.alert_id or 0, []) if m.role == Role.ADMIN]
+            )
+        elif firing.kind == FiringKind.USER_ALERT:
+            if user_policy is None:
+                policy = UserAlertPolicy.objects.get(organization=organization)
+                admins = [m for m in policy.admins.select_related("user") if m.role == Role.ADMIN]
+                user_policy = (admins, policy.notify_user)
+            policy_admins, notify_user = user_policy
+            people = list(policy_admins)
+            if notify_user and firing.membership_id in members:
+                people.append(members[firing.membership_id])
+        else:
+            if limit_policy_admins is None:
+                policy_admins = Membership.objects.filter(
+                    pk__in=UserLimitPolicy.admins.through.objects.filter(
+                        userlimitpolicy__organization=organization
+                    ).values("membership_id")
+                ).select_related("user")
+                limit_policy_admins = admins_or_all(policy_admins)
+            people = limit_policy_admins
+        for person in people:
+            by_email.setdefault(person.user.email, []).append(firing)
+    return by_email
+
+
+def firing_summary(firing: Firing) -> dict[str, Any]:
+    """What a message says about one firing (stored with the notification)."""
+    percent_of_allowance = (
+        format_credits((firing.value * 100 / firing.allowance).quantize(Decimal("0.1")))
+        if firing.allowance
+        else None
+    )
+    return {
+        "firing_id": firing.pk,
+        "kind": firing.kind,
+        "alert_id": firing.alert_id,
+        "user": firing.user_external_id or None,
+        "user_email": firing.membership.user.email if firing.membership else None,
+        "threshold_type": firing.threshold_type or None,
+        "threshold": format_credits(firing.threshold),
+        "threshold_credits": format_credits(firing.threshold_credits),
+        "value": format_credits(firing.value),
+        "allowance": format_credits(firing.allowance) if firing.allowance is not None else None,
+        "percent_of_allowance": percent_of_allowance,
+        "period_start": firing.period_start.isoformat(),
+        "period_end": firing.period_end.isoformat(),
+        "triggered_at": firing.triggered_at.isoformat(),
+    }
+
+
+def webhook_payload(organization: Organization, firing: Firing) -> dict[str, Any]:
+    """The Standard Webhooks payload of one firing."""
+    return {
+        "type": EVENT_TYPES[FiringKind(firing.kind)],
+        "timestamp": firing.triggered_at.isoformat().replace("+00:00", "Z"),
+        "data": {
+            "organization": organization.slug,
+            "alert_id": firing.alert_id,
+            "user": firing.user_external_id or None,
+            "threshold": format_credits(firing.threshold),
+            "value": format_credits(firing.value),
+            "period_start": firing.period_start.isoformat().replace("+00:00", "Z"),
+            "period_end": firing.period_end.isoformat().replace("+00:00", "Z"),
+        },
+    }
+
+
+def _write_notifications(
+    organization: Organization,
+    period: Period,
+    firings: list[Firing],
+    members: dict[int, Membership],
+) -> None:
+    group_key = uuid.uuid4().hex
+    summaries = {firing.pk: firing_summary(firing) for firing in firings}
+    notifications: list[tuple[Notification, list[Firing]]] = []
+    for email, told in _recipients(organization, firings, members).items():
+        ordered = sorted(told, key=lambda f: f.threshold_credits, reverse=True)
+        notifications.append(
+            (
+                Notification(
+                    organization=organization,
+                    group_key=group_key,
+                    channel=Channel.EMAIL,
+                    recipient=email,
+                    event_type=ALERT_EMAIL,
+                    payload={
+                        "organization": {"name": organization.name, "slug": organization.slug},
+                        "firings": [summaries[f.pk] for f in ordered],
+                    },
+                ),
+                ordered,
+            )
+        )
+    kinds = {EVENT_TYPES[FiringKind(f.kind)] for f in firings}
+    for endpoint in WebhookEndpoint.objects.filter(
+        organization=organization, disabled_at__isnull=True
+    ):
+        for firing in firings:
+            event_type = EVENT_TYPES[FiringKind(firing.kind)]
+            if event_type in endpoint.events and event_type in kinds:
+                notifications.append(
+                    (
+                        Notification(
+                            organization=organization,
+                            group_key=f"{group_key}:{firing.pk}",
+                            channel=Channel.WEBHOOK,
+                            recipient=str(endpoint.pk),
+                            event_type=event_type,
+                            payload=webhook_payload(organization, firing),
+                        ),
+                        [firing],
+                    )
+                )
+    if not notifications:
+        return
+    created = Notification.objects.bulk_create([n for n, _ in notifications])
+    through = Notification.firings.through
+    through.objects.bulk_create(
+        [
+            through(notification_id=notification.pk, firing_id=firing.pk)
+            for notification, (_, told) in zip(created, notifications, strict=True)
+            for firing in told
+        ]
+    )
+    for notification in created:
+        deliver_notification.delay_on_commit(notification.pk)
+
+
+def _validate_threshold(threshold_type: str, threshold: Decimal) -> None:
+    if threshold_type not in ThresholdType.values:
+        raise InvalidInput(
+            "threshold_type must be 'percentage' or 'absolute'.",
+            code="invalid",
+            field="threshold_type",
+        )
+    if threshold <= 0:
+        raise InvalidInput(
+            "The threshold must be greater than 0.", code="invalid_threshold", field="threshold"
+        )
+    if threshold_type == ThresholdType.PERCENTAGE and not 1 <= threshold <= 100:
+        raise InvalidInput(
+            "A percentage threshold must be between 1 and 100.",
+            code="invalid_threshold",
+            field="threshold",
+        )
+
+
+def _validate_recipients(
+    organization: Organization, notify: str, admins: Sequence[Membership]
+) -> None:
+    if notify not in Recipients.values:
+        raise InvalidInput(
+            "notify must be 'all_admins' or 'specific_admins'.", code="invalid", field="notify"
+        )
+    validate_admins(organization, admins)
+    if notify == Recipients.SPECIFIC_ADMINS and not admins:
+        raise InvalidInput(
+            "Choose at least one admin to notify, or notify all admins.",
+            code="admins_required",
+            field="admins",
+        )
+
+
+def validate_admins(organization: Organization, admins: Sequence[Membership]) -> None:
+    for admin in admins:
+        if admin.organization_id != organization.pk or admin.role != Role.ADMIN:
+            raise InvalidInput(
+                f"{admin.external_id!r} is not an admin of this organization.",
+                code="not_an_admin",
+                field="admins",
+            )
+
+
+def alert_create(
+    *,
+    organization: Organization,
+    threshold_type: str,
+    threshold: Decimal,
+    notify: str = Recipients.ALL_ADMINS,
+    admins: Sequence[Membership] = (),
+    fire_if_already_exceeded: bool = True,
+) -> OrganizationAlert:
+    """Add an organization alert; one already passed fires at once unless
+    `fire_if_already_exceeded` is False, in which case it waits for the next period.
+    """
+    _validate_threshold(threshold_type, threshold)
+    _validate_recipients(organization, notify, admins)
+    with transaction.atomic():
+        # Lock the organization so that two concurrent creations cannot pass the cap together.
+        Organization.objects.select_for_update().filter(pk=organization.pk).first()
+        if (
+            OrganizationAlert.objects.filter(organization=organization).count()
+            >= MAX_ORGANIZATION_ALERTS
+        ):
+            raise InvalidInput(
+                f"An organization can have at most {MAX_ORGANIZATION_ALERTS} alerts.",
+                code="too_many_alerts",
+                field="threshold",
+            )
+        alert = OrganizationAlert.objects.create(
+            organization=organization,
+            threshold_type=threshold_type,
+            threshold=threshold,
+            notify=notify,
+        )
+        if notify == Recipients.SPECIFIC_ADMINS:
+            alert.admins.set(admins)
+        if not fire_if_already_exceeded:
+            _quiet_if_already_passed(alert)
+        alerts_evaluate_organization(organization=organization)
+    return alert
+
+
+def _quiet_if_already_passed(alert: OrganizationAlert) -> None:
+    organization = alert.organization
+    period = period_containing(timezone.now(), anchor_day=organization.anchor_day)
+    threshold = threshold_credits(alert, organization.credit_allowance)
+    if (
+        threshold is not None
+        and organization_used(organization=organization, period=period) >= threshold
+    ):
+        alert.quiet_period_start = period.start
+        alert.save(update_fields=["quiet_period_start"])
+
+
+def alert_update(
+    *,
+    alert: OrganizationAlert,
+    threshold_type: str | None = None,
+    threshold: Decimal | None = None,
+    notify: str | None = None,
+    admins: Sequence[Membership] | None = None,
+) -> OrganizationAlert:
+    """Edit an alert. A new threshold re-arms it: if usage is already past
+    the new threshold it fires at once.
+    """
+    new_type = threshold_type or alert.threshold_type
+    new_threshold = threshold if threshold is not None else alert.threshold
+    new_notify = notify or alert.notify
+    new_admins = list(admins) if admins is not None else list(alert.admins.all())
+    _validate_threshold(new_type, new_threshold)
+    _validate_recipients(alert.organization, new_notify, new_admins)
+    with transaction.atomic():
+        rearm = new_type != alert.threshold_type or new_threshold != alert.threshold
+        alert.threshold_type, alert.threshold, alert.notify = new_type, new_threshold, new_notify
+        if rearm:
+            alert.generation += 1
+            alert.quiet_period_start = None
+        alert.save()
+        alert.admins.set(new_admins if new_notify == Recipients.SPECIFIC_ADMINS else [])
+        alerts_evaluate_organization(organization=alert.organization)
+    return alert
+
+
+def alert_delete(*, alert: OrganizationAlert) -> None:
+    alert.delete()
+
+
+def user_alert_policy_get(*, organization: Organization) -> UserAlertPolicy:
+    policy = UserAlertPolicy.objects.filter(organization=organization).first()
+    return policy or UserAlertPolicy(organization=organization)
+
+
+def user_alert_policy_update(
+    *,
+    organization: Organization,
+    enabled: bool | None = None,
+    threshold: Decimal | None = None,
+    clear_threshold: bool = False,
+    notify_user: bool | None = None,
+    admins: Sequence[Membership] | None = None,
+) -> UserAlertPolicy:
+    """Change the per-user alert policy; a new threshold re-arms it."""
+    if threshold is not None and threshold <= 0:
+        raise InvalidInput(
+            "The threshold must be greater than 0.", code="invalid_threshold", field="threshold"
+        )
+    if admins is not None:
+        validate_admins(organization, admins)
+    with transaction.atomic():
+        policy, _ = UserAlertPolicy.objects.select_for_update().get_or_create(
+            organization=organization
+        )
+        new_threshold = (
+            None if clear_threshold else (threshold if threshold is not None else policy.threshold)
+        )
+        if (enabled if enabled is not None else policy.enabled) and new_threshold is None:
+            raise InvalidInput(
+                "Set a threshold to turn per-user alerts on.",
+                code="threshold_required",
+                field="threshold",
+            )
+        if new_threshold != policy.threshold:
+            policy.generation += 1
+        policy.threshold = new_threshold
+        if enabled is not None:
+            policy.enabled = enabled
+        if notify_user is not None:
+            policy.notify_user = notify_user
+        policy.save()
+        if admins is not None:
+            policy.admins.set(admins)
+        alerts_evaluate_organization(organization=organization)
+    return policy
+
+
+def alert_status(alert: OrganizationAlert, *, period: Period) -> tuple[str, datetime | None]:
+    """(`in_alarm` or `ok`, when it fired) for the current arming of the alert."""
+    firing = (
+        Firing.objects.filter(
+            organization_id=alert.organization_id,
+            dedupe_key=f"alert:{alert.pk}:{period.start.isoformat()}:{alert.generation}",
+        )
+        .values_list("triggered_at", flat=True)
+        .first()
+    )
+    return ("in_alarm", firing) if firing else ("ok", None)
