@@ -37,7 +37,7 @@ from alerts.models import (
     UserAlertPolicy,
     WebhookEndpoint,
 )
-from alerts.tasks import deliver_notification
+from alerts.tasks import deliver_notification_on_commit
 from billing.credits import CREDIT_QUANTUM, format_credits
 from billing.models import MemberUsage, UserLimitPolicy
 from billing.periods import Period, period_containing
@@ -381,7 +381,9 @@ def _recipients(
 def firing_summary(firing: Firing) -> dict[str, Any]:
     """What a message says about one firing (stored with the notification)."""
     percent_of_allowance = (
-        format_credits((firing.value * 100 / firing.allowance).quantize(Decimal("0.1")))
+        format_credits(
+            (firing.value * 100 / firing.allowance).quantize(Decimal("0.1"), ROUND_HALF_UP)
+        )
         if firing.allowance
         else None
     )
@@ -479,7 +481,7 @@ def _write_notifications(
         ]
     )
     for notification in created:
-        deliver_notification.delay_on_commit(notification.pk)
+        deliver_notification_on_commit(notification.pk)
 
 
 def _validate_threshold(threshold_type: str, threshold: Decimal) -> None:

@@ -15,6 +15,26 @@ from accounts.services import api_key_create
 from tests.factories import AdminMembershipFactory, MembershipFactory, OrganizationFactory
 
 
+@pytest.fixture(autouse=True)
+def anymail_test_backend(settings: Any) -> None:
+    """Unit tests send through Anymail's test backend (Django's runner would use locmem)."""
+    settings.EMAIL_BACKEND = "anymail.backends.test.EmailBackend"
+
+
+@pytest.fixture(autouse=True)
+def celery_in_process(request: pytest.FixtureRequest) -> Any:
+    """Unit tests run tasks in-process; tests marked `worker` use a real one."""
+    from config.celery import app
+
+    if request.node.get_closest_marker("worker"):
+        yield
+        return
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = previous
+
+
 @pytest.fixture
 def organization(db: None) -> Organization:
     return OrganizationFactory(slug="acme", name="Acme Inc")
