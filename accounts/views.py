@@ -57,9 +57,10 @@ def logout_view(request: HtmxHttpRequest) -> HttpResponse:
 @require_http_methods(["GET"])
 @organization_required
 def home(request: OrganizationHttpRequest) -> HttpResponse:
+    """Each role lands on its own page: admins configure, members see their usage."""
     if request.membership.is_admin:
         return redirect("limits_settings")
-    return render(request, "accounts/home.html", {"membership": request.membership})
+    return redirect("my_usage")
 
 
 @require_http_methods(["POST"])

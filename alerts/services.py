@@ -22,6 +22,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from django.db import connection, transaction
+from django.db.models import Field
 from django.utils import timezone
 
 from accounts.models import Membership, Organization, Role
@@ -268,8 +269,8 @@ def _insert_firings(
                 dedupe_key=candidate.dedupe_key,
             )
         )
-    fields = [
-        Firing._meta.get_field(name)
+    fields: list[Field[Any, Any]] = [
+        Firing._meta.get_field(name)  # type: ignore[misc]
         for name in (
             "organization",
             "kind",
@@ -287,7 +288,7 @@ def _insert_firings(
             "dedupe_key",
         )
     ]
-    columns = ", ".join(field.column for field in fields)
+    columns = ", ".join(str(field.column) for field in fields)
     placeholders = ", ".join(["(" + ", ".join(["%s"] * len(fields)) + ")"] * len(rows))
     params = [
         field.get_db_prep_save(getattr(row, field.attname), connection)
@@ -337,7 +338,7 @@ def _recipients(
         return all_admins
 
     specific: dict[int, list[Membership]] = {}
-    alert_ids = [f.alert_id for f in firings if f.kind == FiringKind.ORGANIZATION_ALERT]
+    alert_ids = [f.alert_id for f in firings if f.alert_id is not None]
     if alert_ids:
         through = OrganizationAlert.admins.through
         for row in through.objects.filter(organizationalert_id__in=alert_ids).select_related(
@@ -366,12 +367,12 @@ def _recipients(
                 people.append(members[firing.membership_id])
         else:
             if limit_policy_admins is None:
-                policy_admins = Membership.objects.filter(
+                chosen = Membership.objects.filter(
                     pk__in=UserLimitPolicy.admins.through.objects.filter(
                         userlimitpolicy__organization=organization
                     ).values("membership_id")
                 ).select_related("user")
-                limit_policy_admins = admins_or_all(policy_admins)
+                limit_policy_admins = admins_or_all(chosen)
             people = limit_policy_admins
         for person in people:
             by_email.setdefault(person.user.email, []).append(firing)

@@ -47,11 +47,12 @@ def _credits_result(value: Any) -> Decimal:
 
 
 def _moment_result(value: Any) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    moment = parse_datetime(str(value))
+    # PostgreSQL answers aware datetimes; SQLite naive ones (or text), in UTC.
+    if value is None:
+        return None
+    moment = value if isinstance(value, datetime) else parse_datetime(str(value))
     if moment is not None and timezone.is_naive(moment):
-        moment = timezone.make_aware(moment, UTC)
+        moment = moment.replace(tzinfo=UTC)
     return moment
 
 
@@ -253,12 +254,13 @@ def add_to_sources(
     if not increments:
         return
     keys = sorted(increments, key=lambda k: (k[0] or 0, k[1], k[2]))
-    values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(keys))
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(keys))
     params: list[Any] = []
     for membership_id, period_start, source in keys:
         params += [
             organization_id,
             membership_id,
+            membership_id or 0,
             _moment_param(period_start),
             source,
             _credits_param(increments[(membership_id, period_start, source)]),
@@ -267,9 +269,9 @@ def add_to_sources(
         cursor.execute(
             f"""
             INSERT INTO {SOURCE_USAGE} AS t
-                (organization_id, membership_id, period_start, source, used)
+                (organization_id, membership_id, member_key, period_start, source, used)
             VALUES {values}
-            ON CONFLICT (organization_id, membership_id, period_start, source)
+            ON CONFLICT (organization_id, member_key, period_start, source)
             DO UPDATE SET used = t.used + EXCLUDED.used
             """,
             params,

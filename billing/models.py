@@ -132,12 +132,17 @@ class SourceUsage(models.Model):
     """Credits per source in one period, per member (membership NULL: usage
     reported without a user). Sums of these give usage by source and let
     counted usage be recomputed when the excluded sources change.
+
+    `member_key` is the membership id, or 0 without one: unlike a NULL it
+    makes the row's key unique in every database, so that the upsert's
+    conflict target works on SQLite too.
     """
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
     membership = models.ForeignKey(
         Membership, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
     )
+    member_key = models.PositiveBigIntegerField(default=0)
     period_start = models.DateTimeField()
     source = models.CharField(max_length=32, choices=Source.choices)
     used = credits_field(default=0)
@@ -145,9 +150,8 @@ class SourceUsage(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["organization", "membership", "period_start", "source"],
+                fields=["organization", "member_key", "period_start", "source"],
                 name="source_usage_one_per_member_period_source",
-                nulls_distinct=False,
             )
         ]
 

@@ -5,6 +5,13 @@ The decorator asks the one gate there is (`billing.services.usage_consume`)
 before the view runs, and when the gate refuses it answers for the view with
 the blocked-action notice (HTTP 402): a full page, or only the notice when
 htmx asked (`billing/blocked_notice.html#notice`).
+
+    @require_http_methods(["GET", "POST"])
+    @credit_gate(cost=Decimal(5), source=Source.ASSISTANT)
+    def draft(request: GatedHttpRequest) -> HttpResponse:
+        ...  # on POST, request.credit_decision holds usage after this action
+
+htmx 2 does not swap a 4xx answer by default; static/js/app.js swaps 402.
 """
 
 from __future__ import annotations

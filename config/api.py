@@ -10,6 +10,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from accounts.api import router as accounts_router
+from alerts.api import router as alerts_router
 from billing.api import router as billing_router
 from config.apikit import ApiKeyAuth, DecimalJsonParser
 from config.errors import ServiceError, error_response
@@ -32,6 +33,7 @@ api = NinjaAPI(
 )
 api.add_router("", accounts_router)
 api.add_router("", billing_router)
+api.add_router("", alerts_router)
 
 
 def _field_of(location: tuple[Any, ...] | list[Any]) -> str | None:

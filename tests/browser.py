@@ -35,14 +35,27 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
 
 
+# Each test module that imports `browser_fixture` gets its own session
+# fixture, but Playwright's sync API runs one instance per thread: the first
+# of them starts Chromium for the whole run, the others share it.
+_running: dict[str, Browser] = {}
+
+
 @pytest.fixture(scope="session", name="browser")
 def browser_fixture() -> Iterator[Browser]:
+    if "browser" in _running:
+        yield _running["browser"]
+        return
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
             executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
         )
-        yield chromium
-        chromium.close()
+        _running["browser"] = chromium
+        try:
+            yield chromium
+        finally:
+            del _running["browser"]
+            chromium.close()
 
 
 @pytest.fixture(name="page")

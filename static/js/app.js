@@ -27,6 +27,15 @@
     }
   });
 
+  // htmx 2 swaps no 4xx response by default. A 402 is the blocked-action
+  // notice of the credit gate (billing/web.py): show it where the result goes.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    if (event.detail.xhr.status === 402) {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  });
+
   // A fragment may ask to close the dialog it was swapped into (HX-Trigger: closeDialog).
   document.body.addEventListener("closeDialog", function () {
     document.querySelectorAll("dialog[open]").forEach(function (dialog) {

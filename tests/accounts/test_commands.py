@@ -20,10 +20,21 @@ from django.contrib.auth import authenticate
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
+from django.utils import timezone
 
 from accounts.management.commands.seed_demo import DEMO_PEOPLE
 from accounts.models import ApiKey, Membership, Organization, Role, User
 from accounts.services import api_key_authenticate
+from billing.models import (
+    CustomLimit,
+    MemberUsage,
+    OrganizationUsage,
+    SourceUsage,
+    UsageEvent,
+    UserLimitPolicy,
+)
+from billing.selectors import current_period, members_over_budget, organization_used
+from billing.services import limit_policy_update
 from tests.factories import DEFAULT_PASSWORD, MembershipFactory, UserFactory
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -381,6 +392,83 @@ def test_seed_demo_twice_changes_nothing() -> None:
     assert "Admin login: admin@acme.test / headroom-demo" in output
     assert not any(line.startswith("Demo API key (shown only this once)") for line in output)
     assert "already there" in output[0]
+
+
+def demo_usage_state() -> dict[str, object]:
+    """The limits and usage totals seed_demo writes, to compare two runs."""
+    return {
+        "policy": list(
+            UserLimitPolicy.objects.values_list(
+                "enabled", "default_limit", "excluded_sources", "admins__user__email"
+            )
+        ),
+        "custom_limits": sorted(
+            CustomLimit.objects.values_list("membership__user__email", "limit")
+        ),
+        "events": sorted(UsageEvent.objects.values_list("idempotency_key", "credits")),
+        "members": sorted(
+            MemberUsage.objects.values_list("membership__user__email", "used", "counted")
+        ),
+        "organization": list(OrganizationUsage.objects.values_list("period_start", "used")),
+        "sources": sorted(
+            SourceUsage.objects.values_list("membership__user__email", "source", "used")
+        ),
+    }
+
+
+@pytest.mark.django_db
+def test_seed_demo_sets_limits_and_usage_this_period() -> None:
+    output = run("seed_demo")
+
+    organization = Organization.objects.get(slug="acme")
+    policy = UserLimitPolicy.objects.get(organization=organization)
+    assert (policy.enabled, policy.default_limit, policy.excluded_sources) == (
+        True,
+        Decimal(500),
+        ["workflow"],
+    )
+    assert [admin.user.email for admin in policy.admins.all()] == ["admin@acme.test"]
+    custom_limits = dict(CustomLimit.objects.values_list("membership__user__email", "limit"))
+    assert custom_limits == {"sam@acme.test": Decimal(1000), "jordan@acme.test": None}
+    period = current_period(organization)
+    usage = {
+        email: (used, counted)
+        for email, used, counted in MemberUsage.objects.filter(
+            period_start=period.start
+        ).values_list("membership__user__email", "used", "counted")
+    }
+    assert usage["priya@acme.test"] == (Decimal(650), Decimal(500))  # workflows excluded
+    assert usage["sam@acme.test"] == (Decimal(640), Decimal(640))
+    assert usage["jordan@acme.test"] == (Decimal(1200), Decimal(1200))
+    assert len(usage) >= 5
+    over = members_over_budget(organization=organization, period=period)
+    assert [row.membership.user.email for row in over] == ["priya@acme.test"]
+    assert organization_used(organization=organization, period=period) == Decimal(3575)
+    assert UsageEvent.objects.filter(timestamp__gt=timezone.now()).count() == 0
+    assert any("usage this period: 60 events added" in line for line in output)
+
+
+@pytest.mark.django_db
+def test_seed_demo_twice_leaves_the_same_limits_and_totals() -> None:
+    run("seed_demo")
+    state_after_first_run = demo_usage_state()
+
+    output = run("seed_demo")
+
+    assert demo_usage_state() == state_after_first_run
+    assert any("already configured" in line for line in output)
+    assert any("usage this period: 0 events added" in line for line in output)
+
+
+@pytest.mark.django_db
+def test_seed_demo_leaves_an_existing_limits_policy_alone(organization: Organization) -> None:
+    limit_policy_update(organization=organization, enabled=False, default_limit=Decimal(7))
+
+    run("seed_demo")
+
+    policy = UserLimitPolicy.objects.get(organization=organization)
+    assert (policy.enabled, policy.default_limit) == (False, Decimal(7))
+    assert not CustomLimit.objects.exists()
 
 
 @pytest.mark.django_db

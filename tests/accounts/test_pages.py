@@ -94,11 +94,14 @@ def test_home_sends_an_admin_to_limits(owner):
     assert response["Location"] == "/settings/limits/"
 
 
-def test_home_shows_a_member_their_organization_and_role(member):
-    response = logged_in(member).get("/")
+def test_home_sends_a_member_to_their_usage(member):
+    client = logged_in(member)
 
-    assert response.status_code == 200
-    html = response.content.decode()
+    response = client.get("/")
+
+    assert response.status_code == 302
+    assert response["Location"] == "/me/usage/"
+    html = client.get(response["Location"]).content.decode()
     assert "Acme Inc" in html
     assert "Member" in html
 
@@ -245,7 +248,7 @@ def test_switching_to_an_own_organization(owner, other_organization: Organizatio
     assert client.session[SESSION_ORGANIZATION_KEY] == other_organization.pk
     # A member of Globex: no admin pages there.
     assert client.get("/settings/limits/").status_code == 403
-    assert "Globex" in client.get("/").content.decode()
+    assert "Globex" in client.get("/", follow=True).content.decode()
 
 
 def test_switching_with_htmx_redirects_the_whole_page(owner, other_organization):

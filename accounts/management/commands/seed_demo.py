@@ -1,4 +1,5 @@
-"""The demo organization `acme`: people to log in as and an API key.
+"""The demo organization `acme`: people to log in as, an API key, per-user
+limits and some usage this billing period.
 
 Each step creates only what is missing, so the command can be run on every
 start: a rerun changes nothing. New demo data is a new step in `handle`.
@@ -6,14 +7,19 @@ start: a rerun changes nothing. New demo data is a new step in `handle`.
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 
 from django.db import transaction
+from django.utils import timezone
 
 from accounts.management.commands._base import OperatorCommand
 from accounts.models import ApiKey, Organization, Role
 from accounts.services import api_key_create, membership_create, organization_create
+from billing.models import Source, UsageEvent, UserLimitPolicy
+from billing.selectors import current_period
+from billing.services import UsageInput, custom_limit_set, limit_policy_update, usage_ingest
 
 DEMO_SLUG = "acme"
 DEMO_NAME = "Acme Inc"
@@ -43,6 +49,45 @@ DEMO_PEOPLE = (
     DemoPerson("noah@acme.test", "Noah Fischer", Role.MEMBER),
 )
 
+DEMO_DEFAULT_LIMIT = Decimal(500)
+DEMO_EXCLUDED_SOURCES = (Source.WORKFLOW,)
+# Custom limits: a number, or None for Unlimited.
+DEMO_CUSTOM_LIMITS: dict[str, Decimal | None] = {
+    "sam@acme.test": Decimal(1000),
+    "jordan@acme.test": None,
+}
+
+
+class DemoUsage(NamedTuple):
+    email: str
+    source: Source
+    credits: Decimal
+
+
+# Usage this period. With the default limit of 500 and workflows excluded,
+# Priya is at 500 of 500 (over budget), Taylor at 420 of 500; Sam counts 640
+# of his custom 1000 and Jordan, unlimited, 1200.
+DEMO_USAGE = (
+    DemoUsage(DEMO_ADMIN_EMAIL, Source.ASSISTANT, Decimal(120)),
+    DemoUsage("morgan@acme.test", Source.AGENT, Decimal(80)),
+    DemoUsage("priya@acme.test", Source.ASSISTANT, Decimal(300)),
+    DemoUsage("priya@acme.test", Source.AGENT, Decimal(200)),
+    DemoUsage("priya@acme.test", Source.WORKFLOW, Decimal(150)),
+    DemoUsage("sam@acme.test", Source.ASSISTANT, Decimal(400)),
+    DemoUsage("sam@acme.test", Source.AGENT, Decimal(240)),
+    DemoUsage("jordan@acme.test", Source.ASSISTANT, Decimal(700)),
+    DemoUsage("jordan@acme.test", Source.AGENT_EXTERNAL, Decimal(500)),
+    DemoUsage("taylor@acme.test", Source.ASSISTANT, Decimal(300)),
+    DemoUsage("taylor@acme.test", Source.AGENT, Decimal(120)),
+    DemoUsage("taylor@acme.test", Source.WORKFLOW, Decimal(80)),
+    DemoUsage("chen@acme.test", Source.ASSISTANT, Decimal(90)),
+    DemoUsage("fatima@acme.test", Source.API, Decimal(35)),
+    DemoUsage("noah@acme.test", Source.AGENT, Decimal(260)),
+)
+# Each amount is spent in a few events spread over the period so far, in
+# these shares, so that usage grows day by day.
+DEMO_USAGE_SHARES = (Decimal("0.1"), Decimal("0.2"), Decimal("0.3"), Decimal("0.4"))
+
 
 class Command(OperatorCommand):
     help = "Create the demo organization 'acme' with admins, members and an API key (idempotent)."
@@ -52,11 +97,18 @@ class Command(OperatorCommand):
             organization, organization_created = seed_organization()
             people_added = seed_people(organization)
             raw_api_key = seed_api_key(organization)
+            limits_configured = seed_limits(organization)
+            usage_added = seed_usage(organization, now=timezone.now())
 
         self.stdout.write(
             f"Demo organization {organization.slug} ({organization.name}): "
             f"{'created' if organization_created else 'already there'}; "
             f"{people_added} of {len(DEMO_PEOPLE)} people added."
+        )
+        usage = f"usage this period: {usage_added} events added"
+        self.stdout.write(
+            f"Per-user limits: {'configured' if limits_configured else 'already configured'} "
+            f"(default {DEMO_DEFAULT_LIMIT} credits, workflows excluded); {usage}."
         )
         self.stdout.write(f"Admin login: {DEMO_ADMIN_EMAIL} / {DEMO_PASSWORD}")
         self.write_api_key(organization, raw_api_key)
@@ -108,3 +160,73 @@ def seed_api_key(organization: Organization) -> str | None:
         return None
     _, raw_key = api_key_create(organization=organization, name=DEMO_API_KEY_NAME)
     return raw_key
+
+
+def seed_limits(organization: Organization) -> bool:
+    """Turn per-user limits on, once: default 500, workflows excluded, the
+    first admin notified, one custom limit and one Unlimited. An organization
+    that already has a limits policy keeps it as its admins left it.
+    """
+    if UserLimitPolicy.objects.filter(organization=organization).exists():
+        return False
+    members = {
+        membership.user.email: membership
+        for membership in organization.memberships.select_related("user")
+    }
+    first_admin = next(
+        (
+            members[person.email]
+            for person in DEMO_PEOPLE
+            if person.email in members and members[person.email].is_admin
+        ),
+        None,
+    )
+    limit_policy_update(
+        organization=organization,
+        enabled=True,
+        default_limit=DEMO_DEFAULT_LIMIT,
+        admins=[first_admin] if first_admin is not None else [],
+        excluded_sources=list(DEMO_EXCLUDED_SOURCES),
+    )
+    for email, limit in DEMO_CUSTOM_LIMITS.items():
+        if email in members:
+            custom_limit_set(organization=organization, membership=members[email], limit=limit)
+    return True
+
+
+def seed_usage(organization: Organization, *, now: datetime) -> int:
+    """Record the demo usage of the current period that is not there yet;
+    return how many events were added.
+
+    Keys name the period, the person, the source and the share, so a rerun
+    in the same period finds them all and adds nothing.
+    """
+    period = current_period(organization, now=now)
+    external_ids = dict(organization.memberships.values_list("user__email", "external_id"))
+    planned = [
+        (f"demo-{period.start:%Y-%m-%d}-{usage.email}-{usage.source.value}-{share}", usage, share)
+        for share in range(len(DEMO_USAGE_SHARES))
+        for usage in DEMO_USAGE
+        if usage.email in external_ids
+    ]
+    recorded = set(
+        UsageEvent.objects.filter(
+            organization=organization, idempotency_key__in=[key for key, _, _ in planned]
+        ).values_list("idempotency_key", flat=True)
+    )
+    elapsed = now - period.start
+    events = [
+        UsageInput(
+            idempotency_key=key,
+            credits=usage.credits * DEMO_USAGE_SHARES[share],
+            user=external_ids[usage.email],
+            source=usage.source.value,
+            # Spread over the period so far, in order: each share after the last.
+            timestamp=period.start + elapsed * (index + 1) / (len(planned) + 1),
+        )
+        for index, (key, usage, share) in enumerate(planned)
+        if key not in recorded
+    ]
+    if not events:
+        return 0
+    return usage_ingest(organization=organization, events=events).accepted

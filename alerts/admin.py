@@ -1,0 +1,448 @@
+"""The Django admin of alerts: rules, the firing history, the outbox and webhooks.
+
+Writes that can move an alert go through the services (a threshold edit
+re-arms the alert and evaluates it at once); the history and the delivery
+log are read-only; the outbox can only be told to send again.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.html import format_html
+
+from alerts import services
+from alerts.models import (
+    MAX_ORGANIZATION_ALERTS,
+    DeliveryAttempt,
+    DeliveryStatus,
+    Firing,
+    Notification,
+    OrganizationAlert,
+    UserAlertPolicy,
+    WebhookEndpoint,
+)
+from alerts.tasks import deliver_notification_on_commit
+from alerts.webhooks import (
+    WEBHOOK_EVENT_TYPES,
+    webhook_endpoint_create,
+    webhook_events_validate,
+    webhook_url_validate,
+)
+from config.errors import InvalidInput
+
+
+def _as_form_error(error: InvalidInput, fields: Any) -> ValidationError:
+    """A service's input error on the form field it names (else on the whole form)."""
+    if error.field is not None and error.field in fields:
+        return ValidationError({error.field: error.message})
+    return ValidationError(error.message)
+
+
+def _copy_into(target: Any, source: Any) -> None:
+    """The admin goes on with its own instance (log entry, redirect): make it the saved row."""
+    for field in type(source)._meta.concrete_fields:
+        setattr(target, field.attname, getattr(source, field.attname))
+    target._state.adding = False
+    target._state.db = source._state.db
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """History and logs: seen, never edited by hand."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+# Organization alerts
+
+
+class OrganizationAlertAdminForm(forms.ModelForm):
+    fire_if_already_exceeded = forms.BooleanField(
+        required=False,
+        initial=True,
+        help_text="If usage this period is already past the threshold, fire at once "
+        "(else it waits for the next period).",
+    )
+
+    class Meta:
+        model = OrganizationAlert
+        fields = ("organization", "threshold_type", "threshold", "notify", "admins")
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
+        organization = cleaned.get("organization") or getattr(self.instance, "organization", None)
+        if self.errors or organization is None:
+            return cleaned
+        try:
+            # The rules the services apply, so that the form shows what they would refuse.
+            services._validate_threshold(cleaned["threshold_type"], cleaned["threshold"])
+            services._validate_recipients(
+                organization, cleaned["notify"], list(cleaned.get("admins") or [])
+            )
+        except InvalidInput as error:
+            raise _as_form_error(error, self.fields) from None
+        if (
+            self.instance.pk is None
+            and OrganizationAlert.objects.filter(organization=organization).count()
+            >= MAX_ORGANIZATION_ALERTS
+        ):
+            raise ValidationError(
+                f"An organization can have at most {MAX_ORGANIZATION_ALERTS} alerts."
+            )
+        return cleaned
+
+
+@admin.register(OrganizationAlert)
+class OrganizationAlertAdmin(admin.ModelAdmin):
+    form = OrganizationAlertAdminForm
+    list_display = (
+        "organization",
+        "threshold_type",
+        "threshold",
+        "notify",
+        "generation",
+        "created_at",
+    )
+    list_filter = ("threshold_type", "notify")
+    list_select_related = ("organization",)
+    search_fields = ("organization__slug", "organization__name")
+    autocomplete_fields = ("organization", "admins")
+
+    def get_fields(
+        self, request: HttpRequest, obj: OrganizationAlert | None = None
+    ) -> tuple[str, ...]:
+        editable = ("organization", "threshold_type", "threshold", "notify", "admins")
+        if obj is None:
+            return (*editable, "fire_if_already_exceeded")
+        return (*editable, "generation", "quiet_period_start", "created_at", "updated_at")
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: OrganizationAlert | None = None
+    ) -> list[str]:
+        if obj is None:
+            return []
+        return ["organization", "generation", "quiet_period_start", "created_at", "updated_at"]
+
+    def save_model(
+        self, request: HttpRequest, obj: OrganizationAlert, form: forms.ModelForm, change: bool
+    ) -> None:
+        data = form.cleaned_data
+        admins = list(data.get("admins") or [])
+        if change:
+            saved = services.alert_update(
+                alert=OrganizationAlert.objects.get(pk=obj.pk),
+                threshold_type=data["threshold_type"],
+                threshold=data["threshold"],
+                notify=data["notify"],
+                admins=admins,
+            )
+        else:
+            saved = services.alert_create(
+                organization=data["organization"],
+                threshold_type=data["threshold_type"],
+                threshold=data["threshold"],
+                notify=data["notify"],
+                admins=admins,
+                fire_if_already_exceeded=data.get("fire_if_already_exceeded", True),
+            )
+        _copy_into(obj, saved)
+
+    def save_related(
+        self, request: HttpRequest, form: forms.ModelForm, formsets: Any, change: bool
+    ) -> None:
+        # The service has set the admins (none unless notifying specific admins).
+        for formset in formsets:
+            self.save_formset(request, form, formset, change=change)
+
+
+# Per-user credit usage alerts
+
+
+class UserAlertPolicyAdminForm(forms.ModelForm):
+    class Meta:
+        model = UserAlertPolicy
+        fields = ("organization", "enabled", "threshold", "notify_user", "admins")
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
+        organization = cleaned.get("organization") or getattr(self.instance, "organization", None)
+        if self.errors or organization is None:
+            return cleaned
+        threshold = cleaned.get("threshold")
+        if threshold is not None and threshold <= 0:
+            self.add_error("threshold", "The threshold must be greater than 0.")
+        elif cleaned.get("enabled") and threshold is None:
+            self.add_error("threshold", "Set a threshold to turn per-user alerts on.")
+        try:
+            services.validate_admins(organization, list(cleaned.get("admins") or []))
+        except InvalidInput as error:
+            raise _as_form_error(error, self.fields) from None
+        return cleaned
+
+
+@admin.register(UserAlertPolicy)
+class UserAlertPolicyAdmin(admin.ModelAdmin):
+    form = UserAlertPolicyAdminForm
+    list_display = ("organization", "enabled", "threshold", "notify_user", "updated_at")
+    list_filter = ("enabled", "notify_user")
+    list_select_related = ("organization",)
+    search_fields = ("organization__slug", "organization__name")
+    autocomplete_fields = ("organization", "admins")
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: UserAlertPolicy | None = None
+    ) -> list[str]:
+        return ["organization", "generation", "updated_at"] if obj else []
+
+    def save_model(
+        self, request: HttpRequest, obj: UserAlertPolicy, form: forms.ModelForm, change: bool
+    ) -> None:
+        data = form.cleaned_data
+        saved = services.user_alert_policy_update(
+            organization=obj.organization,
+            enabled=data["enabled"],
+            threshold=data["threshold"],
+            clear_threshold=data["threshold"] is None,
+            notify_user=data["notify_user"],
+            admins=list(data.get("admins") or []),
+        )
+        _copy_into(obj, saved)
+
+    def save_related(
+        self, request: HttpRequest, form: forms.ModelForm, formsets: Any, change: bool
+    ) -> None:
+        for formset in formsets:
+            self.save_formset(request, form, formset, change=change)
+
+
+# Firing history
+
+
+@admin.register(Firing)
+class FiringAdmin(ReadOnlyAdmin):
+    list_display = (
+        "kind",
+        "organization",
+        "user_external_id",
+        "threshold_credits",
+        "value",
+        "triggered_at",
+    )
+    list_filter = ("kind",)
+    list_select_related = ("organization",)
+    search_fields = ("organization__slug", "user_external_id", "dedupe_key")
+    date_hierarchy = "triggered_at"
+
+
+# The outbox
+
+
+class DeliveryAttemptInline(admin.TabularInline):
+    model = DeliveryAttempt
+    fields = (
+        "started_at",
+        "finished_at",
+        "succeeded",
+        "response_status",
+        "provider_message_id",
+        "error",
+    )
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdmin):
+    list_display = (
+        "channel",
+        "recipient",
+        "event_type",
+        "organization",
+        "status",
+        "attempts",
+        "created_at",
+        "sent_at",
+    )
+    list_filter = ("status", "channel", "event_type")
+    list_select_related = ("organization",)
+    search_fields = ("recipient", "organization__slug")
+    date_hierarchy = "created_at"
+    fields = (
+        "uid",
+        "organization",
+        "channel",
+        "recipient",
+        "event_type",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "claimed_until",
+        "provider_message_id",
+        "last_error",
+        "created_at",
+        "sent_at",
+        "group_key",
+        "firings",
+        "formatted_payload",
+    )
+    readonly_fields = fields
+    inlines = (DeliveryAttemptInline,)
+    actions = ("resend_selected",)
+
+    @admin.display(description="payload")
+    def formatted_payload(self, notification: Notification) -> str:
+        return format_html(
+            "<pre>{}</pre>", json.dumps(notification.payload, indent=2, sort_keys=True)
+        )
+
+    def has_resend_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("alerts.change_notification")
+
+    @admin.action(description="Resend selected notifications", permissions=["resend"])
+    def resend_selected(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
+        """Send again, sent ones included: an explicit staff decision. One being
+        sent right now is left to its worker, so that it cannot go out twice at once.
+        """
+        with transaction.atomic():
+            chosen = list(queryset.select_for_update().values_list("pk", "status"))
+            resend = [pk for pk, status in chosen if status != DeliveryStatus.SENDING]
+            Notification.objects.filter(pk__in=resend).update(
+                status=DeliveryStatus.PENDING,
+                next_attempt_at=timezone.now(),
+                claimed_until=None,
+                sent_at=None,
+            )
+            for pk in resend:
+                deliver_notification_on_commit(pk)
+        skipped = len(chosen) - len(resend)
+        message = f"Queued {len(resend)} notification(s) to be sent again."
+        if skipped:
+            message += f" Skipped {skipped} being sent right now."
+        self.message_user(request, message, messages.SUCCESS)
+
+
+@admin.register(DeliveryAttempt)
+class DeliveryAttemptAdmin(ReadOnlyAdmin):
+    list_display = (
+        "notification",
+        "started_at",
+        "finished_at",
+        "succeeded",
+        "response_status",
+        "provider_message_id",
+    )
+    list_filter = ("succeeded",)
+    list_select_related = ("notification",)
+    search_fields = ("notification__recipient", "provider_message_id")
+    date_hierarchy = "started_at"
+
+
+# Webhook endpoints
+
+
+class WebhookEndpointAdminForm(forms.ModelForm):
+    # A plain field: the service says which URLs are acceptable (and why not).
+    url = forms.CharField(max_length=WebhookEndpoint._meta.get_field("url").max_length)
+    events = forms.MultipleChoiceField(
+        choices=[(event, event) for event in WEBHOOK_EVENT_TYPES],
+        widget=forms.CheckboxSelectMultiple,
+    )
+
+    class Meta:
+        model = WebhookEndpoint
+        fields = ("organization", "url", "events", "disabled_at", "disabled_reason")
+
+    def clean_url(self) -> str:
+        try:
+            return webhook_url_validate(self.cleaned_data["url"])
+        except InvalidInput as error:
+            raise ValidationError(error.message) from None
+
+    def clean_events(self) -> list[str]:
+        try:
+            return webhook_events_validate(self.cleaned_data["events"])
+        except InvalidInput as error:
+            raise ValidationError(error.message) from None
+
+
+class EndpointStatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("active", "Active"), ("disabled", "Disabled")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "active":
+            return queryset.filter(disabled_at__isnull=True)
+        if self.value() == "disabled":
+            return queryset.filter(disabled_at__isnull=False)
+        return queryset
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    """The secret is made by the service and shown once, when the endpoint is added."""
+
+    form = WebhookEndpointAdminForm
+    list_display = ("url", "organization", "events", "disabled", "created_at")
+    list_filter = (EndpointStatusFilter,)
+    list_select_related = ("organization",)
+    search_fields = ("url", "organization__slug")
+    autocomplete_fields = ("organization",)
+
+    @admin.display(boolean=True, description="disabled")
+    def disabled(self, endpoint: WebhookEndpoint) -> bool:
+        return endpoint.disabled_at is not None
+
+    def get_fields(
+        self, request: HttpRequest, obj: WebhookEndpoint | None = None
+    ) -> tuple[str, ...]:
+        if obj is None:
+            return ("organization", "url", "events")
+        return ("organization", "url", "events", "created_at", "disabled_at", "disabled_reason")
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: WebhookEndpoint | None = None
+    ) -> list[str]:
+        return ["organization", "created_at"] if obj else []
+
+    def save_model(
+        self, request: HttpRequest, obj: WebhookEndpoint, form: forms.ModelForm, change: bool
+    ) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        created, secret = webhook_endpoint_create(
+            organization=obj.organization, url=obj.url, events=obj.events
+        )
+        _copy_into(obj, created)
+        self.message_user(
+            request,
+            f"The endpoint's signing secret is {secret} — copy it now: it is shown only this once.",
+            messages.SUCCESS,
+        )

@@ -1,0 +1,344 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from django.db.models import Prefetch, QuerySet
+from django.http import HttpRequest
+from ninja import Query, Router, Schema, Status
+from pydantic import StrictBool, field_validator
+
+from accounts.models import Membership, Organization
+from accounts.selectors import memberships_by_external_id
+from alerts import services, webhooks
+from alerts.models import Firing, OrganizationAlert, UserAlertPolicy, WebhookEndpoint
+from billing.credits import Credits, CreditsOut
+from billing.periods import Period
+from billing.selectors import current_period
+from config.apikit import Page, StrictSchema, paginate, request_organization
+from config.errors import NotFound
+
+router = Router()
+
+ThresholdTypeName = Literal["percentage", "absolute"]
+NotifyName = Literal["all_admins", "specific_admins"]
+FiringKindName = Literal["organization_alert", "user_alert", "user_limit"]
+WebhookEventName = Literal["alert.triggered", "user_alert.triggered", "user_limit.reached"]
+
+
+def _not_null(value: Any) -> Any:
+    """For fields that may be left out of a PATCH/PUT but never set to null."""
+    if value is None:
+        raise ValueError("must not be null (leave the field out to keep it as it is)")
+    return value
+
+
+class AlertOut(Schema):
+    id: int
+    threshold_type: ThresholdTypeName
+    threshold: CreditsOut
+    notify: NotifyName
+    admins: list[str]
+    status: Literal["ok", "in_alarm"]
+    triggered_at: datetime | None
+
+
+class AlertList(Schema):
+    data: list[AlertOut]
+    next_cursor: str | None
+
+
+class AlertCreate(StrictSchema):
+    threshold_type: ThresholdTypeName
+    threshold: Credits
+    notify: NotifyName = "all_admins"
+    admins: list[str] = []
+    fire_if_already_exceeded: StrictBool = True
+
+
+class AlertPatch(StrictSchema):
+    threshold_type: ThresholdTypeName | None = None
+    threshold: Credits | None = None
+    notify: NotifyName | None = None
+    admins: list[str] | None = None
+
+    _no_nulls = field_validator("threshold_type", "threshold", "notify", "admins", mode="before")(
+        _not_null
+    )
+
+
+class UserAlertPolicyOut(Schema):
+    enabled: bool
+    threshold: CreditsOut | None
+    notify_user: bool
+    admins: list[str]
+
+
+class UserAlertPolicyIn(StrictSchema):
+    enabled: StrictBool | None = None
+    threshold: Credits | None = None
+    notify_user: StrictBool | None = None
+    admins: list[str] | None = None
+
+    _no_nulls = field_validator("enabled", "notify_user", "admins", mode="before")(_not_null)
+
+
+class AlertEventOut(Schema):
+    id: int
+    kind: FiringKindName
+    alert_id: int | None
+    user: str | None
+    threshold: CreditsOut
+    threshold_credits: CreditsOut
+    value: CreditsOut
+    triggered_at: datetime
+    period_start: datetime
+
+
+class AlertEventList(Schema):
+    data: list[AlertEventOut]
+    next_cursor: str | None
+
+
+class AlertEventQuery(Page):
+    kind: FiringKindName | None = None
+    alert_id: int | None = None
+
+
+class WebhookEndpointOut(Schema):
+    id: int
+    url: str
+    events: list[str]
+    created_at: datetime
+    disabled: bool
+
+
+class WebhookEndpointCreated(WebhookEndpointOut):
+    secret: str
+
+
+class WebhookEndpointList(Schema):
+    data: list[WebhookEndpointOut]
+    next_cursor: str | None
+
+
+class WebhookEndpointIn(StrictSchema):
+    url: str
+    events: list[WebhookEventName]
+
+
+# Organization alerts (path parameters are named as in the specification: `{id}`)
+
+
+def _alerts(organization: Organization) -> QuerySet[OrganizationAlert]:
+    return OrganizationAlert.objects.filter(organization=organization).prefetch_related(
+        Prefetch("admins", queryset=Membership.objects.order_by("external_id"))
+    )
+
+
+def _alert_of(request: HttpRequest, alert_id: int) -> OrganizationAlert:
+    alert = _alerts(request_organization(request)).filter(pk=alert_id).first()
+    if alert is None:
+        raise NotFound(f"No alert {alert_id} in this organization.", code="alert_not_found")
+    return alert
+
+
+def _firing_key(alert: OrganizationAlert, period: Period) -> str:
+    """The dedupe key of the alert's firing in this period, at its current arming."""
+    return f"alert:{alert.pk}:{period.start.isoformat()}:{alert.generation}"
+
+
+def _alerts_out(
+    organization: Organization, alerts: list[OrganizationAlert]
+) -> list[dict[str, Any]]:
+    """The alerts with their status in the current period, in one query for all of them."""
+    if not alerts:
+        return []
+    period = current_period(organization)
+    fired = dict(
+        Firing.objects.filter(
+            organization=organization,
+            dedupe_key__in=[_firing_key(alert, period) for alert in alerts],
+        ).values_list("dedupe_key", "triggered_at")
+    )
+    rows = []
+    for alert in alerts:
+        triggered_at = fired.get(_firing_key(alert, period))
+        rows.append(
+            {
+                "id": alert.pk,
+                "threshold_type": alert.threshold_type,
+                "threshold": alert.threshold,
+                "notify": alert.notify,
+                "admins": [admin.external_id for admin in alert.admins.all()],
+                "status": "in_alarm" if triggered_at else "ok",
+                "triggered_at": triggered_at,
+            }
+        )
+    return rows
+
+
+def _alert_out(request: HttpRequest, alert_id: int) -> dict[str, Any]:
+    """Read back after a write: admins and status as they now stand."""
+    return _alerts_out(request_organization(request), [_alert_of(request, alert_id)])[0]
+
+
+def _admins(organization: Organization, external_ids: list[str] | None) -> list[Membership] | None:
+    if external_ids is None:
+        return None
+    return memberships_by_external_id(
+        organization=organization, external_ids=external_ids, field="admins"
+    )
+
+
+@router.get("/alerts", response=AlertList, tags=["alerts"])
+def alert_list(request: HttpRequest, page: Query[Page]) -> dict[str, Any]:
+    organization = request_organization(request)
+    return paginate(_alerts(organization), page, lambda rows: _alerts_out(organization, rows))
+
+
+@router.post("/alerts", response={201: AlertOut}, tags=["alerts"])
+def alert_create(request: HttpRequest, payload: AlertCreate) -> Status[dict[str, Any]]:
+    organization = request_organization(request)
+    alert = services.alert_create(
+        organization=organization,
+        threshold_type=payload.threshold_type,
+        threshold=payload.threshold,
+        notify=payload.notify,
+        admins=_admins(organization, payload.admins) or [],
+        fire_if_already_exceeded=payload.fire_if_already_exceeded,
+    )
+    return Status(201, _alert_out(request, alert.pk))
+
+
+@router.get("/alerts/{id}", response=AlertOut, tags=["alerts"])
+def alert_detail(request: HttpRequest, id: int) -> dict[str, Any]:
+    return _alert_out(request, id)
+
+
+@router.patch("/alerts/{id}", response=AlertOut, tags=["alerts"])
+def alert_patch(request: HttpRequest, id: int, payload: AlertPatch) -> dict[str, Any]:
+    alert = _alert_of(request, id)
+    services.alert_update(
+        alert=alert,
+        threshold_type=payload.threshold_type,
+        threshold=payload.threshold,
+        notify=payload.notify,
+        admins=_admins(alert.organization, payload.admins),
+    )
+    return _alert_out(request, alert.pk)
+
+
+@router.delete("/alerts/{id}", response={204: None}, tags=["alerts"])
+def alert_delete(request: HttpRequest, id: int) -> Status[None]:
+    services.alert_delete(alert=_alert_of(request, id))
+    return Status(204, None)
+
+
+# Per-user credit usage alerts
+
+
+def _user_alert_policy_out(policy: UserAlertPolicy) -> dict[str, Any]:
+    admins = [m.external_id for m in policy.admins.order_by("external_id")] if policy.pk else []
+    return {
+        "enabled": policy.enabled,
+        "threshold": policy.threshold,
+        "notify_user": policy.notify_user,
+        "admins": admins,
+    }
+
+
+@router.get("/user-alerts", response=UserAlertPolicyOut, tags=["user alerts"])
+def user_alert_policy_detail(request: HttpRequest) -> dict[str, Any]:
+    policy = services.user_alert_policy_get(organization=request_organization(request))
+    return _user_alert_policy_out(policy)
+
+
+@router.put("/user-alerts", response=UserAlertPolicyOut, tags=["user alerts"])
+def user_alert_policy_put(request: HttpRequest, payload: UserAlertPolicyIn) -> dict[str, Any]:
+    organization = request_organization(request)
+    policy = services.user_alert_policy_update(
+        organization=organization,
+        enabled=payload.enabled,
+        threshold=payload.threshold,
+        clear_threshold="threshold" in payload.model_fields_set and payload.threshold is None,
+        notify_user=payload.notify_user,
+        admins=_admins(organization, payload.admins),
+    )
+    return _user_alert_policy_out(policy)
+
+
+# Firing history
+
+
+def _event_out(firing: Firing) -> dict[str, Any]:
+    # The member's id as it is now; the one recorded when it fired if they have left.
+    user = firing.membership.external_id if firing.membership else firing.user_external_id
+    return {
+        "id": firing.pk,
+        "kind": firing.kind,
+        "alert_id": firing.alert_id,
+        "user": user or None,
+        "threshold": firing.threshold,
+        "threshold_credits": firing.threshold_credits,
+        "value": firing.value,
+        "triggered_at": firing.triggered_at,
+        "period_start": firing.period_start,
+    }
+
+
+@router.get("/alert-events", response=AlertEventList, tags=["alerts"])
+def alert_event_list(request: HttpRequest, query: Query[AlertEventQuery]) -> dict[str, Any]:
+    firings = Firing.objects.filter(organization=request_organization(request)).select_related(
+        "membership"
+    )
+    if query.kind is not None:
+        firings = firings.filter(kind=query.kind)
+    if query.alert_id is not None:
+        firings = firings.filter(alert_id=query.alert_id)
+    return paginate(
+        firings, query, lambda rows: [_event_out(firing) for firing in rows], newest_first=True
+    )
+
+
+# Webhook endpoints
+
+
+def _endpoint_out(endpoint: WebhookEndpoint) -> dict[str, Any]:
+    return {
+        "id": endpoint.pk,
+        "url": endpoint.url,
+        "events": endpoint.events,
+        "created_at": endpoint.created_at,
+        "disabled": endpoint.disabled_at is not None,
+    }
+
+
+@router.get("/webhook-endpoints", response=WebhookEndpointList, tags=["webhooks"])
+def webhook_endpoint_list(request: HttpRequest, page: Query[Page]) -> dict[str, Any]:
+    endpoints = WebhookEndpoint.objects.filter(organization=request_organization(request))
+    return paginate(endpoints, page, lambda rows: [_endpoint_out(e) for e in rows])
+
+
+@router.post("/webhook-endpoints", response={201: WebhookEndpointCreated}, tags=["webhooks"])
+def webhook_endpoint_create(
+    request: HttpRequest, payload: WebhookEndpointIn
+) -> Status[dict[str, Any]]:
+    endpoint, secret = webhooks.webhook_endpoint_create(
+        organization=request_organization(request), url=payload.url, events=payload.events
+    )
+    return Status(201, {**_endpoint_out(endpoint), "secret": secret})
+
+
+@router.delete("/webhook-endpoints/{id}", response={204: None}, tags=["webhooks"])
+def webhook_endpoint_delete(request: HttpRequest, id: int) -> Status[None]:
+    endpoint = WebhookEndpoint.objects.filter(
+        organization=request_organization(request), pk=id
+    ).first()
+    if endpoint is None:
+        raise NotFound(
+            f"No webhook endpoint {id} in this organization.",
+            code="webhook_endpoint_not_found",
+        )
+    webhooks.webhook_endpoint_delete(endpoint=endpoint)
+    return Status(204, None)

@@ -1,0 +1,172 @@
+"""The credit gate in a real browser: /assistant/ with htmx, and /me/usage/."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from accounts.models import Membership, Organization
+from billing.selectors import current_period
+from billing.services import UsageInput, limit_policy_update, usage_ingest
+from tests.browser import browser_fixture, page_fixture, screenshot  # noqa: F401
+from tests.factories import DEFAULT_PASSWORD
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def log_in(page: Page, base_url: str, email: str) -> None:
+    page.goto(f"{base_url}/accounts/login/")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(DEFAULT_PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+
+
+def spend(membership: Membership, credits: int) -> None:
+    usage_ingest(
+        organization=membership.organization,
+        events=[
+            UsageInput(
+                idempotency_key=f"earlier-{membership.pk}",
+                credits=Decimal(credits),
+                user=membership.external_id,
+            )
+        ],
+    )
+
+
+def reset_text(organization: Organization) -> str:
+    end = current_period(organization).end
+    return f"{end:%B} {end.day}, {end.year}, 00:00 UTC"
+
+
+@pytest.fixture
+def limits(organization: Organization, owner: Membership) -> None:
+    owner.user.name = "Olivia Owner"
+    owner.user.save(update_fields=["name"])
+    limit_policy_update(
+        organization=organization, enabled=True, default_limit=Decimal(500), admins=[owner]
+    )
+
+
+@pytest.mark.usefixtures("limits")
+def test_a_member_at_their_cap_sees_the_notice_in_place(
+    live_server, page: Page, organization, member
+):
+    spend(member, 500)
+    log_in(page, live_server.url, "member@acme.test")
+    expect(page).to_have_url(f"{live_server.url}/me/usage/")
+    page.get_by_role("navigation", name="Organization Settings").get_by_role(
+        "link", name="Assistant"
+    ).click()
+    expect(page.get_by_role("heading", name="Assistant", level=1)).to_be_visible()
+    page.evaluate("window.stillTheSamePage = true")
+
+    page.get_by_label("Prompt").fill("Draft the quarterly report")
+    page.get_by_role("button", name="Run assistant").click()
+
+    notice = page.locator("#assistant-result").get_by_role("alert")
+    expect(notice.get_by_role("heading", name="You've reached your credit limit")).to_be_visible()
+    expect(notice).to_contain_text("You have used 500 of your 500 credit limit")
+    expect(notice).to_contain_text("500 of 500 credits")
+    expect(notice).to_contain_text(reset_text(organization))
+    expect(notice).to_contain_text("Olivia Owner")
+    expect(notice.get_by_role("link", name="owner@acme.test")).to_have_attribute(
+        "href", "mailto:owner@acme.test"
+    )
+    # Swapped into the page, not a navigation: the form and its text are still there.
+    assert page.evaluate("window.stillTheSamePage") is True
+    expect(page).to_have_url(f"{live_server.url}/assistant/")
+    expect(page.get_by_label("Prompt")).to_have_value("Draft the quarterly report")
+    expect(page.get_by_role("button", name="Run assistant")).to_be_enabled()
+    screenshot(page, "assistant-blocked")
+
+    page.get_by_role("link", name="See my usage").click()
+    expect(page.get_by_role("heading", name="My usage", level=1)).to_be_visible()
+    expect(page.get_by_role("alert")).to_contain_text("Olivia Owner")
+    screenshot(page, "my-usage-over-budget")
+
+
+@pytest.mark.usefixtures("limits")
+def test_a_member_with_room_sees_the_reply_and_their_usage_go_up(
+    live_server, page: Page, organization, member
+):
+    spend(member, 100)
+    log_in(page, live_server.url, "member@acme.test")
+    page.goto(f"{live_server.url}/assistant/")
+    expect(page.get_by_text("5 credits per run")).to_be_visible()
+    result = page.locator("#assistant-result")
+
+    page.get_by_label("Prompt").fill("Summarize this week's usage")
+    page.get_by_role("button", name="Run assistant").click()
+
+    expect(result.get_by_role("heading", name="Assistant reply")).to_be_visible()
+    expect(result).to_contain_text("You asked: “Summarize this week's usage”")
+    expect(result.locator("dd").nth(0)).to_have_text("105")
+    expect(result.locator("dd").nth(1)).to_have_text("500")
+    expect(result.locator("dd").nth(2)).to_have_text("395")
+
+    page.get_by_role("button", name="Run assistant").click()
+
+    expect(result.locator("dd").nth(0)).to_have_text("110")
+    expect(result.locator("dd").nth(2)).to_have_text("390")
+    screenshot(page, "assistant-reply")
+
+    page.get_by_role("link", name="My usage", exact=True).click()
+    expect(page.get_by_role("heading", name="My usage", level=1)).to_be_visible()
+    expect(page.get_by_text("110 of 500 credits used")).to_be_visible()
+    expect(page.get_by_role("progressbar", name="Your credit limit used")).to_have_attribute(
+        "aria-valuenow", "22"
+    )
+    expect(page.get_by_text(reset_text(organization))).to_be_visible()
+    screenshot(page, "my-usage")
+
+
+@pytest.mark.usefixtures("limits")
+def test_without_javascript_a_refusal_is_the_whole_402_page(
+    live_server, browser: Browser, organization, member
+):
+    spend(member, 500)
+    context = browser.new_context(
+        java_script_enabled=False, viewport={"width": 1280, "height": 800}
+    )
+    page = context.new_page()
+    try:
+        log_in(page, live_server.url, "member@acme.test")
+        page.goto(f"{live_server.url}/assistant/")
+        page.get_by_label("Prompt").fill("Draft the quarterly report")
+
+        with page.expect_response(re.compile(r"/assistant/$")) as answer:
+            page.get_by_role("button", name="Run assistant").click()
+
+        assert answer.value.status == 402
+        expect(page.get_by_role("heading", name="Action blocked", level=1)).to_be_visible()
+        expect(page.get_by_role("alert")).to_contain_text("You've reached your credit limit")
+        expect(page.get_by_role("link", name="Go back")).to_have_attribute("href", "/assistant/")
+        screenshot(page, "assistant-blocked-page")
+    finally:
+        context.close()
+
+
+def test_an_organization_out_of_credits_blocks_its_members(
+    live_server, page: Page, organization, owner, member
+):
+    organization.credit_allowance = Decimal(300)
+    organization.save()
+    spend(owner, 298)
+    page.set_viewport_size({"width": 390, "height": 844})
+    log_in(page, live_server.url, "member@acme.test")
+    page.goto(f"{live_server.url}/assistant/")
+
+    page.get_by_label("Prompt").fill("One more question")
+    page.get_by_role("button", name="Run assistant").click()
+
+    notice = page.locator("#assistant-result").get_by_role("alert")
+    expect(
+        notice.get_by_role("heading", name="Your organization is out of credits")
+    ).to_be_visible()
+    expect(notice).to_contain_text("298 of 300 credits")
+    expect(notice).to_contain_text("owner@acme.test")
+    screenshot(page, "assistant-blocked-organization-narrow")
