@@ -11,6 +11,7 @@ from django.http import HttpRequest
 from accounts.forms import AdminUserChangeForm, AdminUserCreationForm, MembershipAdminForm
 from accounts.models import ApiKey, Membership, Organization, User
 from accounts.services import api_key_create, api_key_revoke
+from alerts.services import alerts_evaluate_organization
 
 
 @admin.register(User)
@@ -63,6 +64,13 @@ class OrganizationAdmin(admin.ModelAdmin):
     fields = ("name", "slug", "credit_allowance", "block_when_exhausted", "anchor_day")
     inlines = (MembershipInline,)
 
+    def save_related(self, request: HttpRequest, form: ModelForm, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        # The allowance, the anchor day or an admin's role may have changed:
+        # alerts are evaluated as when the same change comes through the API.
+        if change:
+            alerts_evaluate_organization(organization=form.instance)
+
 
 @admin.register(Membership)
 class MembershipAdmin(admin.ModelAdmin):
@@ -73,6 +81,11 @@ class MembershipAdmin(admin.ModelAdmin):
     search_fields = ("user__email", "user__name", "external_id", "organization__slug")
     autocomplete_fields = ("user", "organization")
     readonly_fields = ("created_at",)
+
+    def save_model(self, request: HttpRequest, obj: Membership, form: ModelForm, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change and "role" in form.changed_data:
+            alerts_evaluate_organization(organization=obj.organization)
 
 
 class ApiKeyStatusFilter(admin.SimpleListFilter):

@@ -91,8 +91,8 @@ class OrganizationAlertAdminForm(forms.ModelForm):
             return cleaned
         try:
             # The rules the services apply, so that the form shows what they would refuse.
-            services._validate_threshold(cleaned["threshold_type"], cleaned["threshold"])
-            services._validate_recipients(
+            services.validate_threshold(cleaned["threshold_type"], cleaned["threshold"])
+            services.validate_recipients(
                 organization, cleaned["notify"], list(cleaned.get("admins") or [])
             )
         except InvalidInput as error:

@@ -485,7 +485,7 @@ def _write_notifications(
         deliver_notification_on_commit(notification.pk)
 
 
-def _validate_threshold(threshold_type: str, threshold: Decimal) -> None:
+def validate_threshold(threshold_type: str, threshold: Decimal) -> None:
     if threshold_type not in ThresholdType.values:
         raise InvalidInput(
             "threshold_type must be 'percentage' or 'absolute'.",
@@ -504,7 +504,7 @@ def _validate_threshold(threshold_type: str, threshold: Decimal) -> None:
         )
 
 
-def _validate_recipients(
+def validate_recipients(
     organization: Organization, notify: str, admins: Sequence[Membership]
 ) -> None:
     if notify not in Recipients.values:
@@ -542,8 +542,8 @@ def alert_create(
     """Add an organization alert; one already passed fires at once unless
     `fire_if_already_exceeded` is False, in which case it waits for the next period.
     """
-    _validate_threshold(threshold_type, threshold)
-    _validate_recipients(organization, notify, admins)
+    validate_threshold(threshold_type, threshold)
+    validate_recipients(organization, notify, admins)
     with transaction.atomic():
         # Lock the organization so that two concurrent creations cannot pass the cap together.
         Organization.objects.select_for_update().filter(pk=organization.pk).first()
@@ -597,8 +597,8 @@ def alert_update(
     new_threshold = threshold if threshold is not None else alert.threshold
     new_notify = notify or alert.notify
     new_admins = list(admins) if admins is not None else list(alert.admins.all())
-    _validate_threshold(new_type, new_threshold)
-    _validate_recipients(alert.organization, new_notify, new_admins)
+    validate_threshold(new_type, new_threshold)
+    validate_recipients(alert.organization, new_notify, new_admins)
     with transaction.atomic():
         rearm = new_type != alert.threshold_type or new_threshold != alert.threshold
         alert.threshold_type, alert.threshold, alert.notify = new_type, new_threshold, new_notify

@@ -138,3 +138,36 @@ def test_revoke_action(staff_client, organization):
     assert api_key_authenticate(raw_key=first_raw) is None
     assert api_key_authenticate(raw_key=second_raw) is None
     assert api_key_authenticate(raw_key=kept_raw) is not None
+
+
+def test_raising_the_allowance_in_the_admin_evaluates_alerts(client, organization, owner, django_capture_on_commit_callbacks):
+    from decimal import Decimal
+
+    from django.core import mail
+
+    from accounts.models import User
+    from alerts.models import Firing
+    from alerts.services import alert_create
+    from billing.services import UsageInput, usage_ingest
+
+    staff = User.objects.create_superuser("staff-eval@headroom.test", "pw-123456789")
+    client.force_login(staff)
+    alert_create(organization=organization, threshold_type="percentage", threshold=Decimal(50))
+    usage_ingest(organization=organization, events=[UsageInput("k", Decimal(60))])
+    assert not Firing.objects.exists()  # no allowance yet: a percentage cannot fire
+    form = {
+        "name": organization.name,
+        "slug": organization.slug,
+        "credit_allowance": "100",
+        "block_when_exhausted": "on",
+        "anchor_day": "1",
+        "memberships-TOTAL_FORMS": "0",
+        "memberships-INITIAL_FORMS": "0",
+        "memberships-MIN_NUM_FORMS": "0",
+        "memberships-MAX_NUM_FORMS": "1000",
+    }
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"/admin/accounts/organization/{organization.pk}/change/", form)
+    assert response.status_code == 302, response.content[:2000]
+    assert Firing.objects.get().value == Decimal(60)
+    assert [m.to for m in mail.outbox] == [[owner.user.email]]

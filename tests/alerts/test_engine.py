@@ -419,3 +419,41 @@ def test_twenty_concurrent_ingests_across_a_threshold_fire_once(organization, ow
     assert sorted(mail.outbox[i].to[0] for i in range(len(mail.outbox))) == sorted(
         [owner.user.email, second_admin.user.email]
     )
+
+
+class TestWebhookDelivery:
+    def test_a_410_disables_the_endpoint(self, organization, owner):
+        from alerts.models import WebhookEndpoint
+        from alerts.webhooks import webhook_endpoint_create
+        from tests.stubs import webhook_receiver
+
+        with webhook_receiver() as receiver:
+            receiver.fail_next, receiver.failure_status = 1, 410
+            endpoint, _ = webhook_endpoint_create(
+                organization=organization, url=receiver.url, events=["alert.triggered"]
+            )
+            alert_create(organization=organization, threshold_type="absolute", threshold=D(1))
+            spend(organization, 1)
+            webhook = Notification.objects.get(channel="webhook")
+            notification_deliver(notification_id=webhook.pk)
+        webhook.refresh_from_db()
+        assert webhook.status == DeliveryStatus.FAILED
+        assert WebhookEndpoint.objects.get(pk=endpoint.pk).disabled_at is not None
+        spend(organization, 1)
+        assert Notification.objects.filter(channel="webhook").count() == 1
+
+    def test_private_addresses_are_refused_at_delivery_unless_allowed(self, organization, owner, settings):
+        from alerts.webhooks import webhook_endpoint_create
+        from tests.stubs import webhook_receiver
+
+        with webhook_receiver() as receiver:
+            webhook_endpoint_create(organization=organization, url=receiver.url, events=["alert.triggered"])
+            settings.WEBHOOKS_ALLOW_PRIVATE_URLS = False
+            alert_create(organization=organization, threshold_type="absolute", threshold=D(1))
+            spend(organization, 1)
+            webhook = Notification.objects.get(channel="webhook")
+            notification_deliver(notification_id=webhook.pk)
+            assert receiver.received == []
+        webhook.refresh_from_db()
+        assert webhook.status == DeliveryStatus.FAILED
+        assert "private" in webhook.last_error
