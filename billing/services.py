@@ -181,8 +181,25 @@ def usage_check(
     source: str = Source.ASSISTANT,
 ) -> Decision:
     """The gate's decision for spending `credits` now, without recording anything."""
-    period = period_containing(timezone.now(), anchor_day=organization.anchor_day)
-    rules = limit_rules_get(organization=organization, membership_ids=[membership.pk])
+    return _decide_on_current_totals(
+        organization=organization,
+        membership=membership,
+        credits=credits,
+        source=source,
+        period=period_containing(timezone.now(), anchor_day=organization.anchor_day),
+        rules=limit_rules_get(organization=organization, membership_ids=[membership.pk]),
+    )
+
+
+def _decide_on_current_totals(
+    *,
+    organization: Organization,
+    membership: Membership,
+    credits: Decimal,
+    source: str,
+    period: Period,
+    rules: LimitRules,
+) -> Decision:
     _, counted = member_usage_get(membership=membership, period=period)
     return gate_decide(
         cost=credits,
@@ -393,16 +410,13 @@ def _refusal(
     rules: LimitRules,
 ) -> Decision:
     """Why the database refused: the same rule, applied to the totals now."""
-    _, counted = member_usage_get(membership=membership, period=period)
-    decision = gate_decide(
-        cost=credits,
-        counts=rules.counts(source),
-        member_counted=counted,
-        member_limit=rules.limit_for(membership.pk),
-        organization_used_now=organization_used(organization=organization, period=period),
-        allowance=organization.credit_allowance,
-        block_when_exhausted=organization.block_when_exhausted,
+    decision = _decide_on_current_totals(
+        organization=organization,
+        membership=membership,
+        credits=credits,
+        source=source,
         period=period,
+        rules=rules,
     )
     assert not decision.allowed, "the database refused what the rule allows"
     return decision
