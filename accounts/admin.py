@@ -64,7 +64,9 @@ class OrganizationAdmin(admin.ModelAdmin):
     fields = ("name", "slug", "credit_allowance", "block_when_exhausted", "anchor_day")
     inlines = (MembershipInline,)
 
-    def save_related(self, request: HttpRequest, form: ModelForm, formsets: Any, change: bool) -> None:
+    def save_related(
+        self, request: HttpRequest, form: ModelForm, formsets: Any, change: bool
+    ) -> None:
         super().save_related(request, form, formsets, change)
         # The allowance, the anchor day or an admin's role may have changed:
         # alerts are evaluated as when the same change comes through the API.
@@ -82,7 +84,9 @@ class MembershipAdmin(admin.ModelAdmin):
     autocomplete_fields = ("user", "organization")
     readonly_fields = ("created_at",)
 
-    def save_model(self, request: HttpRequest, obj: Membership, form: ModelForm, change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: Membership, form: ModelForm, change: bool
+    ) -> None:
         super().save_model(request, obj, form, change)
         if change and "role" in form.changed_data:
             alerts_evaluate_organization(organization=obj.organization)

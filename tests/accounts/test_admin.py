@@ -140,7 +140,9 @@ def test_revoke_action(staff_client, organization):
     assert api_key_authenticate(raw_key=kept_raw) is not None
 
 
-def test_raising_the_allowance_in_the_admin_evaluates_alerts(client, organization, owner, django_capture_on_commit_callbacks):
+def test_raising_the_allowance_in_the_admin_evaluates_alerts(
+    client, organization, owner, django_capture_on_commit_callbacks
+):
     from decimal import Decimal
 
     from django.core import mail

@@ -442,12 +442,16 @@ class TestWebhookDelivery:
         spend(organization, 1)
         assert Notification.objects.filter(channel="webhook").count() == 1
 
-    def test_private_addresses_are_refused_at_delivery_unless_allowed(self, organization, owner, settings):
+    def test_private_addresses_are_refused_at_delivery_unless_allowed(
+        self, organization, owner, settings
+    ):
         from alerts.webhooks import webhook_endpoint_create
         from tests.stubs import webhook_receiver
 
         with webhook_receiver() as receiver:
-            webhook_endpoint_create(organization=organization, url=receiver.url, events=["alert.triggered"])
+            webhook_endpoint_create(
+                organization=organization, url=receiver.url, events=["alert.triggered"]
+            )
             settings.WEBHOOKS_ALLOW_PRIVATE_URLS = False
             alert_create(organization=organization, threshold_type="absolute", threshold=D(1))
             spend(organization, 1)
