@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connection
-from django.db.models import F
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -136,11 +136,20 @@ def _member_totals(row: Sequence[Any]) -> MemberTotals:
     )
 
 
-def undo_member_increment(*, increment: MemberIncrement) -> None:
-    """Take back an increment within the same transaction (the row is still locked)."""
+def undo_member_increment(*, increment: MemberIncrement, now: datetime) -> None:
+    """Take back what `add_to_member` did at `now`, within the same transaction
+    (the row is still locked): the increment, and the limit-reached mark if
+    that statement set it.
+    """
     MemberUsage.objects.filter(
         membership_id=increment.membership_id, period_start=increment.period_start
-    ).update(used=F("used") - increment.used, counted=F("counted") - increment.counted)
+    ).update(
+        used=F("used") - increment.used,
+        counted=F("counted") - increment.counted,
+        limit_reached_at=Case(
+            When(limit_reached_at=now, then=Value(None)), default=F("limit_reached_at")
+        ),
+    )
 
 
 def add_to_members(

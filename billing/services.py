@@ -343,7 +343,7 @@ def _consume(
         enforce_allowance=organization.block_when_exhausted,
     )
     if organization_total is None:
-        ledger.undo_member_increment(increment=increment)
+        ledger.undo_member_increment(increment=increment, now=now)
         return _refusal(
             organization=organization,
             membership=membership,

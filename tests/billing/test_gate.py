@@ -175,6 +175,20 @@ class TestOrganizationMaximum:
         assert counted(member) == 0
         assert not OrganizationUsage.objects.exclude(used=0).exists()
 
+    def test_refused_by_organization_does_not_mark_the_limit_reached(self, organization, member):
+        from alerts.models import Firing
+
+        organization.credit_allowance = D(4)
+        organization.save()
+        set_limits(organization, default=D(5))
+        assert consume(organization, member, 5).reason == ORGANIZATION_CREDITS_EXHAUSTED
+        assert MemberUsage.objects.get().limit_reached_at is None
+        organization.credit_allowance = D(100)
+        organization.save()
+        assert consume(organization, member, 5).allowed
+        assert MemberUsage.objects.get().limit_reached_at is not None
+        assert Firing.objects.get().kind == "user_limit"
+
     def test_not_blocking_when_block_when_exhausted_is_off(self, organization, member):
         organization.credit_allowance = D(10)
         organization.block_when_exhausted = False
