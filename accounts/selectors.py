@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from django.db.models import QuerySet
 
 from accounts.models import Membership, Organization, User
@@ -40,6 +42,17 @@ def organization_get_by_slug(*, slug: str) -> Organization:
             f"No organization with the slug {slug!r}.", code="organization_not_found", field="slug"
         )
     return organization
+
+
+def validate_admins(*, organization: Organization, admins: Sequence[Membership]) -> None:
+    """Every one of `admins` must be an admin of `organization`."""
+    for admin in admins:
+        if admin.organization_id != organization.pk or not admin.is_admin:
+            raise InvalidInput(
+                f"{admin.external_id!r} is not an admin of this organization.",
+                code="not_an_admin",
+                field="admins",
+            )
 
 
 def memberships_by_external_id(

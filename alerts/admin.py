@@ -19,6 +19,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
+from accounts.selectors import validate_admins
 from alerts import services
 from alerts.models import (
     MAX_ORGANIZATION_ALERTS,
@@ -191,7 +192,7 @@ class UserAlertPolicyAdminForm(forms.ModelForm):
         elif cleaned.get("enabled") and threshold is None:
             self.add_error("threshold", "Set a threshold to turn per-user alerts on.")
         try:
-            services.validate_admins(organization, list(cleaned.get("admins") or []))
+            validate_admins(organization=organization, admins=list(cleaned.get("admins") or []))
         except InvalidInput as error:
             raise _as_form_error(error, self.fields) from None
         return cleaned

@@ -15,7 +15,7 @@ written in the same transaction and delivered by workers after commit.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -26,6 +26,7 @@ from django.db.models import Field
 from django.utils import timezone
 
 from accounts.models import Membership, Organization, Role
+from accounts.selectors import validate_admins
 from alerts.models import (
     MAX_ORGANIZATION_ALERTS,
     Channel,
@@ -40,9 +41,9 @@ from alerts.models import (
 )
 from alerts.tasks import deliver_notification_on_commit
 from billing.credits import CREDIT_QUANTUM, format_credits
-from billing.models import MemberUsage, UserLimitPolicy
+from billing.models import MemberUsage
 from billing.periods import Period, period_containing
-from billing.selectors import limit_rules_get, organization_used
+from billing.selectors import admins_to_ask, limit_rules_get, organization_used
 from config.errors import InvalidInput
 
 EVENT_TYPES = {
@@ -315,28 +316,12 @@ def _insert_firings(
     return recorded
 
 
-def _all_admins(organization: Organization) -> list[Membership]:
-    return list(
-        Membership.objects.filter(organization=organization, role=Role.ADMIN).select_related("user")
-    )
-
-
 def _recipients(
     organization: Organization, firings: list[Firing], members: dict[int, Membership]
 ) -> dict[str, list[Firing]]:
     """Email address -> the firings that person is told about."""
     by_email: dict[str, list[Firing]] = {}
     all_admins: list[Membership] | None = None
-
-    def admins_or_all(chosen: Iterable[Membership]) -> list[Membership]:
-        nonlocal all_admins
-        chosen = [m for m in chosen if m.role == Role.ADMIN]
-        if chosen:
-            return chosen
-        if all_admins is None:
-            all_admins = _all_admins(organization)
-        return all_admins
-
     specific: dict[int, list[Membership]] = {}
     alert_ids = [f.alert_id for f in firings if f.alert_id is not None]
     if alert_ids:
@@ -351,11 +336,16 @@ def _recipients(
         people: list[Membership]
         if firing.kind == FiringKind.ORGANIZATION_ALERT:
             assert firing.alert is not None
-            people = (
-                admins_or_all([])
-                if firing.alert.notify == Recipients.ALL_ADMINS
-                else [m for m in specific.get(firing.alert_id or 0, []) if m.role == Role.ADMIN]
-            )
+            if firing.alert.notify == Recipients.SPECIFIC_ADMINS:
+                people = [m for m in specific.get(firing.alert.pk, []) if m.role == Role.ADMIN]
+            else:  # all admins, resolved now
+                if all_admins is None:
+                    all_admins = list(
+                        Membership.objects.filter(
+                            organization=organization, role=Role.ADMIN
+                        ).select_related("user")
+                    )
+                people = all_admins
         elif firing.kind == FiringKind.USER_ALERT:
             if user_policy is None:
                 policy = UserAlertPolicy.objects.get(organization=organization)
@@ -367,12 +357,7 @@ def _recipients(
                 people.append(members[firing.membership_id])
         else:
             if limit_policy_admins is None:
-                chosen = Membership.objects.filter(
-                    pk__in=UserLimitPolicy.admins.through.objects.filter(
-                        userlimitpolicy__organization=organization
-                    ).values("membership_id")
-                ).select_related("user")
-                limit_policy_admins = admins_or_all(chosen)
+                limit_policy_admins = admins_to_ask(organization=organization)
             people = limit_policy_admins
         for person in people:
             by_email.setdefault(person.user.email, []).append(firing)
@@ -511,23 +496,13 @@ def validate_recipients(
         raise InvalidInput(
             "notify must be 'all_admins' or 'specific_admins'.", code="invalid", field="notify"
         )
-    validate_admins(organization, admins)
+    validate_admins(organization=organization, admins=admins)
     if notify == Recipients.SPECIFIC_ADMINS and not admins:
         raise InvalidInput(
             "Choose at least one admin to notify, or notify all admins.",
             code="admins_required",
             field="admins",
         )
-
-
-def validate_admins(organization: Organization, admins: Sequence[Membership]) -> None:
-    for admin in admins:
-        if admin.organization_id != organization.pk or admin.role != Role.ADMIN:
-            raise InvalidInput(
-                f"{admin.external_id!r} is not an admin of this organization.",
-                code="not_an_admin",
-                field="admins",
-            )
 
 
 def alert_create(
@@ -635,7 +610,7 @@ def user_alert_policy_update(
             "The threshold must be greater than 0.", code="invalid_threshold", field="threshold"
         )
     if admins is not None:
-        validate_admins(organization, admins)
+        validate_admins(organization=organization, admins=admins)
     with transaction.atomic():
         policy, _ = UserAlertPolicy.objects.select_for_update().get_or_create(
             organization=organization

@@ -8,7 +8,7 @@ from decimal import Decimal
 from django.db.models import Case, Exists, F, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
 from django.utils import timezone
 
-from accounts.models import Membership, Organization
+from accounts.models import Membership, Organization, Role
 from billing.credits import credits_field
 from billing.models import CustomLimit, MemberUsage, OrganizationUsage, SourceUsage, UserLimitPolicy
 from billing.periods import Period, period_containing
@@ -140,3 +140,21 @@ def member_usages_list(*, organization: Organization, period: Period) -> QuerySe
     return MemberUsage.objects.filter(
         organization=organization, period_start=period.start
     ).select_related("membership")
+
+
+def admins_to_ask(*, organization: Organization) -> list[Membership]:
+    """The admins a blocked member should ask: those the limits policy names,
+    or every admin of the organization when it names none. One query.
+
+    A named admin who has since become a member is not asked; when that
+    leaves nobody, every admin is.
+    """
+    named = UserLimitPolicy.admins.through.objects.filter(
+        userlimitpolicy__organization=organization, membership__role=Role.ADMIN
+    )
+    return list(
+        Membership.objects.filter(organization=organization, role=Role.ADMIN)
+        .filter(Exists(named.filter(membership_id=OuterRef("pk"))) | ~Exists(named))
+        .select_related("user")
+        .order_by("user__name", "user__email")
+    )

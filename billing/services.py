@@ -24,6 +24,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from accounts.models import Membership, Organization
+from accounts.selectors import validate_admins
 from alerts.services import MemberChange, UsageChange, alerts_evaluate_organization, alerts_on_usage
 from billing import ledger
 from billing.credits import credits_field, format_credits
@@ -619,16 +620,6 @@ def _add_to_totals(
         )
 
 
-def _validate_limit_admins(organization: Organization, admins: Sequence[Membership]) -> None:
-    for admin in admins:
-        if admin.organization_id != organization.pk or not admin.is_admin:
-            raise InvalidInput(
-                f"{admin.external_id!r} is not an admin of this organization.",
-                code="not_an_admin",
-                field="admins",
-            )
-
-
 def limit_policy_update(
     *,
     organization: Organization,
@@ -649,7 +640,7 @@ def limit_policy_update(
                 field="excluded_sources",
             )
     if admins is not None:
-        _validate_limit_admins(organization, admins)
+        validate_admins(organization=organization, admins=admins)
     with transaction.atomic():
         policy, _ = UserLimitPolicy.objects.select_for_update().get_or_create(
             organization=organization

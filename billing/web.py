@@ -21,14 +21,14 @@ from decimal import Decimal
 from functools import wraps
 from typing import Any, Concatenate, ParamSpec, cast
 
-from django.db.models import Exists, OuterRef
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from accounts.models import Membership, Organization, Role
+from accounts.models import Organization
 from accounts.web import OrganizationHttpRequest, View, organization_required
 from billing.credits import parse_credits
-from billing.models import Source, UserLimitPolicy
+from billing.models import Source
+from billing.selectors import admins_to_ask
 from billing.services import USER_LIMIT_REACHED, Decision, usage_consume
 
 P = ParamSpec("P")
@@ -136,24 +136,6 @@ def blocked_notice_context(
         "cost": cost,
         "admins": admins_to_ask(organization=organization),
     }
-
-
-def admins_to_ask(*, organization: Organization) -> list[Membership]:
-    """The admins a blocked member should ask: those the limits policy names,
-    or every admin of the organization when it names none. One query.
-
-    A named admin who has since become a member is not asked; when that
-    leaves nobody, every admin is.
-    """
-    named = UserLimitPolicy.admins.through.objects.filter(
-        userlimitpolicy__organization=organization, membership__role=Role.ADMIN
-    )
-    return list(
-        Membership.objects.filter(organization=organization, role=Role.ADMIN)
-        .filter(Exists(named.filter(membership_id=OuterRef("pk"))) | ~Exists(named))
-        .select_related("user")
-        .order_by("user__name", "user__email")
-    )
 
 
 def wants_fragment(request: HttpRequest) -> bool:

@@ -18,9 +18,9 @@ from django.views.decorators.http import require_http_methods
 from accounts.models import Membership, Organization
 from billing.credits import format_credits
 from billing.models import MemberUsage, UsageEvent
-from billing.selectors import current_period, member_usage_get
+from billing.selectors import admins_to_ask, current_period, member_usage_get
 from billing.services import UsageInput, custom_limit_set, limit_policy_update, usage_ingest
-from billing.web import GatedHttpRequest, admins_to_ask, credit_gate
+from billing.web import GatedHttpRequest, credit_gate
 from tests.factories import AdminMembershipFactory, MembershipFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
