@@ -88,20 +88,24 @@ def _base_env(port: int) -> dict[str, str]:
     return env
 
 
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for its (dead) parent to reap it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def _stop_and_check(process: subprocess.Popen[str], port: int) -> None:
     children = _descendants(process.pid)
     assert children, "make run started nothing"
     process.send_signal(signal.SIGTERM)  # to make alone, as a supervisor would
     process.wait(timeout=30)
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in children):
+    while time.monotonic() < deadline and any(_running(pid) for pid in children):
         time.sleep(0.2)
-    survivors = [
-        pid
-        for pid in children
-        if Path(f"/proc/{pid}").exists()
-        and "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    ]
+    survivors = [pid for pid in children if _running(pid)]
     assert not survivors, f"still running after SIGTERM: {survivors}"
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/accounts/login/", timeout=2)
