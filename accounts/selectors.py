@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from accounts.models import Membership, Organization, User
 from config.errors import InvalidInput, NotFound
@@ -71,3 +71,19 @@ def memberships_by_external_id(
                 f"No member {external_id!r} in this organization.", code="unknown_user", field=field
             )
     return [found[external_id] for external_id in dict.fromkeys(external_ids)]
+
+
+def members_search(
+    *, organization: Organization, query: str, role: str | None = None, limit: int = 20
+) -> list[Membership]:
+    """Members whose name, email or external id contains `query`, by name: one query."""
+    members = Membership.objects.filter(organization=organization).select_related("user")
+    if role:
+        members = members.filter(role=role)
+    if query:
+        members = members.filter(
+            Q(user__name__icontains=query)
+            | Q(user__email__icontains=query)
+            | Q(external_id__icontains=query)
+        )
+    return list(members.order_by("user__name", "user__email")[:limit])

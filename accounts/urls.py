@@ -13,6 +13,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
         views.switch_organization_view,
         name="switch_organization",
     ),
+    path("members/search/", views.member_search, name="member_search"),
     path("", include("alerts.urls")),
     path("", include("billing.urls")),
 ]

@@ -13,10 +13,12 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 from django_htmx.http import HttpResponseClientRedirect
 
-from accounts.forms import LoginForm, SwitchOrganizationForm
+from accounts.forms import LoginForm, MemberSearchForm, SwitchOrganizationForm
+from accounts.selectors import members_search
 from accounts.web import (
     HtmxHttpRequest,
     OrganizationHttpRequest,
+    admin_required,
     organization_required,
     switch_organization,
 )
@@ -75,3 +77,21 @@ def switch_organization_view(request: OrganizationHttpRequest) -> HttpResponse:
     if request.htmx:
         return HttpResponseClientRedirect(reverse("home"))
     return redirect("home")
+
+
+@require_http_methods(["GET"])
+@admin_required
+def member_search(request: OrganizationHttpRequest) -> HttpResponse:
+    """The options of a member picker: who matches what has been typed so far."""
+    form = MemberSearchForm(request.GET)
+    query, role = (
+        (form.cleaned_data["q"], form.cleaned_data["role"]) if form.is_valid() else ("", "")
+    )
+    members = members_search(
+        organization=request.membership.organization, query=query, role=role or None
+    )
+    return render(
+        request,
+        "components/member_options.html",
+        {"members": members, "query": query, "noun": "admins" if role == "admin" else "members"},
+    )

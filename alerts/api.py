@@ -3,7 +3,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest
 from ninja import Query, Router, Schema, Status
 from pydantic import StrictBool, field_validator
@@ -12,8 +11,8 @@ from accounts.models import Membership, Organization
 from accounts.selectors import memberships_by_external_id
 from alerts import services, webhooks
 from alerts.models import Firing, OrganizationAlert, UserAlertPolicy, WebhookEndpoint
+from alerts.selectors import alerts_with_status, organization_alerts
 from billing.credits import Credits, CreditsOut
-from billing.periods import Period
 from billing.selectors import current_period
 from config.apikit import Page, StrictSchema, paginate, request_organization
 from config.errors import NotFound
@@ -130,52 +129,33 @@ class WebhookEndpointIn(StrictSchema):
 # Organization alerts (path parameters are named as in the specification: `{id}`)
 
 
-def _alerts(organization: Organization) -> QuerySet[OrganizationAlert]:
-    return OrganizationAlert.objects.filter(organization=organization).prefetch_related(
-        Prefetch("admins", queryset=Membership.objects.order_by("external_id"))
-    )
-
-
 def _alert_of(request: HttpRequest, alert_id: int) -> OrganizationAlert:
-    alert = _alerts(request_organization(request)).filter(pk=alert_id).first()
+    organization = request_organization(request)
+    alert = organization_alerts(organization=organization).filter(pk=alert_id).first()
     if alert is None:
         raise NotFound(f"No alert {alert_id} in this organization.", code="alert_not_found")
     return alert
-
-
-def _firing_key(alert: OrganizationAlert, period: Period) -> str:
-    """The dedupe key of the alert's firing in this period, at its current arming."""
-    return f"alert:{alert.pk}:{period.start.isoformat()}:{alert.generation}"
 
 
 def _alerts_out(
     organization: Organization, alerts: list[OrganizationAlert]
 ) -> list[dict[str, Any]]:
     """The alerts with their status in the current period, in one query for all of them."""
-    if not alerts:
-        return []
-    period = current_period(organization)
-    fired = dict(
-        Firing.objects.filter(
-            organization=organization,
-            dedupe_key__in=[_firing_key(alert, period) for alert in alerts],
-        ).values_list("dedupe_key", "triggered_at")
+    rows = alerts_with_status(
+        organization=organization, alerts=alerts, period=current_period(organization)
     )
-    rows = []
-    for alert in alerts:
-        triggered_at = fired.get(_firing_key(alert, period))
-        rows.append(
-            {
-                "id": alert.pk,
-                "threshold_type": alert.threshold_type,
-                "threshold": alert.threshold,
-                "notify": alert.notify,
-                "admins": [admin.external_id for admin in alert.admins.all()],
-                "status": "in_alarm" if triggered_at else "ok",
-                "triggered_at": triggered_at,
-            }
-        )
-    return rows
+    return [
+        {
+            "id": row.alert.pk,
+            "threshold_type": row.alert.threshold_type,
+            "threshold": row.alert.threshold,
+            "notify": row.alert.notify,
+            "admins": [admin.external_id for admin in row.alert.admins.all()],
+            "status": row.status,
+            "triggered_at": row.triggered_at,
+        }
+        for row in rows
+    ]
 
 
 def _alert_out(request: HttpRequest, alert_id: int) -> dict[str, Any]:
@@ -194,7 +174,11 @@ def _admins(organization: Organization, external_ids: list[str] | None) -> list[
 @router.get("/alerts", response=AlertList, tags=["alerts"])
 def alert_list(request: HttpRequest, page: Query[Page]) -> dict[str, Any]:
     organization = request_organization(request)
-    return paginate(_alerts(organization), page, lambda rows: _alerts_out(organization, rows))
+    return paginate(
+        organization_alerts(organization=organization),
+        page,
+        lambda rows: _alerts_out(organization, rows),
+    )
 
 
 @router.post("/alerts", response={201: AlertOut}, tags=["alerts"])

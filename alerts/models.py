@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from accounts.models import Membership, Organization
 from billing.credits import credits_field
+from billing.periods import Period
 
 MAX_ORGANIZATION_ALERTS = 25
 
@@ -55,6 +56,10 @@ class OrganizationAlert(models.Model):
     def __str__(self) -> str:
         unit = "%" if self.threshold_type == ThresholdType.PERCENTAGE else " credits"
         return f"{self.organization}: alert at {self.threshold.normalize():f}{unit}"
+
+    def firing_key(self, period: Period) -> str:
+        """The dedupe key of its firing in `period`, at its current arming."""
+        return f"alert:{self.pk}:{period.start.isoformat()}:{self.generation}"
 
 
 class UserAlertPolicy(models.Model):

@@ -102,7 +102,7 @@ def _organization_alert_candidate(
 ) -> _Candidate:
     return _Candidate(
         kind=FiringKind.ORGANIZATION_ALERT,
-        dedupe_key=f"alert:{alert.pk}:{period.start.isoformat()}:{alert.generation}",
+        dedupe_key=alert.firing_key(period),
         threshold=alert.threshold,
         threshold_credits=threshold,
         value=value,
@@ -636,16 +636,3 @@ def user_alert_policy_update(
             policy.admins.set(admins)
         alerts_evaluate_organization(organization=organization)
     return policy
-
-
-def alert_status(alert: OrganizationAlert, *, period: Period) -> tuple[str, datetime | None]:
-    """(`in_alarm` or `ok`, when it fired) for the current arming of the alert."""
-    firing = (
-        Firing.objects.filter(
-            organization_id=alert.organization_id,
-            dedupe_key=f"alert:{alert.pk}:{period.start.isoformat()}:{alert.generation}",
-        )
-        .values_list("triggered_at", flat=True)
-        .first()
-    )
-    return ("in_alarm", firing) if firing else ("ok", None)

@@ -6,4 +6,20 @@ from alerts import views
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("settings/limits/", views.limits_settings, name="limits_settings"),
+    path("settings/limits/alerts/new/", views.alert_add, name="alert_add"),
+    path("settings/limits/alerts/<int:alert_id>/", views.alert_edit, name="alert_edit"),
+    path("settings/limits/alerts/<int:alert_id>/delete/", views.alert_delete, name="alert_delete"),
+    path("settings/limits/user-alerts/", views.user_alerts_save, name="user_alerts_save"),
+    path("settings/limits/user-limits/", views.user_limits_save, name="user_limits_save"),
+    path("settings/limits/custom-limits/", views.custom_limit_add, name="custom_limit_add"),
+    path(
+        "settings/limits/custom-limits/<int:membership_id>/",
+        views.custom_limit_edit,
+        name="custom_limit_edit",
+    ),
+    path(
+        "settings/limits/custom-limits/<int:membership_id>/delete/",
+        views.custom_limit_remove,
+        name="custom_limit_remove",
+    ),
 ]

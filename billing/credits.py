@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import Annotated, Any
 
+from django import forms
 from django.db import models
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
@@ -93,3 +94,38 @@ CreditsOrZero = Annotated[
     _credits_out_schema,
 ]
 CreditsOut = Annotated[Decimal, _credits_out, _credits_out_schema]
+
+
+class CreditsFormField(forms.Field):
+    """A form field for credits: parsed exactly, with the API's rules and messages."""
+
+    MAX_LENGTH = 40
+
+    def __init__(self, *, allow_zero: bool = False, **kwargs: Any) -> None:
+        kwargs.setdefault(
+            "widget",
+            forms.TextInput(attrs={"inputmode": "decimal", "maxlength": self.MAX_LENGTH}),
+        )
+        super().__init__(**kwargs)
+        self.allow_zero = allow_zero
+
+    def prepare_value(self, value: Any) -> Any:
+        return format_credits(value) if isinstance(value, Decimal) else value
+
+    def to_python(self, value: Any) -> Decimal | None:
+        text = str(value).strip() if value is not None else ""
+        if not text:
+            return None
+        if len(text) > self.MAX_LENGTH:
+            raise forms.ValidationError(
+                f"Ensure this value has at most {self.MAX_LENGTH} characters.", code="max_length"
+            )
+        try:
+            return parse_credits(text, allow_zero=self.allow_zero)
+        except CreditsError as error:
+            message = str(error)
+            if message.startswith("must be a number"):
+                message = "Enter a number, such as 500 or 12.5."
+            else:
+                message = f"The number {message}."
+            raise forms.ValidationError(message, code="invalid") from None

@@ -14,9 +14,9 @@ from django.db import connection
 from accounts.services import membership_update, organization_update
 from alerts.delivery import notification_deliver, notifications_requeue_stale
 from alerts.models import DeliveryStatus, Firing, Notification, OrganizationAlert
+from alerts.selectors import alert_status
 from alerts.services import (
     alert_create,
-    alert_status,
     alert_update,
     user_alert_policy_update,
 )

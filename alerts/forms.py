@@ -1,0 +1,163 @@
+"""The forms of the Limits & Alerts page. They parse and check input; the
+rules (thresholds, recipients, who may be chosen) live in the services, whose
+`InvalidInput` errors `add_service_error` shows on the field at fault.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from accounts.forms import MemberField, MembersField
+from accounts.models import Membership, Organization, Role
+from alerts.models import Recipients, ThresholdType
+from billing.credits import CreditsFormField
+from billing.models import Source
+from config.errors import ServiceError
+
+
+def _admins_of(organization: Organization) -> Any:
+    return Membership.objects.filter(organization=organization, role=Role.ADMIN)
+
+
+def _switch(label: str) -> forms.BooleanField:
+    return forms.BooleanField(
+        label=label,
+        required=False,
+        widget=forms.CheckboxInput(attrs={"class": "switch", "role": "switch"}),
+    )
+
+
+def add_service_error(form: forms.Form, error: ServiceError) -> None:
+    """Show a service's refusal on the field it names, or above the form."""
+    form.add_error(error.field if error.field in form.fields else None, error.message)
+
+
+class OrganizationAlertForm(forms.Form):
+    threshold_type = forms.ChoiceField(
+        label="Threshold type",
+        choices=ThresholdType.choices,
+        initial=ThresholdType.PERCENTAGE,
+        widget=forms.RadioSelect,
+    )
+    threshold = CreditsFormField(
+        label="Threshold",
+        help_text="A percentage (1-100) of the credit allowance, or a number of credits.",
+    )
+    notify = forms.ChoiceField(
+        label="Notify",
+        choices=Recipients.choices,
+        initial=Recipients.ALL_ADMINS,
+        widget=forms.RadioSelect,
+    )
+    admins = MembersField(
+        label="Admins", queryset=Membership.objects.none(), role=Role.ADMIN, required=False
+    )
+    fire_if_already_exceeded = forms.BooleanField(
+        label="Notify at once if usage is already past this threshold",
+        required=False,
+        initial=True,
+        help_text="Otherwise a threshold already passed waits for the next billing period.",
+    )
+
+    def __init__(self, *args: Any, organization: Organization, editing: bool, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.fields["admins"].queryset = _admins_of(organization)  # type: ignore[attr-defined]
+        if editing:
+            # An edited threshold always re-arms the alert: it fires at once if already passed.
+            del self.fields["fire_if_already_exceeded"]
+
+
+class UserAlertPolicyForm(forms.Form):
+    enabled = _switch("Credit Usage Alerts")
+    threshold = CreditsFormField(
+        label="Credit Alert Threshold",
+        required=False,
+        help_text="Credits a member may use in a billing period before the alert fires.",
+    )
+    notify_user = forms.BooleanField(
+        label="Notify the user who triggered the alert", required=False
+    )
+    admins = MembersField(
+        label="Admins to Notify",
+        queryset=Membership.objects.none(),
+        role=Role.ADMIN,
+        required=False,
+    )
+
+    def __init__(self, *args: Any, organization: Organization, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.fields["admins"].queryset = _admins_of(organization)  # type: ignore[attr-defined]
+
+
+class LimitPolicyForm(forms.Form):
+    enabled = _switch("Per-User Credit Limits")
+    default_limit = CreditsFormField(
+        label="Default Limit Per User",
+        required=False,
+        help_text="Credits each member may use per billing period. Empty: no default limit.",
+    )
+    admins = MembersField(
+        label="Admins to Notify",
+        queryset=Membership.objects.none(),
+        role=Role.ADMIN,
+        required=False,
+        help_text="Emailed when a member reaches their limit. None chosen: every admin.",
+    )
+    exclude_agent_external = _switch("Exclude Agent External Deployments from Credit Limits")
+    exclude_workflows = _switch("Exclude Workflows from Credit Limits")
+
+    EXCLUSIONS = {
+        "exclude_agent_external": Source.AGENT_EXTERNAL,
+        "exclude_workflows": Source.WORKFLOW,
+    }
+
+    def __init__(self, *args: Any, organization: Organization, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.fields["admins"].queryset = _admins_of(organization)  # type: ignore[attr-defined]
+
+    @property
+    def excluded_sources(self) -> list[str]:
+        return [source for field, source in self.EXCLUSIONS.items() if self.cleaned_data[field]]
+
+
+class CustomLimitForm(forms.Form):
+    """A member's own limit: a number of credits, or Unlimited."""
+
+    user = MemberField(label="User", queryset=Membership.objects.none())
+    credit_limit = CreditsFormField(label="Credit Limit", required=False)
+    unlimited = forms.BooleanField(label="Unlimited", required=False)
+
+    def __init__(
+        self,
+        *args: Any,
+        organization: Organization,
+        membership: Membership | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        self.membership = membership
+        if membership is not None:
+            del self.fields["user"]  # editing: the member is fixed
+        else:
+            self.fields["user"].queryset = Membership.objects.filter(  # type: ignore[attr-defined]
+                organization=organization
+            )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        has_limit = cleaned.get("credit_limit") is not None
+        if cleaned.get("unlimited") and has_limit:
+            raise forms.ValidationError(
+                "Enter a credit limit or choose Unlimited, not both.", code="both"
+            )
+        if not cleaned.get("unlimited") and not has_limit and "credit_limit" not in self.errors:
+            self.add_error("credit_limit", "Enter a credit limit, or choose Unlimited.")
+        return cleaned
+
+    @property
+    def chosen_member(self) -> Membership:
+        member = self.membership or self.cleaned_data["user"]
+        assert isinstance(member, Membership)
+        return member

@@ -1,0 +1,76 @@
+"""Reads of the alerts app: alerts with their status, and the firing history."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.db.models import Prefetch, QuerySet
+
+from accounts.models import Membership, Organization
+from alerts.models import Firing, OrganizationAlert
+from alerts.services import threshold_credits
+from billing.periods import Period
+
+
+@dataclass(frozen=True)
+class AlertWithStatus:
+    alert: OrganizationAlert
+    status: str  # "in_alarm" once it has fired at its current arming this period, else "ok"
+    triggered_at: datetime | None
+    threshold_credits: Decimal | None  # None: a percentage while no allowance is set
+
+    @property
+    def in_alarm(self) -> bool:
+        return self.status == "in_alarm"
+
+
+def organization_alerts(*, organization: Organization) -> QuerySet[OrganizationAlert]:
+    """The organization's alerts with their chosen admins: two queries."""
+    return OrganizationAlert.objects.filter(organization=organization).prefetch_related(
+        Prefetch(
+            "admins", queryset=Membership.objects.select_related("user").order_by("external_id")
+        )
+    )
+
+
+def alerts_with_status(
+    *, organization: Organization, alerts: list[OrganizationAlert], period: Period
+) -> list[AlertWithStatus]:
+    """Each alert's status in `period`: one query for all of them."""
+    if not alerts:
+        return []
+    fired = dict(
+        Firing.objects.filter(
+            organization=organization,
+            dedupe_key__in=[alert.firing_key(period) for alert in alerts],
+        ).values_list("dedupe_key", "triggered_at")
+    )
+    rows = []
+    for alert in alerts:
+        triggered_at = fired.get(alert.firing_key(period))
+        rows.append(
+            AlertWithStatus(
+                alert=alert,
+                status="in_alarm" if triggered_at else "ok",
+                triggered_at=triggered_at,
+                threshold_credits=threshold_credits(alert, organization.credit_allowance),
+            )
+        )
+    return rows
+
+
+def alert_status(alert: OrganizationAlert, *, period: Period) -> tuple[str, datetime | None]:
+    """(`in_alarm` or `ok`, when it fired) for the current arming of the alert."""
+    [row] = alerts_with_status(organization=alert.organization, alerts=[alert], period=period)
+    return row.status, row.triggered_at
+
+
+def firings_of_period(*, organization: Organization, period: Period) -> QuerySet[Firing]:
+    """What fired in `period`, newest first, with the member each firing is about."""
+    return (
+        Firing.objects.filter(organization=organization, period_start=period.start)
+        .select_related("membership__user")
+        .order_by("-triggered_at", "-id")
+    )
