@@ -7,7 +7,10 @@ update: the database refuses the increment that would pass a cap, under the
 row lock it already holds, so no interleaving can overshoot.
 
 Lock order, everywhere: member rows (by membership id), then the
-organization row. Consume and ingest both follow it, so they cannot deadlock.
+organization row, then the organization's day rows (by day). Consume and
+ingest both follow it, so they cannot deadlock; and a day row is only ever
+taken by a transaction that already holds its period's organization row, so
+the daily totals add no contention of their own.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -25,8 +28,9 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from billing.credits import CREDIT_DECIMAL_PLACES, CREDIT_MAX_DIGITS, CREDIT_QUANTUM
-from billing.models import MemberUsage, OrganizationUsage, SourceUsage, UsageEvent
+from billing.models import DailyUsage, MemberUsage, OrganizationUsage, SourceUsage, UsageEvent
 
+DAILY_USAGE = DailyUsage._meta.db_table
 MEMBER_USAGE = MemberUsage._meta.db_table
 ORGANIZATION_USAGE = OrganizationUsage._meta.db_table
 SOURCE_USAGE = SourceUsage._meta.db_table
@@ -34,6 +38,11 @@ USAGE_EVENT = UsageEvent._meta.db_table
 
 
 def _credits_param(value: Decimal | None) -> Any:
+    if connection.vendor == "sqlite" and value is not None:
+        # Django hands SQLite decimals as text, and SQLite ranks every number
+        # below any text: a cap compared with one would never refuse. SQLite
+        # stores these columns as REAL anyway (the local demo database only).
+        return float(value)
     return connection.ops.adapt_decimalfield_value(value, CREDIT_MAX_DIGITS, CREDIT_DECIMAL_PLACES)
 
 
@@ -285,6 +294,39 @@ def add_to_sources(
             """,
             params,
         )
+
+
+def add_to_days(*, organization_id: int, credits_by_day: dict[date, Decimal]) -> None:
+    """Add to the organization's daily totals (days in UTC): one statement.
+
+    Called only after the organization's period total has been moved in the
+    same transaction, so its row lock is held (see the lock order above).
+    """
+    if not credits_by_day:
+        return
+    days = sorted(credits_by_day)
+    values = ", ".join(["(%s, %s, %s)"] * len(days))
+    params: list[Any] = []
+    for day in days:
+        params += [
+            organization_id,
+            connection.ops.adapt_datefield_value(day),
+            _credits_param(credits_by_day[day]),
+        ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {DAILY_USAGE} AS t (organization_id, day, used)
+            VALUES {values}
+            ON CONFLICT (organization_id, day) DO UPDATE SET used = t.used + EXCLUDED.used
+            """,
+            params,
+        )
+
+
+def utc_day(moment: datetime) -> date:
+    """The UTC day of an aware moment: the key of the daily totals."""
+    return moment.astimezone(UTC).date()
 
 
 @dataclass(frozen=True)

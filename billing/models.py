@@ -159,6 +159,28 @@ class SourceUsage(models.Model):
         return f"{self.source} from {self.period_start:%Y-%m-%d}: {self.used}"
 
 
+class DailyUsage(models.Model):
+    """An organization's credits used on one day (UTC), for the usage chart.
+
+    Kept like the other totals, in the same statement path, so that the chart
+    never scans the raw events. A UTC day lies within one billing period:
+    periods start at 00:00 UTC.
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField(help_text="The day (UTC) the usage happened.")
+    used = credits_field(default=0)
+
+    class Meta:
+        verbose_name_plural = "daily usage"
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "day"], name="daily_usage_one_per_day")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization} on {self.day:%Y-%m-%d}: {self.used}"
+
+
 class UserLimitPolicy(models.Model):
     """The per-user limits of an organization (one per organization)."""
 

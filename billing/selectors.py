@@ -2,15 +2,35 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Case, Exists, F, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
+from django.db.models import (
+    Case,
+    DateTimeField,
+    Exists,
+    F,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from accounts.models import Membership, Organization, Role
+from accounts.models import ANCHOR_DAY_MAX, ANCHOR_DAY_MIN, Membership, Organization, Role
 from billing.credits import credits_field
-from billing.models import CustomLimit, MemberUsage, OrganizationUsage, SourceUsage, UserLimitPolicy
+from billing.models import (
+    CustomLimit,
+    DailyUsage,
+    MemberUsage,
+    OrganizationUsage,
+    SourceUsage,
+    UserLimitPolicy,
+)
 from billing.periods import Period, period_containing
 
 ZERO = Decimal(0)
@@ -59,6 +79,29 @@ def limit_rules_get(*, organization: Organization, membership_ids: Iterable[int]
             ).values_list("membership_id", "limit")
         )
         if ids and policy.enabled
+        else {}
+    )
+    return LimitRules(
+        enabled=policy.enabled,
+        default_limit=policy.default_limit,
+        excluded_sources=frozenset(policy.excluded_sources),
+        custom_limits=custom,
+    )
+
+
+def limit_rules_get_for_all_members(*, organization: Organization) -> LimitRules:
+    """The limit rules for every member of the organization, for reports that
+    cover them all: two queries, and no list of member ids to send. Custom
+    limits are set one member at a time, so there are few of them to load.
+    """
+    policy = limit_policy_get(organization=organization)
+    custom = (
+        dict(
+            CustomLimit.objects.filter(organization=organization).values_list(
+                "membership_id", "limit"
+            )
+        )
+        if policy.enabled
         else {}
     )
     return LimitRules(
@@ -157,4 +200,76 @@ def admins_to_ask(*, organization: Organization) -> list[Membership]:
         .filter(Exists(named.filter(membership_id=OuterRef("pk"))) | ~Exists(named))
         .select_related("user")
         .order_by("user__name", "user__email")
+    )
+
+
+@dataclass(frozen=True)
+class DayUsage:
+    day: date
+    used: Decimal
+
+
+def period_days(period: Period) -> list[date]:
+    """Every UTC day of the period: periods start and end at 00:00 UTC."""
+    first, end = period.start.date(), period.end.date()
+    return [first + timedelta(days=offset) for offset in range((end - first).days)]
+
+
+def daily_usage_list(
+    *, organization: Organization, period: Period, until: date | None = None
+) -> list[DayUsage]:
+    """The organization's usage on each day of the period, from its first day
+    to `until` (its last day when not given), 0 on a day without usage.
+    One query on the daily totals: the raw events are never read.
+    """
+    days = [day for day in period_days(period) if until is None or day <= until]
+    if not days:
+        return []
+    used_on = dict(
+        DailyUsage.objects.filter(
+            organization=organization, day__gte=days[0], day__lte=days[-1]
+        ).values_list("day", "used")
+    )
+    return [DayUsage(day=day, used=used_on.get(day, ZERO)) for day in days]
+
+
+def members_with_usage_list(*, organization: Organization, period: Period) -> QuerySet[MemberUsage]:
+    """The members who used credits in the period, with their users, the
+    heaviest first (ties by `external_id`, so the order is stable).
+    """
+    return (
+        MemberUsage.objects.filter(organization=organization, period_start=period.start, used__gt=0)
+        .select_related("membership__user")
+        .order_by("-used", "membership__external_id")
+    )
+
+
+def current_period_start(anchor_day: str = "anchor_day", *, now: datetime | None = None) -> Case:
+    """The start of the current billing period of each row's organization, for
+    use in a query: one WHEN per anchor day (1-28), each computed by
+    billing.periods, so that periods follow one rule everywhere.
+    `anchor_day` is the path to the organization's anchor day.
+    """
+    moment = now or timezone.now()
+    return Case(
+        *(
+            When(**{anchor_day: day}, then=Value(period_containing(moment, anchor_day=day).start))
+            for day in range(ANCHOR_DAY_MIN, ANCHOR_DAY_MAX + 1)
+        ),
+        output_field=DateTimeField(),
+    )
+
+
+def organizations_with_usage_this_period(
+    organizations: QuerySet[Organization], *, now: datetime | None = None
+) -> QuerySet[Organization]:
+    """Annotate `usage_this_period`: the credits each organization used in its
+    own current period, in the same query as the organizations themselves.
+    """
+    used = OrganizationUsage.objects.filter(
+        organization=OuterRef("pk"), period_start=OuterRef("current_period_start")
+    ).values("used")[:1]
+    return organizations.annotate(
+        current_period_start=current_period_start(now=now),
+        usage_this_period=Coalesce(Subquery(used), Value(ZERO), output_field=credits_field()),
     )

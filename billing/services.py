@@ -13,7 +13,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -353,6 +353,10 @@ def _consume(
             period=period,
             rules=rules,
         )
+    # Only once both caps have let it through, so a refusal has nothing to undo here.
+    ledger.add_to_days(
+        organization_id=organization.pk, credits_by_day={ledger.utc_day(now): credits}
+    )
     ledger.insert_events(
         organization_id=organization.pk,
         events=[
@@ -564,8 +568,10 @@ def _add_to_totals(
     member_counted: dict[tuple[int, datetime], Decimal] = defaultdict(Decimal)
     by_period: dict[datetime, Decimal] = defaultdict(Decimal)
     by_source: dict[tuple[int | None, datetime, str], Decimal] = defaultdict(Decimal)
+    by_day: dict[date, Decimal] = defaultdict(Decimal)
     for event in counted_events:
         by_period[event.period_start] += event.credits
+        by_day[ledger.utc_day(event.timestamp)] += event.credits
         by_source[(event.membership_id, event.period_start, event.source)] += event.credits
         if event.membership_id is not None:
             member_key = (event.membership_id, event.period_start)
@@ -588,6 +594,7 @@ def _add_to_totals(
     organization_totals = ledger.add_to_organization_periods(
         organization_id=organization.pk, credits_by_period=by_period
     )
+    ledger.add_to_days(organization_id=organization.pk, credits_by_day=by_day)
     reached = {
         member.id
         for member in members

@@ -6,6 +6,7 @@ from billing import views
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("usage/", views.usage_monitor, name="usage_monitor"),
+    path("usage/export.csv", views.usage_export, name="usage_export"),
     path("me/usage/", views.my_usage, name="my_usage"),
     path("assistant/", views.assistant, name="assistant"),
 ]

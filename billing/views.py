@@ -1,36 +1,148 @@
 from __future__ import annotations
 
+import csv
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.http import HttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
+from accounts.models import Organization
 from accounts.web import OrganizationHttpRequest, admin_required, organization_required
 from billing.credits import CREDIT_QUANTUM, format_credits
 from billing.forms import AssistantForm
 from billing.models import Source
-from billing.selectors import current_period, limit_rules_get, member_usage_get, organization_used
+from billing.periods import Period
+from billing.selectors import (
+    DayUsage,
+    current_period,
+    daily_usage_list,
+    limit_rules_get,
+    limit_rules_get_for_all_members,
+    member_usage_get,
+    members_with_usage_list,
+    organization_used,
+    period_days,
+    usage_by_source,
+)
 from billing.services import gate_decide
 from billing.web import GatedHttpRequest, blocked_notice_context, credit_gate, wants_fragment
 
 ASSISTANT_COST = Decimal(5)
+TOP_USERS = 10
+EXPORT_COLUMNS = ("user", "email", "used", "counted", "limit")
+# A cell starting with one of these is a formula to a spreadsheet (CSV injection).
+SPREADSHEET_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @require_http_methods(["GET"])
 @admin_required
 def usage_monitor(request: OrganizationHttpRequest) -> HttpResponse:
+    """Monitor usage: this period against the allowance, per day, top users
+    and per source. A constant number of queries, whatever the number of
+    members: every figure comes from the totals.
+    """
     organization = request.membership.organization
+    now = timezone.now()
+    period = current_period(organization, now=now)
     allowance = organization.credit_allowance
-    return render(
-        request,
-        "billing/usage_monitor.html",
-        {
-            "organization": organization,
-            "allowance": format_credits(allowance) if allowance is not None else None,
-        },
+    used = organization_used(organization=organization, period=period)
+    percent = _percent(used, allowance)
+    members_with_usage = members_with_usage_list(organization=organization, period=period)
+    top_rows = list(members_with_usage[:TOP_USERS])
+    rules = limit_rules_get(
+        organization=organization, membership_ids=[row.membership_id for row in top_rows]
     )
+    today = now.date()  # timezone.now() is in UTC, the time zone of the daily totals
+    days = daily_usage_list(organization=organization, period=period, until=today)
+    context: dict[str, Any] = {
+        "organization": organization,
+        "period": period,
+        "last_day": (period.end - timedelta(days=1)).date(),
+        "used": used,
+        "allowance": format_credits(allowance) if allowance is not None else None,
+        "remaining": None if allowance is None else max(allowance - used, Decimal(0)),
+        "percent": percent,
+        "bar_percent": min(percent or 0, 100),
+        "exhausted": allowance is not None and used >= allowance,
+        "members_with_usage": members_with_usage.count(),
+        "top_users_max": TOP_USERS,
+        "top_users": [
+            {"row": row, "limit": rules.limit_for(row.membership_id)} for row in top_rows
+        ],
+        "sources": _usage_by_source(organization=organization, period=period),
+        "days": days,
+        "days_total": sum((day.used for day in days), Decimal(0)),
+        "chart": _chart_data(period=period, days=days),
+    }
+    return render(request, "billing/usage_monitor.html", context)
+
+
+def _usage_by_source(*, organization: Organization, period: Period) -> list[dict[str, Any]]:
+    """Every source, in the order of `Source`, with its share of the period's usage."""
+    by_source = usage_by_source(organization=organization, period=period)
+    total = sum(by_source.values(), Decimal(0))
+    return [
+        {
+            "source": source,
+            "used": by_source.get(source.value, Decimal(0)),
+            "percent": _percent(by_source.get(source.value, Decimal(0)), total or None) or 0,
+        }
+        for source in Source
+    ]
+
+
+def _chart_data(*, period: Period, days: list[DayUsage]) -> dict[str, Any]:
+    """What static/js/usage_chart.js draws: every day of the period on the
+    axis, credits as exact decimal strings, None for the days still to come.
+    """
+    used_on = {day.day: format_credits(day.used) for day in days}
+    all_days = period_days(period)
+    return {
+        "days": [day.isoformat() for day in all_days],
+        "labels": [f"{day:%b} {day.day}" for day in all_days],
+        "used": [used_on.get(day) for day in all_days],
+    }
+
+
+@require_http_methods(["GET"])
+@admin_required
+def usage_export(request: OrganizationHttpRequest) -> HttpResponse:
+    """This period's usage per member as CSV (`user`, `email`, `used`,
+    `counted`, `limit`; no limit: empty), the heaviest first: the limit
+    rules, then one query for the rows, read in chunks.
+    """
+    organization = request.membership.organization
+    period = current_period(organization)
+    rules = limit_rules_get_for_all_members(organization=organization)
+    filename = f"usage-{organization.slug}-{period.start:%Y-%m-%d}.csv"
+    response = HttpResponse(
+        content_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+    writer = csv.writer(response)
+    writer.writerow(EXPORT_COLUMNS)
+    rows = members_with_usage_list(organization=organization, period=period)
+    for row in rows.iterator(chunk_size=2000):
+        limit = rules.limit_for(row.membership_id)
+        writer.writerow(
+            [
+                _spreadsheet_safe(row.membership.external_id),
+                _spreadsheet_safe(row.membership.user.email),
+                format_credits(row.used),
+                format_credits(row.counted),
+                "" if limit is None else format_credits(limit),
+            ]
+        )
+    return response
+
+
+def _spreadsheet_safe(value: str) -> str:
+    """Quote a cell a spreadsheet would run as a formula (OWASP's CSV injection advice)."""
+    return f"'{value}" if value.startswith(SPREADSHEET_FORMULA_STARTS) else value
 
 
 def _assistant_cost(request: OrganizationHttpRequest) -> Decimal | None:
@@ -90,6 +202,7 @@ def my_usage(request: OrganizationHttpRequest) -> HttpResponse:
     context: dict[str, Any] = {
         "organization": organization,
         "period": period,
+        "last_day": (period.end - timedelta(days=1)).date(),
         "used": used,
         "counted": counted,
         "limit": limit,

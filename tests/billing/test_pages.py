@@ -332,9 +332,9 @@ def test_an_allowed_run_makes_a_bounded_number_of_queries(
     client.get("/assistant/")  # the first visit stores the organization in the session
 
     # session, user, memberships; the gate: policy, custom limit, savepoint,
-    # key claim, key check, member total, organization total, event, source
+    # key claim, key check, member total, organization total, day total, event, source
     # total, the two alert policies, answer, release.
-    with django_assert_max_num_queries(16):
+    with django_assert_max_num_queries(17):
         response = run_assistant(client, HX_Request="true")
 
     assert response.status_code == 200
