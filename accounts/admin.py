@@ -1,17 +1,27 @@
 from __future__ import annotations
 
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
+from django.template.defaultfilters import pluralize
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
 from accounts.forms import AdminUserChangeForm, AdminUserCreationForm, MembershipAdminForm
-from accounts.models import ApiKey, Membership, Organization, User
+from accounts.models import ApiKey, Membership, Organization, Role, User
 from accounts.services import api_key_create, api_key_revoke
+from alerts.admin import OrganizationAlertInline
 from alerts.services import alerts_evaluate_organization
+from billing.admin import CUSTOM_LIMITS_INLINE_MAX, CustomLimitInline, UserLimitPolicyInline
+from billing.credits import format_credits
+from billing.models import CustomLimit
+from billing.selectors import current_period, organizations_with_usage_this_period
 
 
 @admin.register(User)
@@ -35,41 +45,121 @@ class UserAdmin(DjangoUserAdmin):
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
 
 
-class MembershipInline(admin.TabularInline):
-    model = Membership
-    form = MembershipAdminForm
-    fields = ("user", "role", "external_id", "created_at")
-    readonly_fields = ("created_at",)
-    autocomplete_fields = ("user",)
-    extra = 0
-    show_change_link = True
+class AllowanceFilter(admin.SimpleListFilter):
+    title = "credit allowance"
+    parameter_name = "allowance"
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Membership]:
-        return super().get_queryset(request).select_related("user")
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("set", "Set"), ("none", "None")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "set":
+            return queryset.filter(credit_allowance__isnull=False)
+        if self.value() == "none":
+            return queryset.filter(credit_allowance__isnull=True)
+        return queryset
+
+
+def _admin_url(view: str, **params: Any) -> str:
+    return reverse(f"admin:{view}") + ("?" + urlencode(params) if params else "")
 
 
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
+    """An organization with its alerts and limits, edited through the services.
+
+    Members are not inlined (an organization can have thousands, more than a
+    form can post): the page links to them instead.
+    """
+
     list_display = (
         "slug",
         "name",
         "credit_allowance",
+        "usage_this_period",
         "anchor_day",
         "block_when_exhausted",
         "created_at",
     )
-    list_filter = ("block_when_exhausted",)
+    list_filter = ("block_when_exhausted", AllowanceFilter, "anchor_day")
     search_fields = ("slug", "name")
     prepopulated_fields = {"slug": ("name",)}
-    fields = ("name", "slug", "credit_allowance", "block_when_exhausted", "anchor_day")
-    inlines = (MembershipInline,)
+    readonly_fields = ("this_period", "usage_this_period", "members", "records")
+    inlines = (OrganizationAlertInline, UserLimitPolicyInline, CustomLimitInline)
+
+    def get_fields(self, request: HttpRequest, obj: Organization | None = None) -> tuple[str, ...]:
+        editable = ("name", "slug", "credit_allowance", "block_when_exhausted", "anchor_day")
+        if obj is None:
+            return editable
+        return (*editable, "this_period", "usage_this_period", "members", "records")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Organization]:
+        # The current period depends on each organization's anchor day: its
+        # usage comes in the same query as the organizations, however many.
+        return organizations_with_usage_this_period(super().get_queryset(request))
+
+    @admin.display(description="usage this period", ordering="usage_this_period")
+    def usage_this_period(self, organization: Organization) -> str:
+        used: Decimal = organization.usage_this_period  # type: ignore[attr-defined]
+        allowance = organization.credit_allowance
+        if not allowance:
+            return format_credits(used)
+        percent = (used * 100 / allowance).quantize(Decimal(1), rounding=ROUND_DOWN)
+        return f"{format_credits(used)} ({percent}%)"
+
+    @admin.display(description="current period")
+    def this_period(self, organization: Organization) -> str:
+        period = current_period(organization)
+        return f"{period.start:%Y-%m-%d} to {period.end:%Y-%m-%d} (UTC)"
+
+    @admin.display(description="members")
+    def members(self, organization: Organization) -> str:
+        counts = Membership.objects.filter(organization=organization).aggregate(
+            total=Count("pk"), admins=Count("pk", filter=Q(role=Role.ADMIN))
+        )
+        return format_html(
+            '<a href="{}">{} member{}, {} admin{}</a> · <a href="{}">Add a member</a>',
+            _admin_url("accounts_membership_changelist", organization__id__exact=organization.pk),
+            counts["total"],
+            pluralize(counts["total"]),
+            counts["admins"],
+            pluralize(counts["admins"]),
+            _admin_url("accounts_membership_add", organization=organization.pk),
+        )
+
+    @admin.display(description="records")
+    def records(self, organization: Organization) -> str:
+        custom_limits = CustomLimit.objects.filter(organization=organization).count()
+        shown = (
+            f" (the first {CUSTOM_LIMITS_INLINE_MAX} below)"
+            if custom_limits > CUSTOM_LIMITS_INLINE_MAX
+            else ""
+        )
+        links = [
+            ("billing_customlimit_changelist", f"Custom limits: {custom_limits}{shown}"),
+            ("billing_memberusage_changelist", "Usage by member"),
+            ("billing_usageevent_changelist", "Usage events"),
+            ("alerts_firing_changelist", "Alert history"),
+            ("alerts_notification_changelist", "Notifications"),
+            ("alerts_webhookendpoint_changelist", "Webhook endpoints"),
+            ("accounts_apikey_changelist", "API keys"),
+        ]
+        return format_html_join(
+            " · ",
+            '<a href="{}">{}</a>',
+            (
+                (_admin_url(view, organization__id__exact=organization.pk), label)
+                for view, label in links
+            ),
+        )
 
     def save_related(
         self, request: HttpRequest, form: ModelForm, formsets: Any, change: bool
     ) -> None:
+        # The inlines save their alerts and limits through the services.
         super().save_related(request, form, formsets, change)
-        # The allowance, the anchor day or an admin's role may have changed:
-        # alerts are evaluated as when the same change comes through the API.
+        # The allowance or the anchor day may have changed: alerts are
+        # evaluated as when the same change comes through the API.
         if change:
             alerts_evaluate_organization(organization=form.instance)
 
@@ -83,6 +173,22 @@ class MembershipAdmin(admin.ModelAdmin):
     search_fields = ("user__email", "user__name", "external_id", "organization__slug")
     autocomplete_fields = ("user", "organization")
     readonly_fields = ("created_at",)
+    ordering = ("user__email", "pk")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Membership]:
+        # A member is labelled with its user and organization, in pickers too.
+        return super().get_queryset(request).select_related("user", "organization")
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Membership], search_term: str
+    ) -> tuple[QuerySet[Membership], bool]:
+        queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        match = request.resolver_match
+        # Every "admins" picker chooses admins: offer only those.
+        picks_admins = request.GET.get("field_name") == "admins"
+        if match is not None and match.url_name == "autocomplete" and picks_admins:
+            queryset = queryset.filter(role=Role.ADMIN)
+        return queryset, may_have_duplicates
 
     def save_model(
         self, request: HttpRequest, obj: Membership, form: ModelForm, change: bool

@@ -1,24 +1,34 @@
 """The Django admin of alerts: rules, the firing history, the outbox and webhooks.
 
 Writes that can move an alert go through the services (a threshold edit
-re-arms the alert and evaluates it at once); the history and the delivery
-log are read-only; the outbox can only be told to send again.
+re-arms the alert and evaluates it at once), on an alert's own page and in
+the alerts inline of the organization page alike; the history and the
+delivery log are read-only; the outbox can only be told to send again.
+
+Also the helpers the other apps' admins share: `ReadOnlyAdmin`,
+`MembershipChoicesMixin`, `as_form_error`, `copy_into`,
+`saved_only_through_services`.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.options import BaseModelAdmin
+from django.contrib.admin.widgets import AutocompleteSelectMultiple
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import ForeignKey, ManyToManyField, QuerySet
+from django.forms.formsets import DELETION_FIELD_NAME
+from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
+from accounts.models import Membership, Organization
 from accounts.selectors import validate_admins
 from alerts import services
 from alerts.models import (
@@ -41,14 +51,14 @@ from alerts.webhooks import (
 from config.errors import InvalidInput
 
 
-def _as_form_error(error: InvalidInput, fields: Any) -> ValidationError:
+def as_form_error(error: InvalidInput, fields: Any) -> ValidationError:
     """A service's input error on the form field it names (else on the whole form)."""
     if error.field is not None and error.field in fields:
         return ValidationError({error.field: error.message})
     return ValidationError(error.message)
 
 
-def _copy_into(target: Any, source: Any) -> None:
+def copy_into(target: Any, source: Any) -> None:
     """The admin goes on with its own instance (log entry, redirect): make it the saved row."""
     for field in type(source)._meta.concrete_fields:
         setattr(target, field.attname, getattr(source, field.attname))
@@ -69,10 +79,63 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+if TYPE_CHECKING:
+    _ModelAdminBase = BaseModelAdmin[Any]
+else:
+    _ModelAdminBase = BaseModelAdmin
+
+
+class MembershipChoicesMixin(_ModelAdminBase):
+    """A member is labelled with its user and organization: fetch them with the
+    chosen members, so that a picker costs one query however many are chosen.
+    """
+
+    def formfield_for_foreignkey(
+        self, db_field: ForeignKey[Any, Any], request: HttpRequest, **kwargs: Any
+    ) -> forms.ModelChoiceField | None:
+        if db_field.related_model is Membership and "queryset" not in kwargs:
+            kwargs["queryset"] = _memberships_with_labels()
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def formfield_for_manytomany(
+        self, db_field: ManyToManyField[Any, Any], request: HttpRequest, **kwargs: Any
+    ) -> forms.ModelMultipleChoiceField | None:
+        if db_field.related_model is Membership and "queryset" not in kwargs:
+            kwargs["queryset"] = _memberships_with_labels()
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+
+def _memberships_with_labels() -> QuerySet[Membership]:
+    return Membership.objects.select_related("user", "organization")
+
+
+class ChosenLabelsAutocomplete(AutocompleteSelectMultiple):
+    """An autocomplete whose chosen options are labelled from `labels` when it
+    knows them all, so that the rows of an inline share one query for their
+    labels instead of one each. Else (a form shown again with other choices)
+    it asks the database, as Django's does.
+    """
+
+    labels: dict[str, str] | None = None
+
+    def optgroups(self, name: str, value: Any, attrs: Any = None) -> Any:
+        chosen = [str(v) for v in value if str(v) not in self.choices.field.empty_values]
+        if self.labels is None or not set(chosen) <= self.labels.keys():
+            return super().optgroups(name, value, attrs)
+        options = [
+            self.create_option(name, pk, self.labels[pk], True, index)
+            for index, pk in enumerate(chosen)
+        ]
+        return [(None, options, 0)]
+
+
 # Organization alerts
 
 
 class OrganizationAlertAdminForm(forms.ModelForm):
+    # In the organization's inline the formset counts the alerts it keeps instead.
+    checks_alert_cap = True
+
     fire_if_already_exceeded = forms.BooleanField(
         required=False,
         initial=True,
@@ -97,9 +160,11 @@ class OrganizationAlertAdminForm(forms.ModelForm):
                 organization, cleaned["notify"], list(cleaned.get("admins") or [])
             )
         except InvalidInput as error:
-            raise _as_form_error(error, self.fields) from None
+            raise as_form_error(error, self.fields) from None
         if (
-            self.instance.pk is None
+            self.checks_alert_cap
+            and self.instance.pk is None
+            and organization.pk is not None
             and OrganizationAlert.objects.filter(organization=organization).count()
             >= MAX_ORGANIZATION_ALERTS
         ):
@@ -110,7 +175,7 @@ class OrganizationAlertAdminForm(forms.ModelForm):
 
 
 @admin.register(OrganizationAlert)
-class OrganizationAlertAdmin(admin.ModelAdmin):
+class OrganizationAlertAdmin(MembershipChoicesMixin, admin.ModelAdmin):
     form = OrganizationAlertAdminForm
     list_display = (
         "organization",
@@ -162,7 +227,7 @@ class OrganizationAlertAdmin(admin.ModelAdmin):
                 admins=admins,
                 fire_if_already_exceeded=data.get("fire_if_already_exceeded", True),
             )
-        _copy_into(obj, saved)
+        copy_into(obj, saved)
 
     def save_related(
         self, request: HttpRequest, form: forms.ModelForm, formsets: Any, change: bool
@@ -170,6 +235,119 @@ class OrganizationAlertAdmin(admin.ModelAdmin):
         # The service has set the admins (none unless notifying specific admins).
         for formset in formsets:
             self.save_formset(request, form, formset, change=change)
+
+    def delete_model(self, request: HttpRequest, obj: OrganizationAlert) -> None:
+        services.alert_delete(alert=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[OrganizationAlert]) -> None:
+        for alert in queryset:
+            services.alert_delete(alert=alert)
+
+
+class OrganizationAlertInlineForm(OrganizationAlertAdminForm):
+    # New alerts of the inline fire at once when already passed, as by default.
+    fire_if_already_exceeded = None  # type: ignore[assignment]
+    checks_alert_cap = False
+
+
+class OrganizationAlertFormSet(BaseInlineFormSet):
+    """The alerts of an organization, saved through the services: a new
+    alert, a re-armed one or an organization past a threshold fires at once.
+    """
+
+    instance: Organization
+
+    def clean(self) -> None:
+        super().clean()
+        kept = [
+            form
+            for form in self.forms
+            if not getattr(form, "cleaned_data", {}).get(DELETION_FIELD_NAME)
+            and (form.instance.pk is not None or form.has_changed())
+        ]
+        if len(kept) > MAX_ORGANIZATION_ALERTS:
+            raise ValidationError(
+                f"An organization can have at most {MAX_ORGANIZATION_ALERTS} alerts."
+            )
+
+    def save_new(self, form: forms.ModelForm, commit: bool = True) -> OrganizationAlert:
+        saved_only_through_services(commit)
+        data = form.cleaned_data
+        return services.alert_create(
+            organization=self.instance,
+            threshold_type=data["threshold_type"],
+            threshold=data["threshold"],
+            notify=data["notify"],
+            admins=list(data.get("admins") or []),
+        )
+
+    def save_existing(
+        self, form: forms.ModelForm, obj: OrganizationAlert, commit: bool = True
+    ) -> OrganizationAlert:
+        saved_only_through_services(commit)
+        data = form.cleaned_data
+        # `obj` already holds the form's values: the service compares with the stored ones.
+        return services.alert_update(
+            alert=OrganizationAlert.objects.select_related("organization").get(pk=obj.pk),
+            threshold_type=data["threshold_type"],
+            threshold=data["threshold"],
+            notify=data["notify"],
+            admins=list(data.get("admins") or []),
+        )
+
+    def delete_existing(self, obj: OrganizationAlert, commit: bool = True) -> None:
+        saved_only_through_services(commit)
+        services.alert_delete(alert=obj)
+
+
+def saved_only_through_services(commit: bool) -> None:
+    """Inline rows saved by a service cannot be saved later by the caller."""
+    if not commit:
+        raise ValueError("These rows are saved by the services: save the formset with commit.")
+
+
+class OrganizationAlertInline(MembershipChoicesMixin, admin.TabularInline):
+    """The alerts on the organization's page; their history is on each alert's page."""
+
+    model = OrganizationAlert
+    form = OrganizationAlertInlineForm
+    formset = OrganizationAlertFormSet
+    fields = ("threshold_type", "threshold", "notify", "admins")
+    autocomplete_fields = ("admins",)
+    extra = 0
+    max_num = MAX_ORGANIZATION_ALERTS
+    show_change_link = True
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[OrganizationAlert]:
+        return (
+            super().get_queryset(request).select_related("organization").prefetch_related("admins")
+        )
+
+    def formfield_for_manytomany(
+        self, db_field: ManyToManyField[Any, Any], request: HttpRequest, **kwargs: Any
+    ) -> forms.ModelMultipleChoiceField | None:
+        if db_field.name == "admins":
+            kwargs["widget"] = ChosenLabelsAutocomplete(
+                db_field, self.admin_site, using=kwargs.get("using")
+            )
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    def get_formset(
+        self, request: HttpRequest, obj: Organization | None = None, **kwargs: Any
+    ) -> type[BaseInlineFormSet[Any, Any, Any]]:
+        formset = super().get_formset(request, obj, **kwargs)
+        field = formset.form.base_fields.get("admins")
+        picker = getattr(field.widget, "widget", None) if field is not None else None
+        if obj is not None and isinstance(picker, ChosenLabelsAutocomplete):
+            # The labels of every admin the organization's alerts name: one query.
+            chosen = OrganizationAlert.admins.through.objects.filter(
+                organizationalert__organization=obj
+            ).values("membership_id")
+            picker.labels = {
+                str(membership.pk): str(membership)
+                for membership in _memberships_with_labels().filter(pk__in=chosen)
+            }
+        return formset
 
 
 # Per-user credit usage alerts
@@ -194,12 +372,12 @@ class UserAlertPolicyAdminForm(forms.ModelForm):
         try:
             validate_admins(organization=organization, admins=list(cleaned.get("admins") or []))
         except InvalidInput as error:
-            raise _as_form_error(error, self.fields) from None
+            raise as_form_error(error, self.fields) from None
         return cleaned
 
 
 @admin.register(UserAlertPolicy)
-class UserAlertPolicyAdmin(admin.ModelAdmin):
+class UserAlertPolicyAdmin(MembershipChoicesMixin, admin.ModelAdmin):
     form = UserAlertPolicyAdminForm
     list_display = ("organization", "enabled", "threshold", "notify_user", "updated_at")
     list_filter = ("enabled", "notify_user")
@@ -224,7 +402,7 @@ class UserAlertPolicyAdmin(admin.ModelAdmin):
             notify_user=data["notify_user"],
             admins=list(data.get("admins") or []),
         )
-        _copy_into(obj, saved)
+        copy_into(obj, saved)
 
     def save_related(
         self, request: HttpRequest, form: forms.ModelForm, formsets: Any, change: bool
@@ -441,7 +619,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         created, secret = webhook_endpoint_create(
             organization=obj.organization, url=obj.url, events=obj.events
         )
-        _copy_into(obj, created)
+        copy_into(obj, created)
         self.message_user(
             request,
             f"The endpoint's signing secret is {secret} — copy it now: it is shown only this once.",

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
+from decimal import Decimal as D
 
 import pytest
+import time_machine
 from django.contrib import admin
 from django.contrib.messages import get_messages
 from django.test import Client
@@ -10,6 +13,15 @@ from django.urls import reverse
 
 from accounts.models import ApiKey, Membership, Organization, User
 from accounts.services import api_key_authenticate, api_key_create
+from alerts.models import Firing, FiringKind, OrganizationAlert
+from alerts.services import alert_create
+from alerts.webhooks import webhook_endpoint_create
+from billing.admin import CUSTOM_LIMITS_INLINE_MAX
+from billing.credits import format_credits
+from billing.models import CustomLimit, UserLimitPolicy
+from billing.selectors import current_period, members_over_budget
+from billing.services import UsageInput, custom_limit_set, limit_policy_update, usage_ingest
+from tests.factories import AdminMembershipFactory, MembershipFactory, OrganizationFactory
 
 REGISTERED = sorted(admin.site._registry.items(), key=lambda item: item[0]._meta.label)
 
@@ -157,19 +169,621 @@ def test_raising_the_allowance_in_the_admin_evaluates_alerts(
     alert_create(organization=organization, threshold_type="percentage", threshold=Decimal(50))
     usage_ingest(organization=organization, events=[UsageInput("k", Decimal(60))])
     assert not Firing.objects.exists()  # no allowance yet: a percentage cannot fire
-    form = {
-        "name": organization.name,
-        "slug": organization.slug,
-        "credit_allowance": "100",
-        "block_when_exhausted": "on",
-        "anchor_day": "1",
-        "memberships-TOTAL_FORMS": "0",
-        "memberships-INITIAL_FORMS": "0",
-        "memberships-MIN_NUM_FORMS": "0",
-        "memberships-MAX_NUM_FORMS": "1000",
-    }
+    form = organization_form(organization, credit_allowance="100")
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(f"/admin/accounts/organization/{organization.pk}/change/", form)
     assert response.status_code == 302, response.content[:2000]
     assert Firing.objects.get().value == Decimal(60)
     assert [m.to for m in mail.outbox] == [[owner.user.email]]
+
+
+# The organization page: alerts and limits inlined, saved through the services
+
+
+def inline_forms(prefix: str, rows=(), *, initial: int = 0) -> dict[str, str]:
+    """The POST data of an inline formset: `initial` existing rows first, then new ones."""
+    data = {
+        f"{prefix}-TOTAL_FORMS": str(len(rows)),
+        f"{prefix}-INITIAL_FORMS": str(initial),
+        f"{prefix}-MIN_NUM_FORMS": "0",
+        f"{prefix}-MAX_NUM_FORMS": "1000",
+    }
+    for index, row in enumerate(rows):
+        for key, value in row.items():
+            data[f"{prefix}-{index}-{key}"] = value
+    return data
+
+
+def organization_form(
+    organization=None,
+    *,
+    alerts=(),
+    alerts_initial=0,
+    policy=(),
+    policy_initial=0,
+    custom_limits=(),
+    custom_limits_initial=0,
+    **fields,
+) -> dict[str, str]:
+    data = {"name": "", "slug": "", "credit_allowance": "", "anchor_day": "1"}
+    if organization is not None:
+        data = {
+            "name": organization.name,
+            "slug": organization.slug,
+            "credit_allowance": format_credits(organization.credit_allowance)
+            if organization.credit_allowance is not None
+            else "",
+            "anchor_day": str(organization.anchor_day),
+        }
+        if organization.block_when_exhausted:
+            data["block_when_exhausted"] = "on"
+    data |= fields
+    data |= inline_forms("alerts", alerts, initial=alerts_initial)
+    data |= inline_forms("user_limit_policy", policy, initial=policy_initial)
+    data |= inline_forms("custom_limits", custom_limits, initial=custom_limits_initial)
+    return data
+
+
+def change_url(organization) -> str:
+    return reverse("admin:accounts_organization_change", args=[organization.pk])
+
+
+def inline_errors(response, prefix: str) -> str:
+    [inline] = [
+        inline
+        for inline in response.context["inline_admin_formsets"]
+        if inline.formset.prefix == prefix
+    ]
+    return str(inline.formset.errors) + str(inline.formset.non_form_errors())
+
+
+def over_budget(organization) -> set[str]:
+    rows = members_over_budget(organization=organization, period=current_period(organization))
+    return {row.membership.external_id for row in rows}
+
+
+def spend(organization, credits, *, user=None, key="k") -> None:
+    usage_ingest(organization=organization, events=[UsageInput(key, D(credits), user=user)])
+
+
+def test_the_organization_page_shows_its_alerts_and_limits(
+    staff_client, organization, owner, member
+):
+    alert = alert_create(
+        organization=organization,
+        threshold_type="absolute",
+        threshold=D(75),
+        notify="specific_admins",
+        admins=[owner],
+    )
+    limit_policy_update(
+        organization=organization,
+        enabled=True,
+        default_limit=D(40),
+        admins=[owner],
+        excluded_sources=["workflow"],
+    )
+    custom = custom_limit_set(organization=organization, membership=member, limit=D("12.5"))
+
+    response = staff_client.get(change_url(organization))
+
+    assert response.status_code == 200
+    inlines = {
+        inline.formset.prefix: inline.formset
+        for inline in response.context["inline_admin_formsets"]
+    }
+    assert list(inlines) == ["alerts", "user_limit_policy", "custom_limits"]
+    assert [form.instance for form in inlines["alerts"].initial_forms] == [alert]
+    assert [form.instance.default_limit for form in inlines["user_limit_policy"].initial_forms] == [
+        D(40)
+    ]
+    assert [form.instance for form in inlines["custom_limits"].initial_forms] == [custom]
+    html = response.content.decode()
+    assert "owner@acme.test in Acme Inc (admin)" in html  # the alert's and the policy's admin
+    assert "member@acme.test in Acme Inc (member)" in html  # the custom limit's member
+    assert "40.000000" in html
+    assert "2 members, 1 admin<" in html
+
+
+def test_adding_an_alert_inline_fires_at_once(staff_client, organization, owner):
+    spend(organization, 9)
+
+    response = staff_client.post(
+        change_url(organization),
+        organization_form(
+            organization,
+            alerts=[{"threshold_type": "absolute", "threshold": "8", "notify": "all_admins"}],
+        ),
+    )
+
+    assert response.status_code == 302, inline_errors(response, "alerts")
+    alert = OrganizationAlert.objects.get()
+    assert Firing.objects.get(alert=alert).value == D(9)
+
+
+def test_editing_an_alert_inline_re_arms_it(staff_client, organization, owner):
+    alert = alert_create(organization=organization, threshold_type="absolute", threshold=D(5))
+    spend(organization, 6)
+    assert Firing.objects.filter(alert=alert).count() == 1
+
+    response = staff_client.post(
+        change_url(organization),
+        organization_form(
+            organization,
+            alerts=[
+                {
+                    "id": str(alert.pk),
+                    "threshold_type": "absolute",
+                    "threshold": "6",
+                    "notify": "specific_admins",
+                    "admins": [owner.pk],
+                }
+            ],
+            alerts_initial=1,
+        ),
+    )
+
+    assert response.status_code == 302, inline_errors(response, "alerts")
+    alert.refresh_from_db()
+    assert (alert.threshold, alert.generation, list(alert.admins.all())) == (D(6), 2, [owner])
+    assert Firing.objects.filter(alert=alert).count() == 2
+
+
+def test_deleting_an_alert_inline(staff_client, organization):
+    alert = alert_create(organization=organization, threshold_type="absolute", threshold=D(5))
+
+    response = staff_client.post(
+        change_url(organization),
+        organization_form(
+            organization,
+            alerts=[
+                {
+                    "id": str(alert.pk),
+                    "threshold_type": "absolute",
+                    "threshold": "5",
+                    "notify": "all_admins",
+                    "DELETE": "on",
+                }
+            ],
+            alerts_initial=1,
+        ),
+    )
+
+    assert response.status_code == 302, inline_errors(response, "alerts")
+    assert not OrganizationAlert.objects.exists()
+
+
+def test_inline_alert_admins_must_be_admins_of_the_organization(
+    staff_client, organization, member, outsider
+):
+    for wrong in (outsider, member):
+        response = staff_client.post(
+            change_url(organization),
+            organization_form(
+                organization,
+                alerts=[
+                    {
+                        "threshold_type": "absolute",
+                        "threshold": "5",
+                        "notify": "specific_admins",
+                        "admins": [wrong.pk],
+                    }
+                ],
+            ),
+        )
+
+        assert response.status_code == 200
+        assert "is not an admin of this organization" in inline_errors(response, "alerts")
+    assert not OrganizationAlert.objects.exists()
+
+
+def test_at_most_25_alerts_inline(staff_client, organization):
+    alerts = [
+        alert_create(organization=organization, threshold_type="absolute", threshold=D(n))
+        for n in range(1, 25)
+    ]
+    existing = [
+        {"id": str(a.pk), "threshold_type": "absolute", "threshold": str(n), "notify": "all_admins"}
+        for n, a in enumerate(alerts, start=1)
+    ]
+    new = {"threshold_type": "absolute", "threshold": "99", "notify": "all_admins"}
+
+    refused = staff_client.post(
+        change_url(organization),
+        organization_form(organization, alerts=[*existing, new, new], alerts_initial=24),
+    )
+    assert refused.status_code == 200
+    assert "at most 25 alerts" in inline_errors(refused, "alerts")
+    assert OrganizationAlert.objects.count() == 24
+
+    existing[0]["DELETE"] = "on"
+    accepted = staff_client.post(
+        change_url(organization),
+        organization_form(organization, alerts=[*existing, new, new], alerts_initial=24),
+    )
+    assert accepted.status_code == 302, inline_errors(accepted, "alerts")
+    assert OrganizationAlert.objects.count() == 25
+
+
+def test_lowering_the_default_limit_inline_marks_members_over_budget(
+    staff_client, organization, owner, member
+):
+    policy = limit_policy_update(organization=organization, enabled=True, default_limit=D(100))
+    spend(organization, 30, user=member.external_id)
+    assert over_budget(organization) == set()
+
+    response = staff_client.post(
+        change_url(organization),
+        organization_form(
+            organization,
+            policy=[
+                {
+                    "id": str(policy.pk),
+                    "enabled": "on",
+                    "default_limit": "25",
+                    "admins": [owner.pk],
+                }
+            ],
+            policy_initial=1,
+        ),
+    )
+
+    assert response.status_code == 302, inline_errors(response, "user_limit_policy")
+    policy.refresh_from_db()
+    assert (policy.default_limit, list(policy.admins.all())) == (D(25), [owner])
+    assert over_budget(organization) == {member.external_id}
+    firing = Firing.objects.get(kind=FiringKind.USER_LIMIT)
+    assert (firing.membership, firing.threshold_credits) == (member, D(25))
+
+
+def test_adding_a_policy_inline(staff_client, organization, member):
+    spend(organization, 30, user=member.external_id)
+
+    response = staff_client.post(
+        change_url(organization),
+        organization_form(
+            organization,
+            policy=[
+                {"enabled": "on", "default_limit": "10", "excluded_sources": ["agent_external"]}
+            ],
+        ),
+    )
+
+    assert response.status_code == 302, inline_errors(response, "user_limit_policy")
+    policy = UserLimitPolicy.objects.get(organization=organization)
+    assert (policy.enabled, policy.excluded_sources) == (True, ["agent_external"])
+    assert over_budget(organization) == {member.external_id}
+    assert Firing.objects.filter(kind=FiringKind.USER_LIMIT, membership=member).exists()
+
+
+def test_inline_policy_admins_must_be_admins_of_the_organization(
+    staff_client, organization, member, outsider
+):
+    for wrong in (outsider, member):
+        response = staff_client.post(
+            change_url(organization),
+            organization_form(organization, policy=[{"enabled": "on", "admins": [wrong.pk]}]),
+        )
+
+        assert response.status_code == 200
+        errors = inline_errors(response, "user_limit_policy")
+        assert "is not an admin of this organization" in errors
+    assert not UserLimitPolicy.objects.exists()
+
+
+def test_custom_limits_inline(staff_client, organization, owner, member, outsider):
+    limit_policy_update(organization=organization, enabled=True, default_limit=D(10))
+    unlimited = custom_limit_set(organization=organization, membership=owner, limit=None)
+    spend(organization, 30, user=member.external_id)
+    spend(organization, 30, user=owner.external_id, key="k2")
+    assert over_budget(organization) == {member.external_id}
+
+    # A member of another organization is a form error, not a 500.
+    refused = staff_client.post(
+        change_url(organization),
+        organization_form(
+            organization,
+            custom_limits=[
+                {"id": str(unlimited.pk)},
+                {"membership": str(outsider.pk), "limit": "5"},
+            ],
+            custom_limits_initial=1,
+        ),
+    )
+    assert refused.status_code == 200
+    assert "is not a member of this organization" in inline_errors(refused, "custom_limits")
+
+    # Raise the member's limit, put the owner under one: both re-evaluated.
+    response = staff_client.post(
+        change_url(organization),
+        organization_form(
+            organization,
+            custom_limits=[
+                {"id": str(unlimited.pk), "limit": "20"},
+                {"membership": str(member.pk), "limit": "500"},
+            ],
+            custom_limits_initial=1,
+        ),
+    )
+    assert response.status_code == 302, inline_errors(response, "custom_limits")
+    assert dict(CustomLimit.objects.values_list("membership", "limit")) == {
+        owner.pk: D(20),
+        member.pk: D(500),
+    }
+    assert over_budget(organization) == {owner.external_id}
+    firing = Firing.objects.get(kind=FiringKind.USER_LIMIT, membership=owner)
+    assert firing.threshold_credits == D(20)
+
+    # Remove the member's custom limit: back under the default of 10, over budget.
+    custom = CustomLimit.objects.get(membership=member)
+    response = staff_client.post(
+        change_url(organization),
+        organization_form(
+            organization,
+            custom_limits=[
+                {"id": str(unlimited.pk), "limit": "20"},
+                {"id": str(custom.pk), "limit": "500", "DELETE": "on"},
+            ],
+            custom_limits_initial=2,
+        ),
+    )
+    assert response.status_code == 302, inline_errors(response, "custom_limits")
+    assert not CustomLimit.objects.filter(membership=member).exists()
+    assert over_budget(organization) == {owner.external_id, member.external_id}
+
+
+def test_adding_an_organization_with_its_limits_and_alerts(staff_client, outsider):
+    form = organization_form(
+        name="Initech",
+        slug="initech",
+        credit_allowance="1000",
+        anchor_day="15",
+        alerts=[{"threshold_type": "percentage", "threshold": "80", "notify": "all_admins"}],
+        policy=[{"enabled": "on", "default_limit": "50"}],
+    )
+
+    # Nobody can be an admin of an organization not created yet: a form error.
+    wrong = {**form, "user_limit_policy-0-admins": [outsider.pk]}
+    refused = staff_client.post(reverse("admin:accounts_organization_add"), wrong)
+    assert refused.status_code == 200
+    assert "is not an admin" in inline_errors(refused, "user_limit_policy")
+    assert not Organization.objects.filter(slug="initech").exists()
+
+    response = staff_client.post(reverse("admin:accounts_organization_add"), form)
+
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    organization = Organization.objects.get(slug="initech")
+    assert organization.anchor_day == 15
+    assert UserLimitPolicy.objects.get(organization=organization).default_limit == D(50)
+    assert OrganizationAlert.objects.get(organization=organization).threshold == D(80)
+
+
+def test_organization_page_queries_do_not_grow_with_alerts_and_limits(
+    staff_client, organization, owner, django_assert_max_num_queries
+):
+    second_admin = AdminMembershipFactory(organization=organization)
+    limit_policy_update(
+        organization=organization, enabled=True, default_limit=D(5), admins=[owner, second_admin]
+    )
+
+    def add(alerts: int, custom_limits: int) -> None:
+        for _ in range(alerts):
+            alert_create(
+                organization=organization,
+                threshold_type="absolute",
+                threshold=D(1000 + OrganizationAlert.objects.count()),
+                notify="specific_admins",
+                admins=[owner, second_admin],
+            )
+        for membership in MembershipFactory.create_batch(custom_limits, organization=organization):
+            custom_limit_set(organization=organization, membership=membership, limit=D(7))
+
+    add(alerts=1, custom_limits=1)
+    with django_assert_max_num_queries(25) as few:
+        assert staff_client.get(change_url(organization)).status_code == 200
+
+    add(alerts=24, custom_limits=CUSTOM_LIMITS_INLINE_MAX + 20)
+    with django_assert_max_num_queries(25) as many:
+        response = staff_client.get(change_url(organization))
+
+    assert len(many) == len(few)
+    inlines = {
+        inline.formset.prefix: inline.formset
+        for inline in response.context["inline_admin_formsets"]
+    }
+    assert len(inlines["alerts"].initial_forms) == 25
+    assert len(inlines["custom_limits"].initial_forms) == CUSTOM_LIMITS_INLINE_MAX
+    html = response.content.decode()
+    assert f"Custom limits: {CUSTOM_LIMITS_INLINE_MAX + 21} (the first" in html
+
+
+# The organization list: usage this period
+
+
+def test_usage_this_period_follows_each_organizations_anchor_day(staff_client):
+    early = OrganizationFactory(slug="early", anchor_day=1, credit_allowance=D(120))
+    late = OrganizationFactory(slug="late", anchor_day=15)
+    changelist = reverse("admin:accounts_organization_changelist")
+
+    with time_machine.travel(datetime(2026, 3, 10, 12, tzinfo=UTC), tick=False):
+        usage_ingest(
+            organization=early,
+            events=[
+                UsageInput("feb", D(7), timestamp=datetime(2026, 2, 20, tzinfo=UTC)),
+                UsageInput("mar", D(30), timestamp=datetime(2026, 3, 2, tzinfo=UTC)),
+            ],
+        )
+        usage_ingest(
+            organization=late,
+            events=[
+                UsageInput("feb-10", D(5), timestamp=datetime(2026, 2, 10, tzinfo=UTC)),
+                UsageInput("feb-20", D(11), timestamp=datetime(2026, 2, 20, tzinfo=UTC)),
+                UsageInput("mar", D("2.5"), timestamp=datetime(2026, 3, 5, tzinfo=UTC)),
+            ],
+        )
+        # early: March 1 to April 1; late: February 15 to March 15.
+        response = staff_client.get(changelist, {"o": "-4"})
+        page = staff_client.get(change_url(late)).content.decode()
+
+    rows = [(o.slug, o.usage_this_period) for o in response.context["cl"].result_list]
+    assert rows == [("early", D(30)), ("late", D("13.5"))]  # sorted by usage, highest first
+    html = response.content.decode()
+    assert "30 (25%)" in html
+    assert "13.5" in html
+    assert "2026-02-15 to 2026-03-15 (UTC)" in page
+
+    with time_machine.travel(datetime(2026, 3, 20, tzinfo=UTC), tick=False):
+        later = staff_client.get(changelist)
+    rows = {o.slug: o.usage_this_period for o in later.context["cl"].result_list}
+    assert rows == {"early": D(30), "late": D(0)}  # late's new period started on March 15
+
+
+def test_the_organization_list_costs_the_same_for_2_or_50(
+    staff_client, django_assert_max_num_queries
+):
+    expected: dict[str, D] = {}
+
+    def create(count: int) -> None:
+        for _ in range(count):
+            index = len(expected)
+            organization = OrganizationFactory(anchor_day=1 + index % 28)
+            spend(organization, index + 1)
+            expected[organization.slug] = D(index + 1)
+
+    changelist = reverse("admin:accounts_organization_changelist")
+    create(2)
+    with django_assert_max_num_queries(8) as few:
+        assert staff_client.get(changelist).status_code == 200
+
+    create(48)
+    with django_assert_max_num_queries(8) as many:
+        response = staff_client.get(changelist)
+
+    assert len(many) == len(few)
+    assert {o.slug: o.usage_this_period for o in response.context["cl"].result_list} == expected
+
+
+def test_organization_search_and_filters(staff_client, organization, other_organization):
+    Organization.objects.filter(pk=other_organization.pk).update(credit_allowance=D(10))
+    changelist = reverse("admin:accounts_organization_changelist")
+
+    def slugs(**params) -> list[str]:
+        response = staff_client.get(changelist, params)
+        assert response.status_code == 200
+        return [o.slug for o in response.context["cl"].result_list]
+
+    assert slugs(q="glob") == ["globex"]
+    assert slugs(allowance="set") == ["globex"]
+    assert slugs(allowance="none") == ["acme"]
+    spend(organization, 5)
+    assert slugs(o="4") == ["globex", "acme"]  # by usage this period
+    assert slugs(o="-4") == ["acme", "globex"]
+
+
+# Members: thousands of them
+
+
+def test_membership_list_and_search_cost_the_same_for_2_or_60(
+    staff_client, organization, django_assert_max_num_queries
+):
+    changelist = reverse("admin:accounts_membership_changelist")
+    MembershipFactory.create_batch(2, organization=organization)
+    with django_assert_max_num_queries(10) as few:
+        staff_client.get(changelist)
+
+    MembershipFactory.create_batch(58, organization=organization)
+    with django_assert_max_num_queries(10) as many:
+        response = staff_client.get(changelist, {"organization__id__exact": organization.pk})
+
+    assert len(many) == len(few)
+    assert response.context["cl"].result_count == 60
+
+
+def test_admin_pickers_search_admins_only(staff_client, organization, owner, member):
+    MembershipFactory.create_batch(30, organization=organization)
+    autocomplete = reverse("admin:autocomplete")
+
+    def found(model: str, field: str) -> list[str]:
+        response = staff_client.get(
+            autocomplete,
+            {
+                "app_label": "alerts" if model == "organizationalert" else "billing",
+                "model_name": model,
+                "field_name": field,
+                "term": "acme",
+            },
+        )
+        assert response.status_code == 200
+        return [result["text"] for result in response.json()["results"]]
+
+    assert found("organizationalert", "admins") == ["owner@acme.test in Acme Inc (admin)"]
+    assert found("userlimitpolicy", "admins") == ["owner@acme.test in Acme Inc (admin)"]
+    assert len(found("customlimit", "membership")) == 20  # a page of members
+
+
+def test_member_picker_queries_do_not_grow(
+    staff_client, organization, owner, django_assert_max_num_queries
+):
+    params = {
+        "app_label": "billing",
+        "model_name": "customlimit",
+        "field_name": "membership",
+        "term": "",
+    }
+    with django_assert_max_num_queries(8) as few:
+        staff_client.get(reverse("admin:autocomplete"), params)
+    MembershipFactory.create_batch(40, organization=organization)
+    with django_assert_max_num_queries(8) as many:
+        staff_client.get(reverse("admin:autocomplete"), params)
+    assert len(many) == len(few)
+
+
+def test_the_organization_page_links_to_its_records(
+    staff_client, organization, owner, member, outsider
+):
+    for org, membership in ((organization, member), (outsider.organization, outsider)):
+        alert_create(organization=org, threshold_type="absolute", threshold=D(1))
+        custom_limit_set(organization=org, membership=membership, limit=D(5))
+        spend(org, 2, user=membership.external_id)
+        api_key_create(organization=org)
+        webhook_endpoint_create(
+            organization=org, url="https://hooks.example.com/", events=["alert.triggered"]
+        )
+    page = staff_client.get(change_url(organization)).content.decode()
+    links = re.findall(r'href="(/admin/[a-z]+/[a-z]+/(?:add/)?\?organization[_a-z]*=\d+)"', page)
+
+    assert len(links) == 9
+    for link in links:
+        response = staff_client.get(link.replace("&amp;", "&"))
+        assert response.status_code == 200, link
+        if "/add/" in link:
+            assert response.context["adminform"].form.initial["organization"] == str(
+                organization.pk
+            )
+        else:
+            rows = response.context["cl"].result_list
+            assert rows and {row.organization_id for row in rows} == {organization.pk}, link
+
+
+def test_deleting_an_organization_without_usage(staff_client, organization, owner, member):
+    alert_create(organization=organization, threshold_type="absolute", threshold=D(5))
+    limit_policy_update(organization=organization, enabled=True, default_limit=D(5))
+    custom_limit_set(organization=organization, membership=member, limit=D(9))
+    delete = reverse("admin:accounts_organization_delete", args=[organization.pk])
+
+    response = staff_client.post(delete, {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not Organization.objects.filter(pk=organization.pk).exists()
+    assert not CustomLimit.objects.exists()
+
+
+def test_an_organization_with_usage_keeps_its_ledger(staff_client, organization, member):
+    spend(organization, 2, user=member.external_id)
+    delete = reverse("admin:accounts_organization_delete", args=[organization.pk])
+
+    confirm = staff_client.get(delete)
+    assert confirm.context["perms_lacking"] == {"usage event"}  # not its totals
+
+    assert staff_client.post(delete, {"post": "yes"}).status_code == 403
+    assert Organization.objects.filter(pk=organization.pk).exists()

@@ -24,6 +24,7 @@ from alerts.models import (
 from alerts.services import alert_create, user_alert_policy_update
 from alerts.webhooks import webhook_endpoint_create
 from billing.services import UsageInput, usage_ingest
+from tests.factories import AdminMembershipFactory, OrganizationFactory
 
 ALERTS_MODELS = sorted(
     (model for model in admin.site._registry if model._meta.app_label == "alerts"),
@@ -371,3 +372,67 @@ class TestWebhookForms:
         assert response.status_code == 302, response.context["adminform"].form.errors
         endpoint.refresh_from_db()
         assert endpoint.disabled_at is None
+
+
+class TestQueryCounts:
+    """Changelists cost the same with 2 organizations' history or 25."""
+
+    @staticmethod
+    def make_history(count: int) -> None:
+        for _ in range(count):
+            organization = OrganizationFactory()
+            admin_membership = AdminMembershipFactory(organization=organization)
+            alert_create(
+                organization=organization,
+                threshold_type="absolute",
+                threshold=Decimal(1),
+                notify="specific_admins",
+                admins=[admin_membership],
+            )
+            user_alert_policy_update(
+                organization=organization,
+                enabled=True,
+                threshold=Decimal(1),
+                admins=[admin_membership],
+            )
+            webhook_endpoint_create(
+                organization=organization,
+                url="https://hooks.example.com/",
+                events=["alert.triggered"],
+            )
+            usage_ingest(
+                organization=organization,
+                events=[UsageInput("k", Decimal(2), user=admin_membership.external_id)],
+            )
+            for notification in Notification.objects.filter(organization=organization):
+                DeliveryAttempt.objects.create(notification=notification, error="503")
+
+    @pytest.mark.parametrize("model", ALERTS_MODELS, ids=[m.__name__ for m in ALERTS_MODELS])
+    def test_changelists(self, staff_client, django_assert_max_num_queries, model):
+        self.make_history(2)
+        with django_assert_max_num_queries(12) as few:
+            assert staff_client.get(url(model, "changelist")).status_code == 200
+
+        self.make_history(23)
+        with django_assert_max_num_queries(12) as many:
+            response = staff_client.get(url(model, "changelist"))
+
+        assert response.context["cl"].result_count == model.objects.count() >= 25
+        assert len(many) == len(few)
+
+    def test_an_alert_page_with_many_admins(
+        self, staff_client, organization, owner, django_assert_max_num_queries
+    ):
+        admins = [owner, *AdminMembershipFactory.create_batch(30, organization=organization)]
+        alert = alert_create(
+            organization=organization,
+            threshold_type="absolute",
+            threshold=Decimal(5),
+            notify="specific_admins",
+            admins=admins,
+        )
+
+        with django_assert_max_num_queries(10):
+            response = staff_client.get(url(OrganizationAlert, "change", alert.pk))
+
+        assert response.content.decode().count(" in Acme Inc (admin)</option>") == 31

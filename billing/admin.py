@@ -1,0 +1,549 @@
+"""The Django admin of billing: the ledger, its totals and the per-user limits.
+
+The ledger (usage events, consume answers) is read-only: no add, change or
+delete. The totals are kept by the ledger's writes: read-only too, and
+deleted only along with the member or organization they belong to. Edits of
+the limits policy and of custom limits go through the services, on their own
+pages and in the inlines of the organization page alike, so that members over
+a new limit are marked and the limit-reached alerts fire.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.forms.models import BaseInlineFormSet
+from django.http import HttpRequest
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from accounts.models import Membership, Organization
+from accounts.selectors import validate_admins
+from alerts.admin import (
+    MembershipChoicesMixin,
+    ReadOnlyAdmin,
+    as_form_error,
+    copy_into,
+    saved_only_through_services,
+)
+from billing.credits import (
+    CREDIT_DECIMAL_PLACES,
+    CREDIT_MAX_DIGITS,
+    CREDIT_QUANTUM,
+    format_credits,
+)
+from billing.models import (
+    EXCLUDABLE_SOURCES,
+    ConsumeAnswer,
+    CustomLimit,
+    DailyUsage,
+    MemberUsage,
+    OrganizationUsage,
+    SourceUsage,
+    UsageEvent,
+    UserLimitPolicy,
+)
+from billing.selectors import current_period_start
+from billing.services import custom_limit_delete, custom_limit_set, limit_policy_update
+from config.errors import InvalidInput
+
+# Rows of the custom limits inline: beyond that many the organization page
+# would post more fields than Django accepts; all of them are on their own page.
+CUSTOM_LIMITS_INLINE_MAX = 100
+
+ZERO = Decimal(0)
+
+
+class CurrentPeriodFilter(admin.SimpleListFilter):
+    """Totals of each organization's current period, or of earlier ones."""
+
+    title = "period"
+    parameter_name = "period"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("current", "This period"), ("earlier", "Earlier periods")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        this_period = current_period_start("organization__anchor_day")
+        if self.value() == "current":
+            return queryset.filter(period_start=this_period)
+        if self.value() == "earlier":
+            return queryset.filter(period_start__lt=this_period)
+        return queryset
+
+
+def _user(row: Any) -> str | None:
+    """The external id of the row's member (None: usage reported without a user)."""
+    membership: Membership | None = row.membership
+    return membership.external_id if membership is not None else None
+
+
+def _pretty_json(value: Any) -> str:
+    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, sort_keys=True))
+
+
+# The ledger: read-only
+
+
+@admin.register(UsageEvent)
+class UsageEventAdmin(ReadOnlyAdmin):
+    """The ledger: never added, changed or deleted by hand. Searches are exact,
+    and there is no date hierarchy, so that the table's size does not matter.
+    """
+
+    list_display = (
+        "timestamp",
+        "organization",
+        "user",
+        "credits",
+        "source",
+        "meter",
+        "idempotency_key",
+        "recorded_at",
+    )
+    list_filter = ("source", ("timestamp", admin.DateFieldListFilter))
+    list_select_related = ("organization", "membership")
+    search_fields = ("=organization__slug", "=idempotency_key", "=membership__external_id")
+    search_help_text = "An organization's slug, an idempotency key or a user's external id."
+    show_full_result_count = False
+    fields = (
+        "organization",
+        "membership",
+        "meter",
+        "credits",
+        "source",
+        "timestamp",
+        "period_start",
+        "idempotency_key",
+        "fingerprint",
+        "formatted_properties",
+        "recorded_at",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="user", ordering="membership__external_id")
+    def user(self, event: UsageEvent) -> str | None:
+        return _user(event)
+
+    @admin.display(description="properties")
+    def formatted_properties(self, event: UsageEvent) -> str:
+        return _pretty_json(event.properties)
+
+
+class ConsumeOutcomeFilter(admin.SimpleListFilter):
+    title = "outcome"
+    parameter_name = "outcome"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("allowed", "Allowed"), ("refused", "Refused")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "allowed":
+            return queryset.filter(status_code__lt=400)
+        if self.value() == "refused":
+            return queryset.filter(status_code__gte=400)
+        return queryset
+
+
+@admin.register(ConsumeAnswer)
+class ConsumeAnswerAdmin(ReadOnlyAdmin):
+    """What a repeated consume key is answered: part of the ledger."""
+
+    list_display = ("idempotency_key", "organization", "status_code", "created_at")
+    list_filter = (ConsumeOutcomeFilter, ("created_at", admin.DateFieldListFilter))
+    list_select_related = ("organization",)
+    search_fields = ("=organization__slug", "=idempotency_key")
+    search_help_text = "An organization's slug or an idempotency key."
+    show_full_result_count = False
+    fields = (
+        "organization",
+        "idempotency_key",
+        "fingerprint",
+        "status_code",
+        "formatted_body",
+        "created_at",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="body")
+    def formatted_body(self, answer: ConsumeAnswer) -> str:
+        return _pretty_json(answer.body)
+
+
+# The totals: read-only, deleted only with their member or organization
+
+
+class TotalsAdmin(ReadOnlyAdmin):
+    """Totals move with the ledger, never by hand. Deleting a member or an
+    organization deletes its totals, as the API's member deletion does: asked
+    while deleting those, the answer is yes; on the totals' own pages, no.
+    """
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        match = request.resolver_match
+        if match is None or match.url_name is None:
+            return False
+        own_pages = f"{self.opts.app_label}_{self.opts.model_name}_"
+        if match.url_name.startswith(own_pages):
+            return False
+        # Still only for staff allowed to delete these rows.
+        return admin.ModelAdmin.has_delete_permission(self, request, obj)
+
+
+@admin.register(OrganizationUsage)
+class OrganizationUsageAdmin(TotalsAdmin):
+    list_display = ("organization", "period_start", "used")
+    list_filter = (CurrentPeriodFilter,)
+    list_select_related = ("organization",)
+    search_fields = ("organization__slug", "organization__name")
+    ordering = ("-period_start", "organization__name")
+
+
+class LimitReachedFilter(admin.SimpleListFilter):
+    title = "limit reached"
+    parameter_name = "limit_reached"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "yes":
+            return queryset.filter(limit_reached_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(limit_reached_at__isnull=True)
+        return queryset
+
+
+@admin.register(MemberUsage)
+class MemberUsageAdmin(TotalsAdmin):
+    list_display = ("user", "organization", "period_start", "used", "counted", "limit_reached_at")
+    list_filter = (CurrentPeriodFilter, LimitReachedFilter)
+    list_select_related = ("organization", "membership")
+    search_fields = ("organization__slug", "membership__external_id", "membership__user__email")
+    ordering = ("-period_start", "-used")
+
+    @admin.display(description="user", ordering="membership__external_id")
+    def user(self, row: MemberUsage) -> str | None:
+        return _user(row)
+
+
+@admin.register(SourceUsage)
+class SourceUsageAdmin(TotalsAdmin):
+    list_display = ("organization", "user", "source", "period_start", "used")
+    list_filter = (CurrentPeriodFilter, "source")
+    list_select_related = ("organization", "membership")
+    search_fields = ("organization__slug", "membership__external_id")
+    ordering = ("-period_start", "-used")
+
+    @admin.display(description="user", ordering="membership__external_id")
+    def user(self, row: SourceUsage) -> str | None:
+        return _user(row)
+
+
+@admin.register(DailyUsage)
+class DailyUsageAdmin(TotalsAdmin):
+    list_display = ("organization", "day", "used")
+    list_filter = (("day", admin.DateFieldListFilter),)
+    list_select_related = ("organization",)
+    search_fields = ("organization__slug", "organization__name")
+    ordering = ("-day", "organization__name")
+
+
+# Per-user limits: written through the services
+
+
+def _credits_form_field(**kwargs: Any) -> forms.DecimalField:
+    return forms.DecimalField(
+        max_digits=CREDIT_MAX_DIGITS,
+        decimal_places=CREDIT_DECIMAL_PLACES,
+        min_value=CREDIT_QUANTUM,
+        required=False,
+        **kwargs,
+    )
+
+
+def _organization_of(form: forms.ModelForm) -> Organization | None:
+    """The organization the form is about: chosen, given by the inline's
+    organization page, or the row's own.
+    """
+    chosen = form.cleaned_data.get("organization")
+    if chosen is not None:
+        return chosen
+    return getattr(form.instance, "organization", None)
+
+
+class UserLimitPolicyAdminForm(forms.ModelForm):
+    default_limit = _credits_form_field(
+        help_text="Credits per member per billing period. Empty: no limit."
+    )
+    excluded_sources = forms.MultipleChoiceField(
+        choices=[(source.value, source.label) for source in EXCLUDABLE_SOURCES],
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text="Sources that do not count toward per-user limits.",
+    )
+
+    class Meta:
+        model = UserLimitPolicy
+        fields = ("organization", "enabled", "default_limit", "excluded_sources", "admins")
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        organization = _organization_of(self)
+        if organization is not None and "admins" in self.cleaned_data:
+            try:
+                validate_admins(organization=organization, admins=list(self.cleaned_data["admins"]))
+            except InvalidInput as error:
+                raise as_form_error(error, self.fields) from None
+        return self.cleaned_data
+
+
+def _limit_policy_save(organization: Organization, data: dict[str, Any]) -> UserLimitPolicy:
+    return limit_policy_update(
+        organization=organization,
+        enabled=data["enabled"],
+        default_limit=data["default_limit"],
+        clear_default_limit=data["default_limit"] is None,
+        admins=list(data.get("admins") or []),
+        excluded_sources=data["excluded_sources"],
+    )
+
+
+@admin.register(UserLimitPolicy)
+class UserLimitPolicyAdmin(MembershipChoicesMixin, admin.ModelAdmin):
+    """Deleting a policy is left to Django: without limits nobody can become
+    over budget, so there is nothing to evaluate.
+    """
+
+    form = UserLimitPolicyAdminForm
+    list_display = ("organization", "enabled", "default_limit_display", "excluded", "updated_at")
+    list_filter = ("enabled",)
+    list_select_related = ("organization",)
+    search_fields = ("organization__slug", "organization__name")
+    autocomplete_fields = ("organization", "admins")
+
+    @admin.display(description="default limit", ordering="default_limit")
+    def default_limit_display(self, policy: UserLimitPolicy) -> str | None:
+        return None if policy.default_limit is None else format_credits(policy.default_limit)
+
+    @admin.display(description="excluded sources")
+    def excluded(self, policy: UserLimitPolicy) -> str:
+        return ", ".join(policy.excluded_sources)
+
+    def get_fields(
+        self, request: HttpRequest, obj: UserLimitPolicy | None = None
+    ) -> tuple[str, ...]:
+        editable = ("organization", "enabled", "default_limit", "excluded_sources", "admins")
+        return editable if obj is None else (*editable, "updated_at")
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: UserLimitPolicy | None = None
+    ) -> list[str]:
+        return ["organization", "updated_at"] if obj else []
+
+    def save_model(
+        self, request: HttpRequest, obj: UserLimitPolicy, form: forms.ModelForm, change: bool
+    ) -> None:
+        copy_into(obj, _limit_policy_save(obj.organization, form.cleaned_data))
+
+    def save_related(
+        self, request: HttpRequest, form: forms.ModelForm, formsets: Any, change: bool
+    ) -> None:
+        # The service has set the admins.
+        for formset in formsets:
+            self.save_formset(request, form, formset, change=change)
+
+
+class MembershipLabel(forms.Widget):
+    """The member of an existing custom limit: shown, not chosen again."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self.label = label
+
+    def render(
+        self, name: str, value: Any, attrs: dict[str, Any] | None = None, renderer: Any = None
+    ) -> SafeString:
+        return format_html("{}", self.label)
+
+
+class CustomLimitAdminForm(forms.ModelForm):
+    limit = _credits_form_field(help_text="Credits per billing period. Empty: unlimited.")
+
+    class Meta:
+        model = CustomLimit
+        fields = ("organization", "membership", "limit")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        membership = self.fields.get("membership")
+        if membership is not None and self.instance.pk is not None:
+            # A custom limit stays with its member (remove it and add another
+            # to move it); shown without a picker, and without a query per row.
+            membership.disabled = True
+            membership.widget = MembershipLabel(str(self.instance.membership))
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        organization = _organization_of(self)
+        membership = self.cleaned_data.get("membership")
+        if (
+            organization is not None
+            and membership is not None
+            and membership.organization_id != organization.pk
+        ):
+            self.add_error(
+                "membership", f"{membership.external_id!r} is not a member of this organization."
+            )
+        return self.cleaned_data
+
+
+class UnlimitedFilter(admin.SimpleListFilter):
+    title = "limit"
+    parameter_name = "unlimited"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Unlimited"), ("no", "A number of credits")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "yes":
+            return queryset.filter(limit__isnull=True)
+        if self.value() == "no":
+            return queryset.filter(limit__isnull=False)
+        return queryset
+
+
+@admin.register(CustomLimit)
+class CustomLimitAdmin(MembershipChoicesMixin, admin.ModelAdmin):
+    form = CustomLimitAdminForm
+    list_display = ("user", "organization", "limit_display", "updated_at")
+    list_filter = (UnlimitedFilter,)
+    # Each row's checkbox is labelled with the row, which names the member's user.
+    list_select_related = ("organization", "membership__user", "membership__organization")
+    search_fields = ("organization__slug", "membership__external_id", "membership__user__email")
+    autocomplete_fields = ("organization", "membership")
+
+    @admin.display(description="user", ordering="membership__external_id")
+    def user(self, custom: CustomLimit) -> str:
+        return custom.membership.external_id
+
+    @admin.display(description="limit", ordering="limit")
+    def limit_display(self, custom: CustomLimit) -> str:
+        return "unlimited" if custom.limit is None else format_credits(custom.limit)
+
+    def get_fields(self, request: HttpRequest, obj: CustomLimit | None = None) -> tuple[str, ...]:
+        editable = ("organization", "membership", "limit")
+        return editable if obj is None else (*editable, "updated_at")
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: CustomLimit | None = None
+    ) -> list[str]:
+        return ["organization", "membership", "updated_at"] if obj else []
+
+    def save_model(
+        self, request: HttpRequest, obj: CustomLimit, form: forms.ModelForm, change: bool
+    ) -> None:
+        saved = custom_limit_set(
+            organization=obj.organization,
+            membership=obj.membership,
+            limit=form.cleaned_data["limit"],
+        )
+        copy_into(obj, saved)
+
+    def delete_model(self, request: HttpRequest, obj: CustomLimit) -> None:
+        custom_limit_delete(custom_limit=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[CustomLimit]) -> None:
+        for custom in queryset.select_related("organization"):
+            custom_limit_delete(custom_limit=custom)
+
+
+# Inlines of the organization page
+
+
+class UserLimitPolicyFormSet(BaseInlineFormSet):
+    instance: Organization
+
+    def save_new(self, form: forms.ModelForm, commit: bool = True) -> UserLimitPolicy:
+        saved_only_through_services(commit)
+        return _limit_policy_save(self.instance, form.cleaned_data)
+
+    def save_existing(
+        self, form: forms.ModelForm, obj: UserLimitPolicy, commit: bool = True
+    ) -> UserLimitPolicy:
+        saved_only_through_services(commit)
+        return _limit_policy_save(self.instance, form.cleaned_data)
+
+
+class UserLimitPolicyInline(MembershipChoicesMixin, admin.StackedInline):
+    model = UserLimitPolicy
+    form = UserLimitPolicyAdminForm
+    formset = UserLimitPolicyFormSet
+    fields = ("enabled", "default_limit", "excluded_sources", "admins")
+    autocomplete_fields = ("admins",)
+    verbose_name = "per-user credit limits"
+    verbose_name_plural = "per-user credit limits"
+    can_delete = False
+    max_num = 1
+    extra = 1
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[UserLimitPolicy]:
+        return super().get_queryset(request).select_related("organization")
+
+
+class CustomLimitFormSet(BaseInlineFormSet):
+    """At most CUSTOM_LIMITS_INLINE_MAX of them; saved through the services."""
+
+    instance: Organization
+
+    @classmethod
+    def get_default_prefix(cls) -> str:
+        return "custom_limits"  # the relation has no name to make one from
+
+    def get_queryset(self) -> QuerySet[CustomLimit]:
+        if not hasattr(self, "_queryset"):
+            self._queryset = super().get_queryset()[:CUSTOM_LIMITS_INLINE_MAX]
+        return self._queryset
+
+    def save_new(self, form: forms.ModelForm, commit: bool = True) -> CustomLimit:
+        saved_only_through_services(commit)
+        return custom_limit_set(
+            organization=self.instance,
+            membership=form.cleaned_data["membership"],
+            limit=form.cleaned_data["limit"],
+        )
+
+    def save_existing(
+        self, form: forms.ModelForm, obj: CustomLimit, commit: bool = True
+    ) -> CustomLimit:
+        saved_only_through_services(commit)
+        return custom_limit_set(
+            organization=self.instance, membership=obj.membership, limit=form.cleaned_data["limit"]
+        )
+
+    def delete_existing(self, obj: CustomLimit, commit: bool = True) -> None:
+        saved_only_through_services(commit)
+        custom_limit_delete(custom_limit=obj)
+
+
+class CustomLimitInline(MembershipChoicesMixin, admin.TabularInline):
+    model = CustomLimit
+    form = CustomLimitAdminForm
+    formset = CustomLimitFormSet
+    fields = ("membership", "limit", "updated_at")
+    readonly_fields = ("updated_at",)
+    autocomplete_fields = ("membership",)
+    extra = 0
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[CustomLimit]:
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("organization", "membership__user", "membership__organization")
+            .order_by("membership__external_id")
+        )
