@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, logout
+from django.core.exceptions import NON_FIELD_ERRORS
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -14,6 +15,7 @@ from django.views.decorators.http import require_http_methods
 from django_htmx.http import HttpResponseClientRedirect
 
 from accounts.forms import LoginForm, MemberSearchForm, SwitchOrganizationForm
+from accounts.models import normalize_email
 from accounts.selectors import members_search
 from accounts.web import (
     HtmxHttpRequest,
@@ -22,6 +24,7 @@ from accounts.web import (
     organization_required,
     switch_organization,
 )
+from config.ratelimit import login_failed, login_throttled
 
 
 def _safe_next_url(request: HttpRequest) -> str:
@@ -43,9 +46,25 @@ def login_view(request: HtmxHttpRequest) -> HttpResponse:
     if request.method == "GET" and request.user.is_authenticated:
         return redirect(next_url or settings.LOGIN_REDIRECT_URL)
     form = LoginForm(request, data=request.POST if request.method == "POST" else None)
-    if form.is_valid() and form.user is not None:
-        login(request, form.user)
-        return redirect(next_url or settings.LOGIN_REDIRECT_URL)
+    if request.method == "POST":
+        email = normalize_email(request.POST.get("email", ""))[:254]
+        throttled = login_throttled(request, email=email)
+        if throttled is not None:
+            minutes = -(-throttled.retry_after // 60)
+            error = (
+                "Too many failed log-in attempts. "
+                f"Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+            )
+            form = LoginForm(request, initial={"email": email})
+            context = {"form": form, "next": next_url, "error": error}
+            response = render(request, "accounts/login.html", context, status=429)
+            response["Retry-After"] = str(throttled.retry_after)
+            return response
+        if form.is_valid() and form.user is not None:
+            login(request, form.user)
+            return redirect(next_url or settings.LOGIN_REDIRECT_URL)
+        if form.has_error(NON_FIELD_ERRORS, "invalid_login"):
+            login_failed(request, email=email)
     return render(request, "accounts/login.html", {"form": form, "next": next_url})
 
 

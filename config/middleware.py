@@ -5,6 +5,7 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponse
 
 from config.errors import error_response
+from config.ratelimit import api_key_throttle
 
 API_PREFIX = "/api/v1/"
 
@@ -44,3 +45,29 @@ class ApiErrorShapeMiddleware:
         if allowed:
             shaped["Allow"] = allowed
         return shaped
+
+
+class ApiRateLimitMiddleware:
+    """At most `API_RATE_LIMIT` requests per API key: beyond it, 429 with
+    Retry-After. Counted on the key as sent, before it is looked up, so that
+    guessing keys is throttled too and a throttled request costs no query.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith(API_PREFIX):
+            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                verdict = api_key_throttle(request, token=token.strip())
+                if verdict is not None and verdict.limited:
+                    response = error_response(
+                        429,
+                        f"Too many requests for this API key: at most {verdict.limit} "
+                        f"every {verdict.period} s. Retry in {verdict.retry_after} s.",
+                        code="rate_limited",
+                    )
+                    response["Retry-After"] = str(verdict.retry_after)
+                    return response
+        return self.get_response(request)

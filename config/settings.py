@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import (
@@ -14,6 +15,7 @@ from config.env import (
     env_list,
     redis_url,
 )
+from config.ratelimit import validate_rate
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 ENV = os.environ
@@ -43,6 +45,8 @@ INSTALLED_APPS = [
     "django.forms",
     "django_htmx",
     "template_partials",
+    "ninja",  # serves the API docs' Swagger UI from static files, not a CDN
+    "csp",
     "anymail",
     "accounts",
     "billing",
@@ -53,14 +57,47 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "config.middleware.ApiErrorShapeMiddleware",
+    "config.middleware.ApiRateLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
+
+# Security headers. Served over HTTPS (SITE_URL https://...), cookies are secure,
+# plain HTTP is redirected and HSTS is sent; `check --deploy` is clean then.
+HTTPS = SITE_URL.startswith("https://")
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = env_bool(ENV, "SECURE_SSL_REDIRECT", default=HTTPS)
+SECURE_HSTS_SECONDS = 60 * 60 * 24 * 365 if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
+SECURE_HSTS_PRELOAD = HTTPS
+# Behind a TLS-terminating proxy (a PaaS router, a load balancer) that sets it.
+if env_bool(ENV, "SECURE_PROXY_SSL_HEADER", default=HTTPS):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+# Scripts only from this site's static files: no inline scripts, no eval, no CDN.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, "'unsafe-inline'"],  # style attributes (bar widths)
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -165,6 +202,15 @@ EMAIL_BACKEND = ENV.get("EMAIL_BACKEND", "django.core.mail.backends.console.Emai
 ANYMAIL = anymail_settings(ENV)
 
 WEBHOOKS_ALLOW_PRIVATE_URLS = env_bool(ENV, "WEBHOOKS_ALLOW_PRIVATE_URLS", default=False)
+
+# Rate limits (config/ratelimit.py): N/s, N/m, N/h, N/d, N/15m ...; "off" disables one.
+API_RATE_LIMIT = validate_rate("API_RATE_LIMIT", ENV.get("API_RATE_LIMIT", "6000/m"))
+LOGIN_FAILURES_PER_ACCOUNT = validate_rate(
+    "LOGIN_FAILURES_PER_ACCOUNT", ENV.get("LOGIN_FAILURES_PER_ACCOUNT", "10/15m")
+)
+LOGIN_FAILURES_PER_ADDRESS = validate_rate(
+    "LOGIN_FAILURES_PER_ADDRESS", ENV.get("LOGIN_FAILURES_PER_ADDRESS", "50/15m")
+)
 
 LOGGING = {
     "version": 1,

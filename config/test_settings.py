@@ -28,3 +28,6 @@ STORAGES = {
 }
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STATIC_ROOT = None  # type: ignore[assignment]  # served from the finders; nothing is collected in tests
+# Rate-limit counters per test: tests/fixtures.py clears this cache around each
+# test (Redis db 15 is also the test worker's broker, so it is never flushed).
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

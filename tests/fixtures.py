@@ -22,6 +22,14 @@ def anymail_test_backend(settings: Any) -> None:
 
 
 @pytest.fixture(autouse=True)
+def fresh_rate_limits() -> None:
+    """Rate-limit counters start at zero in every test."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def celery_in_process(request: pytest.FixtureRequest) -> Any:
     """Unit tests run tasks in-process; tests marked `worker` use a real one."""
     from config.celery import app

@@ -1,0 +1,93 @@
+"""Rate limits: per API key on the API, per account and per address on log-in.
+
+Counters are django-ratelimit's fixed windows in the cache (Redis in
+production, shared by every web process). A limiter that cannot reach its
+cache lets the request through: losing the throttle for a while is better
+than refusing usage that must be recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpRequest
+from django_ratelimit.core import _split_rate, get_usage
+
+logger = logging.getLogger(__name__)
+
+OFF = ("", "off", "none", "0")
+RATE = re.compile(r"\d+/\d*[smhd]", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    limited: bool
+    retry_after: int  # seconds until the window ends
+    limit: int
+    period: int
+
+
+def validate_rate(name: str, rate: str) -> str:
+    """`N/period` as django-ratelimit reads it (`100/s`, `6000/m`, `10/15m`), or off."""
+    rate = rate.strip()
+    if rate.lower() in OFF:
+        return ""
+    if not RATE.fullmatch(rate) or _split_rate(rate)[0] <= 0:
+        raise ImproperlyConfigured(
+            f"{name}={rate!r} is not a rate: write N/s, N/m, N/h or N/d (e.g. 6000/m), or off."
+        )
+    return rate
+
+
+def _check(
+    request: HttpRequest, *, group: str, value: str, rate: str, increment: bool
+) -> Verdict | None:
+    if not rate:
+        return None
+    try:
+        usage = get_usage(
+            request, group=group, key=lambda _group, _request: value, rate=rate, increment=increment
+        )
+    except Exception:
+        logger.warning("Rate limit %s not checked: the cache is unavailable", group, exc_info=True)
+        return None
+    if usage is None:
+        return None
+    limit, period = _split_rate(rate)
+    limited = usage["should_limit"] if increment else usage["count"] >= limit
+    return Verdict(
+        limited=limited, retry_after=max(1, usage["time_left"]), limit=limit, period=period
+    )
+
+
+def api_key_throttle(request: HttpRequest, *, token: str) -> Verdict | None:
+    """Count one API request for this key (known or not: guessing is throttled too)."""
+    digest = hashlib.sha256(token.encode()).hexdigest()[:32]
+    return _check(request, group="api", value=digest, rate=settings.API_RATE_LIMIT, increment=True)
+
+
+def _login_keys(request: HttpRequest, email: str) -> list[tuple[str, str, str]]:
+    address = request.META.get("REMOTE_ADDR", "")
+    return [
+        ("login-account", email, settings.LOGIN_FAILURES_PER_ACCOUNT),
+        ("login-address", address, settings.LOGIN_FAILURES_PER_ADDRESS),
+    ]
+
+
+def login_throttled(request: HttpRequest, *, email: str) -> Verdict | None:
+    """The verdict if this account or address has failed too often; None if it may try."""
+    for group, value, rate in _login_keys(request, email):
+        verdict = _check(request, group=group, value=value, rate=rate, increment=False)
+        if verdict is not None and verdict.limited:
+            return verdict
+    return None
+
+
+def login_failed(request: HttpRequest, *, email: str) -> None:
+    for group, value, rate in _login_keys(request, email):
+        _check(request, group=group, value=value, rate=rate, increment=True)

@@ -1,0 +1,133 @@
+"""Rate limits: per API key (429 with Retry-After), log-in throttling, and a
+limiter that lets requests through when its cache is down.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.test import Client
+from redis import Redis
+
+from config.ratelimit import validate_rate
+from tests.factories import DEFAULT_PASSWORD
+from tests.fixtures import ApiClient
+
+pytestmark = pytest.mark.django_db
+
+
+def test_an_api_key_past_its_rate_gets_429_with_retry_after(settings, api, outsider_api):
+    settings.API_RATE_LIMIT = "3/m"
+
+    answers = [api.get("/api/v1/organization") for _ in range(4)]
+    other_key = outsider_api.get("/api/v1/organization")
+
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    refused = answers[-1]
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert "at most 3 every 60 s" in refused.json()["error"]["message"]
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert other_key.status_code == 200
+
+
+def test_guessing_keys_is_throttled_too(settings, db):
+    settings.API_RATE_LIMIT = "2/m"
+    guesser = ApiClient("hr_not-a-real-key")
+
+    statuses = [guesser.get("/api/v1/organization").status_code for _ in range(3)]
+
+    assert statuses == [401, 401, 429]
+
+
+def test_the_api_rate_can_be_turned_off(settings, api):
+    settings.API_RATE_LIMIT = ""
+
+    assert all(api.get("/api/v1/organization").status_code == 200 for _ in range(20))
+
+
+def test_counters_live_in_redis_when_it_is_the_cache(settings, api):
+    prefix = f"test-{uuid.uuid4()}"
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": settings.REDIS_URL,
+            "KEY_PREFIX": prefix,
+        }
+    }
+    settings.API_RATE_LIMIT = "2/m"
+
+    statuses = [api.get("/api/v1/organization").status_code for _ in range(3)]
+
+    assert statuses == [200, 200, 429]
+    redis = Redis.from_url(settings.REDIS_URL)
+    counters = redis.keys(f"{prefix}:*")
+    assert len(counters) == 1
+    redis.delete(*counters)  # Redis db 15 is shared with the test worker: never flushed
+
+
+def test_with_its_cache_down_the_limiter_lets_requests_through(settings, api):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens there
+        }
+    }
+    settings.API_RATE_LIMIT = "1/m"
+
+    assert [api.get("/api/v1/organization").status_code for _ in range(3)] == [200, 200, 200]
+
+
+@pytest.mark.parametrize("rate", ["abc", "0/m", "5/fortnight", "-1/s"])
+def test_a_bad_rate_setting_is_refused_with_its_name(rate):
+    with pytest.raises(ImproperlyConfigured, match="API_RATE_LIMIT"):
+        validate_rate("API_RATE_LIMIT", rate)
+
+
+@pytest.mark.parametrize("rate", ["off", "", "OFF", "0"])
+def test_a_rate_can_be_off(rate):
+    assert validate_rate("API_RATE_LIMIT", rate) == ""
+
+
+# Log-in throttling
+
+
+def attempt(client: Client, email: str, password: str) -> object:
+    return client.post("/accounts/login/", {"email": email, "password": password})
+
+
+def test_too_many_failures_lock_the_account_for_a_while(settings, owner, member):
+    settings.LOGIN_FAILURES_PER_ACCOUNT = "3/15m"
+    client = Client()
+
+    failures = [attempt(client, "owner@acme.test", "wrong").status_code for _ in range(3)]
+    locked = attempt(client, "OWNER@acme.test", DEFAULT_PASSWORD)
+    other_account = attempt(Client(), "member@acme.test", DEFAULT_PASSWORD)
+
+    assert failures == [200, 200, 200]
+    assert locked.status_code == 429
+    assert "Too many failed log-in attempts. Try again in" in locked.content.decode()
+    assert int(locked["Retry-After"]) > 0
+    assert "_auth_user_id" not in client.session
+    assert other_account.status_code == 302
+
+
+def test_too_many_failures_from_one_address_are_throttled(settings, owner):
+    settings.LOGIN_FAILURES_PER_ACCOUNT = "off"
+    settings.LOGIN_FAILURES_PER_ADDRESS = "2/15m"
+    client = Client()
+
+    attempt(client, "a@acme.test", "x")
+    attempt(client, "b@acme.test", "x")
+    third = attempt(client, "owner@acme.test", DEFAULT_PASSWORD)
+
+    assert third.status_code == 429
+
+
+def test_successful_log_ins_are_not_counted(settings, owner):
+    settings.LOGIN_FAILURES_PER_ACCOUNT = "2/15m"
+
+    for _ in range(4):
+        client = Client()
+        assert attempt(client, "owner@acme.test", DEFAULT_PASSWORD).status_code == 302
