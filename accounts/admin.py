@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 from urllib.parse import urlencode
@@ -14,11 +15,16 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from accounts.forms import AdminUserChangeForm, AdminUserCreationForm, MembershipAdminForm
-from accounts.models import ApiKey, Membership, Organization, Role, User
+from accounts.models import ApiKey, AuditEvent, Membership, Organization, Role, User
 from accounts.services import api_key_create, api_key_revoke
 from alerts.admin import OrganizationAlertInline
 from alerts.services import alerts_evaluate_organization
-from billing.admin import CUSTOM_LIMITS_INLINE_MAX, CustomLimitInline, UserLimitPolicyInline
+from billing.admin import (
+    CUSTOM_LIMITS_INLINE_MAX,
+    CustomLimitInline,
+    TotalsAdmin,
+    UserLimitPolicyInline,
+)
 from billing.credits import format_credits
 from billing.models import CustomLimit
 from billing.selectors import current_period, organizations_with_usage_this_period
@@ -256,3 +262,42 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for api_key in keys:
             api_key_revoke(api_key=api_key)
         self.message_user(request, f"Revoked {len(keys)} key(s).", messages.SUCCESS)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(TotalsAdmin):
+    """The audit trail of alerts, limits policies and custom limits: read-only,
+    and like the totals deleted only along with its organization.
+    """
+
+    list_display = ("created_at", "organization", "actor", "action", "target_type", "target_id")
+    list_filter = ("action", "target_type", "created_at")
+    search_fields = ("organization__slug", "organization__name", "actor", "target_id")
+    list_select_related = ("organization",)
+    fields = (
+        "created_at",
+        "organization",
+        "actor",
+        "actor_user",
+        "actor_api_key",
+        "action",
+        "target_type",
+        "target_id",
+        "before_json",
+        "after_json",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="before")
+    def before_json(self, event: AuditEvent) -> str:
+        return _pretty_json(event.before)
+
+    @admin.display(description="after")
+    def after_json(self, event: AuditEvent) -> str:
+        return _pretty_json(event.after)
+
+
+def _pretty_json(value: object) -> str:
+    if value is None:
+        return "—"
+    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, sort_keys=True))

@@ -25,6 +25,7 @@ from django.db import connection, transaction
 from django.db.models import Field
 from django.utils import timezone
 
+from accounts.audit import audit_record
 from accounts.models import Membership, Organization, Role
 from accounts.selectors import validate_admins
 from alerts.models import (
@@ -537,10 +538,17 @@ def alert_create(
             threshold=threshold,
             notify=notify,
         )
-        if notify == Recipients.SPECIFIC_ADMINS:
-            alert.admins.set(admins)
+        chosen = list(admins) if notify == Recipients.SPECIFIC_ADMINS else []
+        alert.admins.set(chosen)
         if not fire_if_already_exceeded:
             _quiet_if_already_passed(alert)
+        audit_record(
+            organization=organization,
+            action="alert.created",
+            target_type="organization_alert",
+            target_id=alert.pk,
+            after=alert_snapshot(alert, chosen),
+        )
         alerts_evaluate_organization(organization=organization)
     return alert
 
@@ -571,23 +579,65 @@ def alert_update(
     new_type = threshold_type or alert.threshold_type
     new_threshold = threshold if threshold is not None else alert.threshold
     new_notify = notify or alert.notify
-    new_admins = list(admins) if admins is not None else list(alert.admins.all())
+    old_admins = list(alert.admins.all())
+    new_admins = list(admins) if admins is not None else old_admins
     validate_threshold(new_type, new_threshold)
     validate_recipients(alert.organization, new_notify, new_admins)
     with transaction.atomic():
+        before = alert_snapshot(alert, old_admins)
         rearm = new_type != alert.threshold_type or new_threshold != alert.threshold
         alert.threshold_type, alert.threshold, alert.notify = new_type, new_threshold, new_notify
         if rearm:
             alert.generation += 1
             alert.quiet_period_start = None
         alert.save()
-        alert.admins.set(new_admins if new_notify == Recipients.SPECIFIC_ADMINS else [])
+        chosen = new_admins if new_notify == Recipients.SPECIFIC_ADMINS else []
+        alert.admins.set(chosen)
+        audit_record(
+            organization=alert.organization,
+            action="alert.updated",
+            target_type="organization_alert",
+            target_id=alert.pk,
+            before=before,
+            after=alert_snapshot(alert, chosen),
+        )
         alerts_evaluate_organization(organization=alert.organization)
     return alert
 
 
 def alert_delete(*, alert: OrganizationAlert) -> None:
-    alert.delete()
+    with transaction.atomic():
+        audit_record(
+            organization=alert.organization,
+            action="alert.deleted",
+            target_type="organization_alert",
+            target_id=alert.pk,
+            before=alert_snapshot(alert, list(alert.admins.all())),
+        )
+        alert.delete()
+
+
+def alert_snapshot(alert: OrganizationAlert, admins: Sequence[Membership]) -> dict[str, Any]:
+    """An alert as the audit trail keeps it."""
+    return {
+        "threshold_type": alert.threshold_type,
+        "threshold": format_credits(Decimal(alert.threshold)),
+        "notify": alert.notify,
+        "admins": sorted(admin.external_id for admin in admins),
+    }
+
+
+def _user_alert_policy_snapshot(
+    policy: UserAlertPolicy, admins: Sequence[Membership]
+) -> dict[str, Any]:
+    return {
+        "enabled": policy.enabled,
+        "threshold": format_credits(Decimal(policy.threshold))
+        if policy.threshold is not None
+        else None,
+        "notify_user": policy.notify_user,
+        "admins": sorted(admin.external_id for admin in admins),
+    }
 
 
 def user_alert_policy_get(*, organization: Organization) -> UserAlertPolicy:
@@ -612,9 +662,11 @@ def user_alert_policy_update(
     if admins is not None:
         validate_admins(organization=organization, admins=admins)
     with transaction.atomic():
-        policy, _ = UserAlertPolicy.objects.select_for_update().get_or_create(
+        policy, created = UserAlertPolicy.objects.select_for_update().get_or_create(
             organization=organization
         )
+        old_admins = [] if created else list(policy.admins.all())
+        before = _user_alert_policy_snapshot(policy, old_admins)
         new_threshold = (
             None if clear_threshold else (threshold if threshold is not None else policy.threshold)
         )
@@ -634,5 +686,13 @@ def user_alert_policy_update(
         policy.save()
         if admins is not None:
             policy.admins.set(admins)
+        audit_record(
+            organization=organization,
+            action="user_alert_policy.updated",
+            target_type="user_alert_policy",
+            target_id=policy.pk,
+            before=before,
+            after=_user_alert_policy_snapshot(policy, old_admins if admins is None else admins),
+        )
         alerts_evaluate_organization(organization=organization)
     return policy

@@ -23,6 +23,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from accounts.audit import audit_record
 from accounts.models import Membership, Organization
 from accounts.selectors import validate_admins
 from alerts.services import MemberChange, UsageChange, alerts_evaluate_organization, alerts_on_usage
@@ -649,9 +650,11 @@ def limit_policy_update(
     if admins is not None:
         validate_admins(organization=organization, admins=admins)
     with transaction.atomic():
-        policy, _ = UserLimitPolicy.objects.select_for_update().get_or_create(
+        policy, created = UserLimitPolicy.objects.select_for_update().get_or_create(
             organization=organization
         )
+        old_admins = [] if created else list(policy.admins.all())
+        before = _limit_policy_snapshot(policy, old_admins)
         exclusions_changed = excluded_sources is not None and set(excluded_sources) != set(
             policy.excluded_sources
         )
@@ -664,6 +667,14 @@ def limit_policy_update(
         policy.save()
         if admins is not None:
             policy.admins.set(admins)
+        audit_record(
+            organization=organization,
+            action="limit_policy.updated",
+            target_type="user_limit_policy",
+            target_id=policy.pk,
+            before=before,
+            after=_limit_policy_snapshot(policy, old_admins if admins is None else admins),
+        )
         if exclusions_changed:
             _recount_members(organization=organization, policy=policy)
         _after_limits_change(organization)
@@ -728,8 +739,18 @@ def custom_limit_set(
 ) -> CustomLimit:
     """Set a member's own limit (None: unlimited), overriding the default."""
     with transaction.atomic():
+        previous = CustomLimit.objects.select_for_update().filter(membership=membership).first()
+        before = _custom_limit_snapshot(membership, previous.limit) if previous else None
         custom, _ = CustomLimit.objects.update_or_create(
             membership=membership, defaults={"organization": organization, "limit": limit}
+        )
+        audit_record(
+            organization=organization,
+            action="custom_limit.set",
+            target_type="custom_limit",
+            target_id=membership.external_id,
+            before=before,
+            after=_custom_limit_snapshot(membership, limit),
         )
         _after_limits_change(organization)
     return custom
@@ -738,5 +759,33 @@ def custom_limit_set(
 def custom_limit_delete(*, custom_limit: CustomLimit) -> None:
     with transaction.atomic():
         organization = custom_limit.organization
+        audit_record(
+            organization=organization,
+            action="custom_limit.deleted",
+            target_type="custom_limit",
+            target_id=custom_limit.membership.external_id,
+            before=_custom_limit_snapshot(custom_limit.membership, custom_limit.limit),
+        )
         custom_limit.delete()
         _after_limits_change(organization)
+
+
+def _limit_policy_snapshot(policy: UserLimitPolicy, admins: Sequence[Membership]) -> dict[str, Any]:
+    return {
+        "enabled": policy.enabled,
+        "default_limit": (
+            format_credits(Decimal(policy.default_limit))
+            if policy.default_limit is not None
+            else None
+        ),
+        "excluded_sources": sorted(policy.excluded_sources),
+        "admins": sorted(admin.external_id for admin in admins),
+    }
+
+
+def _custom_limit_snapshot(membership: Membership, limit: Decimal | None) -> dict[str, Any]:
+    """`limit` None: unlimited."""
+    return {
+        "user": membership.external_id,
+        "limit": format_credits(Decimal(limit)) if limit is not None else None,
+    }

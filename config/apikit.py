@@ -18,6 +18,7 @@ from ninja.parser import Parser
 from ninja.security import HttpBearer
 from pydantic import ConfigDict
 
+from accounts.audit import Actor, set_actor
 from accounts.models import ApiKey, Organization
 from accounts.services import api_key_authenticate
 from config.errors import ServiceError
@@ -75,6 +76,7 @@ class ApiKeyAuth(HttpBearer):
         api_key = self.authenticate(request, token)
         if api_key is None:
             raise ApiError(401, "Invalid or revoked API key.", code="invalid_api_key")
+        set_actor(Actor.of_api_key(api_key))
         return api_key
 
     def authenticate(self, request: HttpRequest, token: str) -> ApiKey | None:
