@@ -1,0 +1,370 @@
+"""Tenancy and roles over every API operation and every page.
+
+Acme (owner: admin, member) and Globex (outsider: its admin, its own key).
+Each caller gets exactly what it may: the API's operations answer another
+organization's key as if Acme's objects did not exist, never leak them and
+never change them; pages give members a 403, other organizations' admins a
+404 on Acme's objects, anonymous visitors the log-in page. Never a 500.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from accounts.models import ApiKey, Membership
+from accounts.services import api_key_create, api_key_revoke
+from alerts.models import OrganizationAlert, UserAlertPolicy, WebhookEndpoint
+from alerts.services import alert_create
+from alerts.webhooks import webhook_endpoint_create
+from billing.models import CustomLimit, MemberUsage, UsageEvent, UserLimitPolicy
+from billing.services import UsageInput, custom_limit_set, limit_policy_update, usage_ingest
+from config.api import api as ninja_api
+from tests.fixtures import ApiClient
+
+pytestmark = pytest.mark.django_db
+
+D = Decimal
+ACME_MARKERS = ("member@acme.test", "owner@acme.test", '"acme"', "Acme Inc")
+
+
+@pytest.fixture
+def world(organization, owner, member, outsider, other_organization) -> dict[str, Any]:
+    limit_policy_update(organization=organization, enabled=True, default_limit=D(100))
+    custom_limit_set(organization=organization, membership=member, limit=D(50))
+    alert = alert_create(organization=organization, threshold_type="absolute", threshold=D(10))
+    endpoint, _ = webhook_endpoint_create(
+        organization=organization, url="http://127.0.0.1:9/hook", events=["alert.triggered"]
+    )
+    usage_ingest(
+        organization=organization,
+        events=[UsageInput(idempotency_key="seed", credits=D(60), user=member.external_id)],
+    )
+    alert_create(organization=other_organization, threshold_type="absolute", threshold=D(10))
+    _, acme_key = api_key_create(organization=organization)
+    _, globex_key = api_key_create(organization=other_organization)
+    return {"alert": alert, "endpoint": endpoint, "acme_key": acme_key, "globex_key": globex_key}
+
+
+def acme_state() -> tuple[Any, ...]:
+    """Everything Acme owns that an outsider must not be able to move."""
+    return (
+        sorted(
+            OrganizationAlert.objects.filter(organization__slug="acme").values_list(
+                "id", "threshold"
+            )
+        ),
+        sorted(
+            Membership.objects.filter(organization__slug="acme").values_list("external_id", "role")
+        ),
+        sorted(
+            CustomLimit.objects.filter(organization__slug="acme").values_list(
+                "membership_id", "limit"
+            )
+        ),
+        list(
+            UserLimitPolicy.objects.filter(organization__slug="acme").values_list(
+                "enabled", "default_limit"
+            )
+        ),
+        list(
+            UserAlertPolicy.objects.filter(organization__slug="acme").values_list(
+                "enabled", "threshold"
+            )
+        ),
+        sorted(WebhookEndpoint.objects.filter(organization__slug="acme").values_list("id")),
+        UsageEvent.objects.filter(organization__slug="acme").count(),
+        sorted(
+            MemberUsage.objects.filter(organization__slug="acme").values_list("used", "counted")
+        ),
+    )
+
+
+def api_operations(world: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """(method, path, body) for every operation of the API, aimed at Acme's objects."""
+    alert_id = world["alert"].pk
+    endpoint_id = world["endpoint"].pk
+    member = "member@acme.test"
+    return [
+        ("get", "/api/v1/organization", None),
+        ("patch", "/api/v1/organization", {"credit_allowance": "1"}),
+        ("get", "/api/v1/members", None),
+        ("post", "/api/v1/members", {"email": "new@acme.test"}),
+        ("get", f"/api/v1/members/{member}", None),
+        ("patch", f"/api/v1/members/{member}", {"role": "admin"}),
+        ("delete", f"/api/v1/members/{member}", None),
+        (
+            "post",
+            "/api/v1/usage",
+            {"events": [{"idempotency_key": "x1", "credits": 5, "user": member}]},
+        ),
+        ("post", "/api/v1/consume", {"user": member, "credits": 5, "idempotency_key": "x2"}),
+        ("post", "/api/v1/check", {"user": member, "credits": 5}),
+        ("get", "/api/v1/usage/summary", None),
+        ("get", "/api/v1/user-limits", None),
+        ("put", "/api/v1/user-limits", {"enabled": False}),
+        ("get", "/api/v1/user-limits/custom", None),
+        ("get", "/api/v1/user-limits/exceeding", None),
+        ("get", f"/api/v1/user-limits/custom/{member}", None),
+        ("put", f"/api/v1/user-limits/custom/{member}", {"limit": None}),
+        ("delete", f"/api/v1/user-limits/custom/{member}", None),
+        ("get", "/api/v1/alerts", None),
+        ("post", "/api/v1/alerts", {"threshold_type": "absolute", "threshold": 1}),
+        ("get", f"/api/v1/alerts/{alert_id}", None),
+        ("patch", f"/api/v1/alerts/{alert_id}", {"threshold": 3}),
+        ("delete", f"/api/v1/alerts/{alert_id}", None),
+        ("get", "/api/v1/user-alerts", None),
+        ("put", "/api/v1/user-alerts", {"enabled": True, "threshold": 1}),
+        ("get", "/api/v1/alert-events", None),
+        ("get", "/api/v1/webhook-endpoints", None),
+        (
+            "post",
+            "/api/v1/webhook-endpoints",
+            {"url": "http://127.0.0.1:9/x", "events": ["alert.triggered"]},
+        ),
+        ("delete", f"/api/v1/webhook-endpoints/{endpoint_id}", None),
+    ]
+
+
+def test_the_matrix_covers_every_api_operation(world):
+    schema = ninja_api.get_openapi_schema()
+    documented = {
+        (method, path.removeprefix("/api/v1"))
+        for path, operations in schema["paths"].items()
+        for method in operations
+    }
+    covered = set()
+    for method, path, _ in api_operations(world):
+        for doc_method, doc_path in documented:
+            pattern = doc_path.replace("{user}", "member@acme.test")
+            pattern = pattern.replace("{id}", str(world["alert"].pk))
+            if doc_method == method and "/api/v1" + pattern == path:
+                covered.add((doc_method, doc_path))
+            if doc_path == "/webhook-endpoints/{id}" and doc_method == method == "delete":
+                covered.add((doc_method, doc_path))
+
+    assert documented - covered == set()
+
+
+def test_another_organizations_key_never_reaches_acme(world):
+    before = acme_state()
+    globex = ApiClient(world["globex_key"])
+
+    for method, path, body in api_operations(world):
+        response = (
+            getattr(globex, method)(path, body)
+            if body is not None
+            else getattr(globex, method)(path)
+        )
+        assert response.status_code < 500, (method, path)
+        text = response.content.decode()
+        sent = path + str(body)
+        for marker in ACME_MARKERS:
+            # An error may echo what the caller sent; nothing else of Acme's may show.
+            assert marker in sent or marker not in text, (method, path, marker)
+        if "{" not in path and ("member@acme.test" in path or str(world["alert"].pk) in path):
+            assert response.status_code == 404, (method, path)
+
+    assert acme_state() == before
+
+
+@pytest.mark.parametrize(
+    "object_path",
+    [
+        "/api/v1/members/member@acme.test",
+        "/api/v1/user-limits/custom/member@acme.test",
+        "/api/v1/alerts/{alert}",
+    ],
+)
+def test_acme_objects_are_404_for_another_key(world, object_path):
+    globex = ApiClient(world["globex_key"])
+    path = object_path.replace("{alert}", str(world["alert"].pk))
+
+    for method in ("get", "delete"):
+        assert getattr(globex, method)(path).status_code == 404
+    endpoint = world["endpoint"].pk
+    assert globex.delete(f"/api/v1/webhook-endpoints/{endpoint}").status_code == 404
+
+
+def test_usage_for_an_acme_member_cannot_be_sent_with_another_key(world):
+    globex = ApiClient(world["globex_key"])
+    events = [{"idempotency_key": "k", "credits": 5, "user": "member@acme.test"}]
+
+    ingest = globex.post("/api/v1/usage", {"events": events})
+    consume = globex.post(
+        "/api/v1/consume", {"user": "member@acme.test", "credits": 5, "idempotency_key": "k2"}
+    )
+
+    assert ingest.status_code == 422
+    assert consume.status_code in (404, 422)
+    assert UsageEvent.objects.filter(organization__slug="acme").count() == 1
+
+
+@pytest.mark.parametrize("key_kind", ["none", "malformed", "unknown", "revoked"])
+def test_no_operation_answers_without_a_valid_key(world, key_kind):
+    if key_kind == "revoked":
+        api_key = ApiKey.objects.filter(organization__slug="acme").latest("created_at")
+        api_key_revoke(api_key=api_key)
+        client = ApiClient(world["acme_key"])
+    elif key_kind == "none":
+        client = ApiClient(None)
+    elif key_kind == "malformed":
+        client = ApiClient(None)
+        client.headers = {"Authorization": "Basic abc"}
+    else:
+        client = ApiClient("hr_unknown")
+    before = acme_state()
+
+    for method, path, body in api_operations(world):
+        response = (
+            getattr(client, method)(path, body)
+            if body is not None
+            else getattr(client, method)(path)
+        )
+        assert response.status_code == 401, (key_kind, method, path)
+        assert response.json()["error"]["code"] in ("unauthenticated", "invalid_api_key")
+
+    assert acme_state() == before
+
+
+def test_acmes_own_key_reaches_every_operation(world):
+    acme = ApiClient(world["acme_key"])
+
+    for method, path, body in api_operations(world):
+        response = (
+            getattr(acme, method)(path, body) if body is not None else getattr(acme, method)(path)
+        )
+        assert response.status_code < 400 or response.status_code in (402, 404, 409, 422), (
+            method,
+            path,
+            response.status_code,
+        )
+        assert response.status_code < 500
+
+
+# Pages
+
+
+def page_urls(world: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
+    alert_id = world["alert"].pk
+    member_id = Membership.objects.get(user__email="member@acme.test").pk
+    return {
+        "admin": [
+            ("get", "/settings/limits/"),
+            ("get", "/settings/limits/alerts/new/"),
+            ("post", "/settings/limits/alerts/new/"),
+            ("get", f"/settings/limits/alerts/{alert_id}/"),
+            ("post", f"/settings/limits/alerts/{alert_id}/"),
+            ("get", f"/settings/limits/alerts/{alert_id}/delete/"),
+            ("post", f"/settings/limits/alerts/{alert_id}/delete/"),
+            ("post", "/settings/limits/user-alerts/"),
+            ("post", "/settings/limits/user-limits/"),
+            ("post", "/settings/limits/custom-limits/"),
+            ("get", f"/settings/limits/custom-limits/{member_id}/"),
+            ("post", f"/settings/limits/custom-limits/{member_id}/"),
+            ("get", f"/settings/limits/custom-limits/{member_id}/delete/"),
+            ("post", f"/settings/limits/custom-limits/{member_id}/delete/"),
+            ("get", "/usage/"),
+            ("get", "/usage/export.csv"),
+            ("get", "/members/search/?q=acme"),
+        ],
+        "member": [("get", "/"), ("get", "/me/usage/"), ("get", "/assistant/")],
+    }
+
+
+def test_the_matrix_covers_every_page(world):
+    names = set()
+
+    def walk(patterns: list[URLPattern | URLResolver], prefix: str = "") -> None:
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                if str(pattern.pattern).startswith(("admin/", "api/")):
+                    continue
+                walk(pattern.url_patterns)
+            elif pattern.name:
+                names.add(pattern.name)
+
+    walk(get_resolver().url_patterns)
+    expected = {
+        "home",
+        "login",
+        "logout",
+        "switch_organization",
+        "member_search",
+        "limits_settings",
+        "alert_add",
+        "alert_edit",
+        "alert_delete",
+        "user_alerts_save",
+        "user_limits_save",
+        "custom_limit_add",
+        "custom_limit_edit",
+        "custom_limit_remove",
+        "usage_monitor",
+        "usage_export",
+        "my_usage",
+        "assistant",
+    }
+    # A new page must join the matrix below: this list is what it covers.
+    assert names == expected
+
+
+def client_of(membership: Membership | None) -> Client:
+    client = Client()
+    if membership is not None:
+        client.force_login(membership.user)
+    return client
+
+
+def test_admins_reach_every_admin_page(world, owner):
+    client = client_of(owner)
+    for method, path in page_urls(world)["admin"]:
+        if method == "get":
+            assert client.get(path).status_code == 200, path
+
+
+def test_members_get_403_on_every_admin_page_and_change_nothing(world, member):
+    client = client_of(member)
+    before = acme_state()
+
+    for method, path in page_urls(world)["admin"]:
+        response = getattr(client, method)(path)
+        assert response.status_code == 403, (method, path)
+        assert "Only Admins can configure credit alerts and limits." in response.content.decode()
+    for method, path in page_urls(world)["member"]:
+        assert getattr(client, method)(path).status_code in (200, 302), path
+
+    assert acme_state() == before
+
+
+def test_another_organizations_admin_sees_only_their_own(world, outsider):
+    client = client_of(outsider)
+    before = acme_state()
+
+    for method, path in page_urls(world)["admin"] + page_urls(world)["member"]:
+        response = getattr(client, method)(path)
+        assert response.status_code < 500, (method, path)
+        has_acme_object = any(part.isdigit() for part in path.split("/"))
+        if has_acme_object:
+            assert response.status_code == 404, (method, path)
+        text = response.content.decode()
+        for marker in ("member@acme.test", "owner@acme.test", "Acme Inc"):
+            assert marker not in text, (method, path, marker)
+
+    assert acme_state() == before
+
+
+def test_anonymous_visitors_are_sent_to_log_in(world):
+    client = client_of(None)
+    before = acme_state()
+
+    for method, path in page_urls(world)["admin"] + page_urls(world)["member"]:
+        response = getattr(client, method)(path)
+        assert response.status_code == 302, (method, path)
+        assert response["Location"].startswith("/accounts/login/?next="), path
+
+    assert acme_state() == before
