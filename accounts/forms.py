@@ -120,7 +120,11 @@ class MemberPicker(forms.Widget):
         values = value if isinstance(value, (list, tuple)) else [value]
         values = [v for v in values if v not in (None, "")]
         chosen = [v for v in values if isinstance(v, Membership)]
-        wanted = [int(v) for v in values if not isinstance(v, Membership) and str(v).isdigit()]
+        wanted = [
+            int(v)
+            for v in values
+            if not isinstance(v, Membership) and str(v).isdigit() and len(str(v)) < 19
+        ]
         if wanted:
             queryset = self.choices.queryset
             found = {m.pk: m for m in queryset.filter(pk__in=wanted).select_related("user")}

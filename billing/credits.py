@@ -32,6 +32,9 @@ def parse_credits(raw: object, *, allow_zero: bool = False) -> Decimal:
     """
     if isinstance(raw, bool) or not isinstance(raw, (Decimal, int, str)):
         raise CreditsError("must be a number or a decimal string")
+    if isinstance(raw, str) and not raw.isascii():
+        # Decimal() reads any script's digits; the API documents ASCII ones only.
+        raise CreditsError("must be a number or a decimal string")
     try:
         value = Decimal(raw.strip() if isinstance(raw, str) else raw)
     except InvalidOperation:

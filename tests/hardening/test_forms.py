@@ -1,0 +1,127 @@
+"""Hostile values in every form of the pages: oversize, negative,
+non-numeric, unicode and HTML-bearing. Each gets an error, stores nothing,
+and everything echoed back is escaped.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from accounts.models import AuditEvent
+from alerts.models import OrganizationAlert, UserAlertPolicy
+from billing.models import CustomLimit, UsageEvent, UserLimitPolicy
+
+pytestmark = pytest.mark.django_db
+
+HTMX = {"HX-Request": "true"}
+SCRIPT = "<script>alert('x')</script>"
+HOSTILE = [
+    "9" * 5000,  # oversize
+    "-5",
+    "0",
+    "five",
+    "1e999999",
+    "NaN",
+    "Infinity",
+    "\uff11\uff12",  # full-width digits: only ASCII digits are read, as in the API
+    "12\u202e",  # a right-to-left override
+    "🤑",
+    SCRIPT,
+    "1.1234567",
+]
+
+
+def stored_nothing() -> bool:
+    return not (
+        OrganizationAlert.objects.exists()
+        or UserAlertPolicy.objects.filter(enabled=True).exists()
+        or UserLimitPolicy.objects.filter(enabled=True).exists()
+        or CustomLimit.objects.exists()
+        or UsageEvent.objects.exists()
+        or AuditEvent.objects.exists()
+    )
+
+
+def forms(member_id: int, value: str) -> list[tuple[str, dict[str, str]]]:
+    return [
+        (
+            "/settings/limits/alerts/new/",
+            {
+                "alert-threshold_type": "absolute",
+                "alert-threshold": value,
+                "alert-notify": "all_admins",
+            },
+        ),
+        (
+            "/settings/limits/alerts/new/",
+            {"alert-threshold_type": value, "alert-threshold": "5", "alert-notify": value},
+        ),
+        (
+            "/settings/limits/user-alerts/",
+            {"user_alerts-enabled": "on", "user_alerts-threshold": value},
+        ),
+        (
+            "/settings/limits/user-limits/",
+            {"user_limits-enabled": "on", "user_limits-default_limit": value},
+        ),
+        (
+            "/settings/limits/custom-limits/",
+            {"custom_limit-user": str(member_id), "custom_limit-credit_limit": value},
+        ),
+        (
+            "/settings/limits/custom-limits/",
+            {"custom_limit-user": value, "custom_limit-credit_limit": "5"},
+        ),
+    ]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+@pytest.mark.parametrize("htmx", [True, False])
+def test_hostile_values_are_refused_stored_nowhere_and_escaped(owner, member, value, htmx):
+    client = Client()
+    client.force_login(owner.user)
+
+    for path, data in forms(member.pk, value):
+        response = client.post(path, data, headers=HTMX if htmx else {})
+        html = response.content.decode()
+        assert response.status_code == 422, (path, data)
+        assert "field-errors" in html or 'role="alert"' in html
+        assert SCRIPT not in html
+        if value == SCRIPT:
+            assert "&lt;script&gt;" in html or "valid" in html
+
+    assert stored_nothing()
+
+
+@pytest.mark.parametrize("value", [SCRIPT, "x" * 10_000, "%00", "🤑", "' OR 1=1 --"])
+def test_the_member_search_escapes_and_survives_anything(owner, value):
+    client = Client()
+    client.force_login(owner.user)
+
+    response = client.get("/members/search/", {"q": value, "role": value})
+
+    assert response.status_code == 200
+    assert SCRIPT not in response.content.decode()
+
+
+@pytest.mark.parametrize("value", [SCRIPT, "x" * 600, "🤑" * 10])
+def test_the_assistant_prompt_is_escaped_and_bounded(member, value):
+    client = Client()
+    client.force_login(member.user)
+
+    response = client.post("/assistant/", {"prompt": value}, headers=HTMX)
+
+    assert response.status_code == 200
+    assert SCRIPT not in response.content.decode()
+    if len(value) > 500:
+        assert "at most 500 characters" in response.content.decode()
+        assert not UsageEvent.objects.exists()
+
+
+@pytest.mark.parametrize("value", [SCRIPT, "x" * 5000, "a@b", "🤑@🤑.test"])
+def test_the_login_form_escapes_and_refuses(db, value):
+    response = Client().post("/accounts/login/", {"email": value, "password": value})
+
+    assert response.status_code == 200
+    assert SCRIPT not in response.content.decode()
