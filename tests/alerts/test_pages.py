@@ -663,3 +663,17 @@ def test_the_htmx_answers_query_counts_are_bounded_with_2000_members(
             headers=HTMX,
         )
     assert response.status_code == 200
+
+
+def test_the_member_pages_query_counts_are_bounded_with_2000_members(
+    big_organization, django_assert_max_num_queries
+):
+    member = Membership.objects.filter(organization=big_organization, role=Role.MEMBER).first()
+    assert member is not None
+    client = logged_in(member)
+    client.get("/me/usage/")
+
+    with django_assert_max_num_queries(12):
+        assert client.get("/me/usage/").status_code == 200
+    with django_assert_max_num_queries(6):
+        assert client.get("/assistant/").status_code == 200
