@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from anymail.exceptions import AnymailError, AnymailInvalidAddress, AnymailRecipientsRefused
+from anymail.utils import get_anymail_setting
 from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
@@ -30,9 +31,19 @@ from alerts.models import Channel, DeliveryAttempt, DeliveryStatus, Notification
 
 logger = logging.getLogger(__name__)
 
+# Defaults of NOTIFICATION_CLAIM_LEASE_SECONDS and NOTIFICATION_STALE_AFTER_SECONDS.
 CLAIM_LEASE = timedelta(minutes=5)
 MAX_ATTEMPTS = 15
 STALE_AFTER = timedelta(seconds=30)
+# Each email carries its notification's uid in this metadata field (Postmark
+# allows keys of up to 20 characters), by which the provider can find it.
+EMAIL_METADATA_KEY = "notification_uid"
+LOOKUP_TIMEOUT_SECONDS = 10
+CUT_SHORT = "Cut short: the worker stopped before the outcome was recorded."
+
+
+def _seconds_setting(name: str, default: timedelta) -> timedelta:
+    return timedelta(seconds=float(getattr(settings, name, default.total_seconds())))
 
 
 class TransportError(Exception):
@@ -62,6 +73,8 @@ def _send_email(notification: Notification) -> Sent:
         payload=notification.payload,
         message_uid=str(notification.uid),
     )
+    # What finds the email at the provider again (see `_taken_by_provider`).
+    message.metadata = {EMAIL_METADATA_KEY: str(notification.uid)}  # type: ignore[attr-defined]
     try:
         message.send(fail_silently=False)
     except (AnymailRecipientsRefused, AnymailInvalidAddress) as error:
@@ -140,12 +153,81 @@ TRANSPORTS: dict[str, Callable[[Notification], Sent]] = {
 }
 
 
+def _postmark_message_id(notification: Notification) -> str | None:
+    """The MessageID Postmark gave this notification's email, if it took it
+    (its outbound message search, by metadata).
+    """
+    api_url = get_anymail_setting(
+        "api_url", esp_name="Postmark", default="https://api.postmarkapp.com/"
+    )
+    token = get_anymail_setting("server_token", esp_name="Postmark", allow_bare=True)
+    try:
+        response = httpx.get(
+            f"{api_url.rstrip('/')}/messages/outbound",
+            params={
+                "count": 1,
+                "offset": 0,
+                f"metadata_{EMAIL_METADATA_KEY}": str(notification.uid),
+            },
+            headers={"Accept": "application/json", "X-Postmark-Server-Token": token},
+            timeout=LOOKUP_TIMEOUT_SECONDS,
+        )
+    except httpx.HTTPError as error:
+        raise TransportError(f"Message search: {type(error).__name__}: {error}") from error
+    if response.status_code != 200:
+        raise TransportError(
+            f"Message search: HTTP {response.status_code}", status=response.status_code
+        )
+    messages = response.json().get("Messages") or []
+    return str(messages[0].get("MessageID") or "") if messages else None
+
+
+# Email backends that can tell whether they already took a message.
+EMAIL_LOOKUPS: dict[str, Callable[[Notification], str | None]] = {
+    "anymail.backends.postmark.EmailBackend": _postmark_message_id,
+}
+
+
+def _taken_by_provider(notification: Notification) -> Sent | None:
+    """After an attempt that was cut short (its worker died, or the database
+    went away before the outcome was written), whether the provider took the
+    email anyway: sending it again blindly would send it twice. Webhooks are
+    sent again: the same `webhook-id` lets receivers drop the duplicate.
+    """
+    if notification.channel != Channel.EMAIL:
+        return None
+    lookup = EMAIL_LOOKUPS.get(settings.EMAIL_BACKEND)
+    if lookup is None:
+        logger.warning(
+            "Notification %s: an attempt was cut short and %s cannot say whether it was "
+            "sent; sending it again",
+            notification.pk,
+            settings.EMAIL_BACKEND,
+        )
+        return None
+    message_id = lookup(notification)
+    return None if message_id is None else Sent(provider_message_id=message_id)
+
+
+def _cut_short_before(notification: Notification, now: datetime) -> bool:
+    """Whether an earlier attempt was cut short: its worker died, or the
+    database went away, before its outcome was written. Closes such attempts.
+    """
+    if notification.attempts <= 1:
+        return False
+    earlier = DeliveryAttempt.objects.filter(notification=notification)
+    earlier.filter(finished_at__isnull=True).update(finished_at=now, error=CUT_SHORT)
+    return earlier.filter(error=CUT_SHORT).exists()
+
+
 def notification_claim(*, notification_id: int, now: datetime) -> Notification | None:
     due = Q(status=DeliveryStatus.PENDING, next_attempt_at__lte=now) | Q(
         status=DeliveryStatus.SENDING, claimed_until__lt=now
     )
     claimed = Notification.objects.filter(due, pk=notification_id).update(
-        status=DeliveryStatus.SENDING, claimed_until=now + CLAIM_LEASE, attempts=F("attempts") + 1
+        status=DeliveryStatus.SENDING,
+        claimed_until=now + _seconds_setting("NOTIFICATION_CLAIM_LEASE_SECONDS", CLAIM_LEASE),
+        attempts=F("attempts") + 1,
     )
     if not claimed:
         return None
@@ -158,9 +240,12 @@ def notification_deliver(*, notification_id: int) -> None:
     notification = notification_claim(notification_id=notification_id, now=now)
     if notification is None:
         return
+    cut_short = _cut_short_before(notification, now)
     attempt = DeliveryAttempt.objects.create(notification=notification, started_at=now)
     try:
-        sent = TRANSPORTS[notification.channel](notification)
+        sent = _taken_by_provider(notification) if cut_short else None
+        if sent is None:
+            sent = TRANSPORTS[notification.channel](notification)
     except TransportError as error:
         _record_failure(notification, attempt, error)
         return
@@ -218,8 +303,9 @@ def notifications_requeue_stale(*, now: datetime | None = None) -> int:
     from alerts.tasks import deliver_notification
 
     now = now or timezone.now()
+    stale_after = _seconds_setting("NOTIFICATION_STALE_AFTER_SECONDS", STALE_AFTER)
     stale = Notification.objects.filter(
-        Q(status=DeliveryStatus.PENDING, next_attempt_at__lte=now - STALE_AFTER)
+        Q(status=DeliveryStatus.PENDING, next_attempt_at__lte=now - stale_after)
         | Q(status=DeliveryStatus.SENDING, claimed_until__lt=now)
     ).values_list("pk", flat=True)[:1000]
     count = 0
