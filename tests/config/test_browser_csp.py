@@ -17,9 +17,9 @@ def test_no_csp_violation_on_the_pages(live_server, page: Page, owner):
     violations: list[str] = []
     page.on(
         "console",
-        lambda message: violations.append(message.text)
-        if "Content Security Policy" in message.text
-        else None,
+        lambda message: (
+            violations.append(message.text) if "Content Security Policy" in message.text else None
+        ),
     )
     log_in(page, live_server.url, "owner@acme.test")
 
