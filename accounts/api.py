@@ -10,6 +10,7 @@ from accounts import selectors, services
 from accounts.models import Membership, Organization
 from billing.credits import Credits, CreditsOut
 from config.apikit import Page, StrictSchema, paginate, request_organization
+from config.errors import ErrorOut
 
 router = Router()
 
@@ -81,7 +82,9 @@ def organization_detail(request: HttpRequest) -> dict[str, Any]:
     return _organization_out(request_organization(request))
 
 
-@router.patch("/organization", response=OrganizationOut, tags=["organization"])
+@router.patch(
+    "/organization", response={200: OrganizationOut, 409: ErrorOut}, tags=["organization"]
+)
 def organization_patch(request: HttpRequest, payload: OrganizationPatch) -> dict[str, Any]:
     given = payload.model_fields_set
     organization = services.organization_update(
@@ -102,7 +105,7 @@ def member_list(request: HttpRequest, page: Query[Page]) -> dict[str, Any]:
     return paginate(memberships, page, lambda rows: [_member_out(m) for m in rows])
 
 
-@router.post("/members", response={201: MemberOut}, tags=["members"])
+@router.post("/members", response={201: MemberOut, 409: ErrorOut}, tags=["members"])
 def member_create(request: HttpRequest, payload: MemberCreate) -> Status[dict[str, Any]]:
     membership = services.membership_create(
         organization=request_organization(request),
@@ -121,7 +124,7 @@ def member_detail(request: HttpRequest, user: str) -> dict[str, Any]:
     )
 
 
-@router.patch("/members/{path:user}", response=MemberOut, tags=["members"])
+@router.patch("/members/{path:user}", response={200: MemberOut, 409: ErrorOut}, tags=["members"])
 def member_patch(request: HttpRequest, user: str, payload: MemberPatch) -> dict[str, Any]:
     membership = selectors.membership_get(
         organization=request_organization(request), external_id=user

@@ -361,7 +361,9 @@ def _recipients(
                 limit_policy_admins = admins_to_ask(organization=organization)
             people = limit_policy_admins
         for person in people:
-            by_email.setdefault(person.user.email, []).append(firing)
+            told = by_email.setdefault(person.user.email, [])
+            if firing not in told:  # an admin who is also the member is told once
+                told.append(firing)
     return by_email
 
 

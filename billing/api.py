@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 from django.http import HttpRequest, JsonResponse
@@ -13,7 +15,7 @@ from billing import selectors, services
 from billing.credits import Credits, CreditsOut
 from billing.models import CustomLimit
 from config.apikit import Page, StrictSchema, paginate, request_organization
-from config.errors import InvalidInput, NotFound
+from config.errors import ErrorOut, InvalidInput, NotFound
 
 router = Router()
 
@@ -29,6 +31,46 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC)
 
 
+MAX_PROPERTIES_DEPTH = 32
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(item, dict):
+            stack.extend((child, level + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, level + 1) for child in item)
+    return deepest
+
+
+def _plain_json(value: Any) -> Any:
+    """`properties` are kept as the JSON they came as. The API's parser reads
+    every number with a fraction as a Decimal (for exact credits); here such
+    numbers become JSON numbers again, which a JSON column can hold.
+    """
+    if isinstance(value, Decimal):
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError("numbers must be finite")
+        return number
+    if isinstance(value, dict):
+        return {key: _plain_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain_json(item) for item in value]
+    return value
+
+
+def _properties(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if _depth(value) > MAX_PROPERTIES_DEPTH:
+        raise ValueError(f"must not nest more than {MAX_PROPERTIES_DEPTH} levels deep")
+    return _plain_json(value)
+
+
 class UsageEventIn(StrictSchema):
     idempotency_key: str = Field(min_length=1, max_length=255)
     user: str | None = Field(default=None, min_length=1, max_length=255)
@@ -39,6 +81,7 @@ class UsageEventIn(StrictSchema):
     properties: dict[str, Any] | None = None
 
     _utc = field_validator("timestamp")(_utc)
+    _properties = field_validator("properties")(_properties)
 
 
 class UsageBatchIn(StrictSchema):
@@ -140,7 +183,7 @@ def _decision_response(decision: services.Decision) -> JsonResponse:
     return JsonResponse(decision.as_answer(), status=200 if decision.allowed else 402)
 
 
-@router.post("/usage", response={202: IngestOut}, tags=["usage"])
+@router.post("/usage", response={202: IngestOut, 409: ErrorOut}, tags=["usage"])
 def usage_ingest(request: HttpRequest, payload: UsageBatchIn) -> Status[dict[str, int]]:
     result = services.usage_ingest(
         organization=request_organization(request),
@@ -167,7 +210,7 @@ def _member(request: HttpRequest, external_id: str) -> Membership:
         raise InvalidInput(error.message, code="unknown_user", field="user") from None
 
 
-@router.post("/consume", response={200: AllowedOut, 402: RefusedOut}, tags=["gate"])
+@router.post("/consume", response={200: AllowedOut, 402: RefusedOut, 409: ErrorOut}, tags=["gate"])
 def usage_consume(request: HttpRequest, payload: ConsumeIn) -> JsonResponse:
     result = services.usage_consume(
         organization=request_organization(request),

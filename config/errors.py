@@ -8,6 +8,7 @@ class's HTTP status; commands print the message.
 from __future__ import annotations
 
 from django.http import JsonResponse
+from ninja import Schema
 
 
 class ServiceError(Exception):
@@ -30,6 +31,19 @@ class NotFound(ServiceError):
 
 class Conflict(ServiceError):
     status = 409
+
+
+class ErrorDetail(Schema):
+    code: str
+    message: str
+    field: str | None
+
+
+class ErrorOut(Schema):
+    """Every error answer: a stable machine `code`, a human `message`, and the
+    `field` at fault where there is one."""
+
+    error: ErrorDetail
 
 
 def error_response(
