@@ -31,6 +31,12 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy .
 
+# Benchmarks (README, "Benchmarks"): about 5 minutes; prints a table and writes
+# bench/results.json. Uses the databases headroom_bench* and Redis database 11.
+.PHONY: bench
+bench: venv
+	$(PY) -m bench $(BENCH_ARGS)
+
 format: venv
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .

@@ -1,0 +1,407 @@
+"""The benchmark's data. Small things through the services, as an operator or
+the API would make them; the big fixtures (10,000 organizations, 100,000
+users) with bulk inserts.
+
+Every benchmark organization is configured alike, so that each write takes
+the whole evaluation path without firing: an allowance that blocks, per-user
+limits on, per-user alerts on, and an organization alert, all far above what
+the benchmark spends.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db import connection
+from django.db.models import Model
+from django.utils import timezone
+
+BIG = Decimal(10) ** 11  # limits and thresholds nobody reaches here
+ALLOWANCE = Decimal(10) ** 12
+PASSWORD_UNUSABLE = "!"
+
+
+@dataclass
+class Tenant:
+    organization_id: int
+    slug: str
+    api_key: str
+    users: list[str]  # external ids of its members, the admin first
+
+    def organization(self) -> Any:
+        from accounts.models import Organization
+
+        return Organization.objects.get(pk=self.organization_id)
+
+
+def _bulk(model: type[Model], rows: Iterable[Model]) -> int:
+    """Insert model instances with COPY: every concrete field but the id,
+    prepared as Django would for an INSERT (defaults, auto_now). Far faster
+    than bulk_create for 100,000 rows. Returns the number of rows.
+    """
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(str(f.column)) for f in fields)
+    table = quote(model._meta.db_table)
+    count = 0
+    with (
+        connection.cursor() as cursor,
+        cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy,
+    ):
+        for row in rows:
+            copy.write_row([f.get_db_prep_save(f.pre_save(row, True), connection) for f in fields])
+            count += 1
+    return count
+
+
+def users_bulk(prefix: str, count: int) -> list[Any]:
+    """`count` users, emails `<prefix><n>@bench.test`; returns them (id, email)."""
+    from accounts.models import User
+
+    if count <= 0:
+        return []
+    now = timezone.now()
+    _bulk(
+        User,
+        (
+            User(
+                email=f"{prefix}{index}@bench.test",
+                name=f"{prefix.title()} {index}",
+                password=PASSWORD_UNUSABLE,
+                date_joined=now,
+            )
+            for index in range(count)
+        ),
+    )
+    return list(
+        User.objects.filter(email__startswith=prefix, email__endswith="@bench.test")
+        .only("id", "email")
+        .order_by("pk")
+    )
+
+
+def memberships_bulk(organization_id: int, users: Sequence[Any], role: str = "member") -> list[str]:
+    """Memberships of `users` (external id: the email); returns the external ids."""
+    from accounts.models import Membership
+
+    _bulk(
+        Membership,
+        (
+            Membership(
+                organization_id=organization_id, user_id=user.pk, role=role, external_id=user.email
+            )
+            for user in users
+        ),
+    )
+    return [user.email for user in users]
+
+
+def tenant_create(
+    slug: str,
+    *,
+    members: int = 1,
+    alerts: int = 1,
+    configure: bool = True,
+    alert_threshold: Decimal = BIG,
+) -> Tenant:
+    """An organization with an admin, `members - 1` more members, `alerts`
+    organization alerts and an API key, through the services; the members
+    beyond the admin in bulk.
+    """
+    from accounts.models import Role
+    from accounts.services import api_key_create, membership_create, organization_create
+    from alerts.services import alert_create, user_alert_policy_update
+    from billing.services import limit_policy_update
+
+    organization = organization_create(slug=slug, name=slug.title(), credit_allowance=ALLOWANCE)
+    admin = membership_create(
+        organization=organization, email=f"admin@{slug}.bench.test", role=Role.ADMIN
+    )
+    others = memberships_bulk(organization.pk, users_bulk(f"{slug}-u", members - 1))
+    if configure:
+        limit_policy_update(
+            organization=organization, enabled=True, default_limit=BIG, admins=[admin]
+        )
+        user_alert_policy_update(
+            organization=organization, enabled=True, threshold=BIG, admins=[admin]
+        )
+    for index in range(alerts):
+        # Half absolute, half a percentage of the allowance: both paths are taken.
+        if index % 2 == 0:
+            alert_create(
+                organization=organization,
+                threshold_type="absolute",
+                threshold=alert_threshold + index,
+            )
+        else:
+            alert_create(
+                organization=organization,
+                threshold_type="percentage",
+                threshold=Decimal(50 + index),
+            )
+    _, key = api_key_create(organization=organization)
+    return Tenant(
+        organization_id=organization.pk,
+        slug=slug,
+        api_key=key,
+        users=[admin.external_id, *others],
+    )
+
+
+def organizations_fill(total: int, *, events_per_organization: int = 10) -> int:
+    """Bring the number of organizations up to `total` with busy-looking ones:
+    each with an admin, an API key, an alert, this period's totals and some
+    ledger rows. Returns how many were added.
+    """
+    from accounts.models import ApiKey, Membership, Organization
+    from alerts.models import OrganizationAlert
+    from billing.models import MemberUsage, OrganizationUsage, SourceUsage, UsageEvent
+    from billing.periods import period_containing
+
+    missing = total - Organization.objects.count()
+    if missing <= 0:
+        return 0
+    now = timezone.now()
+    period = period_containing(now, anchor_day=1)
+    _bulk(
+        Organization,
+        (
+            Organization(slug=f"filler-{i}", name=f"Filler {i}", credit_allowance=ALLOWANCE)
+            for i in range(missing)
+        ),
+    )
+    organizations = list(
+        Organization.objects.filter(slug__startswith="filler-")
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    users = users_bulk("filler-u", missing)
+    _bulk(
+        Membership,
+        (
+            Membership(organization_id=o, user_id=u.pk, role="admin", external_id=u.email)
+            for o, u in zip(organizations, users, strict=True)
+        ),
+    )
+    members = list(
+        Membership.objects.filter(organization_id__in=organizations).values_list(
+            "pk", "organization_id"
+        )
+    )
+    _bulk(
+        ApiKey,
+        (
+            ApiKey(organization_id=o, prefix="hr_filler", key_hash=secrets.token_hex(32))
+            for o in organizations
+        ),
+    )
+    _bulk(
+        OrganizationAlert,
+        (
+            OrganizationAlert(organization_id=o, threshold_type="absolute", threshold=BIG)
+            for o in organizations
+        ),
+    )
+    used = Decimal(events_per_organization)
+    _bulk(
+        OrganizationUsage,
+        (
+            OrganizationUsage(organization_id=o, period_start=period.start, used=used)
+            for o in organizations
+        ),
+    )
+    _bulk(
+        MemberUsage,
+        (
+            MemberUsage(
+                organization_id=o,
+                membership_id=m,
+                period_start=period.start,
+                used=used,
+                counted=used,
+            )
+            for m, o in members
+        ),
+    )
+    _bulk(
+        SourceUsage,
+        (
+            SourceUsage(
+                organization_id=o,
+                membership_id=m,
+                member_key=m,
+                period_start=period.start,
+                source="assistant",
+                used=used,
+            )
+            for m, o in members
+        ),
+    )
+    _bulk(
+        UsageEvent,
+        (
+            UsageEvent(
+                organization_id=o,
+                membership_id=m,
+                credits=Decimal(1),
+                timestamp=now,
+                period_start=period.start,
+                idempotency_key=f"filler-{m}-{e}",
+                fingerprint="0" * 64,
+            )
+            for m, o in members
+            for e in range(events_per_organization)
+        ),
+    )
+    return missing
+
+
+def usage_fill(tenant: Tenant, *, credits: Decimal = Decimal(1)) -> None:
+    """This period's totals for every member of the tenant: a busy organization."""
+    from accounts.models import Membership
+    from billing.models import MemberUsage, OrganizationUsage, SourceUsage
+    from billing.periods import period_containing
+
+    period = period_containing(timezone.now(), anchor_day=1)
+    members = list(Membership.objects.filter(organization_id=tenant.organization_id).only("id"))
+    _bulk(
+        MemberUsage,
+        (
+            MemberUsage(
+                organization_id=tenant.organization_id,
+                membership=m,
+                period_start=period.start,
+                used=credits,
+                counted=credits,
+            )
+            for m in members
+        ),
+    )
+    _bulk(
+        SourceUsage,
+        (
+            SourceUsage(
+                organization_id=tenant.organization_id,
+                membership=m,
+                member_key=m.pk,
+                period_start=period.start,
+                source="assistant",
+                used=credits,
+            )
+            for m in members
+        ),
+    )
+    OrganizationUsage.objects.update_or_create(
+        organization_id=tenant.organization_id,
+        period_start=period.start,
+        defaults={"used": credits * len(members)},
+    )
+
+
+def custom_limits_bulk(tenant: Tenant, count: int, *, limit: Decimal = BIG) -> None:
+    from accounts.models import Membership
+    from billing.models import CustomLimit
+
+    members = Membership.objects.filter(organization_id=tenant.organization_id).order_by("pk")
+    _bulk(
+        CustomLimit,
+        (
+            CustomLimit(organization_id=tenant.organization_id, membership=m, limit=limit)
+            for m in members[1 : count + 1]
+        ),
+    )
+
+
+def page_organization(slug: str, *, users: Sequence[Any], admins: int = 20) -> Tenant:
+    """The Limits & Alerts page's organization: every section full. Members
+    are `users` (existing rows), `admins` of them admins; 10 alerts, 500
+    custom limits, 300 members over budget, 60 firings this period.
+    """
+    from accounts.models import Membership, Role
+    from alerts.models import Firing, FiringKind, OrganizationAlert, Recipients
+    from alerts.services import alert_create, user_alert_policy_update
+    from billing.models import CustomLimit, MemberUsage
+    from billing.periods import period_containing
+    from billing.services import limit_policy_update
+
+    tenant = tenant_create(slug, members=1, alerts=0, configure=False)
+    organization = tenant.organization()
+    memberships_bulk(organization.pk, users[:admins], role=Role.ADMIN)
+    memberships_bulk(organization.pk, users[admins:])
+    all_admins = list(Membership.objects.filter(organization=organization, role=Role.ADMIN))
+    limit_policy_update(
+        organization=organization, enabled=True, default_limit=Decimal(100), admins=all_admins[:3]
+    )
+    user_alert_policy_update(
+        organization=organization,
+        enabled=True,
+        threshold=Decimal(80),
+        notify_user=True,
+        admins=all_admins[:3],
+    )
+    for index in range(10):
+        alert_create(
+            organization=organization,
+            threshold_type="percentage" if index % 2 else "absolute",
+            threshold=Decimal(10 * (index + 1)) if index % 2 else BIG + index,
+            notify=Recipients.SPECIFIC_ADMINS if index % 3 == 0 else Recipients.ALL_ADMINS,
+            admins=all_admins[:2] if index % 3 == 0 else [],
+        )
+    members = list(
+        Membership.objects.filter(organization=organization, role=Role.MEMBER).order_by("pk")
+    )
+    _bulk(
+        CustomLimit,
+        (
+            CustomLimit(organization=organization, membership=m, limit=Decimal(500))
+            for m in members[:500]
+        ),
+    )
+    now = timezone.now()
+    period = period_containing(now, anchor_day=organization.anchor_day)
+    # 300 over budget (150 over their custom limit, 150 over the default), the rest under.
+    over = {m.pk for m in members[350:650]}
+    _bulk(
+        MemberUsage,
+        (
+            MemberUsage(
+                organization=organization,
+                membership=m,
+                period_start=period.start,
+                used=Decimal(600 if m.pk in over else 10),
+                counted=Decimal(600 if m.pk in over else 10),
+                limit_reached_at=now - timedelta(hours=1) if m.pk in over else None,
+            )
+            for m in members
+        ),
+    )
+    alert = OrganizationAlert.objects.filter(organization=organization).first()
+    _bulk(
+        Firing,
+        (
+            Firing(
+                organization=organization,
+                kind=FiringKind.USER_LIMIT if i % 2 else FiringKind.ORGANIZATION_ALERT,
+                alert=None if i % 2 else alert,
+                membership=members[350 + i] if i % 2 else None,
+                user_external_id=members[350 + i].external_id if i % 2 else "",
+                threshold=Decimal(100),
+                threshold_credits=Decimal(100),
+                value=Decimal(600),
+                allowance=ALLOWANCE,
+                period_start=period.start,
+                period_end=period.end,
+                triggered_at=now - timedelta(minutes=i),
+                dedupe_key=f"bench:{i}",
+            )
+            for i in range(60)
+        ),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    return tenant
