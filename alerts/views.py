@@ -136,12 +136,11 @@ def _custom_limits_context(
 def _exceeding_context(
     organization: Organization, period: Period, page: str | None = None
 ) -> dict[str, Any]:
-    rows = members_over_budget(organization=organization, period=period).order_by(
-        "limit_reached_at", "id"
-    )
+    policy = limit_policy_get(organization=organization)
+    rows = members_over_budget(organization=organization, period=period, policy=policy)
     return {
-        "exceeding": _page(rows, page),
-        "limits_enabled": limit_policy_get(organization=organization).enabled,
+        "exceeding": _page(rows.order_by("limit_reached_at", "id"), page),
+        "limits_enabled": policy.enabled,
     }
 
 
