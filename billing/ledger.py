@@ -22,6 +22,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
@@ -346,6 +347,8 @@ def insert_events(*, organization_id: int, events: Sequence[NewEvent], now: date
     """Insert ledger rows whose key is new; returns the keys actually inserted."""
     if not events:
         return set()
+    if connection.vendor == "postgresql":
+        return _insert_events_unnest(organization_id=organization_id, events=events, now=now)
     values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(events))
     params: list[Any] = []
     for event in events:
@@ -373,5 +376,45 @@ def insert_events(*, organization_id: int, events: Sequence[NewEvent], now: date
             RETURNING idempotency_key
             """,
             params,
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _insert_events_unnest(
+    *, organization_id: int, events: Sequence[NewEvent], now: datetime
+) -> set[str]:
+    """PostgreSQL: one array per column, so the statement keeps a dozen
+    parameters whatever the batch size (a VALUES list of 11,000 placeholders
+    cost more to build and parse than the insert itself).
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {USAGE_EVENT}
+                (organization_id, membership_id, meter, credits, source, timestamp, period_start,
+                 idempotency_key, fingerprint, properties, recorded_at)
+            SELECT %s, e.membership_id, e.meter, e.credits, e.source, e.moment, e.period_start,
+                   e.idempotency_key, e.fingerprint, e.properties::jsonb, %s
+            FROM unnest(
+                %s::bigint[], %s::text[], %s::numeric[], %s::text[], %s::timestamptz[],
+                %s::timestamptz[], %s::text[], %s::text[], %s::text[]
+            ) AS e(membership_id, meter, credits, source, moment, period_start,
+                   idempotency_key, fingerprint, properties)
+            ON CONFLICT (organization_id, idempotency_key) DO NOTHING
+            RETURNING idempotency_key
+            """,
+            [
+                organization_id,
+                now,
+                [event.membership_id for event in events],
+                [event.meter for event in events],
+                [event.credits for event in events],
+                [event.source for event in events],
+                [event.timestamp for event in events],
+                [event.period_start for event in events],
+                [event.idempotency_key for event in events],
+                [event.fingerprint for event in events],
+                [json.dumps(event.properties, cls=DjangoJSONEncoder) for event in events],
+            ],
         )
         return {row[0] for row in cursor.fetchall()}
