@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from accounts.models import Membership, Organization
+from accounts.models import Membership, Organization, User
 from accounts.services import api_key_create
 from tests.factories import AdminMembershipFactory, MembershipFactory, OrganizationFactory
 
@@ -66,6 +66,13 @@ def other_organization(db: None) -> Organization:
 @pytest.fixture
 def outsider(other_organization: Organization) -> Membership:
     return AdminMembershipFactory(organization=other_organization, user__email="admin@globex.test")
+
+
+def logged_in(who: Membership | User) -> Client:
+    """A browser-less client logged in as a member (or a user)."""
+    client = Client()
+    client.force_login(who.user if isinstance(who, Membership) else who)
+    return client
 
 
 class ApiClient:

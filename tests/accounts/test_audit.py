@@ -7,24 +7,18 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from django.test import Client
 
 from accounts.models import AuditEvent
 from alerts.services import alert_create, alert_update, user_alert_policy_update
 from billing.models import CustomLimit
 from billing.services import custom_limit_delete, custom_limit_set, limit_policy_update
 from tests.factories import UserFactory
+from tests.fixtures import logged_in
 
 pytestmark = pytest.mark.django_db
 
 D = Decimal
 HTMX = {"HX-Request": "true"}
-
-
-def logged_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def test_an_alert_added_edited_and_deleted_on_the_page_is_audited(owner):

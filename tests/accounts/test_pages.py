@@ -7,17 +7,12 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from accounts.models import Membership, Organization
+from accounts.models import Organization
 from accounts.web import ADMIN_REQUIRED_MESSAGE, SESSION_ORGANIZATION_KEY
 from tests.factories import DEFAULT_PASSWORD, MembershipFactory, UserFactory
+from tests.fixtures import logged_in
 
 ADMIN_PAGES = ["/settings/limits/", "/usage/"]
-
-
-def logged_in(membership: Membership) -> Client:
-    client = Client()
-    client.force_login(membership.user)
-    return client
 
 
 # Log in and log out

@@ -9,7 +9,6 @@ from decimal import Decimal
 
 import pytest
 import time_machine
-from django.test import Client
 
 from accounts.models import Membership, Organization, Role, User
 from alerts.models import Firing, OrganizationAlert, UserAlertPolicy
@@ -18,6 +17,7 @@ from billing.models import CustomLimit, MemberUsage, UserLimitPolicy
 from billing.selectors import limit_policy_get
 from billing.services import UsageInput, custom_limit_set, limit_policy_update, usage_ingest
 from tests.factories import AdminMembershipFactory, MembershipFactory
+from tests.fixtures import logged_in
 
 pytestmark = pytest.mark.django_db
 
@@ -30,12 +30,6 @@ HTMX = {"HX-Request": "true"}
 def frozen_time():
     with time_machine.travel(NOW, tick=False):
         yield
-
-
-def logged_in(membership: Membership) -> Client:
-    client = Client()
-    client.force_login(membership.user)
-    return client
 
 
 def spend(membership: Membership, credits: str | int, key: str = "") -> None:

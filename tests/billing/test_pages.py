@@ -22,6 +22,7 @@ from billing.selectors import admins_to_ask, current_period, member_usage_get
 from billing.services import UsageInput, custom_limit_set, limit_policy_update, usage_ingest
 from billing.web import GatedHttpRequest, credit_gate
 from tests.factories import AdminMembershipFactory, MembershipFactory
+from tests.fixtures import logged_in
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
 
@@ -54,12 +55,6 @@ urlpatterns = [path("host/", host_view), path("", include("config.urls"))]
 def frozen_time():
     with time_machine.travel(NOW, tick=False):
         yield
-
-
-def logged_in(membership: Membership) -> Client:
-    client = Client()
-    client.force_login(membership.user)
-    return client
 
 
 def spend(membership: Membership, credits: str | int, *, source: str = "assistant", key: str = ""):

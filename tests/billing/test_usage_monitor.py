@@ -32,6 +32,7 @@ from billing.services import (
     usage_ingest,
 )
 from tests.factories import MembershipFactory
+from tests.fixtures import logged_in
 
 pytestmark = pytest.mark.django_db
 
@@ -44,12 +45,6 @@ PERIOD_START = datetime(2025, 6, 1, tzinfo=UTC)
 def frozen_time():
     with time_machine.travel(NOW, tick=False):
         yield
-
-
-def logged_in(membership: Membership) -> Client:
-    client = Client()
-    client.force_login(membership.user)
-    return client
 
 
 _keys = iter(range(1_000_000))
