@@ -207,6 +207,7 @@ def my_usage(request: OrganizationHttpRequest) -> HttpResponse:
         "counted": counted,
         "limit": limit,
         "remaining": None if limit is None else max(limit - counted, Decimal(0)),
+        "limit_used_up": limit is not None and counted >= limit,
         "percent": percent,
         "bar_percent": min(percent or 0, 100),
         "excluded_sources": [Source(source).label for source in sorted(rules.excluded_sources)]
