@@ -288,3 +288,11 @@ def test_leaving_the_chosen_organization_falls_back(owner, other_organization):
 
     assert client.get("/").url == "/settings/limits/"
     assert client.session[SESSION_ORGANIZATION_KEY] == owner.organization_id
+
+
+def test_members_see_only_their_own_pages_in_the_sidebar(member):
+    html = logged_in(member).get("/me/usage/").content.decode()
+
+    assert '<a href="/me/usage/" aria-current="page">My usage</a>' in html
+    assert 'href="/settings/limits/"' not in html
+    assert 'href="/usage/"' not in html
