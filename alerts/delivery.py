@@ -31,19 +31,12 @@ from alerts.models import Channel, DeliveryAttempt, DeliveryStatus, Notification
 
 logger = logging.getLogger(__name__)
 
-# Defaults of NOTIFICATION_CLAIM_LEASE_SECONDS and NOTIFICATION_STALE_AFTER_SECONDS.
-CLAIM_LEASE = timedelta(minutes=5)
 MAX_ATTEMPTS = 15
-STALE_AFTER = timedelta(seconds=30)
 # Each email carries its notification's uid in this metadata field (Postmark
 # allows keys of up to 20 characters), by which the provider can find it.
 EMAIL_METADATA_KEY = "notification_uid"
 LOOKUP_TIMEOUT_SECONDS = 10
 CUT_SHORT = "Cut short: the worker stopped before the outcome was recorded."
-
-
-def _seconds_setting(name: str, default: timedelta) -> timedelta:
-    return timedelta(seconds=float(getattr(settings, name, default.total_seconds())))
 
 
 class TransportError(Exception):
@@ -61,7 +54,7 @@ class Sent:
 
 def retry_delay(attempts: int) -> float:
     """Exponential backoff with jitter, capped below Redis's visibility timeout."""
-    base = float(getattr(settings, "NOTIFICATION_RETRY_BASE_SECONDS", 10))
+    base = float(settings.NOTIFICATION_RETRY_BASE_SECONDS)
     ceiling = float(settings.CELERY_MAX_RETRY_COUNTDOWN)
     delay = min(ceiling, base * 2 ** max(0, attempts - 1))
     return delay * random.uniform(0.5, 1.0)
@@ -226,7 +219,7 @@ def notification_claim(*, notification_id: int, now: datetime) -> Notification |
     )
     claimed = Notification.objects.filter(due, pk=notification_id).update(
         status=DeliveryStatus.SENDING,
-        claimed_until=now + _seconds_setting("NOTIFICATION_CLAIM_LEASE_SECONDS", CLAIM_LEASE),
+        claimed_until=now + timedelta(seconds=settings.NOTIFICATION_CLAIM_LEASE_SECONDS),
         attempts=F("attempts") + 1,
     )
     if not claimed:
@@ -303,7 +296,7 @@ def notifications_requeue_stale(*, now: datetime | None = None) -> int:
     from alerts.tasks import deliver_notification
 
     now = now or timezone.now()
-    stale_after = _seconds_setting("NOTIFICATION_STALE_AFTER_SECONDS", STALE_AFTER)
+    stale_after = timedelta(seconds=settings.NOTIFICATION_STALE_AFTER_SECONDS)
     stale = Notification.objects.filter(
         Q(status=DeliveryStatus.PENDING, next_attempt_at__lte=now - stale_after)
         | Q(status=DeliveryStatus.SENDING, claimed_until__lt=now)

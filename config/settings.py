@@ -215,6 +215,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
 }
 # First retry of a failed delivery after about this many seconds, doubling each time.
 NOTIFICATION_RETRY_BASE_SECONDS = 10
+# How long a worker holds a delivery it claimed before another may take it over.
+NOTIFICATION_CLAIM_LEASE_SECONDS = 5 * 60
+# A pending delivery this overdue is re-queued by the sweep (its task was lost).
+NOTIFICATION_STALE_AFTER_SECONDS = 30
 WEBHOOK_TIMEOUT_SECONDS = 10
 
 DEFAULT_FROM_EMAIL = ENV.get("DEFAULT_FROM_EMAIL", "Headroom <alerts@headroom.local>")
