@@ -11,7 +11,7 @@ from accounts.models import Membership, Organization
 from accounts.selectors import memberships_by_external_id
 from alerts import services, webhooks
 from alerts.models import Firing, OrganizationAlert, UserAlertPolicy, WebhookEndpoint
-from alerts.selectors import alerts_with_status, organization_alerts
+from alerts.selectors import alerts_with_status, organization_alert_get, organization_alerts
 from billing.credits import Credits, CreditsOut
 from billing.selectors import current_period
 from config.apikit import Page, StrictSchema, paginate, request_organization
@@ -130,8 +130,7 @@ class WebhookEndpointIn(StrictSchema):
 
 
 def _alert_of(request: HttpRequest, alert_id: int) -> OrganizationAlert:
-    organization = request_organization(request)
-    alert = organization_alerts(organization=organization).filter(pk=alert_id).first()
+    alert = organization_alert_get(organization=request_organization(request), alert_id=alert_id)
     if alert is None:
         raise NotFound(f"No alert {alert_id} in this organization.", code="alert_not_found")
     return alert

@@ -35,6 +35,13 @@ def organization_alerts(*, organization: Organization) -> QuerySet[OrganizationA
     )
 
 
+def organization_alert_get(
+    *, organization: Organization, alert_id: int
+) -> OrganizationAlert | None:
+    """One alert of this organization (with its admins), or None: tenancy in one place."""
+    return organization_alerts(organization=organization).filter(pk=alert_id).first()
+
+
 def alerts_with_status(
     *, organization: Organization, alerts: list[OrganizationAlert], period: Period
 ) -> list[AlertWithStatus]:

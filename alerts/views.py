@@ -31,7 +31,12 @@ from alerts.forms import (
     add_service_error,
 )
 from alerts.models import MAX_ORGANIZATION_ALERTS, OrganizationAlert, Recipients
-from alerts.selectors import alerts_with_status, firings_of_period, organization_alerts
+from alerts.selectors import (
+    alerts_with_status,
+    firings_of_period,
+    organization_alert_get,
+    organization_alerts,
+)
 from billing.credits import format_credits
 from billing.models import CustomLimit, Source
 from billing.periods import Period
@@ -250,11 +255,7 @@ def _dialog(
 
 def _alert_for(request: OrganizationHttpRequest, alert_id: int) -> OrganizationAlert:
     """An alert of the request's organization, or 404: tenancy in one place."""
-    alert = (
-        organization_alerts(organization=request.membership.organization)
-        .filter(pk=alert_id)
-        .first()
-    )
+    alert = organization_alert_get(organization=request.membership.organization, alert_id=alert_id)
     if alert is None:
         raise Http404("No such alert in this organization.")
     return alert
