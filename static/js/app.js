@@ -168,13 +168,23 @@
     }
     parts.input.value = "";
     closeOptions(picker);
+    // Refocusing fires the box's focus search: its answer must not reopen the
+    // list just closed (it would cover what comes next). Typing opens it again.
+    parts.input.dataset.justChose = "true";
     parts.input.focus();
   }
+  ["input", "focusout"].forEach(function (type) {
+    document.addEventListener(type, function (event) {
+      if (event.target.matches && event.target.matches("[data-picker-input]")) {
+        delete event.target.dataset.justChose;
+      }
+    });
+  });
   document.addEventListener("htmx:afterSwap", function (event) {
     var listbox = event.detail.target;
     if (listbox.getAttribute("role") !== "listbox") return;
     var input = document.querySelector('[aria-controls="' + listbox.id + '"]');
-    if (!input || document.activeElement !== input) return;
+    if (!input || document.activeElement !== input || input.dataset.justChose) return;
     options(listbox).forEach(function (option, i) {
       option.id = listbox.id + "-" + i;
     });
