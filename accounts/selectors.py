@@ -5,21 +5,31 @@ from collections.abc import Sequence
 from django.db.models import Q, QuerySet
 
 from accounts.models import Membership, Organization, User
+from config import rawsql
 from config.errors import InvalidInput, NotFound
 
 
 def membership_get(*, organization: Organization, external_id: str) -> Membership:
-    membership = (
-        Membership.objects.select_related("user")
-        .filter(organization=organization, external_id=external_id)
-        .first()
+    # Written as SQL: every API call about a member runs it (see config/rawsql.py).
+    rows = rawsql.fetch_all(
+        f"""
+        SELECT {rawsql.columns(Membership, "m")}, {rawsql.columns(User, "u")}
+        FROM {Membership._meta.db_table} m
+        JOIN {User._meta.db_table} u ON u.id = m.user_id
+        WHERE m.organization_id = %s AND m.external_id = %s
+        """,
+        [organization.pk, external_id],
     )
-    if membership is None:
+    if not rows:
         raise NotFound(
             f"No member {external_id!r} in this organization.",
             code="member_not_found",
             field="user",
         )
+    split = rawsql.column_count(Membership)
+    membership = rawsql.instance(Membership, rows[0][:split])
+    membership.user = rawsql.instance(User, rows[0][split:])
+    membership.organization = organization
     return membership
 
 

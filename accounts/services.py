@@ -21,6 +21,7 @@ from accounts.models import (
     normalize_email,
 )
 from alerts.services import alerts_evaluate_organization
+from config import rawsql
 from config.errors import Conflict, InvalidInput
 
 API_KEY_PREFIX = "hr_"
@@ -307,15 +308,32 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
     """
     if not raw_key.startswith(API_KEY_PREFIX) or len(raw_key) > 200:
         return None
-    api_key = (
-        ApiKey.objects.select_related("organization")
-        .filter(key_hash=_hash_api_key(raw_key), revoked_at__isnull=True)
-        .first()
-    )
+    api_key = _active_api_key(key_hash=_hash_api_key(raw_key))
     if api_key is None:
         return None
     now = timezone.now()
     if api_key.last_used_at is None or now - api_key.last_used_at >= API_KEY_LAST_USED_RESOLUTION:
         ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
         api_key.last_used_at = now
+    return api_key
+
+
+def _active_api_key(*, key_hash: str) -> ApiKey | None:
+    """The unrevoked key with this digest and its organization, in one query
+    written as SQL: every API request runs it (see config/rawsql.py).
+    """
+    rows = rawsql.fetch_all(
+        f"""
+        SELECT {rawsql.columns(ApiKey, "k")}, {rawsql.columns(Organization, "o")}
+        FROM {ApiKey._meta.db_table} k
+        JOIN {Organization._meta.db_table} o ON o.id = k.organization_id
+        WHERE k.key_hash = %s AND k.revoked_at IS NULL
+        """,
+        [key_hash],
+    )
+    if not rows:
+        return None
+    split = rawsql.column_count(ApiKey)
+    api_key = rawsql.instance(ApiKey, rows[0][:split])
+    api_key.organization = rawsql.instance(Organization, rows[0][split:])
     return api_key

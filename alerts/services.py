@@ -45,6 +45,7 @@ from billing.credits import CREDIT_QUANTUM, format_credits
 from billing.models import MemberUsage
 from billing.periods import Period, period_containing
 from billing.selectors import admins_to_ask, limit_rules_get, organization_used
+from config import rawsql
 from config.errors import InvalidInput
 
 EVENT_TYPES = {
@@ -143,8 +144,9 @@ def alerts_on_usage(change: UsageChange) -> list[Firing]:
     queries when nothing fires, whatever the number of events.
     """
     organization = change.organization
+    alerts, policy = _alert_configuration(organization)
     candidates: list[_Candidate] = []
-    for alert in OrganizationAlert.objects.filter(organization=organization):
+    for alert in alerts:
         if alert.quiet_period_start == change.period.start:
             continue
         threshold = threshold_credits(alert, organization.credit_allowance)
@@ -155,7 +157,6 @@ def alerts_on_usage(change: UsageChange) -> list[Firing]:
                 )
             )
     if change.members:
-        policy = UserAlertPolicy.objects.filter(organization=organization, enabled=True).first()
         for member in change.members:
             if (
                 policy is not None
@@ -180,6 +181,34 @@ def alerts_on_usage(change: UsageChange) -> list[Firing]:
                     )
                 )
     return _fire(organization, change.period, candidates)
+
+
+def _alert_configuration(
+    organization: Organization,
+) -> tuple[list[OrganizationAlert], UserAlertPolicy | None]:
+    """The organization's alerts and its enabled per-user alert policy, in one
+    query written as SQL: every write runs it (see config/rawsql.py).
+    """
+    rows = rawsql.fetch_all(
+        f"""
+        SELECT {rawsql.columns(UserAlertPolicy, "p")}, {rawsql.columns(OrganizationAlert, "a")}
+        FROM (SELECT 1 AS one) AS one
+        LEFT JOIN {UserAlertPolicy._meta.db_table} p
+            ON p.organization_id = %s AND p.enabled
+        LEFT JOIN {OrganizationAlert._meta.db_table} a ON a.organization_id = %s
+        ORDER BY a.threshold_type, a.threshold, a.id
+        """,
+        [organization.pk, organization.pk],
+    )
+    split = rawsql.column_count(UserAlertPolicy)
+    first = rows[0]
+    policy = rawsql.instance(UserAlertPolicy, first[:split]) if first[0] is not None else None
+    alerts = [
+        rawsql.instance(OrganizationAlert, row[split:]) for row in rows if row[split] is not None
+    ]
+    for alert in alerts:
+        alert.organization = organization
+    return alerts, policy
 
 
 def alerts_evaluate_organization(

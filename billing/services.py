@@ -239,47 +239,72 @@ def usage_consume(
     now = timezone.now()
     period = period_containing(now, anchor_day=organization.anchor_day)
     rules = limit_rules_get(organization=organization, membership_ids=[membership.pk])
-    with transaction.atomic():
-        if not _claim_consume_key(
-            organization=organization, key=key, fingerprint=request_fingerprint, now=now
-        ):
-            return ConsumeResult(
-                _replay_consume(
-                    organization=organization, key=key, fingerprint=request_fingerprint
-                ),
-                replayed=True,
+    try:
+        with transaction.atomic():
+            decision = _consume(
+                organization=organization,
+                membership=membership,
+                credits=credits,
+                source=source,
+                key=key,
+                fingerprint=request_fingerprint,
+                rules=rules,
+                period=period,
+                now=now,
             )
-        if UsageEvent.objects.filter(organization=organization, idempotency_key=key).exists():
-            raise _key_reused(key)
-        decision = _consume(
-            organization=organization,
-            membership=membership,
-            credits=credits,
-            source=source,
-            key=key,
-            fingerprint=request_fingerprint,
-            rules=rules,
-            period=period,
-            now=now,
-        )
-        ConsumeAnswer.objects.filter(organization=organization, idempotency_key=key).update(
-            status_code=200 if decision.allowed else 402, body=decision.as_answer()
+            if not decision.allowed and _event_key_taken(organization=organization, key=key):
+                raise _KeyTaken
+            _record_consume_answer(
+                organization=organization,
+                key=key,
+                fingerprint=request_fingerprint,
+                decision=decision,
+                now=now,
+            )
+    except _KeyTaken:
+        return ConsumeResult(
+            _replay_consume(organization=organization, key=key, fingerprint=request_fingerprint),
+            replayed=True,
         )
     return ConsumeResult(decision)
 
 
-def _claim_consume_key(
-    *, organization: Organization, key: str, fingerprint: str, now: datetime
-) -> bool:
-    """Take the key for this request. A concurrent request with the same key
-    waits here until the first one commits, then finds it taken.
+class _KeyTaken(Exception):
+    """An earlier request (a consume, or ingest) used this key: what this one
+    wrote is rolled back, and the first answer is replayed (or 409).
+    """
+
+
+def _event_key_taken(*, organization: Organization, key: str) -> bool:
+    """Whether the ledger already holds this key (ingest and consume share one
+    namespace); only a refusal asks, as an allowed consume's own insert tells.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {UsageEvent._meta.db_table}"
+            " WHERE organization_id = %s AND idempotency_key = %s",
+            [organization.pk, key],
+        )
+        return cursor.fetchone() is not None
+
+
+def _record_consume_answer(
+    *, organization: Organization, key: str, fingerprint: str, decision: Decision, now: datetime
+) -> None:
+    """Record the answer under its key, last of the transaction's writes.
+
+    The key's unique constraint is what makes a repeated key safe: a
+    concurrent request with the same key waits here until the first one
+    commits, then finds the key taken and replays the first answer; the
+    work it did is rolled back. Taking the key last, after every total's
+    lock, keeps the lock order of billing/ledger.py.
     """
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             INSERT INTO {ConsumeAnswer._meta.db_table}
                 (organization_id, idempotency_key, fingerprint, status_code, body, created_at)
-            VALUES (%s, %s, %s, 0, %s, %s)
+            VALUES (%s, %s, %s, %s, %s, %s)
             ON CONFLICT (organization_id, idempotency_key) DO NOTHING
             RETURNING id
             """,
@@ -287,16 +312,21 @@ def _claim_consume_key(
                 organization.pk,
                 key,
                 fingerprint,
-                connection.ops.adapt_json_value({}, json.JSONEncoder),
+                200 if decision.allowed else 402,
+                connection.ops.adapt_json_value(decision.as_answer(), json.JSONEncoder),
                 connection.ops.adapt_datetimefield_value(now),
             ],
         )
-        return cursor.fetchone() is not None
+        if cursor.fetchone() is None:
+            raise _KeyTaken
 
 
 def _replay_consume(*, organization: Organization, key: str, fingerprint: str) -> Decision:
-    answer = ConsumeAnswer.objects.get(organization=organization, idempotency_key=key)
-    if answer.fingerprint != fingerprint:
+    """The first answer to this key; 409 if it was used for something else
+    (another consume's body, or an ingested event).
+    """
+    answer = ConsumeAnswer.objects.filter(organization=organization, idempotency_key=key).first()
+    if answer is None or answer.fingerprint != fingerprint:
         raise _key_reused(key)
     return Decision.from_answer(answer.body)
 
@@ -358,7 +388,7 @@ def _consume(
     ledger.add_to_days(
         organization_id=organization.pk, credits_by_day={ledger.utc_day(now): credits}
     )
-    ledger.insert_events(
+    inserted = ledger.insert_events(
         organization_id=organization.pk,
         events=[
             ledger.NewEvent(
@@ -375,6 +405,8 @@ def _consume(
         ],
         now=now,
     )
+    if key not in inserted:
+        raise _KeyTaken
     ledger.add_to_sources(
         organization_id=organization.pk, increments={(membership.pk, period.start, source): credits}
     )

@@ -7,6 +7,7 @@ import pytest
 import time_machine
 from django.utils import timezone
 
+from alerts.services import alert_create
 from billing.models import CustomLimit, UsageEvent
 from tests.accounts.test_api import assert_error
 from tests.factories import AdminMembershipFactory, MembershipFactory
@@ -181,6 +182,19 @@ class TestConsume:
         again = api.post("/api/v1/consume", body)
         assert (again.status_code, again.json()) == (first.status_code, first.json())
         assert api.get("/api/v1/usage/summary").json()["used"] == "3"
+
+    def test_queries_of_one_consume(self, api, member, organization, django_assert_num_queries):
+        """The hot path's statements, each one a decision: the key, the member,
+        the limit rules, BEGIN, the member's and the organization's totals,
+        the day, the ledger row, the source, the alert configuration, the
+        answer under its key, COMMIT.
+        """
+        alert_create(organization=organization, threshold_type="absolute", threshold=Decimal(900))
+        body = {"user": member.external_id, "credits": 1, "idempotency_key": "warm"}
+        assert api.post("/api/v1/consume", body).status_code == 200
+        with django_assert_num_queries(12):
+            response = api.post("/api/v1/consume", body | {"idempotency_key": "counted"})
+        assert response.status_code == 200
 
     def test_key_reused_with_another_body(self, api, member):
         api.post(

@@ -8,7 +8,14 @@ import pytest
 import time_machine
 from django.db import connection
 
-from billing.models import CustomLimit, MemberUsage, OrganizationUsage, UsageEvent, UserLimitPolicy
+from billing.models import (
+    ConsumeAnswer,
+    CustomLimit,
+    MemberUsage,
+    OrganizationUsage,
+    UsageEvent,
+    UserLimitPolicy,
+)
 from billing.selectors import current_period, member_usage_get, organization_used, usage_by_source
 from billing.services import (
     ORGANIZATION_CREDITS_EXHAUSTED,
@@ -257,6 +264,28 @@ class TestIdempotency:
                 events=[UsageInput("consumed", D(1), user=member.external_id)],
             )
         assert counted(member) == D(2)
+
+    def test_ingest_key_is_refused_to_a_consume_the_gate_would_refuse(self, organization, member):
+        set_limits(organization, default=D(5))
+        usage_ingest(
+            organization=organization, events=[UsageInput("shared", D(1), user=member.external_id)]
+        )
+        with pytest.raises(Conflict):
+            consume(organization, member, 9, key="shared")
+        assert not ConsumeAnswer.objects.exists()
+
+    def test_retry_of_an_allowed_consume_at_the_cap_replays_and_records_nothing(
+        self, organization, member
+    ):
+        set_limits(organization, default=D(10))
+        first = consume(organization, member, 6, key="k1")
+        consume(organization, member, 4, key="k2")
+        again = usage_consume(
+            organization=organization, membership=member, credits=D(6), idempotency_key="k1"
+        )
+        assert again.replayed and again.decision == first and first.allowed
+        assert counted(member) == D(10)
+        assert UsageEvent.objects.count() == 2
 
     def test_repeated_ingest_is_a_duplicate(self, organization, member):
         event = UsageInput("e1", D(3), user=member.external_id)
