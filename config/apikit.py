@@ -16,7 +16,7 @@ from django.http import HttpRequest
 from ninja import Schema
 from ninja.parser import Parser
 from ninja.security import HttpBearer
-from pydantic import ConfigDict
+from pydantic import BaseModel, ConfigDict
 
 from accounts.audit import Actor, set_actor
 from accounts.models import ApiKey, Organization
@@ -37,8 +37,14 @@ class ApiError(ServiceError):
         self.status = status
 
 
-class StrictSchema(Schema):
-    """Request bodies: unknown fields are an error, not silently dropped."""
+class StrictSchema(BaseModel):
+    """Request bodies: unknown fields are an error, not silently dropped.
+
+    A plain pydantic model rather than ninja's `Schema`: bodies are JSON, never
+    ORM objects, and `Schema`'s root validator, which reads attributes of
+    model instances, validated every object twice when extra fields are
+    forbidden; a 1,000-event batch spent a quarter of its time there.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
