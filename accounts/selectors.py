@@ -33,6 +33,22 @@ def membership_get(*, organization: Organization, external_id: str) -> Membershi
     return membership
 
 
+def member_ids_by_external_id(
+    *, organization: Organization, external_ids: Sequence[str]
+) -> dict[str, int]:
+    """The membership ids of these members (those that exist): one query
+    written as SQL, as every ingest runs it (see config/rawsql.py).
+    """
+    condition, params = rawsql.any_of("external_id", external_ids)
+    return dict(
+        rawsql.fetch_all(
+            f"SELECT external_id, id FROM {Membership._meta.db_table}"
+            f" WHERE organization_id = %s AND {condition}",
+            [organization.pk, *params],
+        )
+    )
+
+
 def membership_list(*, organization: Organization) -> QuerySet[Membership]:
     return Membership.objects.filter(organization=organization).select_related("user")
 

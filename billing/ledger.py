@@ -29,8 +29,17 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from billing.credits import CREDIT_DECIMAL_PLACES, CREDIT_MAX_DIGITS, CREDIT_QUANTUM
-from billing.models import DailyUsage, MemberUsage, OrganizationUsage, SourceUsage, UsageEvent
+from billing.models import (
+    ConsumeAnswer,
+    DailyUsage,
+    MemberUsage,
+    OrganizationUsage,
+    SourceUsage,
+    UsageEvent,
+)
+from config import rawsql
 
+CONSUME_ANSWER = ConsumeAnswer._meta.db_table
 DAILY_USAGE = DailyUsage._meta.db_table
 MEMBER_USAGE = MemberUsage._meta.db_table
 ORGANIZATION_USAGE = OrganizationUsage._meta.db_table
@@ -64,6 +73,36 @@ def _moment_result(value: Any) -> datetime | None:
     if moment is not None and timezone.is_naive(moment):
         moment = moment.replace(tzinfo=UTC)
     return moment
+
+
+def _rows(types: Sequence[str], rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
+    """A SELECT of these rows, for `INSERT … SELECT`, and its parameters.
+
+    PostgreSQL gets one array per column (`unnest`), so the statement has a
+    parameter per column whatever the number of rows: a VALUES list of
+    thousands of placeholders cost more to build and parse than the insert
+    itself. SQLite (the local demo database) gets the VALUES list; `WHERE
+    true` lets its parser tell the ON CONFLICT that follows from a join's.
+    `types` are PostgreSQL's element types; values go in as Python objects.
+    """
+    if connection.vendor == "postgresql":
+        arrays = ", ".join(f"%s::{column_type}[]" for column_type in types)
+        return f"SELECT * FROM unnest({arrays})", [
+            list(column) for column in zip(*rows, strict=True)
+        ]
+    row = "(" + ", ".join(["%s"] * len(types)) + ")"
+    params = [_sqlite_param(value) for values in rows for value in values]
+    return f"SELECT * FROM (VALUES {', '.join([row] * len(rows))}) WHERE true", params
+
+
+def _sqlite_param(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return _credits_param(value)
+    if isinstance(value, datetime):
+        return _moment_param(value)
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, cls=DjangoJSONEncoder)
+    return value
 
 
 @dataclass(frozen=True)
@@ -172,22 +211,16 @@ def add_to_members(
     if not increments:
         return []
     ordered = sorted(increments, key=lambda i: (i.membership_id, i.period_start))
-    values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(ordered))
-    params: list[Any] = []
-    for increment in ordered:
-        params += [
-            organization_id,
-            increment.membership_id,
-            _moment_param(increment.period_start),
-            _credits_param(increment.used),
-            _credits_param(increment.counted),
-        ]
+    rows, params = _rows(
+        ("bigint", "bigint", "timestamptz", "numeric", "numeric"),
+        [(organization_id, i.membership_id, i.period_start, i.used, i.counted) for i in ordered],
+    )
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             INSERT INTO {MEMBER_USAGE} AS t
                 (organization_id, membership_id, period_start, used, counted)
-            VALUES {values}
+            {rows}
             ON CONFLICT (membership_id, period_start) DO UPDATE SET
                 used = t.used + EXCLUDED.used,
                 counted = t.counted + EXCLUDED.counted
@@ -273,23 +306,20 @@ def add_to_sources(
     if not increments:
         return
     keys = sorted(increments, key=lambda k: (k[0] or 0, k[1], k[2]))
-    values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(keys))
-    params: list[Any] = []
-    for membership_id, period_start, source in keys:
-        params += [
-            organization_id,
-            membership_id,
-            membership_id or 0,
-            _moment_param(period_start),
-            source,
-            _credits_param(increments[(membership_id, period_start, source)]),
-        ]
+    rows, params = _rows(
+        ("bigint", "bigint", "bigint", "timestamptz", "text", "numeric"),
+        [
+            (organization_id, membership_id, membership_id or 0, period_start, source, used)
+            for membership_id, period_start, source in keys
+            for used in [increments[(membership_id, period_start, source)]]
+        ],
+    )
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             INSERT INTO {SOURCE_USAGE} AS t
                 (organization_id, membership_id, member_key, period_start, source, used)
-            VALUES {values}
+            {rows}
             ON CONFLICT (organization_id, member_key, period_start, source)
             DO UPDATE SET used = t.used + EXCLUDED.used
             """,
@@ -347,31 +377,44 @@ def insert_events(*, organization_id: int, events: Sequence[NewEvent], now: date
     """Insert ledger rows whose key is new; returns the keys actually inserted."""
     if not events:
         return set()
-    if connection.vendor == "postgresql":
-        return _insert_events_unnest(organization_id=organization_id, events=events, now=now)
-    values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(events))
-    params: list[Any] = []
-    for event in events:
-        params += [
-            organization_id,
-            event.membership_id,
-            event.meter,
-            _credits_param(event.credits),
-            event.source,
-            _moment_param(event.timestamp),
-            _moment_param(event.period_start),
-            event.idempotency_key,
-            event.fingerprint,
-            connection.ops.adapt_json_value(event.properties, json.JSONEncoder),
-            _moment_param(now),
-        ]
+    rows, params = _rows(
+        (
+            "bigint",
+            "bigint",
+            "text",
+            "numeric",
+            "text",
+            "timestamptz",
+            "timestamptz",
+            "text",
+            "text",
+            "jsonb",
+            "timestamptz",
+        ),
+        [
+            (
+                organization_id,
+                event.membership_id,
+                event.meter,
+                event.credits,
+                event.source,
+                event.timestamp,
+                event.period_start,
+                event.idempotency_key,
+                event.fingerprint,
+                _json_param(event.properties),
+                now,
+            )
+            for event in events
+        ],
+    )
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             INSERT INTO {USAGE_EVENT}
                 (organization_id, membership_id, meter, credits, source, timestamp, period_start,
                  idempotency_key, fingerprint, properties, recorded_at)
-            VALUES {values}
+            {rows}
             ON CONFLICT (organization_id, idempotency_key) DO NOTHING
             RETURNING idempotency_key
             """,
@@ -380,41 +423,31 @@ def insert_events(*, organization_id: int, events: Sequence[NewEvent], now: date
         return {row[0] for row in cursor.fetchall()}
 
 
-def _insert_events_unnest(
-    *, organization_id: int, events: Sequence[NewEvent], now: datetime
-) -> set[str]:
-    """PostgreSQL: one array per column, so the statement keeps a dozen
-    parameters whatever the batch size (a VALUES list of 11,000 placeholders
-    cost more to build and parse than the insert itself).
-    """
+def _json_param(value: dict[str, Any]) -> str:
+    return json.dumps(value, cls=DjangoJSONEncoder)
+
+
+def consume_keys_among(*, organization_id: int, keys: Sequence[str]) -> set[str]:
+    """Which of these idempotency keys a consume has taken."""
+    condition, params = rawsql.any_of("idempotency_key", keys)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"""
-            INSERT INTO {USAGE_EVENT}
-                (organization_id, membership_id, meter, credits, source, timestamp, period_start,
-                 idempotency_key, fingerprint, properties, recorded_at)
-            SELECT %s, e.membership_id, e.meter, e.credits, e.source, e.moment, e.period_start,
-                   e.idempotency_key, e.fingerprint, e.properties::jsonb, %s
-            FROM unnest(
-                %s::bigint[], %s::text[], %s::numeric[], %s::text[], %s::timestamptz[],
-                %s::timestamptz[], %s::text[], %s::text[], %s::text[]
-            ) AS e(membership_id, meter, credits, source, moment, period_start,
-                   idempotency_key, fingerprint, properties)
-            ON CONFLICT (organization_id, idempotency_key) DO NOTHING
-            RETURNING idempotency_key
-            """,
-            [
-                organization_id,
-                now,
-                [event.membership_id for event in events],
-                [event.meter for event in events],
-                [event.credits for event in events],
-                [event.source for event in events],
-                [event.timestamp for event in events],
-                [event.period_start for event in events],
-                [event.idempotency_key for event in events],
-                [event.fingerprint for event in events],
-                [json.dumps(event.properties, cls=DjangoJSONEncoder) for event in events],
-            ],
+            f"SELECT idempotency_key FROM {CONSUME_ANSWER}"
+            f" WHERE organization_id = %s AND {condition}",
+            [organization_id, *params],
         )
         return {row[0] for row in cursor.fetchall()}
+
+
+def fingerprints_of(*, organization_id: int, keys: Sequence[str]) -> dict[str, str]:
+    """The fingerprints of the ledger rows with these keys."""
+    if not keys:
+        return {}
+    condition, params = rawsql.any_of("idempotency_key", keys)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT idempotency_key, fingerprint FROM {USAGE_EVENT}"
+            f" WHERE organization_id = %s AND {condition}",
+            [organization_id, *params],
+        )
+        return dict(cursor.fetchall())

@@ -25,7 +25,7 @@ from django.utils.dateparse import parse_datetime
 
 from accounts.audit import audit_record
 from accounts.models import Membership, Organization
-from accounts.selectors import validate_admins
+from accounts.selectors import member_ids_by_external_id, validate_admins
 from alerts.services import MemberChange, UsageChange, alerts_evaluate_organization, alerts_on_usage
 from billing import ledger
 from billing.credits import credits_field, format_credits
@@ -498,31 +498,26 @@ def usage_ingest(*, organization: Organization, events: Sequence[UsageInput]) ->
     A key seen before with the same event is a duplicate and not counted again.
     """
     now = timezone.now()
-    memberships = _members_by_external_id(organization, events)
+    member_ids = _member_ids_by_external_id(organization, events)
     fingerprints = [event.fingerprint() for event in events]
-    new_events = _new_events(organization, events, fingerprints, memberships, now)
-    duplicates = len(events) - len(new_events)
-    if not new_events:
-        return IngestResult(accepted=0, duplicates=duplicates)
+    new_events = _new_events(organization, events, fingerprints, member_ids, now)
+    _refuse_consume_keys(organization, events)
     with transaction.atomic():
         inserted = ledger.insert_events(organization_id=organization.pk, events=new_events, now=now)
+        if len(inserted) < len(new_events):
+            _refuse_reused_keys(organization, events, fingerprints, inserted)
         recorded = [event for event in new_events if event.idempotency_key in inserted]
         _add_to_totals(organization, recorded, now)
     return IngestResult(accepted=len(recorded), duplicates=len(events) - len(recorded))
 
 
-def _members_by_external_id(
+def _member_ids_by_external_id(
     organization: Organization, events: Sequence[UsageInput]
-) -> dict[str, Membership]:
+) -> dict[str, int]:
     external_ids = {event.user for event in events if event.user is not None}
     if not external_ids:
         return {}
-    found = {
-        membership.external_id: membership
-        for membership in Membership.objects.filter(
-            organization=organization, external_id__in=external_ids
-        )
-    }
+    found = member_ids_by_external_id(organization=organization, external_ids=list(external_ids))
     for index, event in enumerate(events):
         if event.user is not None and event.user not in found:
             raise InvalidInput(
@@ -537,27 +532,18 @@ def _new_events(
     organization: Organization,
     events: Sequence[UsageInput],
     fingerprints: list[str],
-    memberships: dict[str, Membership],
+    member_ids: dict[str, int],
     now: datetime,
 ) -> list[ledger.NewEvent]:
-    """Validate the batch and drop the events already recorded."""
-    keys = [event.idempotency_key for event in events]
-    seen = dict(
-        UsageEvent.objects.filter(organization=organization, idempotency_key__in=keys).values_list(
-            "idempotency_key", "fingerprint"
-        )
-    )
-    consumed = set(
-        ConsumeAnswer.objects.filter(
-            organization=organization, idempotency_key__in=keys
-        ).values_list("idempotency_key", flat=True)
-    )
-    new_events: list[ledger.NewEvent] = []
+    """Validate the batch; the first of each key in it (a key repeated in one
+    batch is a duplicate, as it would be in the next).
+    """
+    new_events: dict[str, ledger.NewEvent] = {}
     for index, (event, event_fingerprint) in enumerate(zip(events, fingerprints, strict=True)):
         key = event.idempotency_key
-        if key in consumed or (key in seen and seen[key] != event_fingerprint):
-            raise _key_reused(key, field_name=f"events[{index}].idempotency_key")
-        if key in seen:
+        if key in new_events:
+            if new_events[key].fingerprint != event_fingerprint:
+                raise _key_reused(key, field_name=f"events[{index}].idempotency_key")
             continue
         timestamp = event.timestamp or now
         if timestamp > now + MAX_FUTURE_SKEW:
@@ -566,22 +552,48 @@ def _new_events(
                 code="timestamp_in_future",
                 field=f"events[{index}].timestamp",
             )
-        seen[key] = event_fingerprint
-        membership = memberships.get(event.user) if event.user is not None else None
-        new_events.append(
-            ledger.NewEvent(
-                membership_id=membership.pk if membership else None,
-                meter=event.meter,
-                credits=event.credits,
-                source=event.source,
-                timestamp=timestamp,
-                period_start=period_containing(timestamp, anchor_day=organization.anchor_day).start,
-                idempotency_key=key,
-                fingerprint=event_fingerprint,
-                properties=event.properties,
-            )
+        new_events[key] = ledger.NewEvent(
+            membership_id=member_ids[event.user] if event.user is not None else None,
+            meter=event.meter,
+            credits=event.credits,
+            source=event.source,
+            timestamp=timestamp,
+            period_start=period_containing(timestamp, anchor_day=organization.anchor_day).start,
+            idempotency_key=key,
+            fingerprint=event_fingerprint,
+            properties=event.properties,
         )
-    return new_events
+    return list(new_events.values())
+
+
+def _refuse_consume_keys(organization: Organization, events: Sequence[UsageInput]) -> None:
+    """409 for the first event whose key a consume took (a refused consume
+    leaves no ledger row, so the ledger's own constraint cannot tell).
+    """
+    taken = ledger.consume_keys_among(
+        organization_id=organization.pk, keys=[event.idempotency_key for event in events]
+    )
+    for index, event in enumerate(events):
+        if event.idempotency_key in taken:
+            raise _key_reused(event.idempotency_key, field_name=f"events[{index}].idempotency_key")
+
+
+def _refuse_reused_keys(
+    organization: Organization,
+    events: Sequence[UsageInput],
+    fingerprints: list[str],
+    inserted: set[str],
+) -> None:
+    """The ledger already held some keys of the batch: duplicates if they
+    came with the same event, else 409 for the first one (which rolls back
+    the batch's insert).
+    """
+    repeated = {event.idempotency_key for event in events} - inserted
+    stored = ledger.fingerprints_of(organization_id=organization.pk, keys=list(repeated))
+    for index, (event, event_fingerprint) in enumerate(zip(events, fingerprints, strict=True)):
+        key = event.idempotency_key
+        if key in stored and stored[key] != event_fingerprint:
+            raise _key_reused(key, field_name=f"events[{index}].idempotency_key")
 
 
 def _add_to_totals(

@@ -444,6 +444,23 @@ def test_values_the_database_cannot_hold_are_refused_not_with_a_500(
     assert not UsageEvent.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        # The bytes of half a surrogate pair, not an escape: json.loads lets them through.
+        '{"name": "Acme\ud800"}'.encode("utf-8", "surrogatepass"),
+        # UTF-16, which json.loads detects: a lone surrogate, and a NUL from an escape.
+        '{"name": "Acme\ud800"}'.encode("utf-16-le", "surrogatepass"),
+        '{"name": "Acme\\u0000"}'.encode("utf-32-le"),
+    ],
+)
+def test_unstorable_text_without_an_escape_in_utf8_is_refused_too(api: Any, body: bytes) -> None:
+    response = api.patch("/api/v1/organization", body)
+
+    assert response.status_code == 422, response.content
+    assert response.json()["error"]["field"] == "name"
+
+
 def test_fractional_numbers_in_properties_are_kept_as_json_numbers(api: Any) -> None:
     response = api.post(
         "/api/v1/usage",
