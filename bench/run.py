@@ -111,6 +111,7 @@ class Baselines:
     copy_rows: int
     copy_seconds: float
     inproc_p50_ms: float
+    empty_view_rate: float = 0.0  # requests/s of a view doing nothing, same stack
 
     @property
     def copy_rate(self) -> float:
@@ -160,6 +161,7 @@ def main() -> None:
         stack.django_setup(env)
         fixtures = _measure_in_process(report, clock, env, scale=scale, profile_dir=profile_dir)
         baselines = _baselines(report, clock, fixtures, scale=scale, profile_dir=profile_dir)
+        baselines.empty_view_rate = _measure_empty_view(report, clock, env, fixtures, scale)
         clock.step(f"Starting gunicorn ({stack.WEB_CONCURRENCY} workers) and a Celery worker")
         with stack.servers(env) as servers:
             _measure_http(report, clock, servers, fixtures, baselines, scale, profile_dir)
@@ -402,6 +404,44 @@ def _baselines(
     )
 
 
+def _measure_empty_view(
+    report: Report, clock: Clock, env: dict[str, str], made: Fixtures, scale: float
+) -> float:
+    """The ceiling under every API figure: the same gunicorn workers and
+    middleware (the rate limit counting in Redis included) answering the
+    consume requests with a view that does nothing (bench/floor_urls.py).
+    """
+    from bench import throughput
+
+    seconds = 10 * scale
+    clock.step(f"Baseline: a view that does nothing, same stack, {GATE_CLIENTS} clients")
+    floor_env = env | {"DJANGO_SETTINGS_MODULE": "bench.floor_settings"}
+    with stack.servers(floor_env, with_worker=False) as servers:
+        throughput.empty_closed(servers.url, made.gate, clients=8, seconds=2)
+        _settle(clock, servers, report)
+        with stack.CpuMeter(servers) as cpu:
+            outcome = throughput.empty_closed(
+                servers.url, made.gate, clients=GATE_CLIENTS, seconds=seconds
+            )
+    _note(outcome, "empty view, closed loop")
+    per_request = cpu.web / outcome.ok * 1000 if outcome.ok else math.nan
+    report.add(
+        Figure(
+            S_GATE,
+            f"baseline: a view that does nothing, same stack, {GATE_CLIENTS} clients",
+            outcome.throughput,
+            "requests/s",
+            f"{outcome.throughput:,.0f} requests/s",
+            baseline=(
+                f"gunicorn CPU {ms(per_request)} per request; "
+                f"load generator used {outcome.client_cpu:.2f} cores"
+            ),
+            detail=outcome.summary() | {"gunicorn_cpu_ms_per_request": per_request},
+        )
+    )
+    return outcome.throughput
+
+
 def _profiled(
     servers: stack.Servers, profile_dir: Path | None, name: str, seconds: float
 ) -> AbstractContextManager[None]:
@@ -495,7 +535,10 @@ def _measure_http(
                 outcome.throughput,
                 "requests/s",
                 f"{outcome.throughput:,.0f} requests/s",
-                baseline=f"load generator used {outcome.client_cpu:.2f} cores",
+                baseline=(
+                    f"a view doing nothing: {base.empty_view_rate:,.0f}/s; "
+                    f"load generator used {outcome.client_cpu:.2f} cores"
+                ),
                 target=f">= {CONSUME_PER_S:,} requests/s" if is_consume else "",
                 met=outcome.throughput >= CONSUME_PER_S if is_consume else None,
                 detail=outcome.summary(),

@@ -138,7 +138,7 @@ def django_setup(env: dict[str, str]) -> None:
 class Servers:
     url: str
     web: subprocess.Popen[bytes]
-    worker: subprocess.Popen[bytes]
+    worker: subprocess.Popen[bytes] | None
     log_dir: Path
 
     def web_worker_pids(self) -> list[int]:
@@ -162,7 +162,9 @@ def _stop(process: subprocess.Popen[bytes], seconds: float = 20) -> None:
 
 
 @contextmanager
-def servers(env: dict[str, str], *, web_workers: int = WEB_CONCURRENCY) -> Iterator[Servers]:
+def servers(
+    env: dict[str, str], *, web_workers: int = WEB_CONCURRENCY, with_worker: bool = True
+) -> Iterator[Servers]:
     """gunicorn and a Celery worker, as the Procfile's `web` and `worker`
     lines start them (bound to 127.0.0.1), with their logs in a temporary
     folder, kept only when something failed. Beat is not started: no
@@ -190,24 +192,26 @@ def servers(env: dict[str, str], *, web_workers: int = WEB_CONCURRENCY) -> Itera
         stdout=web_log,
         stderr=subprocess.STDOUT,
     )
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "--concurrency",
-            str(WORKER_CONCURRENCY),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=worker_log,
-        stderr=subprocess.STDOUT,
-    )
+    worker = None
+    if with_worker:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                str(WORKER_CONCURRENCY),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=worker_log,
+            stderr=subprocess.STDOUT,
+        )
     running = Servers(
         url=f"http://127.0.0.1:{port}",
         web=web,
@@ -217,12 +221,14 @@ def servers(env: dict[str, str], *, web_workers: int = WEB_CONCURRENCY) -> Itera
     failed = True
     try:
         wait_for_http(f"{running.url}/api/v1/openapi.json", process=web)
-        wait_for_worker()
+        if worker is not None:
+            wait_for_worker()
         yield running
         failed = False
     finally:
         for process in (web, worker):
-            _stop(process)
+            if process is not None:
+                _stop(process)
         web_log.close()
         worker_log.close()
         if failed:

@@ -61,9 +61,10 @@ class Ingest:
 
 
 class Consume:
-    def __init__(self, url: str, tenants: Sequence[Tenant]) -> None:
+    def __init__(self, url: str, tenants: Sequence[Tenant], path: str = "/api/v1/consume") -> None:
         self.host = _host(url)
         self.tenants = tenants
+        self.path = path
         self.run = uuid.uuid4().hex[:10]
 
     def __call__(self, index: int, client: int) -> bytes:
@@ -78,7 +79,7 @@ class Consume:
             }
         ).encode()
         return loadgen.request_bytes(
-            host=self.host, path="/api/v1/consume", api_key=tenant.api_key, body=body
+            host=self.host, path=self.path, api_key=tenant.api_key, body=body
         )
 
 
@@ -129,6 +130,19 @@ def consume_closed(
     return loadgen.closed_loop(
         url,
         Consume(url, tenants),
+        clients=clients,
+        seconds=seconds,
+        max_requests=int(seconds * 5000),
+    )
+
+
+def empty_closed(
+    url: str, tenants: Sequence[Tenant], *, clients: int, seconds: float
+) -> loadgen.Outcome:
+    """The consume requests, sent to the view that does nothing (bench/floor_urls.py)."""
+    return loadgen.closed_loop(
+        url,
+        Consume(url, tenants, path="/api/v1/floor"),
         clients=clients,
         seconds=seconds,
         max_requests=int(seconds * 5000),
