@@ -13,6 +13,7 @@ from config.env import (
     database_config,
     env_bool,
     env_list,
+    redis_cache_config,
     redis_url,
 )
 from config.ratelimit import validate_rate
@@ -170,14 +171,7 @@ STORAGES = {
 # Redis: Celery's broker and the shared cache. Without it, tasks run in-process.
 REDIS_URL = redis_url(ENV["REDIS_URL"]) if ENV.get("REDIS_URL") else ""
 if REDIS_URL:
-    CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
-            # A hung Redis must not hang requests: the rate limiter then lets them through.
-            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
-        }
-    }
+    CACHES = {"default": redis_cache_config(REDIS_URL)}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 

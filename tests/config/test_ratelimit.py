@@ -11,6 +11,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import Client
 from redis import Redis
 
+from config.env import redis_cache_config
 from config.ratelimit import validate_rate
 from tests.factories import DEFAULT_PASSWORD
 from tests.fixtures import ApiClient
@@ -49,13 +50,7 @@ def test_the_api_rate_can_be_turned_off(settings, api):
 
 def test_counters_live_in_redis_when_it_is_the_cache(settings, api):
     prefix = f"test-{uuid.uuid4()}"
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": settings.REDIS_URL,
-            "KEY_PREFIX": prefix,
-        }
-    }
+    settings.CACHES = {"default": redis_cache_config(settings.REDIS_URL, KEY_PREFIX=prefix)}
     settings.API_RATE_LIMIT = "2/m"
 
     statuses = [api.get("/api/v1/organization").status_code for _ in range(3)]
@@ -68,12 +63,8 @@ def test_counters_live_in_redis_when_it_is_the_cache(settings, api):
 
 
 def test_with_its_cache_down_the_limiter_lets_requests_through(settings, api):
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens there
-        }
-    }
+    # Nothing listens on port 1.
+    settings.CACHES = {"default": redis_cache_config("redis://127.0.0.1:1/0")}
     settings.API_RATE_LIMIT = "1/m"
 
     assert [api.get("/api/v1/organization").status_code for _ in range(3)] == [200, 200, 200]
