@@ -75,33 +75,34 @@ def _moment_result(value: Any) -> datetime | None:
     return moment
 
 
+# Above this many values, PostgreSQL gets arrays rather than placeholders.
+UNNEST_ABOVE_VALUES = 100
+
+
 def _rows(types: Sequence[str], rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
-    """A SELECT of these rows, for `INSERT … SELECT`, and its parameters.
+    """The rows to follow `INSERT INTO table (columns)`, and their parameters.
 
-    PostgreSQL gets one array per column (`unnest`), so the statement has a
-    parameter per column whatever the number of rows: a VALUES list of
-    thousands of placeholders cost more to build and parse than the insert
-    itself. SQLite (the local demo database) gets the VALUES list; `WHERE
-    true` lets its parser tell the ON CONFLICT that follows from a join's.
-    `types` are PostgreSQL's element types; values go in as Python objects.
+    Many rows go to PostgreSQL as one array per column (`SELECT * FROM
+    unnest(…)`), so the statement has a parameter per column whatever their
+    number: a VALUES list of 11,000 placeholders cost more to build and parse
+    than the insert itself. A few rows (a consume's) go as a VALUES list,
+    which costs less to send than arrays. `types` are PostgreSQL's element
+    types; values go in as Python objects.
     """
-    if connection.vendor == "postgresql":
+    if connection.vendor == "postgresql" and len(rows) * len(types) > UNNEST_ABOVE_VALUES:
         arrays = ", ".join(f"%s::{column_type}[]" for column_type in types)
-        return f"SELECT * FROM unnest({arrays})", [
-            list(column) for column in zip(*rows, strict=True)
-        ]
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        return f"SELECT * FROM unnest({arrays})", columns
     row = "(" + ", ".join(["%s"] * len(types)) + ")"
-    params = [_sqlite_param(value) for values in rows for value in values]
-    return f"SELECT * FROM (VALUES {', '.join([row] * len(rows))}) WHERE true", params
+    params = [_param(value) for values in rows for value in values]
+    return f"VALUES {', '.join([row] * len(rows))}", params
 
 
-def _sqlite_param(value: Any) -> Any:
+def _param(value: Any) -> Any:
     if isinstance(value, Decimal):
         return _credits_param(value)
     if isinstance(value, datetime):
         return _moment_param(value)
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, cls=DjangoJSONEncoder)
     return value
 
 
