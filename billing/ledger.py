@@ -430,25 +430,26 @@ def _json_param(value: dict[str, Any]) -> str:
 
 def consume_keys_among(*, organization_id: int, keys: Sequence[str]) -> set[str]:
     """Which of these idempotency keys a consume has taken."""
-    condition, params = rawsql.any_of("idempotency_key", keys)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT idempotency_key FROM {CONSUME_ANSWER}"
-            f" WHERE organization_id = %s AND {condition}",
-            [organization_id, *params],
-        )
-        return {row[0] for row in cursor.fetchall()}
+    rows = _rows_with_keys(f"SELECT idempotency_key FROM {CONSUME_ANSWER}", organization_id, keys)
+    return {key for (key,) in rows}
 
 
 def fingerprints_of(*, organization_id: int, keys: Sequence[str]) -> dict[str, str]:
     """The fingerprints of the ledger rows with these keys."""
-    if not keys:
-        return {}
-    condition, params = rawsql.any_of("idempotency_key", keys)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT idempotency_key, fingerprint FROM {USAGE_EVENT}"
-            f" WHERE organization_id = %s AND {condition}",
-            [organization_id, *params],
+    return dict(
+        _rows_with_keys(
+            f"SELECT idempotency_key, fingerprint FROM {USAGE_EVENT}", organization_id, keys
         )
-        return dict(cursor.fetchall())
+    )
+
+
+def _rows_with_keys(
+    select: str, organization_id: int, keys: Sequence[str]
+) -> list[tuple[Any, ...]]:
+    """The rows of `select` for the organization's rows with these idempotency keys."""
+    if not keys:
+        return []
+    condition, params = rawsql.any_of("idempotency_key", keys)
+    return rawsql.fetch_all(
+        f"{select} WHERE organization_id = %s AND {condition}", [organization_id, *params]
+    )

@@ -37,7 +37,6 @@ from billing.models import (
     MemberUsage,
     Source,
     SourceUsage,
-    UsageEvent,
     UserLimitPolicy,
 )
 from billing.periods import Period, period_containing
@@ -279,13 +278,7 @@ def _event_key_taken(*, organization: Organization, key: str) -> bool:
     """Whether the ledger already holds this key (ingest and consume share one
     namespace); only a refusal asks, as an allowed consume's own insert tells.
     """
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT 1 FROM {UsageEvent._meta.db_table}"
-            " WHERE organization_id = %s AND idempotency_key = %s",
-            [organization.pk, key],
-        )
-        return cursor.fetchone() is not None
+    return bool(ledger.fingerprints_of(organization_id=organization.pk, keys=[key]))
 
 
 def _record_consume_answer(
