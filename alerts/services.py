@@ -140,8 +140,8 @@ def _user_limit_candidate(
 
 
 def alerts_on_usage(change: UsageChange) -> list[Firing]:
-    """Fire what this write crossed. Runs inside the write's transaction; two
-    queries when nothing fires, whatever the number of events.
+    """Fire what this write crossed. Runs inside the write's transaction; one
+    query when nothing fires, whatever the number of events.
     """
     organization = change.organization
     alerts, policy = _alert_configuration(organization)

@@ -75,18 +75,16 @@ def limit_rules_get(*, organization: Organization, membership_ids: Iterable[int]
     Written as SQL, as every consume and ingest runs it (see config/rawsql.py):
     the policy, joined to these members' custom limits when it is enabled.
     """
-    ids = list(membership_ids)
-    members = ", ".join(["%s"] * len(ids)) or "NULL"
+    member_condition, member_params = rawsql.any_of("c.membership_id", list(membership_ids))
     rows = rawsql.fetch_all(
         f"""
         SELECT p.enabled, p.default_limit, p.excluded_sources, c.membership_id, c."limit"
         FROM {UserLimitPolicy._meta.db_table} p
         LEFT JOIN {CustomLimit._meta.db_table} c
-            ON p.enabled AND c.organization_id = p.organization_id
-            AND c.membership_id IN ({members})
+            ON p.enabled AND c.organization_id = p.organization_id AND {member_condition}
         WHERE p.organization_id = %s
         """,
-        [*ids, organization.pk],
+        [*member_params, organization.pk],
     )
     if not rows:
         return LimitRules(
