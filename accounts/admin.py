@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-import json
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -17,7 +16,7 @@ from django.utils.html import format_html, format_html_join
 from accounts.forms import AdminUserChangeForm, AdminUserCreationForm, MembershipAdminForm
 from accounts.models import ApiKey, AuditEvent, Membership, Organization, Role, User
 from accounts.services import api_key_create, api_key_revoke
-from alerts.admin import OrganizationAlertInline
+from alerts.admin import NullListFilter, OrganizationAlertInline, pretty_json
 from alerts.services import alerts_evaluate_organization
 from billing.admin import (
     CUSTOM_LIMITS_INLINE_MAX,
@@ -25,7 +24,7 @@ from billing.admin import (
     TotalsAdmin,
     UserLimitPolicyInline,
 )
-from billing.credits import format_credits
+from billing.credits import format_credits, percent_of
 from billing.models import CustomLimit
 from billing.selectors import current_period, organizations_with_usage_this_period
 
@@ -51,19 +50,11 @@ class UserAdmin(DjangoUserAdmin):
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
 
 
-class AllowanceFilter(admin.SimpleListFilter):
+class AllowanceFilter(NullListFilter):
     title = "credit allowance"
     parameter_name = "allowance"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("set", "Set"), ("none", "None")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value() == "set":
-            return queryset.filter(credit_allowance__isnull=False)
-        if self.value() == "none":
-            return queryset.filter(credit_allowance__isnull=True)
-        return queryset
+    field = "credit_allowance"
+    options = [("set", "Set", False), ("none", "None", True)]
 
 
 def _admin_url(view: str, **params: Any) -> str:
@@ -97,7 +88,7 @@ class OrganizationAdmin(admin.ModelAdmin):
         editable = ("name", "slug", "credit_allowance", "block_when_exhausted", "anchor_day")
         if obj is None:
             return editable
-        return (*editable, "this_period", "usage_this_period", "members", "records")
+        return (*editable, *self.readonly_fields)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Organization]:
         # The current period depends on each organization's anchor day: its
@@ -110,8 +101,7 @@ class OrganizationAdmin(admin.ModelAdmin):
         allowance = organization.credit_allowance
         if not allowance:
             return format_credits(used)
-        percent = (used * 100 / allowance).quantize(Decimal(1), rounding=ROUND_DOWN)
-        return f"{format_credits(used)} ({percent}%)"
+        return f"{format_credits(used)} ({percent_of(used, allowance)}%)"
 
     @admin.display(description="current period")
     def this_period(self, organization: Organization) -> str:
@@ -175,7 +165,6 @@ class MembershipAdmin(admin.ModelAdmin):
     form = MembershipAdminForm
     list_display = ("user", "organization", "role", "external_id", "created_at")
     list_filter = ("role", "organization")
-    list_select_related = ("user", "organization")
     search_fields = ("user__email", "user__name", "external_id", "organization__slug")
     autocomplete_fields = ("user", "organization")
     readonly_fields = ("created_at",)
@@ -204,19 +193,11 @@ class MembershipAdmin(admin.ModelAdmin):
             alerts_evaluate_organization(organization=obj.organization)
 
 
-class ApiKeyStatusFilter(admin.SimpleListFilter):
+class ApiKeyStatusFilter(NullListFilter):
     title = "status"
     parameter_name = "status"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("active", "Active"), ("revoked", "Revoked")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value() == "active":
-            return queryset.filter(revoked_at__isnull=True)
-        if self.value() == "revoked":
-            return queryset.filter(revoked_at__isnull=False)
-        return queryset
+    field = "revoked_at"
+    options = [("active", "Active", True), ("revoked", "Revoked", False)]
 
 
 @admin.register(ApiKey)
@@ -290,14 +271,8 @@ class AuditEventAdmin(TotalsAdmin):
 
     @admin.display(description="before")
     def before_json(self, event: AuditEvent) -> str:
-        return _pretty_json(event.before)
+        return pretty_json(event.before)
 
     @admin.display(description="after")
     def after_json(self, event: AuditEvent) -> str:
-        return _pretty_json(event.after)
-
-
-def _pretty_json(value: object) -> str:
-    if value is None:
-        return "—"
-    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, sort_keys=True))
+        return pretty_json(event.after)

@@ -6,13 +6,14 @@ the alerts inline of the organization page alike; the history and the
 delivery log are read-only; the outbox can only be told to send again.
 
 Also the helpers the other apps' admins share: `ReadOnlyAdmin`,
-`MembershipChoicesMixin`, `as_form_error`, `copy_into`,
-`saved_only_through_services`.
+`NullListFilter`, `pretty_json`, `MembershipChoicesMixin`, `as_form_error`,
+`copy_into`, `saved_only_through_services`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from django import forms
@@ -77,6 +78,31 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class NullListFilter(admin.SimpleListFilter):
+    """A list filter on whether `field` is null. `options` are (value in the
+    URL, label, whether that value means null), in the order shown.
+    """
+
+    field: str
+    options: Sequence[tuple[str, str, bool]]
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(value, label) for value, label, _ in self.options]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        for value, _, is_null in self.options:
+            if self.value() == value:
+                return queryset.filter(**{f"{self.field}__isnull": is_null})
+        return queryset
+
+
+def pretty_json(value: object) -> str:
+    """A JSON value, indented, for a read-only field; "—" for none."""
+    if value is None:
+        return "—"
+    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, sort_keys=True))
 
 
 if TYPE_CHECKING:
@@ -209,24 +235,10 @@ class OrganizationAlertAdmin(MembershipChoicesMixin, admin.ModelAdmin):
         self, request: HttpRequest, obj: OrganizationAlert, form: forms.ModelForm, change: bool
     ) -> None:
         data = form.cleaned_data
-        admins = list(data.get("admins") or [])
         if change:
-            saved = services.alert_update(
-                alert=OrganizationAlert.objects.get(pk=obj.pk),
-                threshold_type=data["threshold_type"],
-                threshold=data["threshold"],
-                notify=data["notify"],
-                admins=admins,
-            )
+            saved = _alert_update(OrganizationAlert.objects.get(pk=obj.pk), data)
         else:
-            saved = services.alert_create(
-                organization=data["organization"],
-                threshold_type=data["threshold_type"],
-                threshold=data["threshold"],
-                notify=data["notify"],
-                admins=admins,
-                fire_if_already_exceeded=data.get("fire_if_already_exceeded", True),
-            )
+            saved = _alert_create(data["organization"], data)
         copy_into(obj, saved)
 
     def save_related(
@@ -242,6 +254,28 @@ class OrganizationAlertAdmin(MembershipChoicesMixin, admin.ModelAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[OrganizationAlert]) -> None:
         for alert in queryset:
             services.alert_delete(alert=alert)
+
+
+def _alert_create(organization: Organization, data: dict[str, Any]) -> OrganizationAlert:
+    """An alert from an admin form's data (the inline's has no choice to fire: it does)."""
+    return services.alert_create(
+        organization=organization,
+        threshold_type=data["threshold_type"],
+        threshold=data["threshold"],
+        notify=data["notify"],
+        admins=list(data.get("admins") or []),
+        fire_if_already_exceeded=data.get("fire_if_already_exceeded", True),
+    )
+
+
+def _alert_update(alert: OrganizationAlert, data: dict[str, Any]) -> OrganizationAlert:
+    return services.alert_update(
+        alert=alert,
+        threshold_type=data["threshold_type"],
+        threshold=data["threshold"],
+        notify=data["notify"],
+        admins=list(data.get("admins") or []),
+    )
 
 
 class OrganizationAlertInlineForm(OrganizationAlertAdminForm):
@@ -272,28 +306,15 @@ class OrganizationAlertFormSet(BaseInlineFormSet):
 
     def save_new(self, form: forms.ModelForm, commit: bool = True) -> OrganizationAlert:
         saved_only_through_services(commit)
-        data = form.cleaned_data
-        return services.alert_create(
-            organization=self.instance,
-            threshold_type=data["threshold_type"],
-            threshold=data["threshold"],
-            notify=data["notify"],
-            admins=list(data.get("admins") or []),
-        )
+        return _alert_create(self.instance, form.cleaned_data)
 
     def save_existing(
         self, form: forms.ModelForm, obj: OrganizationAlert, commit: bool = True
     ) -> OrganizationAlert:
         saved_only_through_services(commit)
-        data = form.cleaned_data
         # `obj` already holds the form's values: the service compares with the stored ones.
-        return services.alert_update(
-            alert=OrganizationAlert.objects.select_related("organization").get(pk=obj.pk),
-            threshold_type=data["threshold_type"],
-            threshold=data["threshold"],
-            notify=data["notify"],
-            admins=list(data.get("admins") or []),
-        )
+        stored = OrganizationAlert.objects.select_related("organization").get(pk=obj.pk)
+        return _alert_update(stored, form.cleaned_data)
 
     def delete_existing(self, obj: OrganizationAlert, commit: bool = True) -> None:
         saved_only_through_services(commit)
@@ -494,9 +515,7 @@ class NotificationAdmin(ReadOnlyAdmin):
 
     @admin.display(description="payload")
     def formatted_payload(self, notification: Notification) -> str:
-        return format_html(
-            "<pre>{}</pre>", json.dumps(notification.payload, indent=2, sort_keys=True)
-        )
+        return pretty_json(notification.payload)
 
     def has_resend_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("alerts.change_notification")
@@ -568,19 +587,11 @@ class WebhookEndpointAdminForm(forms.ModelForm):
             raise ValidationError(error.message) from None
 
 
-class EndpointStatusFilter(admin.SimpleListFilter):
+class EndpointStatusFilter(NullListFilter):
     title = "status"
     parameter_name = "status"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("active", "Active"), ("disabled", "Disabled")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value() == "active":
-            return queryset.filter(disabled_at__isnull=True)
-        if self.value() == "disabled":
-            return queryset.filter(disabled_at__isnull=False)
-        return queryset
+    field = "disabled_at"
+    options = [("active", "Active", True), ("disabled", "Disabled", False)]
 
 
 @admin.register(WebhookEndpoint)

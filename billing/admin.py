@@ -10,7 +10,6 @@ a new limit are marked and the limit-reached alerts fire.
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from typing import Any
 
@@ -26,9 +25,11 @@ from accounts.models import Membership, Organization
 from accounts.selectors import validate_admins
 from alerts.admin import (
     MembershipChoicesMixin,
+    NullListFilter,
     ReadOnlyAdmin,
     as_form_error,
     copy_into,
+    pretty_json,
     saved_only_through_services,
 )
 from billing.credits import (
@@ -83,10 +84,6 @@ def _user(row: Any) -> str | None:
     return membership.external_id if membership is not None else None
 
 
-def _pretty_json(value: Any) -> str:
-    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, sort_keys=True))
-
-
 # The ledger: read-only
 
 
@@ -132,7 +129,7 @@ class UsageEventAdmin(ReadOnlyAdmin):
 
     @admin.display(description="properties")
     def formatted_properties(self, event: UsageEvent) -> str:
-        return _pretty_json(event.properties)
+        return pretty_json(event.properties)
 
 
 class ConsumeOutcomeFilter(admin.SimpleListFilter):
@@ -172,7 +169,7 @@ class ConsumeAnswerAdmin(ReadOnlyAdmin):
 
     @admin.display(description="body")
     def formatted_body(self, answer: ConsumeAnswer) -> str:
-        return _pretty_json(answer.body)
+        return pretty_json(answer.body)
 
 
 # The totals: read-only, deleted only with their member or organization
@@ -204,19 +201,11 @@ class OrganizationUsageAdmin(TotalsAdmin):
     ordering = ("-period_start", "organization__name")
 
 
-class LimitReachedFilter(admin.SimpleListFilter):
+class LimitReachedFilter(NullListFilter):
     title = "limit reached"
     parameter_name = "limit_reached"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("yes", "Yes"), ("no", "No")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value() == "yes":
-            return queryset.filter(limit_reached_at__isnull=False)
-        if self.value() == "no":
-            return queryset.filter(limit_reached_at__isnull=True)
-        return queryset
+    field = "limit_reached_at"
+    options = [("yes", "Yes", False), ("no", "No", True)]
 
 
 @admin.register(MemberUsage)
@@ -403,19 +392,11 @@ class CustomLimitAdminForm(forms.ModelForm):
         return self.cleaned_data
 
 
-class UnlimitedFilter(admin.SimpleListFilter):
+class UnlimitedFilter(NullListFilter):
     title = "limit"
     parameter_name = "unlimited"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("yes", "Unlimited"), ("no", "A number of credits")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value() == "yes":
-            return queryset.filter(limit__isnull=True)
-        if self.value() == "no":
-            return queryset.filter(limit__isnull=False)
-        return queryset
+    field = "limit"
+    options = [("yes", "Unlimited", True), ("no", "A number of credits", False)]
 
 
 @admin.register(CustomLimit)
