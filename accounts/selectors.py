@@ -26,9 +26,8 @@ def membership_get(*, organization: Organization, external_id: str) -> Membershi
             code="member_not_found",
             field="user",
         )
-    split = rawsql.column_count(Membership)
-    membership = rawsql.instance(Membership, rows[0][:split])
-    membership.user = rawsql.instance(User, rows[0][split:])
+    membership, user = rawsql.instance_pair(rows[0], Membership, User)
+    membership.user = user
     membership.organization = organization
     return membership
 

@@ -333,7 +333,6 @@ def _active_api_key(*, key_hash: str) -> ApiKey | None:
     )
     if not rows:
         return None
-    split = rawsql.column_count(ApiKey)
-    api_key = rawsql.instance(ApiKey, rows[0][:split])
-    api_key.organization = rawsql.instance(Organization, rows[0][split:])
+    api_key, organization = rawsql.instance_pair(rows[0], ApiKey, Organization)
+    api_key.organization = organization
     return api_key

@@ -219,14 +219,14 @@ def alerts_evaluate_organization(
     """
     period = period_containing(now or timezone.now(), anchor_day=organization.anchor_day)
     used = organization_used(organization=organization, period=period)
+    alerts, policy = _alert_configuration(organization)
     candidates: list[_Candidate] = []
-    for alert in OrganizationAlert.objects.filter(organization=organization):
+    for alert in alerts:
         threshold = threshold_credits(alert, organization.credit_allowance)
         if threshold is not None and used >= threshold and alert.quiet_period_start != period.start:
             candidates.append(
                 _organization_alert_candidate(alert, period=period, value=used, threshold=threshold)
             )
-    policy = UserAlertPolicy.objects.filter(organization=organization, enabled=True).first()
     if policy is not None and policy.threshold is not None:
         for membership_id, member_used in MemberUsage.objects.filter(
             organization=organization, period_start=period.start, used__gte=policy.threshold
@@ -570,7 +570,8 @@ def alert_create(
             notify=notify,
         )
         chosen = list(admins) if notify == Recipients.SPECIFIC_ADMINS else []
-        alert.admins.set(chosen)
+        if chosen:
+            alert.admins.add(*chosen)  # a new alert has none to replace
         if not fire_if_already_exceeded:
             _quiet_if_already_passed(alert)
         audit_record(
@@ -578,7 +579,7 @@ def alert_create(
             action="alert.created",
             target_type="organization_alert",
             target_id=alert.pk,
-            after=alert_snapshot(alert, chosen),
+            after=_alert_snapshot(alert, chosen),
         )
         alerts_evaluate_organization(organization=organization)
     return alert
@@ -615,7 +616,7 @@ def alert_update(
     validate_threshold(new_type, new_threshold)
     validate_recipients(alert.organization, new_notify, new_admins)
     with transaction.atomic():
-        before = alert_snapshot(alert, old_admins)
+        before = _alert_snapshot(alert, old_admins)
         rearm = new_type != alert.threshold_type or new_threshold != alert.threshold
         alert.threshold_type, alert.threshold, alert.notify = new_type, new_threshold, new_notify
         if rearm:
@@ -630,7 +631,7 @@ def alert_update(
             target_type="organization_alert",
             target_id=alert.pk,
             before=before,
-            after=alert_snapshot(alert, chosen),
+            after=_alert_snapshot(alert, chosen),
         )
         alerts_evaluate_organization(organization=alert.organization)
     return alert
@@ -643,12 +644,12 @@ def alert_delete(*, alert: OrganizationAlert) -> None:
             action="alert.deleted",
             target_type="organization_alert",
             target_id=alert.pk,
-            before=alert_snapshot(alert, list(alert.admins.all())),
+            before=_alert_snapshot(alert, list(alert.admins.all())),
         )
         alert.delete()
 
 
-def alert_snapshot(alert: OrganizationAlert, admins: Sequence[Membership]) -> dict[str, Any]:
+def _alert_snapshot(alert: OrganizationAlert, admins: Sequence[Membership]) -> dict[str, Any]:
     """An alert as the audit trail keeps it."""
     return {
         "threshold_type": alert.threshold_type,

@@ -9,7 +9,6 @@ pages: a good form redirects back to the page, a bad one shows its errors.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from django.contrib import messages
@@ -201,7 +200,6 @@ def _page_response(
         "organization": organization,
         "period": period,
         "used": organization_used(organization=organization, period=period),
-        "period_last_day": period.end - timedelta(days=1),  # periods are half-open
         "section_templates": SECTION_TEMPLATES,
     }
     for section in SECTION_TEMPLATES:

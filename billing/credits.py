@@ -132,3 +132,10 @@ class CreditsFormField(forms.Field):
             else:
                 message = f"The number {message}."
             raise forms.ValidationError(message, code="invalid") from None
+
+
+def percent_of(value: Decimal, of: Decimal | None) -> int | None:
+    """Whole percent, rounded down, so 99.9% never reads as 100%; None without `of`."""
+    if of is None:
+        return None
+    return int(value * 100 / of)

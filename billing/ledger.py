@@ -103,6 +103,8 @@ def _param(value: Any) -> Any:
         return _credits_param(value)
     if isinstance(value, datetime):
         return _moment_param(value)
+    if isinstance(value, date):
+        return connection.ops.adapt_datefield_value(value)
     return value
 
 
@@ -278,20 +280,15 @@ def add_to_organization_periods(
     """Add to several periods' totals of one organization; returns the new totals."""
     if not credits_by_period:
         return {}
-    periods = sorted(credits_by_period)
-    values = ", ".join(["(%s, %s, %s)"] * len(periods))
-    params: list[Any] = []
-    for period_start in periods:
-        params += [
-            organization_id,
-            _moment_param(period_start),
-            _credits_param(credits_by_period[period_start]),
-        ]
+    rows, params = _rows(
+        ("bigint", "timestamptz", "numeric"),
+        [(organization_id, start, credits_by_period[start]) for start in sorted(credits_by_period)],
+    )
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             INSERT INTO {ORGANIZATION_USAGE} AS t (organization_id, period_start, used)
-            VALUES {values}
+            {rows}
             ON CONFLICT (organization_id, period_start) DO UPDATE SET used = t.used + EXCLUDED.used
             RETURNING period_start, used
             """,
@@ -336,20 +333,15 @@ def add_to_days(*, organization_id: int, credits_by_day: dict[date, Decimal]) ->
     """
     if not credits_by_day:
         return
-    days = sorted(credits_by_day)
-    values = ", ".join(["(%s, %s, %s)"] * len(days))
-    params: list[Any] = []
-    for day in days:
-        params += [
-            organization_id,
-            connection.ops.adapt_datefield_value(day),
-            _credits_param(credits_by_day[day]),
-        ]
+    rows, params = _rows(
+        ("bigint", "date", "numeric"),
+        [(organization_id, day, credits_by_day[day]) for day in sorted(credits_by_day)],
+    )
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             INSERT INTO {DAILY_USAGE} AS t (organization_id, day, used)
-            VALUES {values}
+            {rows}
             ON CONFLICT (organization_id, day) DO UPDATE SET used = t.used + EXCLUDED.used
             """,
             params,

@@ -6,7 +6,7 @@ the next period's start. Day 28 at most, so every month has the anchor day.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,11 @@ class Period:
 
     def __contains__(self, moment: datetime) -> bool:
         return self.start <= moment < self.end
+
+    @property
+    def last_day(self) -> date:
+        """The period's last (UTC) day, as people name it: `end` is the next one's start."""
+        return (self.end - timedelta(days=1)).date()
 
 
 def _month_start(year: int, month: int, anchor_day: int) -> datetime:

@@ -4,6 +4,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.db.models import (
     Case,
@@ -75,7 +76,22 @@ def limit_rules_get(*, organization: Organization, membership_ids: Iterable[int]
     Written as SQL, as every consume and ingest runs it (see config/rawsql.py):
     the policy, joined to these members' custom limits when it is enabled.
     """
-    member_condition, member_params = rawsql.any_of("c.membership_id", list(membership_ids))
+    return _limit_rules(organization, rawsql.any_of("c.membership_id", list(membership_ids)))
+
+
+def limit_rules_get_for_all_members(*, organization: Organization) -> LimitRules:
+    """The limit rules for every member of the organization, for reports that
+    cover them all: no list of member ids to send. Custom limits are set one
+    member at a time, so there are few of them to load.
+    """
+    return _limit_rules(organization, ("TRUE", []))
+
+
+def _limit_rules(organization: Organization, members: tuple[str, list[Any]]) -> LimitRules:
+    """The policy, joined to the custom limits of the members that the SQL
+    condition `members` (on `c.membership_id`, with its parameters) selects.
+    """
+    member_condition, member_params = members
     rows = rawsql.fetch_all(
         f"""
         SELECT p.enabled, p.default_limit, p.excluded_sources, c.membership_id, c."limit"
@@ -102,29 +118,6 @@ def limit_rules_get(*, organization: Organization, membership_ids: Iterable[int]
             for *_, membership_id, limit in rows
             if membership_id is not None
         },
-    )
-
-
-def limit_rules_get_for_all_members(*, organization: Organization) -> LimitRules:
-    """The limit rules for every member of the organization, for reports that
-    cover them all: two queries, and no list of member ids to send. Custom
-    limits are set one member at a time, so there are few of them to load.
-    """
-    policy = limit_policy_get(organization=organization)
-    custom = (
-        dict(
-            CustomLimit.objects.filter(organization=organization).values_list(
-                "membership_id", "limit"
-            )
-        )
-        if policy.enabled
-        else {}
-    )
-    return LimitRules(
-        enabled=policy.enabled,
-        default_limit=policy.default_limit,
-        excluded_sources=frozenset(policy.excluded_sources),
-        custom_limits=custom,
     )
 
 
@@ -254,7 +247,8 @@ def members_with_usage_list(*, organization: Organization, period: Period) -> Qu
     heaviest first (ties by `external_id`, so the order is stable).
     """
     return (
-        MemberUsage.objects.filter(organization=organization, period_start=period.start, used__gt=0)
+        member_usages_list(organization=organization, period=period)
+        .filter(used__gt=0)
         .select_related("membership__user")
         .order_by("-used", "membership__external_id")
     )

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import csv
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -12,7 +11,7 @@ from django.views.decorators.http import require_http_methods
 
 from accounts.models import Organization
 from accounts.web import OrganizationHttpRequest, admin_required, organization_required
-from billing.credits import CREDIT_QUANTUM, format_credits
+from billing.credits import CREDIT_QUANTUM, format_credits, percent_of
 from billing.forms import AssistantForm
 from billing.models import Source
 from billing.periods import Period
@@ -50,7 +49,7 @@ def usage_monitor(request: OrganizationHttpRequest) -> HttpResponse:
     period = current_period(organization, now=now)
     allowance = organization.credit_allowance
     used = organization_used(organization=organization, period=period)
-    percent = _percent(used, allowance)
+    percent = percent_of(used, allowance)
     members_with_usage = members_with_usage_list(organization=organization, period=period)
     top_rows = list(members_with_usage[:TOP_USERS])
     rules = limit_rules_get(
@@ -61,7 +60,6 @@ def usage_monitor(request: OrganizationHttpRequest) -> HttpResponse:
     context: dict[str, Any] = {
         "organization": organization,
         "period": period,
-        "last_day": (period.end - timedelta(days=1)).date(),
         "used": used,
         "allowance": format_credits(allowance) if allowance is not None else None,
         "remaining": None if allowance is None else max(allowance - used, Decimal(0)),
@@ -89,7 +87,7 @@ def _usage_by_source(*, organization: Organization, period: Period) -> list[dict
         {
             "source": source,
             "used": by_source.get(source.value, Decimal(0)),
-            "percent": _percent(by_source.get(source.value, Decimal(0)), total or None) or 0,
+            "percent": percent_of(by_source.get(source.value, Decimal(0)), total or None) or 0,
         }
         for source in Source
     ]
@@ -167,13 +165,6 @@ def assistant(request: GatedHttpRequest) -> HttpResponse:
     return render(request, "billing/assistant.html", context)
 
 
-def _percent(value: Decimal, of: Decimal | None) -> int | None:
-    """Whole percent, rounded down, so 99.9% never reads as 100%."""
-    if of is None:
-        return None
-    return int(value * 100 / of)
-
-
 @require_http_methods(["GET"])
 @organization_required
 def my_usage(request: OrganizationHttpRequest) -> HttpResponse:
@@ -197,12 +188,11 @@ def my_usage(request: OrganizationHttpRequest) -> HttpResponse:
         block_when_exhausted=organization.block_when_exhausted,
         period=period,
     )
-    percent = _percent(counted, limit)
-    organization_percent = _percent(organization_used_now, allowance)
+    percent = percent_of(counted, limit)
+    organization_percent = percent_of(organization_used_now, allowance)
     context: dict[str, Any] = {
         "organization": organization,
         "period": period,
-        "last_day": (period.end - timedelta(days=1)).date(),
         "used": used,
         "counted": counted,
         "limit": limit,

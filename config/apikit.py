@@ -60,6 +60,13 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def bearer_token(header: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header; None if it is not one."""
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 class ApiKeyAuth(HttpBearer):
     """`Authorization: Bearer <key>`: the request acts for the key's organization."""
 
@@ -71,9 +78,8 @@ class ApiKeyAuth(HttpBearer):
                 "Missing API key: send the header 'Authorization: Bearer <key>'.",
                 code="unauthenticated",
             )
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
+        token = bearer_token(header)
+        if token is None:
             raise ApiError(
                 401,
                 "Malformed Authorization header: expected 'Bearer <key>'.",

@@ -4,6 +4,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
+from config.apikit import bearer_token
 from config.errors import error_response
 from config.ratelimit import api_key_throttle
 
@@ -58,9 +59,9 @@ class ApiRateLimitMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.path.startswith(API_PREFIX):
-            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                verdict = api_key_throttle(request, token=token.strip())
+            token = bearer_token(request.headers.get("Authorization", ""))
+            if token is not None:
+                verdict = api_key_throttle(request, token=token)
                 if verdict is not None and verdict.limited:
                     response = error_response(
                         429,

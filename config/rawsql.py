@@ -20,6 +20,7 @@ from django.db import connection
 from django.db.models import Field, Model
 
 M = TypeVar("M", bound=Model)
+N = TypeVar("N", bound=Model)
 Converter = Callable[[Any], Any]
 
 
@@ -70,6 +71,12 @@ def instance(model: type[M], values: Sequence[Any]) -> M:
         attnames,
         [to_python(value) for to_python, value in zip(converters, values, strict=True)],
     )
+
+
+def instance_pair(row: Sequence[Any], first: type[M], second: type[N]) -> tuple[M, N]:
+    """The two instances of a row of `columns(first, …), columns(second, …)`."""
+    split = column_count(first)
+    return instance(first, row[:split]), instance(second, row[split:])
 
 
 def fetch_all(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
