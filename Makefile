@@ -31,7 +31,7 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy .
 
-# Benchmarks (README, "Benchmarks"): about 5 minutes; prints a table and writes
+# Benchmarks (README, "Benchmarks"): about 4 minutes; prints a table and writes
 # bench/results.json. Uses the databases headroom_bench* and Redis database 11.
 .PHONY: bench
 bench: venv
