@@ -4,7 +4,7 @@ and gunicorn started here on 127.0.0.1. Prints a table and writes
 `bench/results.json`. A benchmark, not a test: it never fails on a missed
 target (it exits non-zero only when it could not measure).
 
-    python -m bench             # the whole run, about 5 minutes on 2 cores
+    python -m bench             # the whole run, about 4 minutes on 2 cores
     python -m bench --profile   # the same, with py-spy on the gunicorn workers
                                 # and pyinstrument in-process (slower figures)
 """
@@ -161,6 +161,7 @@ def main() -> None:
         stack.django_setup(env)
         fixtures = _measure_in_process(report, clock, env, scale=scale, profile_dir=profile_dir)
         baselines = _baselines(report, clock, fixtures, scale=scale, profile_dir=profile_dir)
+        _measure_page(report, clock, fixtures, baselines, scale=scale, profile_dir=profile_dir)
         baselines.empty_view_rate = _measure_empty_view(report, clock, env, fixtures, scale)
         clock.step(f"Starting gunicorn ({stack.WEB_CONCURRENCY} workers) and a Celery worker")
         with stack.servers(env) as servers:
@@ -189,7 +190,7 @@ def main() -> None:
 def _measure_in_process(
     report: Report, clock: Clock, env: dict[str, str], *, scale: float, profile_dir: Path | None
 ) -> Fixtures:
-    """Fixtures, the scaling ratios and the page: all in this process."""
+    """Fixtures and the scaling ratios: all in this process."""
     from django.db import connection
 
     from accounts.models import Organization, User
@@ -278,19 +279,26 @@ def _measure_in_process(
                 )
             )
 
-    _measure_page(report, clock, made, scale=scale, profile_dir=profile_dir)
     return made
 
 
 def _measure_page(
-    report: Report, clock: Clock, made: Fixtures, *, scale: float, profile_dir: Path | None
+    report: Report,
+    clock: Clock,
+    made: Fixtures,
+    base: Baselines,
+    *,
+    scale: float,
+    profile_dir: Path | None,
 ) -> None:
-    from bench import baselines, page
+    """The Limits & Alerts page, in this process, beside the PostgreSQL round
+    trip that `_baselines` measured.
+    """
+    from bench import page
 
     clock.step("Limits & Alerts page, in-process")
     stack.wait_for_quiet(seconds=15)
     result = page.measure(made.page, requests=max(5, int(30 * scale)))
-    rtt = baselines.postgres_round_trip(500)
     report.add(
         Figure(
             S_PAGE,
@@ -298,7 +306,7 @@ def _measure_page(
             result.p50_ms,
             "ms",
             f"{ms(result.p50_ms)} (p95 {ms(result.p95_ms)})",
-            baseline=f"{result.queries} round trips: {ms(result.queries * rtt.ms(50))}",
+            baseline=f"{result.queries} round trips: {ms(result.queries * base.rtt.ms(50))}",
             target=f"< {PAGE_MS:.0f} ms",
             met=result.p50_ms < PAGE_MS,
             detail={"times_ms": [round(t * 1000, 2) for t in result.times], "bytes": result.size},
@@ -417,11 +425,17 @@ def _measure_empty_view(
     clock.step(f"Baseline: a view that does nothing, same stack, {GATE_CLIENTS} clients")
     floor_env = env | {"DJANGO_SETTINGS_MODULE": "bench.floor_settings"}
     with stack.servers(floor_env, with_worker=False) as servers:
-        throughput.empty_closed(servers.url, made.gate, clients=8, seconds=2)
+        throughput.consume_closed(
+            servers.url, made.gate, clients=8, seconds=2, path=throughput.FLOOR_PATH
+        )
         _settle(clock, servers, report)
         with stack.CpuMeter(servers) as cpu:
-            outcome = throughput.empty_closed(
-                servers.url, made.gate, clients=GATE_CLIENTS, seconds=seconds
+            outcome = throughput.consume_closed(
+                servers.url,
+                made.gate,
+                clients=GATE_CLIENTS,
+                seconds=seconds,
+                path=throughput.FLOOR_PATH,
             )
     _note(outcome, "empty view, closed loop")
     per_request = cpu.web / outcome.ok * 1000 if outcome.ok else math.nan
@@ -683,10 +697,7 @@ def _print_profiles(profile_dir: Path) -> None:
     from bench.profiling import summarize
 
     for name in ("batch-ingest", "usage", "consume"):
-        collapsed = profile_dir / f"{name}.txt"
-        text = summarize(collapsed)
+        text = summarize(profile_dir / f"{name}.txt")
         (profile_dir / f"{name}-summary.txt").write_text(text)
-        stack.log(
-            f"\nProfile of {name} (gunicorn workers, py-spy):\n{summarize(collapsed, top=15)}"
-        )
+        stack.log(f"\nProfile of {name} (gunicorn workers, py-spy):\n{text}")
     stack.log(f"\nProfiles and pyinstrument reports: {profile_dir}")

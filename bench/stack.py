@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.faults.services import Process, free_port, start_process  # noqa: E402
+
 DATABASE = "headroom_bench"
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 # Redis database 11 is the benchmark's own: test runs use 12-15.
@@ -40,12 +40,6 @@ WORKER_CONCURRENCY = int(os.environ.get("WORKER_CONCURRENCY", "2"))
 
 def log(message: str) -> None:
     print(message, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def check_services() -> None:
@@ -137,28 +131,9 @@ def django_setup(env: dict[str, str]) -> None:
 @dataclass
 class Servers:
     url: str
-    web: subprocess.Popen[bytes]
-    worker: subprocess.Popen[bytes] | None
+    web: Process  # the gunicorn master; its children are the workers
+    worker: Process | None
     log_dir: Path
-
-    def web_worker_pids(self) -> list[int]:
-        """The gunicorn workers: the children of the master."""
-        children = Path(f"/proc/{self.web.pid}/task/{self.web.pid}/children")
-        try:
-            return [int(pid) for pid in children.read_text().split()]
-        except OSError:
-            return []
-
-
-def _stop(process: subprocess.Popen[bytes], seconds: float = 20) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=seconds)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
 
 
 @contextmanager
@@ -168,80 +143,77 @@ def servers(
     """gunicorn and a Celery worker, as the Procfile's `web` and `worker`
     lines start them (bound to 127.0.0.1), with their logs in a temporary
     folder, kept only when something failed. Beat is not started: no
-    measurement depends on its sweep.
+    measurement depends on its sweep. Each leads a process group of its own,
+    stopped as a whole on exit, even when starting the next one failed.
     """
     port = free_port()
     log_dir = Path(tempfile.mkdtemp(prefix="headroom-bench-"))
-    web_log = (log_dir / "web.log").open("wb")
-    worker_log = (log_dir / "worker.log").open("wb")
-    web = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "config.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(web_workers),
-            "--access-logfile",
-            "-",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=web_log,
-        stderr=subprocess.STDOUT,
-    )
-    worker = None
-    if with_worker:
-        worker = subprocess.Popen(
+    started: list[Process] = []
+    failed = True
+    try:
+        web = start_process(
+            "web",
             [
                 sys.executable,
                 "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "--loglevel",
-                "INFO",
-                "--concurrency",
-                str(WORKER_CONCURRENCY),
+                "gunicorn",
+                "config.wsgi",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(web_workers),
+                "--access-logfile",
+                "-",
             ],
-            cwd=ROOT,
             env=env,
-            stdout=worker_log,
-            stderr=subprocess.STDOUT,
+            log_dir=log_dir,
         )
-    running = Servers(
-        url=f"http://127.0.0.1:{port}",
-        web=web,
-        worker=worker,
-        log_dir=log_dir,
-    )
-    failed = True
-    try:
+        started.append(web)
+        worker = None
+        if with_worker:
+            worker = start_process(
+                "worker",
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "config",
+                    "worker",
+                    "--loglevel",
+                    "INFO",
+                    "--concurrency",
+                    str(WORKER_CONCURRENCY),
+                ],
+                env=env,
+                log_dir=log_dir,
+            )
+            started.append(worker)
+        running = Servers(
+            url=f"http://127.0.0.1:{port}",
+            web=web,
+            worker=worker,
+            log_dir=log_dir,
+        )
         wait_for_http(f"{running.url}/api/v1/openapi.json", process=web)
         if worker is not None:
             wait_for_worker()
         yield running
         failed = False
     finally:
-        for process in (web, worker):
-            if process is not None:
-                _stop(process)
-        web_log.close()
-        worker_log.close()
+        for process in started:
+            process.stop(seconds=20)
         if failed:
             log(f"   the servers' logs are in {log_dir}")
         else:
             shutil.rmtree(log_dir, ignore_errors=True)
 
 
-def wait_for_http(url: str, *, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
+def wait_for_http(url: str, *, process: Process, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {process.returncode}")
+        if not process.alive():
+            raise RuntimeError(f"gunicorn exited with {process.popen.returncode}")
         try:
             urllib.request.urlopen(url, timeout=2).close()
             return
@@ -327,7 +299,7 @@ class CpuMeter:
         self.used = CpuUse()
 
     def _snapshot(self) -> tuple[dict[int, float], set[int]]:
-        web = set(self.servers.web_worker_pids())
+        web = set(self.servers.web.children())  # the gunicorn workers
         pids = web | set(_postgres_backends(DATABASE))
         return {pid: _cpu_seconds(pid) for pid in pids}, web
 

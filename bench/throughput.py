@@ -20,6 +20,8 @@ from bench import loadgen
 from bench.fixtures import Tenant
 
 SOURCES = ("assistant", "agent", "workflow", "api")
+# The view that does nothing (bench/floor_urls.py): the ceiling under consume.
+FLOOR_PATH = "/api/v1/floor"
 
 
 def _host(url: str) -> str:
@@ -124,25 +126,19 @@ def single_ingest_open(
 
 
 def consume_closed(
-    url: str, tenants: Sequence[Tenant], *, clients: int, seconds: float
+    url: str,
+    tenants: Sequence[Tenant],
+    *,
+    clients: int,
+    seconds: float,
+    path: str = "/api/v1/consume",
 ) -> loadgen.Outcome:
-    """A refusal (402) would count as lost: limits here are far above the load."""
+    """A refusal (402) would count as lost: limits here are far above the load.
+    With `path=FLOOR_PATH`, the same requests go to the view that does nothing.
+    """
     return loadgen.closed_loop(
         url,
-        Consume(url, tenants),
-        clients=clients,
-        seconds=seconds,
-        max_requests=int(seconds * 5000),
-    )
-
-
-def empty_closed(
-    url: str, tenants: Sequence[Tenant], *, clients: int, seconds: float
-) -> loadgen.Outcome:
-    """The consume requests, sent to the view that does nothing (bench/floor_urls.py)."""
-    return loadgen.closed_loop(
-        url,
-        Consume(url, tenants, path="/api/v1/floor"),
+        Consume(url, tenants, path=path),
         clients=clients,
         seconds=seconds,
         max_requests=int(seconds * 5000),

@@ -9,11 +9,11 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 
 @dataclass
@@ -49,12 +49,22 @@ class StubServer:
         raise AssertionError(f"expected {count} accepted requests, got {len(self.accepted())}")
 
 
-def wait_until(condition: Any, seconds: float = 30) -> None:
+def wait_until(
+    condition: Callable[[], Any],
+    seconds: float = 30,
+    *,
+    what: str = "the condition to come true",
+    interval: float = 0.05,
+) -> Any:
+    """Poll `condition` until it is truthy (and return it), for at most `seconds`."""
     deadline = time.monotonic() + seconds
-    while not condition():
+    while True:
+        value = condition()
+        if value:
+            return value
         if time.monotonic() > deadline:
-            raise AssertionError("the condition did not come true in time")
-        time.sleep(0.05)
+            raise AssertionError(f"timed out after {seconds:g} s waiting for {what}")
+        time.sleep(interval)
 
 
 def _handler(stub: StubServer, answer: Any) -> type[BaseHTTPRequestHandler]:
@@ -84,10 +94,15 @@ def _handler(stub: StubServer, answer: Any) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+S = TypeVar("S", bound=StubServer)
+
+
 @contextmanager
-def _serve(answer: Any) -> Iterator[StubServer]:
-    stub = StubServer(url="")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(stub, answer))
+def _serve(stub: S, handler: type[BaseHTTPRequestHandler]) -> Iterator[S]:
+    """Serve `handler` (which records into `stub`) on a free loopback port, in
+    a thread, until the block ends; `stub.url` is set to its address.
+    """
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     stub.url = f"http://127.0.0.1:{server.server_address[1]}/"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -112,11 +127,13 @@ def _postmark_answer(body: bytes) -> tuple[int, dict[str, Any]]:
 @contextmanager
 def postmark_stub() -> Iterator[StubServer]:
     """Anymail's Postmark backend pointed here (ANYMAIL_POSTMARK_API_URL) sends to it."""
-    with _serve(_postmark_answer) as stub:
+    stub = StubServer(url="")
+    with _serve(stub, _handler(stub, _postmark_answer)):
         yield stub
 
 
 @contextmanager
 def webhook_receiver() -> Iterator[StubServer]:
-    with _serve(lambda body: (200, {"ok": True})) as stub:
+    stub = StubServer(url="")
+    with _serve(stub, _handler(stub, lambda body: (200, {"ok": True}))):
         yield stub

@@ -31,19 +31,18 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.stubs import Received, StubServer
+from tests.stubs import Received, StubServer, _serve, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -70,20 +69,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_until(
-    condition: Callable[[], Any], *, seconds: float, what: str, interval: float = 0.05
-) -> Any:
-    """Poll `condition` until it is truthy (and return it), for at most `seconds`."""
-    deadline = time.monotonic() + seconds
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 # --- processes ---------------------------------------------------------------
@@ -306,7 +291,7 @@ class PrivatePostgres:
         import psycopg
 
         with psycopg.connect(self.url(database), autocommit=True, connect_timeout=5) as connection:
-            connection.execute(sql)  # type: ignore[arg-type]
+            connection.execute(sql)
 
     def destroy(self) -> None:
         """Stop the server whatever its state, and remove its folder."""
@@ -488,15 +473,8 @@ def _provider_handler(provider: Provider) -> type[BaseHTTPRequestHandler]:
 @contextlib.contextmanager
 def provider_stand_in() -> Iterator[Provider]:
     provider = Provider(url="")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _provider_handler(provider))
-    provider.url = f"http://127.0.0.1:{server.server_address[1]}/"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with _serve(provider, _provider_handler(provider)):
         yield provider
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 # --- the application's processes ----------------------------------------------------
@@ -692,7 +670,7 @@ class Database:
         import psycopg
 
         with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as connection:
-            return connection.execute(sql, params).fetchall()  # type: ignore[arg-type]
+            return connection.execute(sql, params).fetchall()
 
     def value(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         return self.rows(sql, params)[0][0]
