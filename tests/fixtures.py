@@ -12,6 +12,7 @@ from django.test import Client
 
 from accounts.models import Membership, Organization, User
 from accounts.services import api_key_create
+from billing.selectors import current_period, members_over_budget
 from tests.factories import AdminMembershipFactory, MembershipFactory, OrganizationFactory
 
 
@@ -73,6 +74,19 @@ def logged_in(who: Membership | User) -> Client:
     client = Client()
     client.force_login(who.user if isinstance(who, Membership) else who)
     return client
+
+
+@pytest.fixture
+def staff_client(db: None) -> Client:
+    """A client logged in as a superuser, for the Django admin."""
+    superuser = User.objects.create_superuser("staff@headroom.test", "staff-password")
+    return logged_in(superuser)
+
+
+def over_budget(organization: Organization) -> set[str]:
+    """External ids of the members over their budget in the current period."""
+    rows = members_over_budget(organization=organization, period=current_period(organization))
+    return {row.membership.external_id for row in rows}
 
 
 class ApiClient:

@@ -8,10 +8,10 @@ import pytest
 import time_machine
 from django.contrib import admin
 from django.contrib.messages import get_messages
-from django.test import Client
+from django.core import mail
 from django.urls import reverse
 
-from accounts.models import ApiKey, Membership, Organization, User
+from accounts.models import ApiKey, Membership, Organization, Role, User
 from accounts.services import api_key_authenticate, api_key_create
 from alerts.models import Firing, FiringKind, OrganizationAlert
 from alerts.services import alert_create
@@ -19,19 +19,11 @@ from alerts.webhooks import webhook_endpoint_create
 from billing.admin import CUSTOM_LIMITS_INLINE_MAX
 from billing.credits import format_credits
 from billing.models import CustomLimit, UserLimitPolicy
-from billing.selectors import current_period, members_over_budget
 from billing.services import UsageInput, custom_limit_set, limit_policy_update, usage_ingest
 from tests.factories import AdminMembershipFactory, MembershipFactory, OrganizationFactory
+from tests.fixtures import over_budget
 
 REGISTERED = sorted(admin.site._registry.items(), key=lambda item: item[0]._meta.label)
-
-
-@pytest.fixture
-def staff_client(db) -> Client:
-    superuser = User.objects.create_superuser("staff@headroom.test", "staff-password")
-    client = Client()
-    client.force_login(superuser)
-    return client
 
 
 @pytest.mark.parametrize(
@@ -177,6 +169,37 @@ def test_raising_the_allowance_in_the_admin_evaluates_alerts(
     assert [m.to for m in mail.outbox] == [[owner.user.email]]
 
 
+def test_changing_a_role_in_the_admin_evaluates_alerts(
+    staff_client, organization, owner, member, django_capture_on_commit_callbacks
+):
+    spend(organization, 20)
+    # Past its threshold and not fired yet: created directly, as alert_create
+    # would evaluate it at once. Only an evaluation of the organization fires it.
+    alert = OrganizationAlert.objects.create(
+        organization=organization, threshold_type="absolute", threshold=D(10)
+    )
+    assert not Firing.objects.exists()
+    form = {
+        "organization": organization.pk,
+        "user": member.user.pk,
+        "role": Role.ADMIN,
+        "external_id": member.external_id,
+    }
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post(
+            reverse("admin:accounts_membership_change", args=[member.pk]), form
+        )
+
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    member.refresh_from_db()
+    assert member.role == Role.ADMIN
+    firing = Firing.objects.get()
+    assert (firing.alert, firing.value) == (alert, D(20))
+    # All admins are resolved when it fires: the new admin is told too.
+    assert sorted(m.to[0] for m in mail.outbox) == sorted([owner.user.email, member.user.email])
+
+
 # The organization page: alerts and limits inlined, saved through the services
 
 
@@ -235,11 +258,6 @@ def inline_errors(response, prefix: str) -> str:
         if inline.formset.prefix == prefix
     ]
     return str(inline.formset.errors) + str(inline.formset.non_form_errors())
-
-
-def over_budget(organization) -> set[str]:
-    rows = members_over_budget(organization=organization, period=current_period(organization))
-    return {row.membership.external_id for row in rows}
 
 
 def spend(organization, credits, *, user=None, key="k") -> None:

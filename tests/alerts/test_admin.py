@@ -6,11 +6,9 @@ from decimal import Decimal
 
 import pytest
 from django.contrib import admin
-from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts.models import User
 from alerts.models import (
     Channel,
     DeliveryAttempt,
@@ -34,14 +32,6 @@ ALERTS_MODELS = sorted(
 
 def url(model, view, *args):
     return reverse(f"admin:alerts_{model._meta.model_name}_{view}", args=args)
-
-
-@pytest.fixture
-def staff_client(db) -> Client:
-    superuser = User.objects.create_superuser("staff@headroom.test", "staff-password")
-    client = Client()
-    client.force_login(superuser)
-    return client
 
 
 @pytest.fixture

@@ -1,12 +1,22 @@
 """End to end with a real Celery worker on Redis, Anymail's Postmark backend
-and a local stand-in for Postmark: usage in, emails and webhooks out.
+and a local stand-in for Postmark: usage in, emails and webhooks out. And a
+delivery after a worker was cut short, run directly, as no worker can be
+stopped on cue here (tests/faults kills real ones).
 """
 
 from __future__ import annotations
 
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from unittest import mock
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from celery.contrib.testing.worker import start_worker
@@ -14,13 +24,19 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError
 from standardwebhooks.webhooks import Webhook
 
-from alerts.delivery import notifications_requeue_stale
-from alerts.models import DeliveryStatus, Notification
+from alerts.delivery import (
+    CUT_SHORT,
+    EMAIL_METADATA_KEY,
+    notification_deliver,
+    notifications_requeue_stale,
+)
+from alerts.models import DeliveryAttempt, DeliveryStatus, Notification
 from alerts.services import alert_create
 from alerts.webhooks import webhook_endpoint_create
+from billing.services import UsageInput, usage_ingest
 from config.celery import app
 from tests.factories import AdminMembershipFactory
-from tests.stubs import postmark_stub, wait_until, webhook_receiver
+from tests.stubs import Received, StubServer, postmark_stub, wait_until, webhook_receiver
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -128,3 +144,106 @@ def test_a_task_lost_while_redis_is_down_is_recovered_by_the_sweep(
     assert notifications_requeue_stale(now=timezone.now() + timedelta(minutes=1)) == 1
     provider.wait_for(1)
     assert len(provider.accepted()) == 1
+
+
+# After an attempt cut short
+
+
+@contextmanager
+def postmark_with_failing_search(status: int) -> Iterator[StubServer]:
+    """Postmark's API on 127.0.0.1 whose outbound message search answers
+    `status`; emails are recorded and accepted, so one sent blind would show.
+    """
+    stub = StubServer(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def answer(self, code: int, payload: dict[str, Any], body: bytes = b"") -> None:
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            with stub.lock:
+                stub.received.append(Received(self.path, headers, body, time.monotonic()))
+            data = json.dumps(payload).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self.answer(status, {"ErrorCode": 0, "Message": "unavailable"})
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            message = json.loads(body)
+            self.answer(
+                200,
+                {
+                    "To": message.get("To"),
+                    "MessageID": "sent-blind",
+                    "ErrorCode": 0,
+                    "Message": "OK",
+                },
+                body,
+            )
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    stub.url = f"http://127.0.0.1:{server.server_address[1]}/"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield stub
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.django_db  # not a transaction: nothing is queued on commit
+def test_after_a_cut_short_attempt_a_failing_message_search_sends_nothing_and_retries_later(
+    organization, owner, settings
+):
+    alert_create(organization=organization, threshold_type="absolute", threshold=Decimal(1))
+    usage_ingest(organization=organization, events=[UsageInput("a", Decimal(5))])
+    notification = Notification.objects.get()
+    # What a worker that died mid-send leaves: its claim, now expired, and an
+    # attempt that never finished.
+    long_ago = timezone.now() - timedelta(hours=1)
+    Notification.objects.filter(pk=notification.pk).update(
+        status=DeliveryStatus.SENDING, claimed_until=long_ago, attempts=1
+    )
+    DeliveryAttempt.objects.create(notification=notification, started_at=long_ago)
+
+    with (
+        postmark_with_failing_search(500) as provider,
+        mock.patch("alerts.tasks.deliver_notification.apply_async") as queued,
+    ):
+        settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
+        settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "test-token", "POSTMARK_API_URL": provider.url}
+        settings.CELERY_TASK_ALWAYS_EAGER = False  # as with a worker: the retry is queued
+        notification_deliver(notification_id=notification.pk)
+
+    # The provider was asked about this notification's email, and sent nothing.
+    assert [urlsplit(r.path).path for r in provider.received] == ["/messages/outbound"]
+    search = provider.received[0]
+    assert parse_qs(urlsplit(search.path).query)[f"metadata_{EMAIL_METADATA_KEY}"] == [
+        str(notification.uid)
+    ]
+    assert search.headers["x-postmark-server-token"] == "test-token"
+    # Back to pending, for a later retry, queued to run then.
+    notification.refresh_from_db()
+    assert notification.status == DeliveryStatus.PENDING
+    assert notification.claimed_until is None
+    assert notification.attempts == 2
+    assert notification.next_attempt_at > timezone.now()
+    assert notification.provider_message_id == ""
+    assert notification.last_error == "Message search: HTTP 500"
+    queued.assert_called_once()
+    assert queued.call_args.args == ((notification.pk,),)
+    assert queued.call_args.kwargs["countdown"] > 0
+    # The cut-short attempt is closed as such; this one failed on the search.
+    cut_short, searched = notification.delivery_attempts.all()
+    assert (cut_short.error, cut_short.succeeded) == (CUT_SHORT, False)
+    assert cut_short.finished_at is not None
+    assert (searched.error, searched.response_status) == ("Message search: HTTP 500", 500)
+    assert not searched.succeeded and searched.finished_at is not None

@@ -274,6 +274,19 @@ class TestIdempotency:
             consume(organization, member, 9, key="shared")
         assert not ConsumeAnswer.objects.exists()
 
+    def test_a_refused_consumes_key_is_refused_to_an_ingest(self, organization, member):
+        # A refused consume leaves no ledger row: only its recorded answer holds the key.
+        set_limits(organization, default=D(5))
+        assert not consume(organization, member, 9, key="k").allowed
+        with pytest.raises(Conflict) as raised:
+            usage_ingest(
+                organization=organization, events=[UsageInput("k", D(9), user=member.external_id)]
+            )
+        assert (raised.value.status, raised.value.code) == (409, "idempotency_key_reused")
+        assert raised.value.field == "events[0].idempotency_key"
+        assert not UsageEvent.objects.exists()
+        assert counted(member) == D(0)
+
     def test_retry_of_an_allowed_consume_at_the_cap_replays_and_records_nothing(
         self, organization, member
     ):

@@ -11,6 +11,7 @@ from django.test import Client
 from accounts.models import AuditEvent
 from alerts.models import OrganizationAlert, UserAlertPolicy
 from billing.models import CustomLimit, UsageEvent, UserLimitPolicy
+from tests.fixtures import logged_in
 
 pytestmark = pytest.mark.django_db
 
@@ -79,8 +80,7 @@ def forms(member_id: int, value: str) -> list[tuple[str, dict[str, str]]]:
 @pytest.mark.parametrize("value", HOSTILE)
 @pytest.mark.parametrize("htmx", [True, False])
 def test_hostile_values_are_refused_stored_nowhere_and_escaped(owner, member, value, htmx):
-    client = Client()
-    client.force_login(owner.user)
+    client = logged_in(owner)
 
     for path, data in forms(member.pk, value):
         response = client.post(path, data, headers=HTMX if htmx else {})
@@ -96,8 +96,7 @@ def test_hostile_values_are_refused_stored_nowhere_and_escaped(owner, member, va
 
 @pytest.mark.parametrize("value", [SCRIPT, "x" * 10_000, "%00", "🤑", "' OR 1=1 --"])
 def test_the_member_search_escapes_and_survives_anything(owner, value):
-    client = Client()
-    client.force_login(owner.user)
+    client = logged_in(owner)
 
     response = client.get("/members/search/", {"q": value, "role": value})
 
@@ -107,8 +106,7 @@ def test_the_member_search_escapes_and_survives_anything(owner, value):
 
 @pytest.mark.parametrize("value", [SCRIPT, "x" * 600, "🤑" * 10])
 def test_the_assistant_prompt_is_escaped_and_bounded(member, value):
-    client = Client()
-    client.force_login(member.user)
+    client = logged_in(member)
 
     response = client.post("/assistant/", {"prompt": value}, headers=HTMX)
 
