@@ -42,6 +42,16 @@ def env_bool(environ_: Mapping[str, str], name: str, *, default: bool) -> bool:
     return parse_bool(name, raw)
 
 
+def env_int(environ_: Mapping[str, str], name: str, *, default: int, minimum: int = 0) -> int:
+    raw = environ_.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    word = raw.strip()
+    if not (word.isascii() and word.isdigit()) or int(word) < minimum:
+        raise ImproperlyConfigured(f"{name}={raw!r} must be a whole number, {minimum} or more.")
+    return int(word)
+
+
 def env_list(environ_: Mapping[str, str], name: str, *, default: list[str]) -> list[str]:
     raw = environ_.get(name)
     if raw is None or raw.strip() == "":

@@ -12,6 +12,7 @@ from config.env import (
     anymail_settings,
     database_config,
     env_bool,
+    env_int,
     env_list,
     redis_cache_config,
     redis_url,
@@ -207,6 +208,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": 60.0,
     },
 }
+# Retention (README, "Retention"): delivered notifications and their attempts
+# are pruned after this many days; idempotency keys of consume are honoured at
+# least IDEMPOTENCY_RETENTION_DAYS (never fewer than 35) and then pruned.
+NOTIFICATION_RETENTION_DAYS = env_int(ENV, "NOTIFICATION_RETENTION_DAYS", default=90, minimum=1)
+IDEMPOTENCY_RETENTION_DAYS = env_int(ENV, "IDEMPOTENCY_RETENTION_DAYS", default=35, minimum=35)
 # First retry of a failed delivery after about this many seconds, doubling each time.
 NOTIFICATION_RETRY_BASE_SECONDS = 10
 # How long a worker holds a delivery it claimed before another may take it over.
@@ -230,6 +236,9 @@ LOGIN_FAILURES_PER_ACCOUNT = validate_rate(
 LOGIN_FAILURES_PER_ADDRESS = validate_rate(
     "LOGIN_FAILURES_PER_ADDRESS", ENV.get("LOGIN_FAILURES_PER_ADDRESS", "50/15m")
 )
+# How many proxies in front of the app append to X-Forwarded-For: the client's
+# address is the one that many entries from the right (0: the socket's address).
+TRUSTED_PROXY_COUNT = env_int(ENV, "TRUSTED_PROXY_COUNT", default=0)
 
 LOGGING = {
     "version": 1,
