@@ -15,7 +15,7 @@ from django.utils.html import format_html, format_html_join
 
 from accounts.forms import AdminUserChangeForm, AdminUserCreationForm, MembershipAdminForm
 from accounts.models import ApiKey, AuditEvent, Membership, Organization, Role, User
-from accounts.services import api_key_create, api_key_revoke
+from accounts.services import api_key_create, api_key_revoke, organization_anchor_day_set
 from alerts.admin import NullListFilter, OrganizationAlertInline, pretty_json
 from alerts.services import alerts_evaluate_organization
 from billing.admin import (
@@ -148,6 +148,14 @@ class OrganizationAdmin(admin.ModelAdmin):
                 for view, label in links
             ),
         )
+
+    def save_model(
+        self, request: HttpRequest, obj: Organization, form: ModelForm, change: bool
+    ) -> None:
+        if change and "anchor_day" in form.changed_data:
+            # Through the service: the period under way keeps its end.
+            organization_anchor_day_set(organization=obj, anchor_day=obj.anchor_day)
+        super().save_model(request, obj, form, change)
 
     def save_related(
         self, request: HttpRequest, form: ModelForm, formsets: Any, change: bool

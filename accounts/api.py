@@ -1,14 +1,17 @@
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from django.http import HttpRequest
+from django.utils import timezone
 from ninja import Query, Router, Schema, Status
-from pydantic import StrictBool, StrictInt
+from pydantic import Field, StrictBool, StrictInt
 
 from accounts import selectors, services
 from accounts.models import Membership, Organization
 from billing.credits import Credits, CreditsOut
+from billing.periods import organization_period
 from config.apikit import Page, StrictSchema, paginate, request_organization
 from config.errors import ErrorOut
 
@@ -23,6 +26,12 @@ class OrganizationOut(Schema):
     credit_allowance: CreditsOut | None
     block_when_exhausted: bool
     anchor_day: int
+    period_start: datetime
+    period_end: datetime
+    period_allowance: CreditsOut | None = Field(
+        description="This period's allowance: `credit_allowance`, prorated in a shorter "
+        "period after the anchor day changed."
+    )
 
 
 class OrganizationPatch(StrictSchema):
@@ -59,12 +68,16 @@ class MemberPatch(StrictSchema):
 
 
 def _organization_out(organization: Organization) -> dict[str, Any]:
+    period = organization_period(organization, timezone.now())
     return {
         "slug": organization.slug,
         "name": organization.name,
         "credit_allowance": organization.credit_allowance,
         "block_when_exhausted": organization.block_when_exhausted,
         "anchor_day": organization.anchor_day,
+        "period_start": period.start,
+        "period_end": period.end,
+        "period_allowance": period.allowance(organization.credit_allowance),
     }
 
 

@@ -88,6 +88,11 @@ class Organization(models.Model):
         default=True,
         help_text="Block credit-consuming actions once the whole allowance is used.",
     )
+    # Anchor days of the past (billing.periods): periods ending at or before
+    # each `until` followed its `anchor_day`. Written by organization_update.
+    anchor_history = models.JSONField(default=list, blank=True, editable=False)
+    # Periods follow `anchor_day` month by month from here on (null: always).
+    regular_periods_from = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -21,6 +21,7 @@ from accounts.models import (
     normalize_email,
 )
 from alerts.services import alerts_evaluate_organization
+from billing.periods import anchor_day_change
 from config import rawsql
 from config.errors import Conflict, InvalidInput
 
@@ -119,15 +120,18 @@ def organization_update(
         changed.append("credit_allowance")
     if anchor_day is not None:
         _validate_anchor_day(anchor_day)
-        organization.anchor_day = anchor_day
-        changed.append("anchor_day")
     if block_when_exhausted is not None:
         organization.block_when_exhausted = block_when_exhausted
         changed.append("block_when_exhausted")
-    if changed:
+    if changed or anchor_day is not None:
         try:
             with transaction.atomic():
-                organization.save(update_fields=changed)
+                if anchor_day is not None:
+                    changed += organization_anchor_day_set(
+                        organization=organization, anchor_day=anchor_day
+                    )
+                if changed:
+                    organization.save(update_fields=changed)
                 if {"credit_allowance", "anchor_day"} & set(changed):
                     alerts_evaluate_organization(organization=organization)
         except IntegrityError:
@@ -137,6 +141,36 @@ def organization_update(
                 field="slug",
             ) from None
     return organization
+
+
+def organization_anchor_day_set(*, organization: Organization, anchor_day: int) -> list[str]:
+    """Move the anchor day without touching the period under way (SPEC §16):
+    it keeps its end, and the next period runs from there to the new anchor
+    day with a prorated allowance (billing.periods). Sets the fields on
+    `organization` and returns their names, for the caller's save() in the
+    same transaction; the row stays locked until then, so that two changes
+    at once both count.
+    """
+    _validate_anchor_day(anchor_day)
+    stored = (
+        Organization.objects.select_for_update()
+        .values("anchor_day", "anchor_history")
+        .get(pk=organization.pk)
+    )
+    organization.anchor_history = stored["anchor_history"]
+    if stored["anchor_day"] == anchor_day:
+        organization.anchor_day = anchor_day
+        return []
+    change = anchor_day_change(
+        anchor_day=stored["anchor_day"],
+        history=stored["anchor_history"],
+        new_anchor_day=anchor_day,
+        now=timezone.now(),
+    )
+    organization.anchor_day = anchor_day
+    organization.anchor_history = change.anchor_history
+    organization.regular_periods_from = change.regular_from
+    return ["anchor_day", "anchor_history", "regular_periods_from"]
 
 
 def _validate_email(email: str) -> str:

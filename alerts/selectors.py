@@ -62,7 +62,9 @@ def alerts_with_status(
                 alert=alert,
                 status="in_alarm" if triggered_at else "ok",
                 triggered_at=triggered_at,
-                threshold_credits=threshold_credits(alert, organization.credit_allowance),
+                threshold_credits=threshold_credits(
+                    alert, period.allowance(organization.credit_allowance)
+                ),
             )
         )
     return rows

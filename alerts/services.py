@@ -43,7 +43,7 @@ from alerts.models import (
 from alerts.tasks import deliver_notification_on_commit
 from billing.credits import CREDIT_QUANTUM, format_credits
 from billing.models import MemberUsage
-from billing.periods import Period, period_containing
+from billing.periods import Period, organization_period
 from billing.selectors import admins_to_ask, limit_rules_get, organization_used
 from config import rawsql
 from config.errors import InvalidInput
@@ -149,7 +149,7 @@ def alerts_on_usage(change: UsageChange) -> list[Firing]:
     for alert in alerts:
         if alert.quiet_period_start == change.period.start:
             continue
-        threshold = threshold_credits(alert, organization.credit_allowance)
+        threshold = threshold_credits(alert, change.period.allowance(organization.credit_allowance))
         if threshold is not None and change.used_before < threshold <= change.used_after:
             candidates.append(
                 _organization_alert_candidate(
@@ -217,12 +217,12 @@ def alerts_evaluate_organization(
     """Fire every alert of the current period that is at or past its threshold
     and has not fired yet. For changes of configuration, not for each write.
     """
-    period = period_containing(now or timezone.now(), anchor_day=organization.anchor_day)
+    period = organization_period(organization, now or timezone.now())
     used = organization_used(organization=organization, period=period)
     alerts, policy = _alert_configuration(organization)
     candidates: list[_Candidate] = []
     for alert in alerts:
-        threshold = threshold_credits(alert, organization.credit_allowance)
+        threshold = threshold_credits(alert, period.allowance(organization.credit_allowance))
         if threshold is not None and used >= threshold and alert.quiet_period_start != period.start:
             candidates.append(
                 _organization_alert_candidate(alert, period=period, value=used, threshold=threshold)
@@ -293,7 +293,7 @@ def _insert_firings(
                 threshold=candidate.threshold,
                 threshold_credits=candidate.threshold_credits,
                 value=candidate.value,
-                allowance=organization.credit_allowance,
+                allowance=period.allowance(organization.credit_allowance),
                 period_start=period.start,
                 period_end=period.end,
                 triggered_at=now,
@@ -587,8 +587,8 @@ def alert_create(
 
 def _quiet_if_already_passed(alert: OrganizationAlert) -> None:
     organization = alert.organization
-    period = period_containing(timezone.now(), anchor_day=organization.anchor_day)
-    threshold = threshold_credits(alert, organization.credit_allowance)
+    period = organization_period(organization, timezone.now())
+    threshold = threshold_credits(alert, period.allowance(organization.credit_allowance))
     if (
         threshold is not None
         and organization_used(organization=organization, period=period) >= threshold

@@ -199,6 +199,8 @@ def _page_response(
     context: dict[str, Any] = {
         "organization": organization,
         "period": period,
+        "period_allowance": period.allowance(organization.credit_allowance),
+        "next_period": current_period(organization, now=period.end),
         "used": organization_used(organization=organization, period=period),
         "section_templates": SECTION_TEMPLATES,
     }

@@ -70,7 +70,7 @@ class CurrentPeriodFilter(admin.SimpleListFilter):
         return [("current", "This period"), ("earlier", "Earlier periods")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        this_period = current_period_start("organization__anchor_day")
+        this_period = current_period_start("organization__")
         if self.value() == "current":
             return queryset.filter(period_start=this_period)
         if self.value() == "earlier":

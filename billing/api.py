@@ -245,7 +245,7 @@ def usage_summary(request: HttpRequest) -> dict[str, Any]:
         "period_start": period.start,
         "period_end": period.end,
         "used": selectors.organization_used(organization=organization, period=period),
-        "allowance": organization.credit_allowance,
+        "allowance": period.allowance(organization.credit_allowance),
         "users": [
             {
                 "user": row.membership.external_id,

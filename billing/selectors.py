@@ -32,14 +32,14 @@ from billing.models import (
     SourceUsage,
     UserLimitPolicy,
 )
-from billing.periods import Period, period_containing
+from billing.periods import Period, organization_period, period_containing
 from config import rawsql
 
 ZERO = Decimal(0)
 
 
 def current_period(organization: Organization, *, now: datetime | None = None) -> Period:
-    return period_containing(now or timezone.now(), anchor_day=organization.anchor_day)
+    return organization_period(organization, now or timezone.now())
 
 
 @dataclass(frozen=True)
@@ -254,16 +254,28 @@ def members_with_usage_list(*, organization: Organization, period: Period) -> Qu
     )
 
 
-def current_period_start(anchor_day: str = "anchor_day", *, now: datetime | None = None) -> Case:
+def current_period_start(organization: str = "", *, now: datetime | None = None) -> Case:
     """The start of the current billing period of each row's organization, for
     use in a query: one WHEN per anchor day (1-28), each computed by
-    billing.periods, so that periods follow one rule everywhere.
-    `anchor_day` is the path to the organization's anchor day.
+    billing.periods, so that periods follow one rule everywhere; before them
+    one WHEN for each organization whose anchor day changed lately (its
+    period under way or the next is not a plain month: a handful of rows).
+    `organization` is the path to the organization ("" for the organization
+    itself, "organization__" from a related row).
     """
     moment = now or timezone.now()
+    pk = f"{organization}id"
+    changing = Organization.objects.filter(regular_periods_from__gt=moment)
     return Case(
         *(
-            When(**{anchor_day: day}, then=Value(period_containing(moment, anchor_day=day).start))
+            When(**{pk: changed.pk}, then=Value(organization_period(changed, moment).start))
+            for changed in changing.only("pk", "anchor_day", "anchor_history")
+        ),
+        *(
+            When(
+                **{f"{organization}anchor_day": day},
+                then=Value(period_containing(moment, anchor_day=day).start),
+            )
             for day in range(ANCHOR_DAY_MIN, ANCHOR_DAY_MAX + 1)
         ),
         output_field=DateTimeField(),

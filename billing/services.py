@@ -39,7 +39,7 @@ from billing.models import (
     SourceUsage,
     UserLimitPolicy,
 )
-from billing.periods import Period, period_containing
+from billing.periods import Period, organization_period
 from billing.selectors import LimitRules, limit_rules_get, member_usage_get, organization_used
 from config.errors import Conflict, InvalidInput
 
@@ -187,7 +187,7 @@ def usage_check(
         membership=membership,
         credits=credits,
         source=source,
-        period=period_containing(timezone.now(), anchor_day=organization.anchor_day),
+        period=organization_period(organization, timezone.now()),
         rules=limit_rules_get(organization=organization, membership_ids=[membership.pk]),
     )
 
@@ -208,7 +208,7 @@ def _decide_on_current_totals(
         member_counted=counted,
         member_limit=rules.limit_for(membership.pk),
         organization_used_now=organization_used(organization=organization, period=period),
-        allowance=organization.credit_allowance,
+        allowance=period.allowance(organization.credit_allowance),
         block_when_exhausted=organization.block_when_exhausted,
         period=period,
     )
@@ -236,7 +236,7 @@ def usage_consume(
         membership=membership, credits=credits, source=source
     )
     now = timezone.now()
-    period = period_containing(now, anchor_day=organization.anchor_day)
+    period = organization_period(organization, now)
     rules = limit_rules_get(organization=organization, membership_ids=[membership.pk])
     try:
         with transaction.atomic():
@@ -364,7 +364,7 @@ def _consume(
         organization_id=organization.pk,
         period_start=period.start,
         credits=credits,
-        allowance=organization.credit_allowance,
+        allowance=period.allowance(organization.credit_allowance),
         enforce_allowance=organization.block_when_exhausted,
     )
     if organization_total is None:
@@ -551,7 +551,7 @@ def _new_events(
             credits=event.credits,
             source=event.source,
             timestamp=timestamp,
-            period_start=period_containing(timestamp, anchor_day=organization.anchor_day).start,
+            period_start=organization_period(organization, timestamp).start,
             idempotency_key=key,
             fingerprint=event_fingerprint,
             properties=event.properties,
@@ -646,7 +646,7 @@ def _add_to_totals(
         alerts_on_usage(
             UsageChange(
                 organization=organization,
-                period=period_containing(period_start, anchor_day=organization.anchor_day),
+                period=organization_period(organization, period_start),
                 used_before=used_after - by_period[period_start],
                 used_after=used_after,
                 members=[
@@ -723,7 +723,7 @@ def _recount_members(*, organization: Organization, policy: UserLimitPolicy) -> 
     period from the per-source totals, after locking the members' rows so that
     no consume slips in between.
     """
-    period = period_containing(timezone.now(), anchor_day=organization.anchor_day)
+    period = organization_period(organization, timezone.now())
     members = MemberUsage.objects.filter(organization=organization, period_start=period.start)
     list(members.select_for_update().order_by("membership_id").values_list("id", flat=True))
     excluded_used = (
@@ -744,7 +744,7 @@ def _recount_members(*, organization: Organization, policy: UserLimitPolicy) -> 
 
 def _after_limits_change(organization: Organization) -> None:
     """Limits or exclusions changed: note who is now over budget, and fire."""
-    period = period_containing(timezone.now(), anchor_day=organization.anchor_day)
+    period = organization_period(organization, timezone.now())
     _mark_members_over_budget(organization=organization, period=period)
     alerts_evaluate_organization(organization=organization)
 

@@ -47,7 +47,7 @@ def usage_monitor(request: OrganizationHttpRequest) -> HttpResponse:
     organization = request.membership.organization
     now = timezone.now()
     period = current_period(organization, now=now)
-    allowance = organization.credit_allowance
+    allowance = period.allowance(organization.credit_allowance)
     used = organization_used(organization=organization, period=period)
     percent = percent_of(used, allowance)
     members_with_usage = members_with_usage_list(organization=organization, period=period)
@@ -175,7 +175,7 @@ def my_usage(request: OrganizationHttpRequest) -> HttpResponse:
     limit = rules.limit_for(membership.pk)
     used, counted = member_usage_get(membership=membership, period=period)
     organization_used_now = organization_used(organization=organization, period=period)
-    allowance = organization.credit_allowance
+    allowance = period.allowance(organization.credit_allowance)
     # Over budget means even the smallest action would be refused: the gate's
     # own rule, asked for one quantum, gives the notice a member would get.
     standing = gate_decide(

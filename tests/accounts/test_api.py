@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import time_machine
 from django.utils import timezone
 
 from accounts.models import ApiKey, Membership, User
@@ -103,12 +104,17 @@ class TestErrorShape:
 
 class TestOrganization:
     def test_detail(self, api, organization):
-        assert api.get("/api/v1/organization").json() == {
+        with time_machine.travel("2026-12-10T12:00:00Z", tick=False):
+            body = api.get("/api/v1/organization").json()
+        assert body == {
             "slug": "acme",
             "name": "Acme Inc",
             "credit_allowance": None,
             "block_when_exhausted": True,
             "anchor_day": 1,
+            "period_start": "2026-12-01T00:00:00Z",
+            "period_end": "2027-01-01T00:00:00Z",
+            "period_allowance": None,
         }
 
     def test_patch_changes_only_what_is_given(self, api, organization):
