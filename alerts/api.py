@@ -14,7 +14,7 @@ from alerts.models import Firing, OrganizationAlert, UserAlertPolicy, WebhookEnd
 from alerts.selectors import alerts_with_status, organization_alert_get, organization_alerts
 from billing.credits import Credits, CreditsOut
 from billing.selectors import current_period
-from config.apikit import Page, StrictSchema, paginate, request_organization
+from config.apikit import ROUND_TRIP, Page, StrictSchema, paginate, request_organization
 from config.errors import NotFound
 
 router = Router()
@@ -237,7 +237,12 @@ def user_alert_policy_detail(request: HttpRequest) -> dict[str, Any]:
     return _user_alert_policy_out(policy)
 
 
-@router.put("/user-alerts", response=UserAlertPolicyOut, tags=["user alerts"])
+@router.put(
+    "/user-alerts",
+    response=UserAlertPolicyOut,
+    tags=["user alerts"],
+    description=ROUND_TRIP,
+)
 def user_alert_policy_put(request: HttpRequest, payload: UserAlertPolicyIn) -> dict[str, Any]:
     organization = request_organization(request)
     policy = services.user_alert_policy_update(

@@ -14,7 +14,14 @@ from accounts.selectors import membership_get, memberships_by_external_id
 from billing import selectors, services
 from billing.credits import Credits, CreditsOut
 from billing.models import CustomLimit
-from config.apikit import Page, StrictSchema, paginate, request_organization
+from config.apikit import (
+    ROUND_TRIP,
+    Page,
+    StrictSchema,
+    paginate,
+    read_only,
+    request_organization,
+)
 from config.errors import ErrorOut, InvalidInput, NotFound
 
 router = Router()
@@ -163,6 +170,7 @@ class CustomLimitList(Schema):
 
 
 class CustomLimitIn(StrictSchema):
+    user: str | None = read_only(description="The member, as in the path.")
     limit: Credits | None
 
 
@@ -274,7 +282,12 @@ def limit_policy_detail(request: HttpRequest) -> dict[str, Any]:
     return _policy_out(request)
 
 
-@router.put("/user-limits", response=LimitPolicyOut, tags=["user limits"])
+@router.put(
+    "/user-limits",
+    response=LimitPolicyOut,
+    tags=["user limits"],
+    description=ROUND_TRIP,
+)
 def limit_policy_put(request: HttpRequest, payload: LimitPolicyIn) -> dict[str, Any]:
     organization = request_organization(request)
     given = payload.model_fields_set
@@ -339,9 +352,15 @@ def custom_limit_detail(request: HttpRequest, user: str) -> dict[str, Any]:
     return _custom_out(custom)
 
 
-@router.put("/user-limits/custom/{path:user}", response=CustomLimitOut, tags=["user limits"])
+@router.put(
+    "/user-limits/custom/{path:user}",
+    response=CustomLimitOut,
+    tags=["user limits"],
+    description=ROUND_TRIP,
+)
 def custom_limit_put(request: HttpRequest, user: str, payload: CustomLimitIn) -> dict[str, Any]:
     membership, _ = _custom_limit_of(request, user)
+    payload.check_read_only({"user": membership.external_id})
     custom = services.custom_limit_set(
         organization=request_organization(request), membership=membership, limit=payload.limit
     )

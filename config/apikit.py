@@ -7,21 +7,21 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from ninja import Schema
 from ninja.parser import Parser
 from ninja.security import HttpBearer
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from accounts.audit import Actor, set_actor
 from accounts.models import ApiKey, Organization
 from accounts.services import api_key_authenticate
-from config.errors import ServiceError
+from config.errors import InvalidInput, ServiceError
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
@@ -37,6 +37,27 @@ class ApiError(ServiceError):
         self.status = status
 
 
+READ_ONLY = "readOnly"
+# The description of every `PUT` operation.
+ROUND_TRIP = (
+    "Fields left out keep their value. Takes back the object the GET answers: "
+    "fields marked readOnly may be sent equal to their value, and a different "
+    "value is a 422 `read_only_field` naming the field."
+)
+
+
+def read_only(*, description: str) -> Any:
+    """A field of a `PUT` body that its `GET` answers but that cannot be set:
+    it may be sent back equal to its value, or left out. The document marks
+    it `readOnly` (JSON Schema: changes are rejected by the server).
+    """
+    return Field(
+        default=None,
+        description=f"{description} Read-only: if sent, it must equal its current value.",
+        json_schema_extra={READ_ONLY: True},
+    )
+
+
 class StrictSchema(BaseModel):
     """Request bodies: unknown fields are an error, not silently dropped.
 
@@ -47,6 +68,36 @@ class StrictSchema(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
+
+    # The fields declared with `read_only()`, found when the class is made.
+    read_only_fields: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls.read_only_fields = tuple(
+            name
+            for name, field in cls.model_fields.items()
+            if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get(READ_ONLY)
+        )
+
+    def check_read_only(self, current: Mapping[str, Any]) -> None:
+        """Round trips (SPEC §16): a `PUT` takes back the object its `GET`
+        answered, read-only fields included, as long as they are unchanged.
+        `current` holds each read-only field's value as the `GET` gives it;
+        call this before writing anything, so that a refusal stores nothing.
+        """
+        for name in self.read_only_fields:
+            if name not in self.model_fields_set:
+                continue
+            sent, value = getattr(self, name), current[name]
+            if sent != value:
+                raise InvalidInput(
+                    f"{name}: is read-only: it is {value!r}, not {sent!r}. "
+                    "Send it as the GET answers it, or leave it out.",
+                    code="read_only_field",
+                    field=name,
+                )
 
 
 class DecimalJsonParser(Parser):
