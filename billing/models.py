@@ -130,17 +130,21 @@ class MemberUsage(models.Model):
 
 class SourceUsage(models.Model):
     """Credits per source in one period, per member (membership NULL: usage
-    reported without a user). Sums of these give usage by source and let
-    counted usage be recomputed when the excluded sources change.
+    reported without a user, or by a member since removed). Sums of these
+    give usage by source and let counted usage be recomputed when the
+    excluded sources change.
 
     `member_key` is the membership id, or 0 without one: unlike a NULL it
     makes the row's key unique in every database, so that the upsert's
-    conflict target works on SQLite too.
+    conflict target works on SQLite too. A removed member's rows keep theirs
+    (ids are never reused), so they stay apart from every other row.
     """
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    # Removing a member keeps their usage in the per-source figures, as the
+    # ledger keeps their events (SPEC §16): only the link to them goes.
     membership = models.ForeignKey(
-        Membership, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+        Membership, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     member_key = models.PositiveBigIntegerField(default=0)
     period_start = models.DateTimeField()
