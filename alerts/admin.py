@@ -21,28 +21,25 @@ from django.contrib import admin, messages
 from django.contrib.admin.options import BaseModelAdmin
 from django.contrib.admin.widgets import AutocompleteSelectMultiple
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.db.models import ForeignKey, ManyToManyField, QuerySet
 from django.forms.formsets import DELETION_FIELD_NAME
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
-from django.utils import timezone
 from django.utils.html import format_html
 
 from accounts.models import Membership, Organization
 from accounts.selectors import validate_admins
 from alerts import services
+from alerts.delivery import notifications_resend
 from alerts.models import (
     MAX_ORGANIZATION_ALERTS,
     DeliveryAttempt,
-    DeliveryStatus,
     Firing,
     Notification,
     OrganizationAlert,
     UserAlertPolicy,
     WebhookEndpoint,
 )
-from alerts.tasks import deliver_notification_on_commit
 from alerts.webhooks import (
     WEBHOOK_EVENT_TYPES,
     webhook_endpoint_create,
@@ -522,24 +519,11 @@ class NotificationAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Resend selected notifications", permissions=["resend"])
     def resend_selected(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
-        """Send again, sent ones included: an explicit staff decision. One being
-        sent right now is left to its worker, so that it cannot go out twice at once.
-        """
-        with transaction.atomic():
-            chosen = list(queryset.select_for_update().values_list("pk", "status"))
-            resend = [pk for pk, status in chosen if status != DeliveryStatus.SENDING]
-            Notification.objects.filter(pk__in=resend).update(
-                status=DeliveryStatus.PENDING,
-                next_attempt_at=timezone.now(),
-                claimed_until=None,
-                sent_at=None,
-            )
-            for pk in resend:
-                deliver_notification_on_commit(pk)
-        skipped = len(chosen) - len(resend)
-        message = f"Queued {len(resend)} notification(s) to be sent again."
-        if skipped:
-            message += f" Skipped {skipped} being sent right now."
+        """Send again, failed and sent ones included, with every attempt allowed again."""
+        resent = notifications_resend(notification_ids=list(queryset.values_list("pk", flat=True)))
+        message = f"Queued {resent.queued} notification(s) to be sent again."
+        if resent.skipped:
+            message += f" Skipped {resent.skipped} being sent right now."
         self.message_user(request, message, messages.SUCCESS)
 
 

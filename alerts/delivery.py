@@ -3,7 +3,14 @@
 A worker claims a row with a conditional UPDATE (pending and due, or a
 `sending` claim whose lease ran out), so two workers or a task run twice
 never send the same notification at once; a sent one is never claimed again.
-One transport per channel raises `TransportError(permanent=…)`.
+One transport per channel raises `TransportError(permanent=…)`; any other
+error while delivering counts as a failed attempt too, and no row is claimed
+more than MAX_ATTEMPTS times, so that nothing loops.
+
+Webhooks connect only to public addresses, checked when the socket is
+opened (`PublicAddressesOnly`): a name that resolved to a public address
+when its endpoint was registered and resolves to 127.0.0.1 now reaches
+nothing.
 """
 
 from __future__ import annotations
@@ -13,15 +20,17 @@ import json
 import logging
 import random
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 from anymail.exceptions import AnymailError, AnymailInvalidAddress, AnymailRecipientsRefused
 from anymail.utils import get_anymail_setting
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
@@ -80,20 +89,117 @@ def _send_email(notification: Notification) -> Sent:
     return Sent(provider_message_id=(status.message_id or "") if status else "")
 
 
+# IPv6 addresses that carry an IPv4 address a gateway connects to.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def address_is_public(address: str) -> bool:
+    """Whether webhooks may connect to this IP address: not loopback, private,
+    link-local, shared (CGNAT), reserved, unspecified or multicast. An IPv6
+    address that carries an IPv4 one (IPv4-mapped, 6to4, Teredo, NAT64) is
+    judged by the IPv4 address it leads to.
+    """
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip.sixtofour is not None:
+            ip = ip.sixtofour
+        elif ip.teredo is not None:
+            ip = ip.teredo[1]
+        elif ip in _NAT64:
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    # `is_global` alone lets multicast through (224.0.0.0/4 and ff00::/8 are "global").
+    return ip.is_global and not ip.is_multicast and not ip.is_reserved
+
+
 def url_is_public(url: str) -> bool:
-    """Whether every address the URL's host resolves to is public."""
+    """Whether every address the URL's host resolves to now is public (when an
+    endpoint is registered; deliveries check again when they connect).
+    """
     host = urlsplit(url).hostname
     if not host:
         return False
     try:
         infos = socket.getaddrinfo(host, None)
-    except socket.gaierror:
+    except (socket.gaierror, UnicodeError):
         return False
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            return False
-    return True
+    return all(address_is_public(str(info[4][0])) for info in infos)
+
+
+class PublicAddressesOnly(httpcore.SyncBackend):
+    """httpcore's network backend, refusing any address that is not public at
+    the moment the socket is opened, as healthchecks does: the name is
+    resolved here, every address is checked, and the socket connects to a
+    checked address, never to the name, so no later resolution can move it
+    elsewhere (DNS rebinding). TLS is unchanged: httpcore still wraps the
+    socket with the URL's host name for SNI and certificate verification.
+    """
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as error:
+            raise httpcore.ConnectError(f"{host}: {error}") from error
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        refused = [address for address in addresses if not address_is_public(address)]
+        if refused or not addresses:
+            raise _not_public(host, refused)
+        last_error: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
+        for address in addresses:
+            try:
+                stream = super().connect_tcp(
+                    address,
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as error:
+                last_error = error
+                continue
+            # The peer the socket is connected to: what was checked, by construction.
+            peer = str(stream.get_extra_info("server_addr")[0])
+            if not address_is_public(peer):
+                stream.close()
+                raise _not_public(host, [peer])
+            return stream
+        assert last_error is not None
+        raise last_error
+
+
+def _not_public(host: str, addresses: Sequence[str]) -> TransportError:
+    # Not an httpcore error: httpx lets it through as it is, to the delivery.
+    return TransportError(
+        f"Refused to connect to {host} at {', '.join(addresses) or 'no address'}: a "
+        "loopback, private, link-local or otherwise non-public address.",
+        permanent=True,
+    )
+
+
+def _webhook_client() -> httpx.Client:
+    """A client for one delivery. Unless private URLs are allowed, its
+    connections go through `PublicAddressesOnly`. No proxy from the
+    environment is used: the address checked must be the receiver's.
+    """
+    timeout = float(getattr(settings, "WEBHOOK_TIMEOUT_SECONDS", 10))
+    transport = httpx.HTTPTransport()
+    if not settings.WEBHOOKS_ALLOW_PRIVATE_URLS:
+        # httpx takes no network backend of its own: give its transport a pool
+        # that has one, with the TLS context httpx builds (certificates verified).
+        transport._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(), network_backend=PublicAddressesOnly()
+        )
+    return httpx.Client(
+        transport=transport, timeout=timeout, follow_redirects=False, trust_env=False
+    )
 
 
 def webhook_message_id(notification: Notification) -> str:
@@ -105,10 +211,6 @@ def _send_webhook(notification: Notification) -> Sent:
     endpoint = WebhookEndpoint.objects.filter(pk=int(notification.recipient)).first()
     if endpoint is None or endpoint.disabled_at is not None:
         raise TransportError("The webhook endpoint is deleted or disabled.", permanent=True)
-    if not settings.WEBHOOKS_ALLOW_PRIVATE_URLS and not url_is_public(endpoint.url):
-        raise TransportError(
-            "The endpoint resolves to a private or loopback address.", permanent=True
-        )
     body = json.dumps(notification.payload, separators=(",", ":"))
     now = timezone.now()
     message_id = webhook_message_id(notification)
@@ -121,13 +223,8 @@ def _send_webhook(notification: Notification) -> Sent:
         "user-agent": "Headroom-Webhooks/1",
     }
     try:
-        response = httpx.post(
-            endpoint.url,
-            content=body,
-            headers=headers,
-            timeout=float(getattr(settings, "WEBHOOK_TIMEOUT_SECONDS", 10)),
-            follow_redirects=False,
-        )
+        with _webhook_client() as client:
+            response = client.post(endpoint.url, content=body, headers=headers)
     except httpx.HTTPError as error:
         raise TransportError(f"{type(error).__name__}: {error}") from error
     if response.status_code == 410:
@@ -214,10 +311,18 @@ def _cut_short_before(notification: Notification, now: datetime) -> bool:
 
 
 def notification_claim(*, notification_id: int, now: datetime) -> Notification | None:
+    """Take the row for one attempt, if it is due and has attempts left.
+
+    The cap is part of the claim, not only of the failure path: a row whose
+    attempts keep dying with their worker (killed, out of memory) never gets
+    to record a failure, and would otherwise be taken again at every lease.
+    """
     due = Q(status=DeliveryStatus.PENDING, next_attempt_at__lte=now) | Q(
         status=DeliveryStatus.SENDING, claimed_until__lt=now
     )
-    claimed = Notification.objects.filter(due, pk=notification_id).update(
+    claimed = Notification.objects.filter(
+        due, pk=notification_id, attempts__lt=MAX_ATTEMPTS
+    ).update(
         status=DeliveryStatus.SENDING,
         claimed_until=now + timedelta(seconds=settings.NOTIFICATION_CLAIM_LEASE_SECONDS),
         attempts=F("attempts") + 1,
@@ -241,6 +346,13 @@ def notification_deliver(*, notification_id: int) -> None:
             sent = TRANSPORTS[notification.channel](notification)
     except TransportError as error:
         _record_failure(notification, attempt, error)
+        return
+    except Exception as error:
+        # A template that does not render, a payload missing a key, a bug: a
+        # failed attempt like any other, retried with backoff until the last
+        # one marks it failed, never left `sending` for the sweep to re-claim.
+        logger.exception("Notification %s: delivery raised", notification.pk)
+        _record_failure(notification, attempt, TransportError(f"{type(error).__name__}: {error}"))
         return
     finished = timezone.now()
     DeliveryAttempt.objects.filter(pk=attempt.pk).update(
@@ -269,7 +381,12 @@ def _record_failure(
         Notification.objects.filter(pk=notification.pk).update(
             status=DeliveryStatus.FAILED, claimed_until=None, last_error=str(error)[:2000]
         )
-        logger.warning("Notification %s failed for good: %s", notification.pk, error)
+        logger.error(
+            "Notification %s failed for good after %s attempt(s): %s",
+            notification.pk,
+            notification.attempts,
+            error,
+        )
         return
     delay = retry_delay(notification.attempts)
     Notification.objects.filter(pk=notification.pk).update(
@@ -289,20 +406,88 @@ def _record_failure(
             )
 
 
+EXHAUSTED = "No attempts left: the last one's worker stopped before its outcome was recorded."
+
+
+def _fail_exhausted_claims(now: datetime) -> None:
+    """Mark failed the rows whose last attempt's worker died: they are never
+    claimed again (the claim's cap), so without this they would stay
+    `sending` for ever, neither retried nor shown as failed.
+    """
+    exhausted = list(
+        Notification.objects.filter(
+            status=DeliveryStatus.SENDING, claimed_until__lt=now, attempts__gte=MAX_ATTEMPTS
+        ).values_list("pk", flat=True)[:1000]
+    )
+    if not exhausted:
+        return
+    with transaction.atomic():
+        failed = list(
+            Notification.objects.filter(
+                pk__in=exhausted, status=DeliveryStatus.SENDING, claimed_until__lt=now
+            )
+            .select_for_update(skip_locked=True)
+            .values_list("pk", flat=True)
+        )
+        DeliveryAttempt.objects.filter(notification_id__in=failed, finished_at__isnull=True).update(
+            finished_at=now, error=CUT_SHORT
+        )
+        Notification.objects.filter(pk__in=failed).update(
+            status=DeliveryStatus.FAILED, claimed_until=None, last_error=EXHAUSTED
+        )
+    for pk in failed:
+        logger.error("Notification %s failed for good: %s", pk, EXHAUSTED)
+
+
 def notifications_requeue_stale(*, now: datetime | None = None) -> int:
     """Re-queue what should have been delivered by now: due rows whose task was
-    lost (a crash between commit and publish, Redis down) and expired claims.
+    lost (a crash between commit and publish, Redis down) and expired claims
+    with attempts left; an expired claim with none left is marked failed.
     """
     from alerts.tasks import deliver_notification
 
     now = now or timezone.now()
+    _fail_exhausted_claims(now)
     stale_after = timedelta(seconds=settings.NOTIFICATION_STALE_AFTER_SECONDS)
     stale = Notification.objects.filter(
         Q(status=DeliveryStatus.PENDING, next_attempt_at__lte=now - stale_after)
-        | Q(status=DeliveryStatus.SENDING, claimed_until__lt=now)
+        | Q(status=DeliveryStatus.SENDING, claimed_until__lt=now),
+        attempts__lt=MAX_ATTEMPTS,
     ).values_list("pk", flat=True)[:1000]
     count = 0
     for pk in stale:
         deliver_notification.delay(pk)
         count += 1
     return count
+
+
+@dataclass(frozen=True)
+class Resent:
+    queued: int
+    skipped: int
+
+
+def notifications_resend(*, notification_ids: Sequence[int]) -> Resent:
+    """Send these notifications again, failed or sent ones included (a staff
+    decision), each with every attempt allowed again. One being sent right
+    now is left to its worker, so that it cannot go out twice at once.
+    """
+    from alerts.tasks import deliver_notification_on_commit
+
+    with transaction.atomic():
+        chosen = list(
+            Notification.objects.filter(pk__in=notification_ids)
+            .select_for_update()
+            .values_list("pk", "status")
+        )
+        resend = [pk for pk, status in chosen if status != DeliveryStatus.SENDING]
+        Notification.objects.filter(pk__in=resend).update(
+            status=DeliveryStatus.PENDING,
+            attempts=0,
+            next_attempt_at=timezone.now(),
+            claimed_until=None,
+            sent_at=None,
+        )
+        for pk in resend:
+            deliver_notification_on_commit(pk)
+    return Resent(queued=len(resend), skipped=len(chosen) - len(resend))
