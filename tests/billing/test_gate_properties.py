@@ -36,6 +36,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accounts.models import Membership, Organization
+from accounts.services import organization_update
 from billing.models import (
     CustomLimit,
     DailyUsage,
@@ -118,6 +119,13 @@ class Exclude:
 
 
 @dataclass(frozen=True)
+class ChangeAnchor:
+    """An admin moves the anchor day: nothing of the period under way moves."""
+
+    anchor_day: int
+
+
+@dataclass(frozen=True)
 class Scenario:
     now: datetime
     anchor_day: int
@@ -163,6 +171,7 @@ steps = st.one_of(
         repeat=st.booleans(),
     ),
     st.builds(Exclude, sources=exclusions),
+    st.builds(ChangeAnchor, anchor_day=st.integers(min_value=1, max_value=28)),
 )
 scenarios = st.builds(
     Scenario,
@@ -384,6 +393,12 @@ def _exclude(run: Run, step: Exclude) -> None:
     run.excluded = step.sources
 
 
+def _change_anchor(run: Run, step: ChangeAnchor) -> None:
+    # The oracle keeps the scenario's anchor day: the period under way, and
+    # every one before it, must be the same after the change (SPEC §16).
+    organization_update(organization=run.organization, anchor_day=step.anchor_day)
+
+
 def _nonzero(rows: Any) -> dict[Any, Decimal]:
     totals: dict[Any, Decimal] = {}
     for key, used in rows:
@@ -410,7 +425,7 @@ def _assert_totals_equal_the_ledger(run: Run) -> None:
     for _, membership_id, credits, source, meter, moment in rows:
         if meter != "credits":
             continue
-        start = period_containing(moment, anchor_day=organization.anchor_day).start
+        start = period_containing(moment, anchor_day=run.scenario.anchor_day).start
         by_period[start] += credits
         by_day[moment.astimezone(UTC).date()] += credits
         by_source[(membership_id or 0, start, source)] += credits
@@ -460,7 +475,13 @@ def _assert_totals_equal_the_ledger(run: Run) -> None:
             ).limit_reached_at, f"member {index} reached {limit} unmarked"
 
 
-STEPS = {Consume: _consume, Check: _check, Ingest: _ingest, Exclude: _exclude}
+STEPS = {
+    Consume: _consume,
+    Check: _check,
+    Ingest: _ingest,
+    Exclude: _exclude,
+    ChangeAnchor: _change_anchor,
+}
 
 
 @settings(
