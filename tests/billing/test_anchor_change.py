@@ -18,7 +18,11 @@ from accounts.services import organization_update
 from alerts.models import Firing
 from alerts.services import alert_create
 from billing.periods import Period, anchor_day_change, anchor_segments, period_containing
-from billing.selectors import current_period, organization_used, organizations_with_usage_this_period
+from billing.selectors import (
+    current_period,
+    organization_used,
+    organizations_with_usage_this_period,
+)
 from tests.accounts.test_admin import change_url, organization_form
 from tests.billing.test_gate import consume
 
@@ -201,7 +205,9 @@ class TestAnOrganizationChangesItsAnchorDay:
             assert Firing.objects.filter(alert__isnull=False).count() == 1
             assert api.get("/api/v1/alerts").json()["data"][0]["status"] == "in_alarm"
 
-    def test_a_percentage_alert_of_the_shorter_period_is_of_its_allowance(self, capped, owner, member):
+    def test_a_percentage_alert_of_the_shorter_period_is_of_its_allowance(
+        self, capped, owner, member
+    ):
         with time_machine.travel(utc(2026, 12, 10, 12), tick=False):
             alert_create(organization=capped, threshold_type="percentage", threshold=Decimal(50))
             organization_update(organization=capped, anchor_day=15)
