@@ -25,6 +25,7 @@ from billing.selectors import (
 )
 from tests.accounts.test_admin import change_url, organization_form
 from tests.billing.test_gate import consume
+from tests.fixtures import logged_in
 
 
 def utc(*args: int) -> datetime:
@@ -244,3 +245,22 @@ class TestAnOrganizationChangesItsAnchorDay:
             assert current_period(organization) == Period(utc(2026, 12, 1), utc(2027, 1, 1))
         with time_machine.travel(utc(2027, 1, 3), tick=False):
             assert current_period(organization).end == utc(2027, 1, 15)
+
+
+@pytest.mark.django_db
+def test_the_limits_page_says_what_happens_to_the_periods(capped, owner):
+    with time_machine.travel(utc(2026, 12, 10, 12), tick=False):
+        organization_update(organization=capped, anchor_day=15)
+        page = " ".join(logged_in(owner).get("/settings/limits/").content.decode().split())
+        assert (
+            "The anchor day changes to day 15: this period ends as planned on Dec 31, then a "
+            "shorter period with a prorated allowance runs to Jan 14, 2027."
+        ) in page
+    with time_machine.travel(utc(2027, 1, 3), tick=False):
+        page = " ".join(logged_in(owner).get("/settings/limits/").content.decode().split())
+        assert '45.16129 <span class="stat-unit">credits</span>' in page
+        assert (
+            "This is a shorter period after the anchor day changed: its allowance is 100 "
+            "credits prorated, 14 of 31 days."
+        ) in page
+        assert "Jan 1 \u2013 Jan 14, 2027" in page
