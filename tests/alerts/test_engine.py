@@ -422,7 +422,7 @@ def test_twenty_concurrent_ingests_across_a_threshold_fire_once(organization, ow
 
 
 class TestWebhookDelivery:
-    def test_a_410_disables_the_endpoint(self, organization, owner):
+    def test_a_410_disables_the_endpoint(self, organization, owner, deliver):
         from alerts.models import WebhookEndpoint
         from alerts.webhooks import webhook_endpoint_create
         from tests.stubs import webhook_receiver
@@ -433,14 +433,21 @@ class TestWebhookDelivery:
                 organization=organization, url=receiver.url, events=["alert.triggered"]
             )
             alert_create(organization=organization, threshold_type="absolute", threshold=D(1))
-            spend(organization, 1)
+            alert_create(organization=organization, threshold_type="absolute", threshold=D(10))
+            deliver(spend, organization, 1)
             webhook = Notification.objects.get(channel="webhook")
-            notification_deliver(notification_id=webhook.pk)
-        webhook.refresh_from_db()
-        assert webhook.status == DeliveryStatus.FAILED
-        assert WebhookEndpoint.objects.get(pk=endpoint.pk).disabled_at is not None
-        spend(organization, 1)
-        assert Notification.objects.filter(channel="webhook").count() == 1
+            webhook.refresh_from_db()
+            assert webhook.status == DeliveryStatus.FAILED
+            assert WebhookEndpoint.objects.get(pk=endpoint.pk).disabled_at is not None
+            assert len(receiver.received) == 1
+
+            # A second alert fires, whose event the endpoint subscribes to: an
+            # endpoint still enabled would be sent it, and would accept it now.
+            deliver(spend, organization, 9)
+            assert Firing.objects.count() == 2
+            assert len(emails_to(owner.user.email)) == 2
+            assert list(Notification.objects.filter(channel="webhook")) == [webhook]
+            assert len(receiver.received) == 1
 
     def test_private_addresses_are_refused_at_delivery_unless_allowed(
         self, organization, owner, settings

@@ -29,6 +29,7 @@ from alerts.delivery import (
     EMAIL_METADATA_KEY,
     notification_deliver,
     notifications_requeue_stale,
+    webhook_message_id,
 )
 from alerts.models import DeliveryAttempt, DeliveryStatus, Notification
 from alerts.services import alert_create
@@ -127,7 +128,24 @@ def test_webhook_retried_with_the_same_id_and_signed(api, organization, owner, p
         assert payload["data"]["organization"] == "acme"
         assert payload["data"]["alert_id"] == alert.pk
         assert (payload["data"]["threshold"], payload["data"]["value"]) == ("10", "10")
-    assert endpoint.pk
+        # Each retry was signed afresh with the endpoint's secret, under the one id.
+        webhook = wait_until(
+            lambda: Notification.objects.filter(channel="webhook", status="sent").first(),
+            what="the webhook to be recorded as sent",
+        )
+        assert webhook.recipient == str(endpoint.pk)
+        for received in receiver.received:
+            assert received.headers["webhook-id"] == webhook_message_id(webhook)
+            Webhook(secret).verify(received.body, received.headers)
+    # Three attempts recorded with the receiver's answers; a 503 does not disable.
+    assert webhook.attempts == 3
+    assert [(a.succeeded, a.response_status) for a in webhook.delivery_attempts.all()] == [
+        (False, 503),
+        (False, 503),
+        (True, 200),
+    ]
+    endpoint.refresh_from_db()
+    assert endpoint.disabled_at is None
 
 
 def test_a_task_lost_while_redis_is_down_is_recovered_by_the_sweep(
