@@ -171,9 +171,9 @@ class OrganizationAdmin(admin.ModelAdmin):
 @admin.register(Membership)
 class MembershipAdmin(admin.ModelAdmin):
     form = MembershipAdminForm
-    list_display = ("user", "organization", "role", "external_id", "created_at")
+    list_display = ("user", "member_name", "organization", "role", "external_id", "created_at")
     list_filter = ("role", "organization")
-    search_fields = ("user__email", "user__name", "external_id", "organization__slug")
+    search_fields = ("user__email", "name", "user__name", "external_id", "organization__slug")
     autocomplete_fields = ("user", "organization")
     readonly_fields = ("created_at",)
     ordering = ("user__email", "pk")

@@ -45,7 +45,10 @@ class OrganizationPatch(StrictSchema):
 class MemberOut(Schema):
     user: str
     email: str
-    name: str
+    name: str = Field(
+        description="The member's name in this organization: the one set here, else the "
+        "user's own name (empty if neither). Another organization never sees a name set here."
+    )
     role: RoleName
 
 
@@ -56,13 +59,19 @@ class MemberList(Schema):
 
 class MemberCreate(StrictSchema):
     email: str
-    name: str = ""
+    name: str = Field(
+        default="",
+        description="Their name in this organization; a new user also gets it as their own.",
+    )
     role: RoleName = "member"
     user: str | None = None
 
 
 class MemberPatch(StrictSchema):
-    name: str | None = None
+    name: str | None = Field(
+        default=None,
+        description="Their name in this organization only; empty: the user's own name again.",
+    )
     role: RoleName | None = None
     user: str | None = None
 
@@ -85,7 +94,8 @@ def _member_out(membership: Membership) -> dict[str, Any]:
     return {
         "user": membership.external_id,
         "email": membership.user.email,
-        "name": membership.user.name,
+        # As this organization names them: never a name another one set.
+        "name": membership.member_name,
         "role": membership.role,
     }
 

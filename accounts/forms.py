@@ -73,7 +73,7 @@ class MembershipAdminForm(forms.ModelForm):
 
     class Meta:
         model = Membership
-        fields = ("organization", "user", "role", "external_id")
+        fields = ("organization", "user", "role", "external_id", "name")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -149,8 +149,8 @@ class MemberPicker(forms.Widget):
 
 
 def member_choice_label(membership: Membership) -> str:
-    user = membership.user
-    return f"{user.name} ({user.email})" if user.name else user.email
+    name, email = membership.member_name, membership.user.email
+    return f"{name} ({email})" if name else email
 
 
 class MemberField(forms.ModelChoiceField):

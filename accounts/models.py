@@ -128,6 +128,13 @@ class Membership(models.Model):
         max_length=255,
         help_text="How the host application names this user over the API. Defaults to the email.",
     )
+    # A user may belong to several organizations: the name one of them gives
+    # a member is kept here, so that it never shows in another (SPEC §16).
+    name = models.CharField(
+        max_length=150,
+        blank=True,
+        help_text="The member's name in this organization. Empty: the user's own name.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -150,6 +157,16 @@ class Membership(models.Model):
     @property
     def is_admin(self) -> bool:
         return self.role == Role.ADMIN
+
+    @property
+    def member_name(self) -> str:
+        """The name this organization knows the member by; '' if none."""
+        return self.name or self.user.name
+
+    @property
+    def display_name(self) -> str:
+        """The member's name in this organization, or their email."""
+        return self.member_name or self.user.email
 
 
 class ApiKey(models.Model):

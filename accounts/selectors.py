@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet, Value
+from django.db.models.functions import Coalesce, NullIf
 
 from accounts.models import Membership, Organization, User
 from config import rawsql
@@ -48,14 +49,23 @@ def member_ids_by_external_id(
     )
 
 
+def member_name_expression(path: str = "") -> Coalesce:
+    """`Membership.member_name` in a query, for ordering by it: the
+    membership's own name, else its user's. `path` leads to the membership
+    ("membership__" from a row that refers to one).
+    """
+    return Coalesce(NullIf(F(f"{path}name"), Value("")), F(f"{path}user__name"))
+
+
 def membership_list(*, organization: Organization) -> QuerySet[Membership]:
     return Membership.objects.filter(organization=organization).select_related("user")
 
 
 def memberships_of_user(*, user: User) -> QuerySet[Membership]:
+    # With the user: the layout shows their name as each organization has it.
     return (
         Membership.objects.filter(user=user)
-        .select_related("organization")
+        .select_related("organization", "user")
         .order_by("organization__name", "organization_id")
     )
 
@@ -101,14 +111,20 @@ def memberships_by_external_id(
 def members_search(
     *, organization: Organization, query: str, role: str | None = None, limit: int = 20
 ) -> list[Membership]:
-    """Members whose name, email or external id contains `query`, by name: one query."""
-    members = Membership.objects.filter(organization=organization).select_related("user")
+    """Members whose name (as this organization has it), email or external id
+    contains `query`, by that name: one query.
+    """
+    members = (
+        Membership.objects.filter(organization=organization)
+        .select_related("user")
+        .annotate(shown_name=member_name_expression())
+    )
     if role:
         members = members.filter(role=role)
     if query:
         members = members.filter(
-            Q(user__name__icontains=query)
+            Q(shown_name__icontains=query)
             | Q(user__email__icontains=query)
             | Q(external_id__icontains=query)
         )
-    return list(members.order_by("user__name", "user__email")[:limit])
+    return list(members.order_by("shown_name", "user__email")[:limit])

@@ -203,6 +203,15 @@ def _validate_role(role: str) -> str:
     return role
 
 
+def _validate_member_name(name: str) -> str:
+    name = name.strip()
+    if len(name) > 150:
+        raise InvalidInput(
+            "The name is too long (150 characters at most).", code="invalid_name", field="name"
+        )
+    return name
+
+
 @transaction.atomic
 def membership_create(
     *,
@@ -215,16 +224,15 @@ def membership_create(
 ) -> Membership:
     """Add a person to an organization, creating their user if the email is new.
 
-    An existing user keeps their password unless a new one is given.
+    `name` is their name in this organization; a new user also gets it as
+    their own (the name shown where no organization has set one). An
+    existing user keeps theirs, which other organizations may show, and
+    their password unless a new one is given.
     """
     email = _validate_email(email)
     role = _validate_role(role)
     external_id = _validate_external_id(external_id if external_id is not None else email)
-    name = name.strip()
-    if len(name) > 150:
-        raise InvalidInput(
-            "The name is too long (150 characters at most).", code="invalid_name", field="name"
-        )
+    name = _validate_member_name(name)
 
     user = User.objects.select_for_update().filter(email=email).first()
     if user is None:
@@ -233,16 +241,9 @@ def membership_create(
                 user = User.objects.create_user(email, password, name=name)
         except IntegrityError:  # created concurrently
             user = User.objects.get(email=email)
-    else:
-        update_fields = []
-        if password is not None:
-            user.set_password(password)
-            update_fields.append("password")
-        if name and not user.name:
-            user.name = name
-            update_fields.append("name")
-        if update_fields:
-            user.save(update_fields=update_fields)
+    elif password is not None:
+        user.set_password(password)
+        user.save(update_fields=["password"])
 
     if Membership.objects.filter(organization=organization, user=user).exists():
         raise Conflict(
@@ -259,7 +260,11 @@ def membership_create(
     try:
         with transaction.atomic():
             return Membership.objects.create(
-                organization=organization, user=user, role=role, external_id=external_id
+                organization=organization,
+                user=user,
+                role=role,
+                external_id=external_id,
+                name=name,
             )
     except IntegrityError:
         raise Conflict(
@@ -275,6 +280,12 @@ def membership_update(
     name: str | None = None,
     external_id: str | None = None,
 ) -> Membership:
+    """Change what is given. `name` is the member's name in this organization
+    only ('': their user's own name again); the user is never changed, so
+    that no other organization sees it.
+    """
+    if name is not None:
+        name = _validate_member_name(name)
     changed: list[str] = []
     if role is not None and role != membership.role:
         membership.role = _validate_role(role)
@@ -282,29 +293,21 @@ def membership_update(
     if external_id is not None and external_id != membership.external_id:
         membership.external_id = _validate_external_id(external_id)
         changed.append("external_id")
-    with transaction.atomic():
-        if name is not None:
-            name = name.strip()
-            if len(name) > 150:
-                raise InvalidInput(
-                    "The name is too long (150 characters at most).",
-                    code="invalid_name",
-                    field="name",
-                )
-            membership.user.name = name
-            membership.user.save(update_fields=["name"])
-        if changed:
-            try:
-                with transaction.atomic():
-                    membership.save(update_fields=changed)
-                    if "role" in changed:
-                        alerts_evaluate_organization(organization=membership.organization)
-            except IntegrityError:
-                raise Conflict(
-                    f"The user id {external_id!r} is already taken.",
-                    code="user_taken",
-                    field="user",
-                ) from None
+    if name is not None and name != membership.name:
+        membership.name = name
+        changed.append("name")
+    if changed:
+        try:
+            with transaction.atomic():
+                membership.save(update_fields=changed)
+                if "role" in changed:
+                    alerts_evaluate_organization(organization=membership.organization)
+        except IntegrityError:
+            raise Conflict(
+                f"The user id {external_id!r} is already taken.",
+                code="user_taken",
+                field="user",
+            ) from None
     return membership
 
 

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_http_methods
 from django_htmx.http import reswap, trigger_client_event
 
 from accounts.models import Organization
+from accounts.selectors import member_name_expression
 from accounts.web import OrganizationHttpRequest, admin_required
 from alerts import services
 from alerts.forms import (
@@ -128,7 +129,7 @@ def _custom_limits_context(
     custom_limit_form: CustomLimitForm | None = None,
 ) -> dict[str, Any]:
     rows = custom_limits_list(organization=organization).order_by(
-        "membership__user__name", "membership__user__email"
+        member_name_expression("membership__"), "membership__user__email"
     )
     return {
         "custom_limits": _page(rows, page),
@@ -433,7 +434,7 @@ def custom_limit_add(request: OrganizationHttpRequest) -> HttpResponse:
         )
         return _done(
             request,
-            f"Custom limit set for {member.user.display_name}.",
+            f"Custom limit set for {member.display_name}.",
             CUSTOM_LIMITS,
             EXCEEDING,
             HISTORY,
@@ -459,7 +460,7 @@ def custom_limit_edit(request: OrganizationHttpRequest, membership_id: int) -> H
             membership=custom_limit.membership,
             limit=None if form.cleaned_data["unlimited"] else form.cleaned_data["credit_limit"],
         )
-        name = custom_limit.membership.user.display_name
+        name = custom_limit.membership.display_name
         return _done(request, f"Custom limit of {name} saved.", CUSTOM_LIMITS, EXCEEDING, HISTORY)
     status = 422 if form.is_bound else 200
     return _dialog(
@@ -474,7 +475,7 @@ def custom_limit_edit(request: OrganizationHttpRequest, membership_id: int) -> H
 @admin_required
 def custom_limit_remove(request: OrganizationHttpRequest, membership_id: int) -> HttpResponse:
     custom_limit = _custom_limit_for(request, membership_id)
-    name = custom_limit.membership.user.display_name
+    name = custom_limit.membership.display_name
     if request.method == "POST":
         custom_limit_delete(custom_limit=custom_limit)
         return _done(

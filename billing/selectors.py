@@ -23,6 +23,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import ANCHOR_DAY_MAX, ANCHOR_DAY_MIN, Membership, Organization, Role
+from accounts.selectors import member_name_expression
 from billing.credits import credits_field
 from billing.models import (
     CustomLimit,
@@ -208,7 +209,7 @@ def admins_to_ask(*, organization: Organization) -> list[Membership]:
         Membership.objects.filter(organization=organization, role=Role.ADMIN)
         .filter(Exists(named.filter(membership_id=OuterRef("pk"))) | ~Exists(named))
         .select_related("user")
-        .order_by("user__name", "user__email")
+        .order_by(member_name_expression(), "user__email")
     )
 
 

@@ -17,7 +17,9 @@ class Command(OperatorCommand):
         parser.add_argument("slug", help="The organization's slug.")
         parser.add_argument("email", help="The person's email; their login.")
         parser.add_argument("--role", required=True, choices=Role.values)
-        parser.add_argument("--name", default="", help="Display name of a new user.")
+        parser.add_argument(
+            "--name", default="", help="Their name in this organization (a new user's own too)."
+        )
         parser.add_argument(
             "--password",
             type=non_empty_argument,
