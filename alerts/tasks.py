@@ -7,6 +7,7 @@ from celery import shared_task
 from django.db import transaction
 
 from alerts.delivery import notification_deliver, notifications_requeue_stale
+from alerts.retention import notifications_prune
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +20,11 @@ def deliver_notification(notification_id: int) -> None:
 @shared_task(ignore_result=True)
 def requeue_stale_notifications() -> int:
     return notifications_requeue_stale()
+
+
+@shared_task(ignore_result=True)
+def prune_notifications() -> int:
+    return notifications_prune()
 
 
 def _publish_delivery(notification_id: int) -> None:

@@ -207,6 +207,16 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "alerts.tasks.requeue_stale_notifications",
         "schedule": 60.0,
     },
+    # Retention (alerts/retention.py, billing/retention.py): hourly, so that
+    # each run has an hour's worth to delete, in batches.
+    "prune-notifications": {
+        "task": "alerts.tasks.prune_notifications",
+        "schedule": 60.0 * 60,
+    },
+    "prune-consume-answers": {
+        "task": "billing.tasks.prune_consume_answers",
+        "schedule": 60.0 * 60,
+    },
 }
 # Retention (README, "Retention"): delivered notifications and their attempts
 # are pruned after this many days; idempotency keys of consume are honoured at

@@ -1,0 +1,151 @@
+"""Retention of consume answers (SPEC §16): idempotency keys are honoured for
+IDEMPOTENCY_RETENTION_DAYS (35 at least), then their answers are pruned by a
+beat task; the usage ledger is kept, so a retry that comes after its answer
+was pruned is still not counted twice.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+import time_machine
+from django.conf import settings
+from django.db import connection
+
+from billing.models import ConsumeAnswer, UsageEvent
+from billing.retention import consume_answers_prune
+from config.celery import app
+from tests.accounts.test_api import assert_error
+
+pytestmark = pytest.mark.django_db
+
+NOW = datetime(2026, 6, 15, 12, tzinfo=UTC)
+
+
+def consume(api, member, key, credits=3):
+    return api.post(
+        "/api/v1/consume", {"user": member.external_id, "credits": credits, "idempotency_key": key}
+    )
+
+
+def answers(organization, created_at, count, prefix="old"):
+    ConsumeAnswer.objects.bulk_create(
+        ConsumeAnswer(
+            organization=organization,
+            idempotency_key=f"{prefix}-{n}",
+            fingerprint="f",
+            status_code=200,
+            body={"allowed": True},
+            created_at=created_at,
+        )
+        for n in range(count)
+    )
+
+
+def test_answers_older_than_the_window_go_and_the_ledger_stays(api, member):
+    assert settings.IDEMPOTENCY_RETENTION_DAYS == 35
+    for key, age in [
+        ("36 days", timedelta(days=36)),
+        ("35 days and a minute", timedelta(days=35, minutes=1)),
+        ("a minute short of 35 days", timedelta(days=35) - timedelta(minutes=1)),
+        ("today", timedelta(0)),
+    ]:
+        with time_machine.travel(NOW - age, tick=False):
+            assert consume(api, member, key).status_code == 200
+
+    with time_machine.travel(NOW, tick=False):
+        assert consume_answers_prune() == 2
+
+    assert sorted(ConsumeAnswer.objects.values_list("idempotency_key", flat=True)) == [
+        "a minute short of 35 days",
+        "today",
+    ]
+    assert UsageEvent.objects.count() == 4
+
+
+def test_a_longer_window_keeps_them_longer(api, member, settings):
+    settings.IDEMPOTENCY_RETENTION_DAYS = 60
+    with time_machine.travel(NOW - timedelta(days=59), tick=False):
+        consume(api, member, "k")
+    with time_machine.travel(NOW, tick=False):
+        assert consume_answers_prune() == 0
+    assert ConsumeAnswer.objects.count() == 1
+
+
+def test_a_retry_after_its_answer_was_pruned_is_not_counted_twice(api, member):
+    """The ledger still holds the allowed consume's key: the retry's insert
+    conflicts, what it did is rolled back, and with no answer left to replay
+    it is answered 409 `idempotency_key_reused`, never 500, never counted.
+    """
+    with time_machine.travel(NOW - timedelta(days=40), tick=False):
+        first = consume(api, member, "k")
+        assert first.status_code == 200
+        # Within the window the same request gets the same answer back.
+        assert consume(api, member, "k").json() == first.json()
+
+    with time_machine.travel(NOW, tick=False):
+        assert consume_answers_prune() == 1
+        retry = consume(api, member, "k")
+        summary = api.get("/api/v1/usage/summary").json()
+
+    assert_error(retry, 409, "idempotency_key_reused", "idempotency_key")
+    assert list(UsageEvent.objects.values_list("idempotency_key", "credits")) == [("k", Decimal(3))]
+    assert summary["used"] == "0"  # nothing counted in the period of the retry
+    assert not ConsumeAnswer.objects.exists()
+
+
+def test_batches_and_running_twice(organization):
+    answers(organization, NOW - timedelta(days=40), 7)
+    answers(organization, NOW - timedelta(days=1), 2, prefix="new")
+
+    with time_machine.travel(NOW, tick=False):
+        assert consume_answers_prune(batch_size=3) == 7
+        assert consume_answers_prune(batch_size=3) == 0
+
+    assert ConsumeAnswer.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_runs_at_once_share_the_work(organization):
+    answers(organization, NOW - timedelta(days=40), 60)
+    barrier = threading.Barrier(2)
+    counts: list[int] = []
+    errors: list[BaseException] = []
+
+    def run():
+        try:
+            barrier.wait(timeout=10)
+            counts.append(consume_answers_prune(now=NOW, batch_size=5))
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert errors == []
+    assert sum(counts) == 60
+    assert not ConsumeAnswer.objects.exists()
+
+
+def test_the_beat_schedule_runs_the_pruning(organization):
+    answers(organization, NOW - timedelta(days=40), 2)
+    [entry] = [
+        entry
+        for entry in settings.CELERY_BEAT_SCHEDULE.values()
+        if entry["task"] == "billing.tasks.prune_consume_answers"
+    ]
+    assert entry["schedule"] <= 24 * 60 * 60
+    app.loader.import_default_modules()  # as a worker does when it starts: finds the tasks
+
+    with time_machine.travel(NOW, tick=False):
+        app.tasks[entry["task"]].delay()
+
+    assert not ConsumeAnswer.objects.exists()
