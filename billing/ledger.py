@@ -6,11 +6,16 @@ concurrency. The gate's guarded variants add a `WHERE` to the conflict
 update: the database refuses the increment that would pass a cap, under the
 row lock it already holds, so no interleaving can overshoot.
 
-Lock order, everywhere: member rows (by membership id), then the
-organization row, then the organization's day rows (by day). Consume and
-ingest both follow it, so they cannot deadlock; and a day row is only ever
-taken by a transaction that already holds its period's organization row, so
-the daily totals add no contention of their own.
+Lock order, everywhere: the ledger's idempotency keys (by key), then member
+rows (by membership id and period), then the organization's rows (by
+period), then its day rows (by day), then the per-source rows (by member,
+period and source); consume's answer key comes last. Consume and ingest
+both follow it, so they cannot deadlock with each other or themselves. A
+multi-row statement takes its rows' locks in the order of its rows, so each
+one is given its rows sorted by the conflict key (an `unnest` is scanned in
+array order, a VALUES list in list order). A day row is only ever taken by a
+transaction that already holds its period's organization row, so the daily
+totals add no contention of their own.
 """
 
 from __future__ import annotations
@@ -235,10 +240,31 @@ def add_to_members(
 
 
 def mark_limits_reached(*, member_usage_ids: Sequence[int], now: datetime) -> None:
-    """Record when these members reached their limit, where not recorded yet."""
-    MemberUsage.objects.filter(id__in=member_usage_ids, limit_reached_at__isnull=True).update(
-        limit_reached_at=now
-    )
+    """Record when these members reached their limit, where not recorded yet.
+
+    One statement that locks the rows in the lock order (by membership and
+    period) before it updates them: an UPDATE by id alone would lock them in
+    whatever order its plan reads them, and a limit change marking members
+    while an ingest moves them could deadlock.
+    """
+    if not member_usage_ids:
+        return
+    condition, params = rawsql.any_of("id", member_usage_ids)
+    # SQLite (the local demo database) has no row locks: it writes one at a time.
+    lock = "FOR UPDATE" if connection.features.has_select_for_update else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            UPDATE {MEMBER_USAGE} SET limit_reached_at = %s
+            WHERE id IN (
+                SELECT id FROM {MEMBER_USAGE}
+                WHERE {condition} AND limit_reached_at IS NULL
+                ORDER BY membership_id, period_start
+                {lock}
+            )
+            """,
+            [_moment_param(now), *params],
+        )
 
 
 def add_to_organization(
@@ -367,9 +393,16 @@ class NewEvent:
 
 
 def insert_events(*, organization_id: int, events: Sequence[NewEvent], now: datetime) -> set[str]:
-    """Insert ledger rows whose key is new; returns the keys actually inserted."""
+    """Insert ledger rows whose key is new; returns the keys actually inserted.
+
+    In key order: each row takes its key's lock in the unique index (and
+    waits there for a concurrent transaction holding the same key), so two
+    batches sharing keys in different orders would each hold a key the
+    other waits for.
+    """
     if not events:
         return set()
+    events = sorted(events, key=lambda event: event.idempotency_key)
     rows, params = _rows(
         (
             "bigint",
@@ -414,6 +447,19 @@ def insert_events(*, organization_id: int, events: Sequence[NewEvent], now: date
             params,
         )
         return {row[0] for row in cursor.fetchall()}
+
+
+def delete_event(*, organization_id: int, idempotency_key: str) -> None:
+    """Take back a ledger row this transaction inserted (a refused consume's:
+    it took its key first, see `billing.services.usage_consume`). Nobody else
+    ever saw the row; a transaction waiting on its key goes on once this one
+    ends, and finds the key free in the ledger.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {USAGE_EVENT} WHERE organization_id = %s AND idempotency_key = %s",
+            [organization_id, idempotency_key],
+        )
 
 
 def _json_param(value: dict[str, Any]) -> str:

@@ -41,6 +41,7 @@ from billing.models import (
 )
 from billing.periods import Period, organization_period
 from billing.selectors import LimitRules, limit_rules_get, member_usage_get, organization_used
+from config.dbretry import retry_on_conflict
 from config.errors import Conflict, InvalidInput
 
 USER_LIMIT_REACHED = "user_limit_reached"
@@ -220,6 +221,7 @@ class ConsumeResult:
     replayed: bool = False
 
 
+@retry_on_conflict
 def usage_consume(
     *,
     organization: Organization,
@@ -230,6 +232,11 @@ def usage_consume(
 ) -> ConsumeResult:
     """Spend `credits` if the gate allows it, recording the usage in the same
     transaction. A repeated key gets the first answer back.
+
+    The key is taken first, in the ledger, as ingest takes its keys before
+    any total (the lock order of billing/ledger.py): a key ingest or another
+    consume already used ends the transaction before it locks anything else,
+    and a refusal deletes its ledger row again.
     """
     key = idempotency_key or f"consume-{uuid.uuid4()}"
     request_fingerprint = _consume_fingerprint(
@@ -240,19 +247,27 @@ def usage_consume(
     rules = limit_rules_get(organization=organization, membership_ids=[membership.pk])
     try:
         with transaction.atomic():
-            decision = _consume(
+            _take_event_key(
                 organization=organization,
                 membership=membership,
                 credits=credits,
                 source=source,
                 key=key,
                 fingerprint=request_fingerprint,
+                period=period,
+                now=now,
+            )
+            decision = _consume(
+                organization=organization,
+                membership=membership,
+                credits=credits,
+                source=source,
                 rules=rules,
                 period=period,
                 now=now,
             )
-            if not decision.allowed and _event_key_taken(organization=organization, key=key):
-                raise _KeyTaken
+            if not decision.allowed:
+                ledger.delete_event(organization_id=organization.pk, idempotency_key=key)
             _record_consume_answer(
                 organization=organization,
                 key=key,
@@ -274,11 +289,42 @@ class _KeyTaken(Exception):
     """
 
 
-def _event_key_taken(*, organization: Organization, key: str) -> bool:
-    """Whether the ledger already holds this key (ingest and consume share one
-    namespace); only a refusal asks, as an allowed consume's own insert tells.
+def _take_event_key(
+    *,
+    organization: Organization,
+    membership: Membership,
+    credits: Decimal,
+    source: str,
+    key: str,
+    fingerprint: str,
+    period: Period,
+    now: datetime,
+) -> None:
+    """Insert the consume's ledger row, first of the transaction's writes.
+
+    A concurrent request with the same key (a consume, or ingest: they share
+    one namespace) waits here until the first one ends, holding no other
+    lock; a key already in the ledger ends this transaction at once.
     """
-    return bool(ledger.fingerprints_of(organization_id=organization.pk, keys=[key]))
+    inserted = ledger.insert_events(
+        organization_id=organization.pk,
+        events=[
+            ledger.NewEvent(
+                membership_id=membership.pk,
+                meter=DEFAULT_METER,
+                credits=credits,
+                source=source,
+                timestamp=now,
+                period_start=period.start,
+                idempotency_key=key,
+                fingerprint=fingerprint,
+                properties={},
+            )
+        ],
+        now=now,
+    )
+    if key not in inserted:
+        raise _KeyTaken
 
 
 def _record_consume_answer(
@@ -286,11 +332,10 @@ def _record_consume_answer(
 ) -> None:
     """Record the answer under its key, last of the transaction's writes.
 
-    The key's unique constraint is what makes a repeated key safe: a
-    concurrent request with the same key waits here until the first one
-    commits, then finds the key taken and replays the first answer; the
-    work it did is rolled back. Taking the key last, after every total's
-    lock, keeps the lock order of billing/ledger.py.
+    The key's unique constraint is what makes a repeated key safe even for
+    a refusal, which leaves no ledger row: a concurrent request with the
+    same key waits here until the first one commits, then finds the key
+    taken and replays the first answer; the work it did is rolled back.
     """
     with connection.cursor() as cursor:
         cursor.execute(
@@ -330,8 +375,6 @@ def _consume(
     membership: Membership,
     credits: Decimal,
     source: str,
-    key: str,
-    fingerprint: str,
     rules: LimitRules,
     period: Period,
     now: datetime,
@@ -381,25 +424,6 @@ def _consume(
     ledger.add_to_days(
         organization_id=organization.pk, credits_by_day={ledger.utc_day(now): credits}
     )
-    inserted = ledger.insert_events(
-        organization_id=organization.pk,
-        events=[
-            ledger.NewEvent(
-                membership_id=membership.pk,
-                meter=DEFAULT_METER,
-                credits=credits,
-                source=source,
-                timestamp=now,
-                period_start=period.start,
-                idempotency_key=key,
-                fingerprint=fingerprint,
-                properties={},
-            )
-        ],
-        now=now,
-    )
-    if key not in inserted:
-        raise _KeyTaken
     ledger.add_to_sources(
         organization_id=organization.pk, increments={(membership.pk, period.start, source): credits}
     )
@@ -485,6 +509,7 @@ class IngestResult:
     duplicates: int
 
 
+@retry_on_conflict
 def usage_ingest(*, organization: Organization, events: Sequence[UsageInput]) -> IngestResult:
     """Record usage that already happened. Never refused for being over a
     limit. The batch is all or nothing: any invalid event refuses it whole.
@@ -628,11 +653,11 @@ def _add_to_totals(
             for (membership_id, period_start), used in member_used.items()
         ],
     )
-    ledger.add_to_sources(organization_id=organization.pk, increments=by_source)
     organization_totals = ledger.add_to_organization_periods(
         organization_id=organization.pk, credits_by_period=by_period
     )
     ledger.add_to_days(organization_id=organization.pk, credits_by_day=by_day)
+    ledger.add_to_sources(organization_id=organization.pk, increments=by_source)
     reached = {
         member.id
         for member in members
@@ -665,6 +690,7 @@ def _add_to_totals(
         )
 
 
+@retry_on_conflict
 def limit_policy_update(
     *,
     organization: Organization,
@@ -771,6 +797,7 @@ def _mark_members_over_budget(*, organization: Organization, period: Period) -> 
         ledger.mark_limits_reached(member_usage_ids=reached, now=timezone.now())
 
 
+@retry_on_conflict
 def custom_limit_set(
     *, organization: Organization, membership: Membership, limit: Decimal | None
 ) -> CustomLimit:
@@ -793,6 +820,7 @@ def custom_limit_set(
     return custom
 
 
+@retry_on_conflict
 def custom_limit_delete(*, custom_limit: CustomLimit) -> None:
     with transaction.atomic():
         organization = custom_limit.organization
