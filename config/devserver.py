@@ -1,13 +1,21 @@
 """`make run`: migrate, load the demo organization, then serve with a worker.
 
-Started as `python -m config.devserver`. Every process it starts gets its own
-process group, so that Ctrl-C or SIGTERM stops them and their children too.
+Started as `python -m config.devserver`. It serves with gunicorn as the
+Procfile's `web` does (config/gunicorn.py), in every mode: Django's
+development server keeps a thread, and a PostgreSQL connection, per idle
+keep-alive client, and resets connections when many arrive at once. With
+DEBUG on, gunicorn restarts its workers when code or a template changes.
+
+Every process it starts gets its own process group, so that Ctrl-C or
+SIGTERM stops them and their children too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -15,8 +23,18 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import env_bool, env_list
+
 ROOT = Path(__file__).resolve().parent.parent
 STOP_GRACE_SECONDS = 10
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
+# Written beside the collected files: what they were collected from.
+STATIC_SOURCES_STAMP = ".collected-from"
+# Templates are read once per worker (Django's cached loader): with DEBUG on,
+# an edit restarts the workers as a code change does.
+RELOAD_PATTERNS = ("templates/**/*.html", "templates/**/*.txt", "*/templates/**/*.html")
 
 
 def _manage(*args: str) -> list[str]:
@@ -47,15 +65,80 @@ def _stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
             process.wait()
 
 
+def _prepare_environment(*, port: str) -> bool:
+    """Settings make run needs that a newcomer has not set; returns DEBUG.
+
+    It serves on 127.0.0.1 only, so those names are always allowed. With
+    DEBUG off the settings require a SECRET_KEY: one is made for this run.
+    """
+    debug = env_bool(os.environ, "DEBUG", default=False)
+    hosts = env_list(os.environ, "ALLOWED_HOSTS", default=[])
+    os.environ["ALLOWED_HOSTS"] = ",".join([*hosts, *(h for h in LOCAL_HOSTS if h not in hosts)])
+    os.environ.setdefault("SITE_URL", f"http://127.0.0.1:{port}")
+    if not debug and not os.environ.get("SECRET_KEY"):
+        os.environ["SECRET_KEY"] = secrets.token_urlsafe(50)
+        print("SECRET_KEY is not set: using a random one (log-ins end when this stops).")
+    return debug
+
+
+def _collect_static_if_changed() -> None:
+    """With DEBUG off, pages name static files by the hashes in collectstatic's
+    manifest, and WhiteNoise serves only what was collected: collect, but only
+    when the files to collect (names, sizes, times) differ from last time,
+    since collecting takes seconds.
+    """
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.contrib.staticfiles.finders import get_finders
+    from django.core.management import call_command
+
+    sources = hashlib.sha256(settings.STORAGES["staticfiles"]["BACKEND"].encode())
+    for finder in get_finders():
+        for path, storage in sorted(finder.list(["CVS", ".*", "*~"]), key=lambda item: item[0]):
+            stat = os.stat(storage.path(path))
+            sources.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    stamp = Path(settings.STATIC_ROOT) / STATIC_SOURCES_STAMP
+    manifest = Path(settings.STATIC_ROOT) / "staticfiles.json"
+    if manifest.exists() and stamp.exists() and stamp.read_text() == sources.hexdigest():
+        return
+    print("Collecting static files (DEBUG is off) ...", flush=True)
+    call_command("collectstatic", interactive=False, verbosity=0)
+    stamp.write_text(sources.hexdigest())
+
+
+def _web_server(*, port: str, debug: bool) -> list[str]:
+    command = [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "config" / "gunicorn.py")]
+    command += ["--bind", f"127.0.0.1:{port}"]
+    if debug:
+        command.append("--reload")
+        for pattern in RELOAD_PATTERNS:
+            command += ["--reload-extra-file", pattern]
+    return command
+
+
 def main() -> None:
     port = os.environ.get("PORT", "8000")
     if not port.isdigit() or not 0 < int(port) < 65536:
         sys.exit(f"PORT={port!r} is not a port number.")
+    try:
+        debug = _prepare_environment(port=port)
+    except ImproperlyConfigured as error:
+        sys.exit(str(error))
 
     _run_once(_manage("migrate", "--noinput", "-v", "0"))
     _run_once(_manage("seed_demo"))
+    if not debug:
+        _collect_static_if_changed()
 
-    processes = [_start(_manage("runserver", f"127.0.0.1:{port}"))]
+    print(
+        "Web: gunicorn with config/gunicorn.py, as the Procfile's web"
+        + ("; restarts on code and template changes (DEBUG on)" if debug else " (DEBUG off)"),
+        flush=True,
+    )
+    processes = [_start(_web_server(port=port, debug=debug))]
     if os.environ.get("REDIS_URL"):
         # A real worker, with beat embedded for the periodic sweeps.
         celery = [sys.executable, "-m", "celery", "-A", "config", "worker", "--beat"]

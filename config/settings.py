@@ -137,6 +137,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Short OLTP queries: JIT compilation only ever cost time here (tens of ms
     # on the Limits & Alerts page's counts), never saved any.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("options", "-c jit=off")
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Requests run in threads of several processes (gunicorn): a transaction
+    # takes the write lock when it begins (IMMEDIATE) and waits up to 20 s for
+    # it; begun as a reader, its upgrade to writer would fail at once with
+    # "database is locked", whatever the timeout. WAL: readers never wait.
+    for option, value in {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+    }.items():
+        DATABASES["default"].setdefault("OPTIONS", {}).setdefault(option, value)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"

@@ -1,22 +1,50 @@
 """`make run` end to end: it serves the login page, prints the demo login,
-says which database and task mode it uses, and stops all it started.
+says which database and task mode it uses, and stops all it started. It is
+a real server in every mode: 100 idle keep-alive clients and 40 simultaneous
+consumes, with no refused or reset connection, no 5xx and a bounded number
+of PostgreSQL connections; with DEBUG off it serves pages and static files.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
+from alerts.models import MAX_ORGANIZATION_ALERTS
+
 ROOT = Path(__file__).resolve().parents[2]
 DEVSERVER_DATABASE = "headroom_devserver_check"
+ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+IDLE_CLIENTS = 100
+SIMULTANEOUS_CONSUMES = 40
+# Bounds on the load's time, so that a server that stalls fails rather than hangs.
+REQUEST_TIMEOUT_SECONDS = 15
+IDLE_PHASE_SECONDS = 60
+# What make run may hold of PostgreSQL's 100 connections (the test suite and
+# the operator commands need the rest): web threads plus the Celery worker's.
+MAX_DATABASE_CONNECTIONS = 20
+# The demo organization's members (seed_demo): priya is over her limit, so
+# the burst gets 402s as well as 200s, both being answers.
+DEMO_MEMBERS = ("admin@acme.test", "priya@acme.test", "sam@acme.test", "chen@acme.test")
 
 
 def _free_port() -> int:
@@ -145,3 +173,288 @@ def test_make_run_with_postgres_and_redis_starts_a_worker():
             "postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True
         ) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{DEVSERVER_DATABASE}" WITH (FORCE)')
+
+
+# A real server: idle keep-alive clients, a burst of consumes, DEBUG off.
+
+
+class _Output:
+    """Reads make run's output to the end once the test has what it waited
+    for: a pipe left full would block the server's access log, and so the server.
+    """
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._drain, args=(process,), daemon=True)
+        self._thread.start()
+
+    def _drain(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def tail(self, count: int = 40) -> str:
+        return "\n".join(self.lines[-count:])
+
+
+def _create_api_key(env: dict[str, str]) -> str:
+    """A key of the demo organization, from the operator command (its last line)."""
+    completed = subprocess.run(
+        [sys.executable, "manage.py", "create_api_key", "acme"],
+        cwd=ROOT,
+        env=env | {"DEBUG": "true"},  # keys are hashed without SECRET_KEY
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return completed.stdout.strip().splitlines()[-1]
+
+
+def _request(
+    connection: http.client.HTTPConnection,
+    method: str,
+    path: str,
+    *,
+    headers: dict[str, str],
+    body: str | None = None,
+) -> int | str:
+    """The status, or what stood in for one: the error (a reset, a refusal, a
+    timeout) or a status whose response closed the connection.
+    """
+    try:
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read()
+    except (OSError, http.client.HTTPException) as error:
+        return type(error).__name__
+    return f"{response.status}, closed" if response.will_close else response.status
+
+
+@dataclass
+class Load:
+    idle_first: Counter[int | str] = field(default_factory=Counter)
+    consumes: Counter[int | str] = field(default_factory=Counter)
+    alert_creations: Counter[int | str] = field(default_factory=Counter)
+    idle_again: Counter[int | str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+
+def _at_once(port: int, requests: Sequence[tuple[str, str, Any]], key: str) -> Counter[int | str]:
+    """Each request on a connection of its own, all sent at the same instant."""
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    barrier = threading.Barrier(len(requests))
+
+    def send(request: tuple[str, str, Any]) -> int | str:
+        method, path, body = request
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT_SECONDS)
+        try:
+            barrier.wait(timeout=30)
+            return _request(connection, method, path, headers=headers, body=json.dumps(body))
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        return Counter(pool.map(send, requests))
+
+
+def _delete_alerts(port: int, key: str) -> None:
+    """The demo organization's alerts, all deleted: room for the burst's."""
+    headers = {"Authorization": f"Bearer {key}"}
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT_SECONDS)
+    try:
+        connection.request("GET", "/api/v1/alerts?limit=200", headers=headers)
+        response = connection.getresponse()
+        alerts = json.loads(response.read())["data"]
+        for alert in alerts:
+            path = f"/api/v1/alerts/{alert['id']}"
+            assert _request(connection, "DELETE", path, headers=headers) == 204
+    finally:
+        connection.close()
+
+
+def _idle_clients_then_a_burst(port: int, key: str) -> Load:
+    """100 API clients make a request each and keep their connection open;
+    then 40 more consume at the same instant, each on a connection of its
+    own; then 40 create an alert at the same instant (a transaction that
+    reads before it writes: on SQLite, where "database is locked" comes
+    from); then every idle client asks again on the connection it kept.
+    """
+    headers = {"Authorization": f"Bearer {key}"}
+    load = Load()
+    started = time.monotonic()
+    idle: list[tuple[http.client.HTTPConnection, socket.socket | None]] = []
+    try:
+        for _ in range(IDLE_CLIENTS):
+            if time.monotonic() - started > IDLE_PHASE_SECONDS:
+                load.idle_first["not tried: too slow"] += 1
+                continue
+            connection = http.client.HTTPConnection(
+                "127.0.0.1", port, timeout=REQUEST_TIMEOUT_SECONDS
+            )
+            status = _request(connection, "GET", "/api/v1/organization", headers=headers)
+            load.idle_first[status] += 1
+            idle.append((connection, connection.sock))
+
+        run = uuid.uuid4().hex
+        consumes = [
+            (
+                "POST",
+                "/api/v1/consume",
+                {
+                    "user": DEMO_MEMBERS[index % len(DEMO_MEMBERS)],
+                    "credits": "1",
+                    "idempotency_key": f"load-{run}-{index}",
+                },
+            )
+            for index in range(SIMULTANEOUS_CONSUMES)
+        ]
+        load.consumes = _at_once(port, consumes, key)
+
+        _delete_alerts(port, key)
+        creations = [
+            (
+                "POST",
+                "/api/v1/alerts",
+                {
+                    "threshold_type": "percentage",
+                    "threshold": str(50 + index),
+                    "notify": "all_admins",
+                    "fire_if_already_exceeded": False,
+                },
+            )
+            for index in range(SIMULTANEOUS_CONSUMES)
+        ]
+        load.alert_creations = _at_once(port, creations, key)
+        _delete_alerts(port, key)
+
+        asked_again = time.monotonic()
+        for connection, kept in idle:
+            if time.monotonic() - asked_again > IDLE_PHASE_SECONDS:
+                load.idle_again["not tried: too slow"] += 1
+                continue
+            status = _request(connection, "GET", "/api/v1/organization", headers=headers)
+            # http.client reconnects by itself when its socket was closed: a
+            # new socket means the server had dropped the idle client.
+            load.idle_again[status if connection.sock is kept else f"{status}, reconnected"] += 1
+    finally:
+        for connection, _ in idle:
+            connection.close()
+    load.seconds = time.monotonic() - started
+    print(f"{IDLE_CLIENTS} idle clients, then twice {SIMULTANEOUS_CONSUMES} at once: {load}")
+    return load
+
+
+def _assert_held(load: Load, output: _Output) -> None:
+    logs = f"\nmake run's output ends with:\n{output.tail()}"
+    assert load.idle_first == Counter({200: IDLE_CLIENTS}), f"{load.idle_first}{logs}"
+    assert set(load.consumes) <= {200, 402}, f"{load.consumes}{logs}"
+    # The cap on alerts holds under concurrency too: the rest are refused.
+    created = MAX_ORGANIZATION_ALERTS
+    refused = SIMULTANEOUS_CONSUMES - created
+    assert load.alert_creations == Counter({201: created, 422: refused}), (
+        f"{load.alert_creations}{logs}"
+    )
+    assert load.idle_again == Counter({200: IDLE_CLIENTS}), f"{load.idle_again}{logs}"
+
+
+class _ConnectionCount:
+    """Samples how many PostgreSQL connections a database has, until stopped."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> _ConnectionCount:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _sample(self) -> None:
+        query = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            while not self._stop.is_set():
+                row = admin.execute(query, (self.database,)).fetchone()
+                self.samples.append(row[0] if row else 0)
+                self._stop.wait(0.05)
+
+
+def test_make_run_embedded_mode_holds_idle_clients_and_a_burst() -> None:
+    port = _free_port()
+    env = _base_env(port)
+    process = _run_make(env)
+    try:
+        _read_until(process, "Headroom is at", seconds=240)
+        output = _Output(process)
+        assert _get(f"http://127.0.0.1:{port}/accounts/login/") == 200
+
+        load = _idle_clients_then_a_burst(port, _create_api_key(env))
+
+        _assert_held(load, output)
+    finally:
+        _stop_and_check(process, port)
+
+
+def test_make_run_with_postgres_holds_idle_clients_and_a_burst_on_few_connections() -> None:
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{DEVSERVER_DATABASE}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{DEVSERVER_DATABASE}"')
+    port = _free_port()
+    env = _base_env(port) | {
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DEVSERVER_DATABASE}",
+        "REDIS_URL": "redis://127.0.0.1:6379/14",
+    }
+    process = _run_make(env)
+    try:
+        _read_until(process, "ready.", seconds=240)  # the Celery worker's
+        output = _Output(process)
+        assert _get(f"http://127.0.0.1:{port}/accounts/login/") == 200
+        key = _create_api_key(env)
+
+        with _ConnectionCount(DEVSERVER_DATABASE) as connections:
+            load = _idle_clients_then_a_burst(port, key)
+
+        _assert_held(load, output)
+        print(f"PostgreSQL connections of make run: at most {max(connections.samples)}")
+        assert connections.samples, "pg_stat_activity was never read"
+        assert max(connections.samples) <= MAX_DATABASE_CONNECTIONS, output.tail()
+    finally:
+        _stop_and_check(process, port)
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{DEVSERVER_DATABASE}" WITH (FORCE)')
+
+
+def test_make_run_with_debug_off_serves_pages_and_static_files_without_a_secret_key() -> None:
+    port = _free_port()
+    env = _base_env(port) | {"DEBUG": "0"}  # and no SECRET_KEY, ALLOWED_HOSTS or SITE_URL
+    process = _run_make(env)
+    try:
+        _read_until(process, "Headroom is at", seconds=240)
+        output = _Output(process)
+        base = f"http://127.0.0.1:{port}"
+        assert _get(f"{base}/accounts/login/") == 200, output.tail()
+        with urllib.request.urlopen(f"{base}/accounts/login/", timeout=10) as response:
+            page = response.read().decode()
+        # The page names its stylesheet by the hashed name of the manifest.
+        hashed = re.search(r'href="(/static/css/app\.[0-9a-f]{12}\.css)"', page)
+        assert hashed, page[:2000]
+        for path in ("/static/css/app.css", hashed.group(1)):
+            with urllib.request.urlopen(f"{base}{path}", timeout=10) as response:
+                assert response.status == 200
+                assert b"{" in response.read()
+        localhost = urllib.request.Request(
+            f"http://localhost:{port}/accounts/login/", headers={"Host": f"localhost:{port}"}
+        )
+        with urllib.request.urlopen(localhost, timeout=10) as response:
+            assert response.status == 200
+
+        load = _idle_clients_then_a_burst(port, _create_api_key(env))
+
+        _assert_held(load, output)
+    finally:
+        _stop_and_check(process, port)
