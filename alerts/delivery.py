@@ -190,12 +190,12 @@ def _webhook_client() -> httpx.Client:
     environment is used: the address checked must be the receiver's.
     """
     timeout = float(getattr(settings, "WEBHOOK_TIMEOUT_SECONDS", 10))
-    transport = httpx.HTTPTransport()
+    tls = httpx.create_ssl_context()  # httpx's own: certificates and host names verified
+    transport = httpx.HTTPTransport(verify=tls)
     if not settings.WEBHOOKS_ALLOW_PRIVATE_URLS:
-        # httpx takes no network backend of its own: give its transport a pool
-        # that has one, with the TLS context httpx builds (certificates verified).
+        # httpx takes no network backend of its own: give its transport a pool that has one.
         transport._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(), network_backend=PublicAddressesOnly()
+            ssl_context=tls, network_backend=PublicAddressesOnly()
         )
     return httpx.Client(
         transport=transport, timeout=timeout, follow_redirects=False, trust_env=False
