@@ -46,7 +46,8 @@ from billing.models import MemberUsage
 from billing.periods import Period, organization_period
 from billing.selectors import admins_to_ask, limit_rules_get, organization_used
 from config import rawsql
-from config.errors import InvalidInput
+from config.dbretry import retry_on_conflict
+from config.errors import InvalidInput, NotFound
 
 EVENT_TYPES = {
     FiringKind.ORGANIZATION_ALERT: "alert.triggered",
@@ -597,6 +598,7 @@ def _quiet_if_already_passed(alert: OrganizationAlert) -> None:
         alert.save(update_fields=["quiet_period_start"])
 
 
+@retry_on_conflict
 def alert_update(
     *,
     alert: OrganizationAlert,
@@ -607,22 +609,30 @@ def alert_update(
 ) -> OrganizationAlert:
     """Edit an alert. A new threshold re-arms it: if usage is already past
     the new threshold it fires at once.
+
+    The alert is read again under its row lock and validated as it then
+    stands: `alert` may have been loaded before a concurrent edit (whose
+    re-arm would be lost, and whose change the audit would not see) or a
+    delete (404, rather than writing the alert back).
     """
-    new_type = threshold_type or alert.threshold_type
-    new_threshold = threshold if threshold is not None else alert.threshold
-    new_notify = notify or alert.notify
-    old_admins = list(alert.admins.all())
-    new_admins = list(admins) if admins is not None else old_admins
-    validate_threshold(new_type, new_threshold)
-    validate_recipients(alert.organization, new_notify, new_admins)
     with transaction.atomic():
+        if not _lock_alert(alert):
+            raise NotFound(f"No alert {alert.pk} in this organization.", code="alert_not_found")
+        new_type = threshold_type or alert.threshold_type
+        new_threshold = threshold if threshold is not None else alert.threshold
+        new_notify = notify or alert.notify
+        old_admins = list(alert.admins.all())
+        new_admins = list(admins) if admins is not None else old_admins
+        validate_threshold(new_type, new_threshold)
+        validate_recipients(alert.organization, new_notify, new_admins)
         before = _alert_snapshot(alert, old_admins)
-        rearm = new_type != alert.threshold_type or new_threshold != alert.threshold
-        alert.threshold_type, alert.threshold, alert.notify = new_type, new_threshold, new_notify
-        if rearm:
+        changed = ["threshold_type", "threshold", "notify", "updated_at"]
+        if new_type != alert.threshold_type or new_threshold != alert.threshold:
             alert.generation += 1
             alert.quiet_period_start = None
-        alert.save()
+            changed += ["generation", "quiet_period_start"]
+        alert.threshold_type, alert.threshold, alert.notify = new_type, new_threshold, new_notify
+        alert.save(update_fields=changed)
         chosen = new_admins if new_notify == Recipients.SPECIFIC_ADMINS else []
         alert.admins.set(chosen)
         audit_record(
@@ -637,8 +647,15 @@ def alert_update(
     return alert
 
 
+@retry_on_conflict
 def alert_delete(*, alert: OrganizationAlert) -> None:
+    """Delete an alert, auditing it as it stands under its row lock (an edit
+    may have changed it since `alert` was loaded). One deleted meanwhile is
+    left as it is: deleted once, audited once.
+    """
     with transaction.atomic():
+        if not _lock_alert(alert):
+            return
         audit_record(
             organization=alert.organization,
             action="alert.deleted",
@@ -647,6 +664,17 @@ def alert_delete(*, alert: OrganizationAlert) -> None:
             before=_alert_snapshot(alert, list(alert.admins.all())),
         )
         alert.delete()
+
+
+def _lock_alert(alert: OrganizationAlert) -> bool:
+    """Lock the alert's row and load it afresh into `alert` (every field, and
+    no admins cached from before); False if a concurrent delete removed it.
+    """
+    try:
+        alert.refresh_from_db(from_queryset=OrganizationAlert.objects.select_for_update())
+    except OrganizationAlert.DoesNotExist:
+        return False
+    return True
 
 
 def _alert_snapshot(alert: OrganizationAlert, admins: Sequence[Membership]) -> dict[str, Any]:
