@@ -4,11 +4,15 @@ Counters are django-ratelimit's fixed windows in the cache (Redis in
 production, shared by every web process). A limiter that cannot reach its
 cache lets the request through: losing the throttle for a while is better
 than refusing usage that must be recorded.
+
+The address is the client's as the trusted proxies saw it (`client_address`):
+behind a proxy the socket's address is the proxy's, shared by every user.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import re
 from dataclasses import dataclass
@@ -71,8 +75,33 @@ def api_key_throttle(request: HttpRequest, *, token: str) -> Verdict | None:
     return _check(request, group="api", value=digest, rate=settings.API_RATE_LIMIT, increment=True)
 
 
+def client_address(request: HttpRequest) -> str:
+    """The client's address: the socket's, or with TRUSTED_PROXY_COUNT = N
+    proxies in front, the Nth entry from the right of X-Forwarded-For.
+
+    Each proxy appends the address it received the request from, so the
+    last N entries were written by our proxies and the Nth from the right is
+    the client as the outermost proxy saw it; whatever stands left of it the
+    client sent and may have made up. A header that is missing, shorter than
+    N entries (the request did not come through every proxy) or not an
+    address there gives the socket's address: a client can never pick its
+    bucket, at worst it shares the proxy's.
+    """
+    remote = request.META.get("REMOTE_ADDR", "")
+    count = settings.TRUSTED_PROXY_COUNT
+    if count <= 0:
+        return remote
+    entries = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
+    if len(entries) < count:
+        return remote
+    try:
+        return str(ipaddress.ip_address(entries[-count].strip()))
+    except ValueError:
+        return remote
+
+
 def _login_keys(request: HttpRequest, email: str) -> list[tuple[str, str, str]]:
-    address = request.META.get("REMOTE_ADDR", "")
+    address = client_address(request)
     return [
         ("login-account", email, settings.LOGIN_FAILURES_PER_ACCOUNT),
         ("login-address", address, settings.LOGIN_FAILURES_PER_ADDRESS),

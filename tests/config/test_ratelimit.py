@@ -5,14 +5,15 @@ limiter that lets requests through when its cache is down.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from django.test import Client
+from django.test import Client, RequestFactory
 from redis import Redis
 
 from config.env import redis_cache_config
-from config.ratelimit import validate_rate
+from config.ratelimit import client_address, validate_rate
 from tests.factories import DEFAULT_PASSWORD
 from tests.fixtures import ApiClient
 
@@ -105,7 +106,7 @@ def test_too_many_failures_lock_the_account_for_a_while(settings, owner, member)
 
 
 def test_too_many_failures_from_one_address_are_throttled(settings, owner):
-    settings.LOGIN_FAILURES_PER_ACCOUNT = "off"
+    settings.LOGIN_FAILURES_PER_ACCOUNT = ""  # off: what validate_rate makes of "off"
     settings.LOGIN_FAILURES_PER_ADDRESS = "2/15m"
     client = Client()
 
@@ -122,3 +123,86 @@ def test_successful_log_ins_are_not_counted(settings, owner):
     for _ in range(4):
         client = Client()
         assert attempt(client, "owner@acme.test", DEFAULT_PASSWORD).status_code == 302
+
+
+# Behind a proxy: the address of log-in throttling (TRUSTED_PROXY_COUNT)
+
+PROXY = "10.0.0.2"  # the socket's address of every request that came through the proxy
+
+
+def test_without_trusted_proxies_a_forged_forwarded_for_is_ignored(settings, owner):
+    settings.TRUSTED_PROXY_COUNT = 0
+    settings.LOGIN_FAILURES_PER_ACCOUNT = ""  # off: what validate_rate makes of "off"
+    settings.LOGIN_FAILURES_PER_ADDRESS = "2/15m"
+    client = Client(REMOTE_ADDR="198.51.100.9")
+
+    # A new made-up address each time would be a new bucket each time.
+    for forged in ("203.0.113.1", "203.0.113.2"):
+        attempt_from(client, "owner@acme.test", "wrong", forwarded_for=forged)
+    third = attempt_from(client, "owner@acme.test", DEFAULT_PASSWORD, forwarded_for="203.0.113.3")
+
+    assert third.status_code == 429
+
+
+def test_behind_one_proxy_each_client_has_its_own_bucket(settings, owner, member):
+    settings.TRUSTED_PROXY_COUNT = 1
+    settings.LOGIN_FAILURES_PER_ACCOUNT = ""  # off: what validate_rate makes of "off"
+    settings.LOGIN_FAILURES_PER_ADDRESS = "2/15m"
+    guesser = Client(REMOTE_ADDR=PROXY)
+    colleague = Client(REMOTE_ADDR=PROXY)
+
+    # What the client wrote itself stands left of what the proxy appended.
+    for forged in ("192.0.2.1", "192.0.2.2"):
+        attempt_from(guesser, "a@acme.test", "x", forwarded_for=f"{forged}, 203.0.113.7")
+    guesser_again = attempt_from(
+        guesser, "owner@acme.test", DEFAULT_PASSWORD, forwarded_for="192.0.2.3, 203.0.113.7"
+    )
+    colleague_logs_in = attempt_from(
+        colleague, "member@acme.test", DEFAULT_PASSWORD, forwarded_for="198.51.100.20"
+    )
+
+    assert guesser_again.status_code == 429
+    assert colleague_logs_in.status_code == 302
+
+
+def test_behind_a_proxy_a_request_without_a_usable_header_counts_for_the_socket(settings, owner):
+    settings.TRUSTED_PROXY_COUNT = 2
+    settings.LOGIN_FAILURES_PER_ACCOUNT = ""  # off: what validate_rate makes of "off"
+    settings.LOGIN_FAILURES_PER_ADDRESS = "2/15m"
+    client = Client(REMOTE_ADDR=PROXY)
+
+    attempt_from(client, "a@acme.test", "x", forwarded_for="203.0.113.7")  # one entry of two
+    attempt_from(client, "a@acme.test", "x", forwarded_for="not-an-address, 10.0.0.1")
+    third = attempt_from(client, "owner@acme.test", DEFAULT_PASSWORD, forwarded_for=None)
+
+    assert third.status_code == 429
+
+
+def attempt_from(client: Client, email: str, password: str, *, forwarded_for: str | None) -> Any:
+    headers = {} if forwarded_for is None else {"X-Forwarded-For": forwarded_for}
+    return client.post("/accounts/login/", {"email": email, "password": password}, headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("count", "forwarded_for", "expected"),
+    [
+        (0, "203.0.113.7", PROXY),
+        (1, "203.0.113.7", "203.0.113.7"),
+        (1, "192.0.2.1, 203.0.113.7", "203.0.113.7"),
+        (1, " 2001:DB8::1 ", "2001:db8::1"),
+        (2, "192.0.2.1, 203.0.113.7, 10.0.0.1", "203.0.113.7"),
+        (2, "203.0.113.7", PROXY),  # shorter than the proxies: not through all of them
+        (1, None, PROXY),
+        (1, "", PROXY),
+        (1, "unknown", PROXY),
+        (1, "203.0.113.7, ", PROXY),
+        (1, "203.0.113.7:4711", PROXY),
+        (1, "203.0.113.7,<script>", PROXY),
+    ],
+)
+def test_client_address(settings, count, forwarded_for, expected):
+    settings.TRUSTED_PROXY_COUNT = count
+    headers = {} if forwarded_for is None else {"X-Forwarded-For": forwarded_for}
+    request = RequestFactory().get("/", REMOTE_ADDR=PROXY, headers=headers)
+
+    assert client_address(request) == expected
