@@ -7,6 +7,7 @@ test database of pytest-django or the machine's shared servers.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 import uuid
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.faults.prerequisites import missing_prerequisites, require_prerequisites
 from tests.faults.services import (
     FAST_TIMINGS,
     TEMPLATE_DATABASE,
@@ -47,9 +49,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PrivatePostgres]:
+    require_prerequisites(missing_prerequisites(), environ=os.environ)
     bin_dir = postgres_bin()
-    if bin_dir is None or shutil.which("redis-server") is None:
-        pytest.skip("the fault tests need PostgreSQL's server binaries and redis-server installed")
+    assert bin_dir is not None  # checked just above
     server = PrivatePostgres(bin_dir)
     try:
         server.init()
