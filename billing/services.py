@@ -236,7 +236,7 @@ def usage_consume(
     The key is taken first, in the ledger, as ingest takes its keys before
     any total (the lock order of billing/ledger.py): a key ingest or another
     consume already used ends the transaction before it locks anything else,
-    and a refusal deletes its ledger row again.
+    and a refusal deletes its ledger row again as it records its answer.
     """
     key = idempotency_key or f"consume-{uuid.uuid4()}"
     request_fingerprint = _consume_fingerprint(
@@ -266,8 +266,6 @@ def usage_consume(
                 period=period,
                 now=now,
             )
-            if not decision.allowed:
-                ledger.delete_event(organization_id=organization.pk, idempotency_key=key)
             _record_consume_answer(
                 organization=organization,
                 key=key,
@@ -330,16 +328,29 @@ def _take_event_key(
 def _record_consume_answer(
     *, organization: Organization, key: str, fingerprint: str, decision: Decision, now: datetime
 ) -> None:
-    """Record the answer under its key, last of the transaction's writes.
+    """Record the answer under its key, last of the transaction's writes;
+    a refusal takes back its ledger row in the same statement.
 
     The key's unique constraint is what makes a repeated key safe even for
     a refusal, which leaves no ledger row: a concurrent request with the
     same key waits here until the first one commits, then finds the key
     taken and replays the first answer; the work it did is rolled back.
     """
+    take_back = ""
+    take_back_params: list[Any] = []
+    if not decision.allowed:
+        if connection.vendor == "postgresql":
+            take_back = (
+                f"WITH refused AS (DELETE FROM {ledger.USAGE_EVENT}"
+                " WHERE organization_id = %s AND idempotency_key = %s)"
+            )
+            take_back_params = [organization.pk, key]
+        else:  # SQLite (the local demo database) has no DELETE inside WITH
+            ledger.delete_event(organization_id=organization.pk, idempotency_key=key)
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
+            {take_back}
             INSERT INTO {ConsumeAnswer._meta.db_table}
                 (organization_id, idempotency_key, fingerprint, status_code, body, created_at)
             VALUES (%s, %s, %s, %s, %s, %s)
@@ -347,6 +358,7 @@ def _record_consume_answer(
             RETURNING id
             """,
             [
+                *take_back_params,
                 organization.pk,
                 key,
                 fingerprint,
