@@ -484,3 +484,15 @@ class TestConcurrency:
         assert results == [True] * 10
         assert counted(member) == D(5)
         assert UsageEvent.objects.count() == 1
+
+    def test_concurrent_retries_of_one_refused_key_record_nothing(self, organization, member):
+        """A refusal inserts its ledger row first (the key, in the lock order)
+        and takes it back with its answer: the retries waiting on the key get
+        the refusal replayed, and no row is left.
+        """
+        set_limits(organization, default=D(4))
+        results = _in_threads(10, lambda i: consume(organization, member, 5, key="same").reason)
+        assert results == [USER_LIMIT_REACHED] * 10
+        assert not UsageEvent.objects.exists()
+        assert ConsumeAnswer.objects.get().status_code == 402
+        assert counted(member) == D(0)
