@@ -17,6 +17,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
@@ -376,6 +377,17 @@ def _replay_consume(*, organization: Organization, key: str, fingerprint: str) -
     (another consume's body, or an ingested event).
     """
     answer = ConsumeAnswer.objects.filter(organization=organization, idempotency_key=key).first()
+    if answer is None:
+        recorded = ledger.fingerprints_of(organization_id=organization.pk, keys=[key])
+        if recorded.get(key) == fingerprint:
+            # This very consume, allowed so long ago that its answer was pruned.
+            raise Conflict(
+                f"The idempotency key {key!r} was used more than "
+                f"{settings.IDEMPOTENCY_RETENTION_DAYS} days ago: its usage was recorded "
+                "once, and its answer is no longer kept.",
+                code="idempotency_key_expired",
+                field="idempotency_key",
+            )
     if answer is None or answer.fingerprint != fingerprint:
         raise _key_reused(key)
     return Decision.from_answer(answer.body)

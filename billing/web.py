@@ -30,6 +30,7 @@ from billing.credits import parse_credits
 from billing.models import Source
 from billing.selectors import admins_to_ask
 from billing.services import USER_LIMIT_REACHED, Decision, usage_consume
+from config.dbretry import ConcurrentUpdate
 
 P = ParamSpec("P")
 
@@ -89,12 +90,16 @@ def credit_gate(
             if request.method in gated_methods:
                 credits = fixed_cost if fixed_cost is not None else _cost_of(cost, request)
                 if credits is not None:
-                    decision = usage_consume(
-                        organization=request.membership.organization,
-                        membership=request.membership,
-                        credits=credits,
-                        source=source,
-                    ).decision
+                    try:
+                        decision = usage_consume(
+                            organization=request.membership.organization,
+                            membership=request.membership,
+                            credits=credits,
+                            source=source,
+                        ).decision
+                    except ConcurrentUpdate as error:
+                        # Every retry met another transaction: nothing was spent.
+                        return HttpResponse(error.message, status=error.status)
                     if not decision.allowed:
                         return blocked_response(request, decision=decision, cost=credits)
                     gated.credit_decision = decision

@@ -21,6 +21,7 @@ from billing.models import MemberUsage, UsageEvent
 from billing.selectors import admins_to_ask, current_period, member_usage_get
 from billing.services import UsageInput, custom_limit_set, limit_policy_update, usage_ingest
 from billing.web import GatedHttpRequest, credit_gate
+from config.dbretry import ConcurrentUpdate
 from tests.factories import AdminMembershipFactory, MembershipFactory
 from tests.fixtures import logged_in
 
@@ -160,6 +161,19 @@ def test_a_cost_callable_charges_by_input(member):
     assert free.content == get.content == b"ran for free"
     assert UsageEvent.objects.get().source == "agent"
     assert counted(member) == D("2.5")
+
+
+def test_a_gate_that_kept_meeting_concurrent_writes_answers_409_and_runs_nothing(
+    member, monkeypatch
+):
+    def always_concurrent(**kwargs):
+        raise ConcurrentUpdate("Concurrent updates: nothing was recorded.", code="x")
+
+    monkeypatch.setattr("billing.web.usage_consume", always_concurrent)
+    response = logged_in(member).post("/host/", {"credits": "2.5"})
+
+    assert response.status_code == 409
+    assert response.content == b"Concurrent updates: nothing was recorded."
 
 
 def test_the_gate_refuses_bad_settings_when_a_view_is_decorated():

@@ -78,7 +78,7 @@ def test_a_longer_window_keeps_them_longer(api, member, settings):
 def test_a_retry_after_its_answer_was_pruned_is_not_counted_twice(api, member):
     """The ledger still holds the allowed consume's key: the retry's insert
     conflicts, what it did is rolled back, and with no answer left to replay
-    it is answered 409 `idempotency_key_reused`, never 500, never counted.
+    it is answered 409 `idempotency_key_expired`, never 500, never counted.
     """
     with time_machine.travel(NOW - timedelta(days=40), tick=False):
         first = consume(api, member, "k")
@@ -91,10 +91,20 @@ def test_a_retry_after_its_answer_was_pruned_is_not_counted_twice(api, member):
         retry = consume(api, member, "k")
         summary = api.get("/api/v1/usage/summary").json()
 
-    assert_error(retry, 409, "idempotency_key_reused", "idempotency_key")
+    assert_error(retry, 409, "idempotency_key_expired", "idempotency_key")
+    assert "more than 35 days ago" in retry.json()["error"]["message"]
     assert list(UsageEvent.objects.values_list("idempotency_key", "credits")) == [("k", Decimal(3))]
     assert summary["used"] == "0"  # nothing counted in the period of the retry
     assert not ConsumeAnswer.objects.exists()
+
+
+def test_a_pruned_key_with_another_body_is_still_reused(api, member):
+    with time_machine.travel(NOW - timedelta(days=40), tick=False):
+        assert consume(api, member, "k").status_code == 200
+    with time_machine.travel(NOW, tick=False):
+        consume_answers_prune()
+        other = consume(api, member, "k", credits=4)
+    assert_error(other, 409, "idempotency_key_reused", "idempotency_key")
 
 
 def test_batches_and_running_twice(organization):
