@@ -7,6 +7,7 @@ stopped on cue here (tests/faults kills real ones).
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -55,10 +56,18 @@ def provider(settings):
 def worker():
     app.conf.task_always_eager = False
     app.control.purge()
-    with start_worker(
-        app, pool="threads", concurrency=2, perform_ping_check=False, shutdown_timeout=10
-    ) as running:
-        yield running
+    # Celery's worker sets up logging for the process (the root logger at
+    # ERROR, its handlers replaced): the tests after this one need it back.
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        with start_worker(
+            app, pool="threads", concurrency=2, perform_ping_check=False, shutdown_timeout=10
+        ) as running:
+            yield running
+    finally:
+        root.setLevel(level)
+        root.handlers[:] = handlers
 
 
 def ingest(api, key, credits, **extra):

@@ -87,6 +87,13 @@ def _batch(prefix: str, members: list[Membership]) -> list[dict[str, Any]]:
     ]
 
 
+@pytest.fixture(autouse=True)
+def _retries_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """The retries' warnings reach caplog whatever an earlier test did to the
+    root logger (a Celery worker started in-process sets it to ERROR)."""
+    caplog.set_level(logging.WARNING, logger=dbretry.logger.name)
+
+
 def _retries(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [record for record in caplog.records if record.name == dbretry.logger.name]
 
