@@ -140,7 +140,7 @@ def main() -> None:
     stack.check_services()
     report = Report(machine=machine_info())
     report.config = {
-        "gunicorn": f"{stack.WEB_CONCURRENCY} sync workers (the Procfile's web line)",
+        "gunicorn": f"{stack.WEB_CONCURRENCY} sync workers",
         "celery": f"prefork, concurrency {stack.WORKER_CONCURRENCY} (the Procfile's worker line)",
         "database": stack.DATABASE,
         "redis": stack.REDIS_URL,

@@ -32,8 +32,9 @@ POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/11"
 # Two cores: 4 sync workers keep both cores busy while some of them wait on
 # PostgreSQL, which shares the cores (gunicorn's rule of thumb, 2 x cores + 1,
-# leaves too little CPU to PostgreSQL here). The Procfile's default is 3; like
-# the Procfile, WEB_CONCURRENCY and WORKER_CONCURRENCY override.
+# leaves too little CPU to PostgreSQL here). Sync workers, as the Procfile's
+# `web` had before config/gunicorn.py (gthread), so that figures compare with
+# earlier runs; WEB_CONCURRENCY and WORKER_CONCURRENCY override.
 WEB_CONCURRENCY = int(os.environ.get("WEB_CONCURRENCY", "4"))
 WORKER_CONCURRENCY = int(os.environ.get("WORKER_CONCURRENCY", "2"))
 
