@@ -14,14 +14,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from alerts.models import DeliveryAttempt, DeliveryStatus, Notification
+from config.batches import delete_in_batches
 
-# Notifications deleted per transaction (with their attempts): a backlog is
-# taken in short transactions, never in one that holds every lock.
+# Notifications deleted per transaction, with their attempts.
 BATCH_SIZE = 5000
 
 
@@ -44,17 +43,4 @@ def notifications_prune(*, now: datetime | None = None, batch_size: int = BATCH_
         .exclude(Exists(tried_lately))
         .order_by("pk")
     )
-    deleted = 0
-    while True:
-        with transaction.atomic():
-            batch = list(
-                finished.select_for_update(skip_locked=True).values_list("pk", flat=True)[
-                    :batch_size
-                ]
-            )
-            if batch:
-                # Attempts and the links to firings go in one statement each.
-                Notification.objects.filter(pk__in=batch).only("pk").delete()
-        deleted += len(batch)
-        if len(batch) < batch_size:
-            return deleted
+    return delete_in_batches(finished, batch_size=batch_size)

@@ -7,7 +7,7 @@ IDEMPOTENCY_RETENTION_DAYS (35 at least), then their answers are deleted.
 The usage ledger (`UsageEvent`) is never pruned: it still holds the key of
 every consume that was allowed, so a retry that comes after its answer is
 gone still cannot be counted twice (the ledger's unique key refuses it, and
-the consume answers 409 `idempotency_key_reused`).
+the consume answers 409 `idempotency_key_expired`).
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from billing.models import ConsumeAnswer
+from config.batches import delete_in_batches
 
-# Rows deleted per statement: a backlog is taken in short transactions that
-# hold few locks, never in one that holds them all.
 BATCH_SIZE = 5000
 
 
@@ -36,16 +34,4 @@ def consume_answers_prune(*, now: datetime | None = None, batch_size: int = BATC
     # In id order, which is about the order of `created_at`: the oldest rows
     # come first on the primary key's index, and a batch stops at its limit.
     expired = ConsumeAnswer.objects.filter(created_at__lt=cutoff).order_by("pk")
-    deleted = 0
-    while True:
-        with transaction.atomic():
-            batch = list(
-                expired.select_for_update(skip_locked=True).values_list("pk", flat=True)[
-                    :batch_size
-                ]
-            )
-            if batch:
-                ConsumeAnswer.objects.filter(pk__in=batch).delete()
-        deleted += len(batch)
-        if len(batch) < batch_size:
-            return deleted
+    return delete_in_batches(expired, batch_size=batch_size)

@@ -5,9 +5,12 @@ outsider who is admin of another organization; an API client for each key.
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
 
 from accounts.models import Membership, Organization, User
@@ -130,3 +133,28 @@ def api(organization: Organization) -> ApiClient:
 def outsider_api(other_organization: Organization) -> ApiClient:
     _, raw_key = api_key_create(organization=other_organization)
     return ApiClient(raw_key)
+
+
+def run_at_once(*calls: Callable[[], Any]) -> list[Any]:
+    """Run each call in its own thread, all released together, each on its own
+    database connection (closed when it ends); their answers, in order."""
+    barrier = threading.Barrier(len(calls))
+    answers: list[Any] = [None] * len(calls)
+    errors: list[BaseException] = []
+
+    def run(index: int, call: Callable[[], Any]) -> None:
+        try:
+            barrier.wait(timeout=10)
+            answers[index] = call()
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=item) for item in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    return answers

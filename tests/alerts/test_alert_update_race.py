@@ -18,7 +18,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.db import connection
 
 from accounts.models import AuditEvent
 from accounts.services import api_key_create
@@ -26,32 +25,11 @@ from alerts import api as alerts_api
 from alerts.models import Firing, OrganizationAlert
 from alerts.services import alert_create
 from billing.services import UsageInput, usage_ingest
-from tests.fixtures import ApiClient
+from tests.fixtures import ApiClient, run_at_once
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 D = Decimal
-
-
-def _in_threads(*calls: Callable[[], Any]) -> list[Any]:
-    answers: list[Any] = [None] * len(calls)
-    errors: list[BaseException] = []
-
-    def run(index: int, call: Callable[[], Any]) -> None:
-        try:
-            answers[index] = call()
-        except BaseException as error:
-            errors.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=item) for item in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not errors, errors
-    return answers
 
 
 def _hold_edits_after_their_read(monkeypatch: pytest.MonkeyPatch, wait: Callable[[], None]) -> None:
@@ -89,7 +67,7 @@ def test_two_edits_at_once_both_rearm_and_audit_in_turn(alert, clients, monkeypa
     both_read = threading.Barrier(2)
     _hold_edits_after_their_read(monkeypatch, lambda: both_read.wait(timeout=10))
     first, second = clients
-    answers = _in_threads(
+    answers = run_at_once(
         lambda: first.patch(f"/api/v1/alerts/{alert.pk}", {"threshold": 20}),
         lambda: second.patch(f"/api/v1/alerts/{alert.pk}", {"threshold": 30}),
     )
@@ -125,7 +103,7 @@ def test_an_edit_racing_a_delete_answers_404_and_does_not_bring_the_alert_back(
         finally:
             deleted.set()
 
-    edited, removed = _in_threads(
+    edited, removed = run_at_once(
         lambda: editor.patch(f"/api/v1/alerts/{alert.pk}", {"threshold": 20}), delete
     )
     assert removed.status_code == 204

@@ -36,7 +36,7 @@ from billing import ledger
 from billing.models import DailyUsage, MemberUsage, OrganizationUsage, SourceUsage, UsageEvent
 from config import dbretry
 from tests.factories import MembershipFactory
-from tests.fixtures import ApiClient
+from tests.fixtures import ApiClient, run_at_once
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -49,30 +49,6 @@ def _clients(organization: Organization, count: int) -> list[ApiClient]:
     """One client per thread (a Django test client is not shared across threads)."""
     _, raw_key = api_key_create(organization=organization)
     return [ApiClient(raw_key) for _ in range(count)]
-
-
-def _at_once(*calls: Callable[[], Any]) -> list[Any]:
-    """Run the calls in threads released together; each closes its connection."""
-    barrier = threading.Barrier(len(calls))
-    answers: list[Any] = [None] * len(calls)
-    errors: list[BaseException] = []
-
-    def run(index: int, call: Callable[[], Any]) -> None:
-        try:
-            barrier.wait(timeout=10)
-            answers[index] = call()
-        except BaseException as error:
-            errors.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=item) for item in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not errors, errors
-    return answers
 
 
 def _batch(prefix: str, members: list[Membership]) -> list[dict[str, Any]]:
@@ -180,7 +156,7 @@ def test_batches_sharing_keys_in_any_order_never_deadlock(organization, caplog, 
         events = _batch(f"r{round_number}", members)
         shuffled = random.Random(round_number).sample(events, len(events))
         orders = [events, events[::-1], shuffled]
-        answers = _at_once(
+        answers = run_at_once(
             *[
                 lambda client=client, order=order: client.post("/api/v1/usage", {"events": order})
                 for client, order in zip(clients, orders, strict=True)
@@ -235,7 +211,7 @@ def test_a_consume_of_a_key_a_batch_holds(organization, caplog, monkeypatch):
             _wait_until_a_request_waits()
             release.set()
 
-        ingested, consumed, _ = _at_once(
+        ingested, consumed, _ = run_at_once(
             lambda events=events: ingester.post("/api/v1/usage", {"events": events}),
             consume,
             release_once_the_consume_waits,
@@ -276,7 +252,7 @@ def test_an_ingest_and_a_consume_of_one_key_at_any_moment(organization, caplog):
                 {"user": member.external_id, "credits": 2, "idempotency_key": key},
             )
 
-        ingested, consumed = _at_once(
+        ingested, consumed = run_at_once(
             lambda events=events: ingester.post("/api/v1/usage", {"events": events}), consume
         )
         statuses = (ingested.status_code, consumed.status_code)
