@@ -116,6 +116,22 @@ def _base_env(port: int) -> dict[str, str]:
     return env
 
 
+def _drop_database() -> None:
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{DEVSERVER_DATABASE}" WITH (FORCE)')
+
+
+def _fresh_postgres_and_redis() -> dict[str, str]:
+    """The environment of `make run` on an empty database of its own."""
+    _drop_database()
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{DEVSERVER_DATABASE}"')
+    return {
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DEVSERVER_DATABASE}",
+        "REDIS_URL": "redis://127.0.0.1:6379/14",
+    }
+
+
 def _running(pid: int) -> bool:
     """Alive and not a zombie waiting for its (dead) parent to reap it."""
     try:
@@ -153,14 +169,8 @@ def test_make_run_embedded_mode(tmp_path):
 
 
 def test_make_run_with_postgres_and_redis_starts_a_worker():
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{DEVSERVER_DATABASE}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{DEVSERVER_DATABASE}"')
     port = _free_port()
-    env = _base_env(port) | {
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DEVSERVER_DATABASE}",
-        "REDIS_URL": "redis://127.0.0.1:6379/14",
-    }
+    env = _base_env(port) | _fresh_postgres_and_redis()
     process = _run_make(env)
     try:
         lines = _read_until(process, "ready.", seconds=240)  # Celery's "celery@host ready."
@@ -169,10 +179,7 @@ def test_make_run_with_postgres_and_redis_starts_a_worker():
         assert _get(f"http://127.0.0.1:{port}/accounts/login/") == 200
     finally:
         _stop_and_check(process, port)
-        with psycopg.connect(
-            "postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True
-        ) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{DEVSERVER_DATABASE}" WITH (FORCE)')
+        _drop_database()
 
 
 # A real server: idle keep-alive clients, a burst of consumes, DEBUG off.
@@ -401,14 +408,8 @@ def test_make_run_embedded_mode_holds_idle_clients_and_a_burst() -> None:
 
 
 def test_make_run_with_postgres_holds_idle_clients_and_a_burst_on_few_connections() -> None:
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{DEVSERVER_DATABASE}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{DEVSERVER_DATABASE}"')
     port = _free_port()
-    env = _base_env(port) | {
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DEVSERVER_DATABASE}",
-        "REDIS_URL": "redis://127.0.0.1:6379/14",
-    }
+    env = _base_env(port) | _fresh_postgres_and_redis()
     process = _run_make(env)
     try:
         _read_until(process, "ready.", seconds=240)  # the Celery worker's
@@ -425,8 +426,7 @@ def test_make_run_with_postgres_holds_idle_clients_and_a_burst_on_few_connection
         assert max(connections.samples) <= MAX_DATABASE_CONNECTIONS, output.tail()
     finally:
         _stop_and_check(process, port)
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{DEVSERVER_DATABASE}" WITH (FORCE)')
+        _drop_database()
 
 
 def test_make_run_with_debug_off_serves_pages_and_static_files_without_a_secret_key() -> None:
