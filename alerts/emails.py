@@ -12,8 +12,13 @@ from django.template.loader import render_to_string
 TEMPLATE = "emails/alert"
 
 
-def _describe(firing: dict[str, Any]) -> str:
+def _describe(firing: dict[str, Any], *, to_member: bool) -> str:
     kind = firing["kind"]
+    if to_member and kind == "user_alert":
+        return (
+            f"You have used {firing['value']} credits this billing period, "
+            f"past the threshold of {firing['threshold_credits']}"
+        )
     if kind == "organization_alert":
         if firing["threshold_type"] == "percentage":
             return f"Organization usage reached {firing['threshold']}% of the credit allowance"
@@ -25,15 +30,27 @@ def _describe(firing: dict[str, Any]) -> str:
 
 
 def alert_email_context(payload: dict[str, Any]) -> dict[str, Any]:
-    firings = [dict(firing, description=_describe(firing)) for firing in payload["firings"]]
+    # Decided when the notification was written (alerts/services.py); older
+    # payloads have no `recipient` and were all written for admins.
+    to_member = payload.get("recipient", "admin") == "member"
+    firings = [
+        dict(firing, description=_describe(firing, to_member=to_member))
+        for firing in payload["firings"]
+    ]
     for firing in firings:
         firing["period_start_at"] = datetime.fromisoformat(firing["period_start"])
         firing["period_end_at"] = datetime.fromisoformat(firing["period_end"])
+    if to_member:  # Limits & Alerts is admin-only: a member is sent to their own usage
+        action_url, action_label = f"{settings.SITE_URL}/me/usage/", "See your usage"
+    else:
+        action_url, action_label = f"{settings.SITE_URL}/settings/limits/", "Review Limits & Alerts"
     return {
         "organization": payload["organization"],
+        "to_member": to_member,
         "primary": firings[0],
         "others": firings[1:],
-        "settings_url": f"{settings.SITE_URL}/settings/limits/",
+        "action_url": action_url,
+        "action_label": action_label,
     }
 
 

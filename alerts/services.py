@@ -347,11 +347,26 @@ def _insert_firings(
     return recorded
 
 
+class RecipientRelation:
+    """Who an alert email speaks to, kept in its payload as `recipient`: an
+    admin is told about the organization (third person, Limits & Alerts); a
+    member about their own usage (second person, their own usage page: the
+    Limits & Alerts page is admin-only). Payloads written before the field
+    existed were all admins' emails, so a missing one means an admin.
+    """
+
+    ADMIN = "admin"
+    MEMBER = "member"
+
+
 def _recipients(
     organization: Organization, firings: list[Firing], members: dict[int, Membership]
-) -> dict[str, list[Firing]]:
-    """Email address -> the firings that person is told about."""
+) -> dict[str, tuple[list[Firing], str]]:
+    """Email address -> the firings that person is told about, and whether
+    they are told as an admin or as the member those firings are about.
+    """
     by_email: dict[str, list[Firing]] = {}
+    told_as_admin: set[str] = set()
     all_admins: list[Membership] | None = None
     specific: dict[int, list[Membership]] = {}
     alert_ids = [f.alert_id for f in firings if f.alert_id is not None]
@@ -365,6 +380,7 @@ def _recipients(
     limit_policy_admins: list[Membership] | None = None
     for firing in firings:
         people: list[Membership]
+        about_themselves: Membership | None = None
         if firing.kind == FiringKind.ORGANIZATION_ALERT:
             assert firing.alert is not None
             if firing.alert.notify == Recipients.SPECIFIC_ADMINS:
@@ -385,16 +401,30 @@ def _recipients(
             policy_admins, notify_user = user_policy
             people = list(policy_admins)
             if notify_user and firing.membership_id in members:
-                people.append(members[firing.membership_id])
+                # The member is told about themselves, not as an admin.
+                about_themselves = members[firing.membership_id]
         else:
             if limit_policy_admins is None:
                 limit_policy_admins = admins_to_ask(organization=organization)
             people = limit_policy_admins
         for person in people:
-            told = by_email.setdefault(person.user.email, [])
-            if firing not in told:  # an admin who is also the member is told once
-                told.append(firing)
-    return by_email
+            told_as_admin.add(person.user.email)
+            _tell(by_email, person.user.email, firing)
+        if about_themselves is not None:
+            _tell(by_email, about_themselves.user.email, firing)
+    return {
+        email: (
+            told,
+            RecipientRelation.ADMIN if email in told_as_admin else RecipientRelation.MEMBER,
+        )
+        for email, told in by_email.items()
+    }
+
+
+def _tell(by_email: dict[str, list[Firing]], email: str, firing: Firing) -> None:
+    told = by_email.setdefault(email, [])
+    if firing not in told:  # an admin who is also the member is told once
+        told.append(firing)
 
 
 def firing_summary(firing: Firing) -> dict[str, Any]:
@@ -450,7 +480,7 @@ def _write_notifications(
     group_key = uuid.uuid4().hex
     summaries = {firing.pk: firing_summary(firing) for firing in firings}
     notifications: list[tuple[Notification, list[Firing]]] = []
-    for email, told in _recipients(organization, firings, members).items():
+    for email, (told, relation) in _recipients(organization, firings, members).items():
         ordered = sorted(told, key=lambda f: f.threshold_credits, reverse=True)
         notifications.append(
             (
@@ -462,6 +492,7 @@ def _write_notifications(
                     event_type=ALERT_EMAIL,
                     payload={
                         "organization": {"name": organization.name, "slug": organization.slug},
+                        "recipient": relation,
                         "firings": [summaries[f.pk] for f in ordered],
                     },
                 ),
