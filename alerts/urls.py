@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver, path
 
-from alerts import views
+from alerts import views, webhook_views
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("settings/limits/", views.limits_settings, name="limits_settings"),
@@ -21,5 +21,12 @@ urlpatterns: list[URLPattern | URLResolver] = [
         "settings/limits/custom-limits/<int:membership_id>/delete/",
         views.custom_limit_remove,
         name="custom_limit_remove",
+    ),
+    path("settings/webhooks/", webhook_views.webhooks_settings, name="webhooks_settings"),
+    path("settings/webhooks/new/", webhook_views.webhook_add, name="webhook_add"),
+    path(
+        "settings/webhooks/<int:endpoint_id>/remove/",
+        webhook_views.webhook_remove,
+        name="webhook_remove",
     ),
 ]

@@ -285,6 +285,7 @@ def test_acmes_own_key_reaches_every_operation(world):
 
 def page_urls(world: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
     alert_id = world["alert"].pk
+    endpoint_id = world["endpoint"].pk
     member_id = Membership.objects.get(user__email="member@acme.test").pk
     return {
         "admin": [
@@ -305,6 +306,10 @@ def page_urls(world: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
             ("get", "/usage/"),
             ("get", "/usage/export.csv"),
             ("get", "/members/search/?q=acme"),
+            ("get", "/settings/webhooks/"),
+            ("post", "/settings/webhooks/new/"),
+            ("get", f"/settings/webhooks/{endpoint_id}/remove/"),
+            ("post", f"/settings/webhooks/{endpoint_id}/remove/"),
         ],
         "member": [("get", "/"), ("get", "/me/usage/"), ("get", "/assistant/")],
     }
@@ -342,6 +347,9 @@ def test_the_matrix_covers_every_page(world):
         "usage_export",
         "my_usage",
         "assistant",
+        "webhooks_settings",
+        "webhook_add",
+        "webhook_remove",
     }
     # A new page must join the matrix below: this list is what it covers.
     assert names == expected
