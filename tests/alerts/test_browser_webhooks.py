@@ -22,6 +22,15 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 def test_admin_adds_an_endpoint_sees_its_secret_once_and_a_delivery_then_removes_it(
     live_server, page: Page, owner
 ):
+    csp_violations: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            csp_violations.append(message.text)
+            if "Content Security Policy" in message.text
+            else None
+        ),
+    )
     log_in(page, live_server.url, "owner@acme.test")
     page.get_by_role("link", name="Webhooks").click()
     expect(page).to_have_url(f"{live_server.url}/settings/webhooks/")
@@ -98,3 +107,4 @@ def test_admin_adds_an_endpoint_sees_its_secret_once_and_a_delivery_then_removes
     expect(delivered).to_contain_text("Removed endpoint")
     screenshot(page, "webhooks-removed")
     assert not WebhookEndpoint.objects.exists()
+    assert csp_violations == []
