@@ -184,3 +184,23 @@ class MembersField(forms.ModelMultipleChoiceField):
 class MemberSearchForm(forms.Form):
     q = forms.CharField(required=False, max_length=200, strip=True)
     role = forms.ChoiceField(required=False, choices=[("", "Any"), *Role.choices])
+
+
+class MemberFilterForm(forms.Form):
+    """The Members page's search box and page number (GET)."""
+
+    q = forms.CharField(label="Search members", required=False, max_length=200, strip=True)
+    page = forms.IntegerField(required=False, min_value=1, max_value=10**6)
+
+
+class MemberRoleForm(forms.Form):
+    role = forms.ChoiceField(label="Role", choices=Role.choices)
+
+
+class ApiKeyCreateForm(forms.Form):
+    name = forms.CharField(
+        label="Name",
+        max_length=100,
+        help_text="What will use the key, so that you recognise it later: “Production app”.",
+        widget=forms.TextInput(attrs={"autocomplete": "off"}),
+    )

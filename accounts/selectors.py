@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from django.db.models import F, Q, QuerySet, Value
 from django.db.models.functions import Coalesce, NullIf
 
-from accounts.models import Membership, Organization, User
+from accounts.models import ApiKey, Membership, Organization, User
 from config import rawsql
 from config.errors import InvalidInput, NotFound
 
@@ -128,3 +128,43 @@ def members_search(
             | Q(external_id__icontains=query)
         )
     return list(members.order_by("shown_name", "user__email")[:limit])
+
+
+def members_filter(*, organization: Organization, query: str = "") -> QuerySet[Membership]:
+    """The organization's members whose name (as this organization has it),
+    email or external id contains `query`, by that name: a queryset for the
+    Members page to paginate, so that thousands of members cost one page.
+    """
+    members = (
+        Membership.objects.filter(organization=organization)
+        .select_related("user")
+        .annotate(shown_name=member_name_expression())
+    )
+    if query:
+        members = members.filter(
+            Q(shown_name__icontains=query)
+            | Q(user__email__icontains=query)
+            | Q(external_id__icontains=query)
+        )
+    return members.order_by("shown_name", "user__email", "pk")
+
+
+def membership_get_by_id(*, organization: Organization, membership_id: int) -> Membership | None:
+    """A member of `organization` by id, with their user; None for anyone else's."""
+    return (
+        Membership.objects.filter(organization=organization, pk=membership_id)
+        .select_related("user", "organization")
+        .first()
+    )
+
+
+def api_keys_list(*, organization: Organization) -> QuerySet[ApiKey]:
+    """The organization's keys: active ones first, newest first."""
+    return ApiKey.objects.filter(organization=organization).order_by(
+        F("revoked_at").asc(nulls_first=True), "-created_at", "-pk"
+    )
+
+
+def api_key_get_by_id(*, organization: Organization, api_key_id: int) -> ApiKey | None:
+    """A key of `organization` by id; None for another organization's."""
+    return ApiKey.objects.filter(organization=organization, pk=api_key_id).first()

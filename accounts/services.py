@@ -279,10 +279,12 @@ def membership_update(
     role: str | None = None,
     name: str | None = None,
     external_id: str | None = None,
+    keep_an_admin: bool = False,
 ) -> Membership:
     """Change what is given. `name` is the member's name in this organization
     only ('': their user's own name again); the user is never changed, so
-    that no other organization sees it.
+    that no other organization sees it. With `keep_an_admin`, the only admin
+    cannot be made a member (see `_refuse_removing_the_last_admin`).
     """
     if name is not None:
         name = _validate_member_name(name)
@@ -299,6 +301,8 @@ def membership_update(
     if changed:
         try:
             with transaction.atomic():
+                if keep_an_admin and "role" in changed and membership.role != Role.ADMIN:
+                    _refuse_removing_the_last_admin(membership=membership, action="demote")
                 membership.save(update_fields=changed)
                 if "role" in changed:
                     alerts_evaluate_organization(organization=membership.organization)
@@ -311,8 +315,33 @@ def membership_update(
     return membership
 
 
-def membership_delete(*, membership: Membership) -> None:
+@transaction.atomic
+def membership_delete(*, membership: Membership, keep_an_admin: bool = False) -> None:
+    """Remove a member; with `keep_an_admin`, never the only admin."""
+    if keep_an_admin and membership.is_admin:
+        _refuse_removing_the_last_admin(membership=membership, action="remove")
     membership.delete()
+
+
+def _refuse_removing_the_last_admin(*, membership: Membership, action: str) -> None:
+    """Refuse to leave the organization without an admin: nobody could then
+    manage it from its pages. The admins' rows are locked (in id order, one
+    lock order for all) so that two admins demoting each other at once
+    cannot both pass. Call inside the transaction of the change.
+    """
+    admin_ids = list(
+        Membership.objects.select_for_update()
+        .filter(organization_id=membership.organization_id, role=Role.ADMIN)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    if admin_ids == [membership.pk]:
+        raise InvalidInput(
+            f"{membership.display_name} is the only admin of this organization: make"
+            f" another member an admin before you {action} them.",
+            code="last_admin",
+            field="role",
+        )
 
 
 def _hash_api_key(raw_key: str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from accounts.models import AuditEvent
+from accounts.models import ApiKey, AuditEvent
 from alerts.models import OrganizationAlert, UserAlertPolicy
 from billing.models import CustomLimit, UsageEvent, UserLimitPolicy
 from tests.fixtures import logged_in
@@ -74,6 +74,7 @@ def forms(member_id: int, value: str) -> list[tuple[str, dict[str, str]]]:
             "/settings/limits/custom-limits/",
             {"custom_limit-user": value, "custom_limit-credit_limit": "5"},
         ),
+        (f"/settings/members/{member_id}/role/", {"role": value}),
     ]
 
 
@@ -99,9 +100,35 @@ def test_the_member_search_escapes_and_survives_anything(owner, value):
     client = logged_in(owner)
 
     response = client.get("/members/search/", {"q": value, "role": value})
+    members_page = client.get("/settings/members/", {"q": value, "page": value})
+    members_list = client.get(
+        "/settings/members/", {"q": value}, headers={**HTMX, "HX-Target": "member-list"}
+    )
 
     assert response.status_code == 200
     assert SCRIPT not in response.content.decode()
+    for answer in (members_page, members_list):
+        assert answer.status_code == 200
+        assert SCRIPT not in answer.content.decode()
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+@pytest.mark.parametrize("htmx", [True, False])
+def test_api_key_names_are_bounded_and_escaped(owner, value, htmx):
+    """Any text of 100 characters or fewer names a key (shown escaped); longer is a 422."""
+    client = logged_in(owner)
+
+    response = client.post("/settings/api-keys/", {"name": value}, headers=HTMX if htmx else {})
+    page = client.get("/settings/api-keys/").content.decode()
+
+    assert SCRIPT not in response.content.decode() and SCRIPT not in page
+    if len(value) > 100:
+        assert response.status_code == 422
+        assert "field-errors" in response.content.decode()
+        assert not ApiKey.objects.exists()
+    else:
+        assert response.status_code == 201
+        assert list(ApiKey.objects.values_list("name", flat=True)) == [value.strip()]
 
 
 @pytest.mark.parametrize("value", [SCRIPT, "x" * 600, "🤑" * 10])

@@ -78,6 +78,7 @@ def acme_state() -> tuple[Any, ...]:
             )
         ),
         sorted(WebhookEndpoint.objects.filter(organization__slug="acme").values_list("id")),
+        sorted(ApiKey.objects.filter(organization__slug="acme").values_list("id", "revoked_at")),
         UsageEvent.objects.filter(organization__slug="acme").count(),
         sorted(
             MemberUsage.objects.filter(organization__slug="acme").values_list("used", "counted")
@@ -287,6 +288,7 @@ def page_urls(world: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
     alert_id = world["alert"].pk
     endpoint_id = world["endpoint"].pk
     member_id = Membership.objects.get(user__email="member@acme.test").pk
+    acme_key_id = ApiKey.objects.filter(organization__slug="acme").latest("created_at").pk
     return {
         "admin": [
             ("get", "/settings/limits/"),
@@ -306,6 +308,15 @@ def page_urls(world: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
             ("get", "/usage/"),
             ("get", "/usage/export.csv"),
             ("get", "/members/search/?q=acme"),
+            ("get", "/settings/members/"),
+            ("get", "/settings/members/?q=member&page=1"),
+            ("post", f"/settings/members/{member_id}/role/"),
+            ("get", f"/settings/members/{member_id}/remove/"),
+            ("post", f"/settings/members/{member_id}/remove/"),
+            ("get", "/settings/api-keys/"),
+            ("post", "/settings/api-keys/"),
+            ("get", f"/settings/api-keys/{acme_key_id}/revoke/"),
+            ("post", f"/settings/api-keys/{acme_key_id}/revoke/"),
             ("get", "/settings/webhooks/"),
             ("post", "/settings/webhooks/new/"),
             ("get", f"/settings/webhooks/{endpoint_id}/remove/"),
@@ -347,6 +358,11 @@ def test_the_matrix_covers_every_page(world):
         "usage_export",
         "my_usage",
         "assistant",
+        "members_settings",
+        "member_role",
+        "member_remove",
+        "api_keys_settings",
+        "api_key_revoke",
         "webhooks_settings",
         "webhook_add",
         "webhook_remove",
