@@ -362,7 +362,10 @@ def test_seed_demo_creates_the_demo_organization() -> None:
     roles = list(organization.memberships.values_list("role", flat=True))
     assert roles.count(Role.ADMIN) == 2
     assert roles.count(Role.MEMBER) == len(DEMO_PEOPLE) - 2 >= 8
-    assert "Admin login: admin@acme.test / headroom-demo" in output
+    assert (
+        "Admin login: admin@acme.test / headroom-demo (every demo login below has this password)"
+        in output
+    )
     api_key = api_key_authenticate(raw_key=printed_api_key(output))
     assert api_key is not None
     assert api_key.organization == organization
@@ -389,7 +392,8 @@ def test_seed_demo_twice_changes_nothing() -> None:
     assert demo_state() == state_after_first_run
     assert ApiKey.objects.count() == 1
     assert Membership.objects.count() == len(DEMO_PEOPLE)
-    assert "Admin login: admin@acme.test / headroom-demo" in output
+    assert any(line.startswith("Admin login: admin@acme.test / headroom-demo") for line in output)
+    assert "Staff login (the Django admin, /admin/): staff@headroom.local / headroom-demo" in output
     assert not any(line.startswith("Demo API key (shown only this once)") for line in output)
     assert "already there" in output[0]
 
@@ -458,6 +462,56 @@ def test_seed_demo_twice_leaves_the_same_limits_and_totals() -> None:
     assert demo_usage_state() == state_after_first_run
     assert any("already configured" in line for line in output)
     assert any("usage this period: 0 events added" in line for line in output)
+
+
+@pytest.mark.django_db
+def test_seed_demo_prints_every_login_and_who_is_at_or_near_their_limit() -> None:
+    output = run("seed_demo")
+
+    logins = {line.split()[1]: line.split(None, 2)[2] for line in output if line.startswith("  ")}
+    assert set(logins) == {person.email for person in DEMO_PEOPLE}
+    roles = {line.split()[1]: line.split()[0] for line in output if line.startswith("  ")}
+    assert roles == {person.email: person.role.value for person in DEMO_PEOPLE}
+    # Counted usage (workflows excluded) against each limit, from what was seeded.
+    assert logins["priya@acme.test"] == (
+        "500 of 500 credits this period: AT THEIR LIMIT (the gate refuses them)"
+    )
+    assert logins["taylor@acme.test"] == "420 of 500 credits this period: near their limit"
+    assert logins["sam@acme.test"] == "640 of 1,000 credits this period"
+    assert logins["jordan@acme.test"] == "1,200 credits this period, no limit"
+    assert logins["diego@acme.test"] == "0 of 500 credits this period"
+    at_or_near = [
+        email
+        for email, usage in logins.items()
+        if "AT THEIR LIMIT" in usage or "near their limit" in usage
+    ]
+    assert at_or_near == ["priya@acme.test", "taylor@acme.test"]
+    # Every printed login works with the printed password.
+    for email in logins:
+        assert authenticate(username=email, password="headroom-demo") is not None
+
+
+@pytest.mark.django_db
+def test_seed_demo_creates_a_staff_login_for_the_django_admin() -> None:
+    output = run("seed_demo")
+
+    assert (
+        "Staff login (the Django admin, /admin/): staff@headroom.local / headroom-demo (created)"
+        in output
+    )
+    staff = authenticate(username="staff@headroom.local", password="headroom-demo")
+    assert staff is not None
+    assert staff.is_staff and staff.is_superuser
+    assert not Membership.objects.filter(user=staff).exists()
+    staff.set_password("changed-by-the-operator")
+    staff.save()
+
+    again = run("seed_demo")
+
+    assert "Staff login (the Django admin, /admin/): staff@headroom.local / headroom-demo" in again
+    assert User.objects.filter(email="staff@headroom.local").count() == 1
+    # A rerun leaves an existing staff user as it is.
+    assert authenticate(username="staff@headroom.local", password="changed-by-the-operator")
 
 
 @pytest.mark.django_db

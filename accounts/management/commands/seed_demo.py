@@ -1,5 +1,6 @@
 """The demo organization `acme`: people to log in as, an API key, per-user
-limits and some usage this billing period.
+limits and some usage this billing period; and a platform staff login for
+the Django admin.
 
 Each step creates only what is missing, so the command can be run on every
 start: a rerun changes nothing. New demo data is a new step in `handle`.
@@ -15,10 +16,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.management.commands._base import OperatorCommand
-from accounts.models import ApiKey, Organization, Role
+from accounts.models import ApiKey, Organization, Role, User
 from accounts.services import api_key_create, membership_create, organization_create
-from billing.models import Source, UsageEvent, UserLimitPolicy
-from billing.selectors import current_period
+from billing.models import MemberUsage, Source, UsageEvent, UserLimitPolicy
+from billing.selectors import current_period, limit_rules_get_for_all_members
 from billing.services import UsageInput, custom_limit_set, limit_policy_update, usage_ingest
 
 DEMO_SLUG = "acme"
@@ -28,6 +29,12 @@ DEMO_ANCHOR_DAY = 1
 DEMO_PASSWORD = "headroom-demo"
 DEMO_ADMIN_EMAIL = "admin@acme.test"
 DEMO_API_KEY_NAME = "Demo key"
+# Platform staff (a superuser in no organization): logging in, they land in
+# the Django admin.
+DEMO_STAFF_EMAIL = "staff@headroom.local"
+DEMO_STAFF_NAME = "Sky Staff"
+# A member at this share of their limit or more is "near" it.
+NEAR_LIMIT_SHARE = Decimal("0.8")
 
 
 class DemoPerson(NamedTuple):
@@ -93,12 +100,15 @@ class Command(OperatorCommand):
     help = "Create the demo organization 'acme' with admins, members and an API key (idempotent)."
 
     def handle(self, *args: Any, **options: Any) -> None:
+        now = timezone.now()
         with transaction.atomic():
             organization, organization_created = seed_organization()
             people_added = seed_people(organization)
             raw_api_key = seed_api_key(organization)
             limits_configured = seed_limits(organization)
-            usage_added = seed_usage(organization, now=timezone.now())
+            usage_added = seed_usage(organization, now=now)
+            staff_created = seed_staff()
+            logins = demo_logins(organization, now=now)
 
         self.stdout.write(
             f"Demo organization {organization.slug} ({organization.name}): "
@@ -110,7 +120,17 @@ class Command(OperatorCommand):
             f"Per-user limits: {'configured' if limits_configured else 'already configured'} "
             f"(default {DEMO_DEFAULT_LIMIT} credits, workflows excluded); {usage}."
         )
-        self.stdout.write(f"Admin login: {DEMO_ADMIN_EMAIL} / {DEMO_PASSWORD}")
+        self.stdout.write(
+            f"Admin login: {DEMO_ADMIN_EMAIL} / {DEMO_PASSWORD} "
+            "(every demo login below has this password)"
+        )
+        width = max(len(login.email) for login in logins)
+        for login in logins:
+            self.stdout.write(f"  {login.role:<6}  {login.email:<{width}}  {login.usage}")
+        self.stdout.write(
+            f"Staff login (the Django admin, /admin/): {DEMO_STAFF_EMAIL} / {DEMO_PASSWORD}"
+            + (" (created)" if staff_created else "")
+        )
         self.write_api_key(organization, raw_api_key)
 
     def write_api_key(self, organization: Organization, raw_api_key: str | None) -> None:
@@ -119,7 +139,7 @@ class Command(OperatorCommand):
             return
         self.stdout.write(
             "Demo API key: created by an earlier run and not shown again; make another with "
-            f"`python manage.py create_api_key {organization.slug}`."
+            f"`.venv/bin/python manage.py create_api_key {organization.slug}`."
         )
 
 
@@ -230,3 +250,66 @@ def seed_usage(organization: Organization, *, now: datetime) -> int:
     if not events:
         return 0
     return usage_ingest(organization=organization, events=events).accepted
+
+
+def seed_staff() -> bool:
+    """The demo platform staff user (a superuser, in no organization), once;
+    whether it was created now. An existing user of that email is left as is.
+    """
+    if User.objects.filter(email=DEMO_STAFF_EMAIL).exists():
+        return False
+    User.objects.create_superuser(DEMO_STAFF_EMAIL, DEMO_PASSWORD, name=DEMO_STAFF_NAME)
+    return True
+
+
+class DemoLogin(NamedTuple):
+    email: str
+    role: str
+    usage: str
+
+
+def demo_logins(organization: Organization, *, now: datetime) -> list[DemoLogin]:
+    """Each demo person who is a member, with their counted usage this period
+    against their limit, saying who is at or near it.
+    """
+    period = current_period(organization, now=now)
+    memberships = {
+        membership.user.email: membership
+        for membership in organization.memberships.select_related("user")
+    }
+    counted = dict(
+        MemberUsage.objects.filter(
+            organization=organization, period_start=period.start
+        ).values_list("membership_id", "counted")
+    )
+    rules = limit_rules_get_for_all_members(organization=organization)
+    logins = []
+    for person in DEMO_PEOPLE:
+        membership = memberships.get(person.email)
+        if membership is None:
+            continue
+        used = counted.get(membership.pk, Decimal(0))
+        logins.append(
+            DemoLogin(
+                email=person.email,
+                role=str(membership.role),
+                usage=usage_phrase(used=used, limit=rules.limit_for(membership.pk)),
+            )
+        )
+    return logins
+
+
+def credits(value: Decimal) -> str:
+    """1,200 rather than 1200.000000."""
+    return f"{value.normalize():,f}"
+
+
+def usage_phrase(*, used: Decimal, limit: Decimal | None) -> str:
+    if limit is None:
+        return f"{credits(used)} credits this period, no limit"
+    phrase = f"{credits(used)} of {credits(limit)} credits this period"
+    if used >= limit:
+        return f"{phrase}: AT THEIR LIMIT (the gate refuses them)"
+    if limit > 0 and used >= limit * NEAR_LIMIT_SHARE:
+        return f"{phrase}: near their limit"
+    return phrase
