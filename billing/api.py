@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -39,6 +40,11 @@ def _utc(moment: datetime | None) -> datetime | None:
 
 
 MAX_PROPERTIES_DEPTH = 32
+# An event's `properties`, written as compact JSON with non-ASCII characters
+# escaped (as they are measured: the same whatever encoding the client chose).
+# Bounded so that the largest valid batch has a known size, under the body
+# limit (DATA_UPLOAD_MAX_MEMORY_SIZE), rather than failing on it.
+MAX_PROPERTIES_BYTES = 4096
 
 
 def _depth(value: Any) -> int:
@@ -75,7 +81,13 @@ def _properties(value: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     if _depth(value) > MAX_PROPERTIES_DEPTH:
         raise ValueError(f"must not nest more than {MAX_PROPERTIES_DEPTH} levels deep")
-    return _plain_json(value)
+    plain = _plain_json(value)
+    size = len(json.dumps(plain, separators=(",", ":")))
+    if size > MAX_PROPERTIES_BYTES:
+        raise ValueError(
+            f"must be at most {MAX_PROPERTIES_BYTES:,} bytes as compact JSON (it is {size:,})"
+        )
+    return plain
 
 
 class UsageEventIn(StrictSchema):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import DataError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils.datastructures import MultiValueDict
@@ -16,6 +18,7 @@ from alerts.api import router as alerts_router
 from billing.api import router as billing_router
 from config.apikit import ApiError, ApiKeyAuth, DecimalJsonParser
 from config.errors import ErrorOut, InvalidInput, ServiceError, error_response
+from config.validation import validation_sentence
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +33,7 @@ _ERROR_DESCRIPTIONS = {
     401: "Missing, malformed, unknown or revoked API key.",
     404: "No such object in this organization.",
     409: "Conflict with the current state.",
+    413: "The body is larger than the server accepts (`request_too_large`).",
     422: "The body is not valid: `field` names the first input at fault.",
     429: "Too many requests for this API key: retry after `Retry-After` seconds.",
 }
@@ -45,7 +49,7 @@ def _shared_error_codes(operation: dict[str, Any]) -> set[int]:
     if "path" in locations:
         codes.add(404)
     if "requestBody" in operation:
-        codes.add(422)
+        codes |= {413, 422}
     return codes
 
 
@@ -211,22 +215,12 @@ def _field_of(location: tuple[Any, ...] | list[Any]) -> str | None:
     return field or None
 
 
-def _validation_message(error: dict[str, Any]) -> str:
-    message = str(error.get("msg", "is not valid"))
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if message.startswith(prefix):
-            message = message[len(prefix) :]
-    if error.get("type") == "extra_forbidden":
-        message = "is not a known field"
-    return message
-
-
 @api.exception_handler(ValidationError)
 def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
     first = exc.errors[0] if exc.errors else {}
     location = tuple(first.get("loc", ()))
     field = _field_of(location)
-    message = _validation_message(first)
+    message = validation_sentence(first)
     in_body = bool(location) and location[0] == "body"
     if in_body and field is None:
         message = (
@@ -234,10 +228,12 @@ def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpRespo
             if request.body
             else "A JSON body is required."
         )
-    elif field:
-        message = f"{field}: {message}"
+    else:
+        message = f"{field}: {message}" if field else message[:1].upper() + message[1:]
+        message = message if message.endswith(".") else f"{message}."
     if len(exc.errors) > 1:
-        message += f" (and {len(exc.errors) - 1} more error{'s' if len(exc.errors) > 2 else ''})"
+        more = len(exc.errors) - 1
+        message = f"{message[:-1]} (and {more} more error{'s' if more > 1 else ''})."
     return error_response(422 if in_body else 400, message, code="invalid", field=field)
 
 
@@ -274,6 +270,18 @@ def on_data_error(request: HttpRequest, exc: DataError) -> HttpResponse:
         422 if request.body else 400,
         "A value in the request cannot be stored: it holds a NUL character or is out of range.",
         code="unstorable_value",
+    )
+
+
+@api.exception_handler(RequestDataTooBig)
+def on_request_too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    """A body Django found too large while reading it (ApiErrorShapeMiddleware
+    refuses those whose Content-Length says so before they are read)."""
+    return error_response(
+        413,
+        f"The request body is larger than the {settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} "
+        "bytes accepted.",
+        code="request_too_large",
     )
 
 

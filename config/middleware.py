@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from config.apikit import bearer_token
@@ -9,6 +10,9 @@ from config.errors import error_response
 from config.ratelimit import api_key_throttle
 
 API_PREFIX = "/api/v1/"
+# Every path under /api/ answers in the API's error shape, whichever version
+# it names (or none): a client of the API never gets an HTML page.
+API_ROOT = "/api/"
 
 _GENERIC_ERRORS = {
     400: ("bad_request", "The request is not valid."),
@@ -19,20 +23,61 @@ _GENERIC_ERRORS = {
 }
 
 
+def _is_api_path(path: str) -> bool:
+    return path.startswith(API_ROOT) or path == API_ROOT.rstrip("/")
+
+
+def _body_refusal(request: HttpRequest) -> tuple[int, str, str] | None:
+    """Why the body must not be read: (status, code, message), or None.
+
+    Django refuses a body over DATA_UPLOAD_MAX_MEMORY_SIZE by raising
+    RequestDataTooBig when a view reads it, which the API's catch-all
+    answered as a 500 and pages as a 400. Deciding here, from
+    Content-Length and before anything reads the body, gives the status
+    HTTP has for it (413) whatever reads it, and reads nothing. No form of
+    Headroom takes files, so the limit holds for multipart bodies too.
+    """
+    declared = request.META.get("CONTENT_LENGTH") or ""
+    if not declared:
+        return None  # no body, or one Django will not read (WSGI reads Content-Length bytes)
+    try:
+        length = int(declared)
+    except ValueError:
+        length = -1
+    if length < 0:
+        return 400, "invalid_content_length", "The Content-Length header is not a byte count."
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    if limit is not None and length > limit:
+        return (
+            413,
+            "request_too_large",
+            f"The request body is {length:,} bytes: at most {limit:,} are accepted.",
+        )
+    return None
+
+
 class ApiErrorShapeMiddleware:
-    """Give the API's error shape to error answers made outside the API's own
-    handlers: an unknown path under /api/v1/ (Django's 404), a wrong method
-    (Ninja's plain-text 405).
+    """Refuse a body too large (413) or a Content-Length that is not a number
+    (400) before anything reads it, and give the API's error shape to error
+    answers made outside the API's own handlers: an unknown path under /api/
+    (Django's 404), a wrong method (Ninja's plain-text 405). Pages get those
+    refusals as plain text.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        refusal = _body_refusal(request)
+        if refusal is not None:
+            status, code, message = refusal
+            if _is_api_path(request.path):
+                return error_response(status, message, code=code)
+            return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
         response = self.get_response(request)
         if (
             response.status_code < 400
-            or not request.path.startswith(API_PREFIX)
+            or not _is_api_path(request.path)
             or response.get("Content-Type", "").split(";")[0] == "application/json"
         ):
             return response

@@ -84,6 +84,10 @@ SECURE_HSTS_PRELOAD = HTTPS
 if env_bool(ENV, "SECURE_PROXY_SSL_HEADER", default=HTTPS):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_HTTPONLY = True
+# The largest body read (Django's default is 2.5 MB): above the largest valid
+# usage batch, 1,000 events each at every field's maximum (4,096 bytes of
+# properties) as a JSON encoder writes them, 12.6 MiB; bigger bodies are a 413.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 16 * 1024 * 1024
 X_FRAME_OPTIONS = "DENY"
 SECURE_REFERRER_POLICY = "same-origin"
 # Scripts only from this site's static files: no inline scripts, no eval, no CDN.

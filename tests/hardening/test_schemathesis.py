@@ -492,7 +492,7 @@ def test_properties_that_cannot_be_kept_are_refused(
     )
 
     assert response.status_code == 422, response.content
-    assert response.json()["error"]["message"] == f"events[0].properties: {message}"
+    assert response.json()["error"]["message"] == f"events[0].properties: {message}."
 
 
 def test_an_admin_of_the_user_alert_policy_can_cross_its_threshold(
