@@ -155,11 +155,22 @@ class TestPageBodyLimit:
         assert response["Content-Type"].startswith("text/plain")
         assert f"{small_limit:,}" in response.content.decode()
 
-    def test_a_form_under_the_limit_is_read(self, small_limit):
-        response = Client().post(
-            "/accounts/login/", {"email": "a@example.com", "password": "p" * (small_limit // 2)}
+    def test_a_form_exactly_at_the_limit_is_read(self, small_limit):
+        head = b"email=a%40example.com&password="
+        raw = head + b"p" * (small_limit - len(head))
+        response = Client().generic(
+            "POST", "/accounts/login/", raw, content_type="application/x-www-form-urlencoded"
         )
         assert response.status_code == 200  # the form again, with its error
+        assert b"email" in response.content
+
+    def test_a_form_one_byte_over_the_limit_is_a_413(self, small_limit):
+        head = b"email=a%40example.com&password="
+        raw = head + b"p" * (small_limit + 1 - len(head))
+        response = Client().generic(
+            "POST", "/accounts/login/", raw, content_type="application/x-www-form-urlencoded"
+        )
+        assert response.status_code == 413
 
 
 class TestFraming:
