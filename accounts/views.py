@@ -167,10 +167,9 @@ def _member_filter(request: OrganizationHttpRequest) -> tuple[str, str | None]:
     if request.method == "POST" and request.htmx and request.htmx.current_url:
         params = QueryDict(urlsplit(request.htmx.current_url).query)
     form = MemberFilterForm(params)
-    if not form.is_valid():
-        return "", None
-    page = form.cleaned_data["page"]
-    return form.cleaned_data["q"], str(page) if page else None
+    form.is_valid()  # a bad page number leaves the search as it is, and vice versa
+    page = form.cleaned_data.get("page")
+    return form.cleaned_data.get("q", ""), str(page) if page else None
 
 
 def _member_list_context(

@@ -12,10 +12,16 @@ import pytest
 from django.test import Client
 
 from accounts.models import ApiKey, Membership, Role, User
-from accounts.services import api_key_authenticate, api_key_create, api_key_revoke
+from accounts.services import (
+    api_key_authenticate,
+    api_key_create,
+    api_key_revoke,
+    membership_update,
+)
 from accounts.web import ADMIN_REQUIRED_MESSAGE
+from config.errors import InvalidInput
 from tests.factories import AdminMembershipFactory, MembershipFactory
-from tests.fixtures import logged_in
+from tests.fixtures import logged_in, run_at_once
 
 pytestmark = pytest.mark.django_db
 
@@ -100,10 +106,19 @@ def test_the_list_is_paginated_keeping_the_search(owner, organization):
 
 
 @pytest.mark.parametrize("page", ["abc", "-1", "9" * 40])
-def test_bad_page_numbers_show_the_first_page(owner, page):
-    response = logged_in(owner).get(MEMBERS, {"page": page, "q": "x" * 500})
+def test_bad_page_numbers_show_the_first_page_of_the_search(owner, member, page):
+    response = logged_in(owner).get(MEMBERS, {"page": page, "q": "member@"})
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "member@acme.test" in html and "owner@acme.test" not in html
+
+
+def test_an_overlong_search_is_ignored(owner):
+    response = logged_in(owner).get(MEMBERS, {"q": "x" * 500})
 
     assert response.status_code == 200
+    assert "owner@acme.test" in response.content.decode()
 
 
 @pytest.fixture
@@ -444,3 +459,22 @@ def test_the_sidebar_links_both_pages_for_admins_only(owner, member):
     assert f'<a href="{MEMBERS}" aria-current="page">Members</a>' in admin_html
     assert f'<a href="{API_KEYS}">API Keys</a>' in admin_html
     assert f'href="{MEMBERS}"' not in member_html and f'href="{API_KEYS}"' not in member_html
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_admins_stepping_down_at_once_leave_one_admin(organization):
+    """The admins' rows are locked: the second change sees the first, and is refused."""
+    first = AdminMembershipFactory(organization=organization)
+    second = AdminMembershipFactory(organization=organization)
+
+    def step_down(membership: Membership) -> str:
+        try:
+            membership_update(membership=membership, role=Role.MEMBER, keep_an_admin=True)
+        except InvalidInput as error:
+            return error.code
+        return "done"
+
+    answers = run_at_once(lambda: step_down(first), lambda: step_down(second))
+
+    assert sorted(answers) == ["done", "last_admin"]
+    assert Membership.objects.filter(organization=organization, role=Role.ADMIN).count() == 1
