@@ -1,4 +1,7 @@
-"""`{% load credits %}` then `{{ value|credits }}`: exact credits, "—" for none."""
+"""`{% load credits %}` then `{{ value|credits }}`: exact credits with their
+thousands grouped (12,500 and 1,234.5), "—" for none. For people reading a
+page only: the API and the CSV export write plain numbers (`format_credits`).
+"""
 
 from __future__ import annotations
 
@@ -15,9 +18,33 @@ NO_VALUE = "—"
 
 @register.filter(name="credits")
 def credits_filter(value: Decimal | int | str | None) -> str:
-    """5, 0.1, 1234.5 as `format_credits` writes them; "—" when there is no value
-    (no limit, no allowance). Floats are refused upstream, so none arrive here.
+    """5, 0.1, 1,234.5: every digit `format_credits` writes, the thousands
+    grouped; "—" when there is no value (no limit, no allowance). Floats are
+    refused upstream, so none arrive here.
     """
     if value is None or value == "":
         return NO_VALUE
-    return format_credits(value if isinstance(value, Decimal) else Decimal(value))
+    exact = format_credits(value if isinstance(value, Decimal) else Decimal(value))
+    # Formatting the shortest exact string keeps its digits: no rounding, no exponent.
+    return format(Decimal(exact), ",f")
+
+
+@register.filter(name="grouped")
+def grouped_filter(value: int | None) -> str:
+    """A count with its thousands grouped: 2,000 members."""
+    if value is None or value == "":
+        return NO_VALUE
+    return f"{int(value):,}"
+
+
+@register.filter(name="share")
+def share_filter(percent: int | None, part: Decimal | int | None = None) -> str:
+    """A whole percent as `percent_of` rounds it (down), written with its sign;
+    "<1%" when `part` is more than nothing but rounds down to 0, so that a
+    source that was used never reads as 0% and the column still adds up.
+    """
+    if percent is None:
+        return NO_VALUE
+    if percent == 0 and part:
+        return "<1%"
+    return f"{percent:,}%"

@@ -149,7 +149,7 @@ def test_limits_page_shows_the_allowance(owner, organization):
     html = response.content.decode()
     assert "Limits &amp; Alerts" in html
     assert "Acme Inc" in html
-    assert "2500" in html
+    assert "2,500" in html
     assert "Credit-consuming actions are blocked" in html
 
 
@@ -168,7 +168,7 @@ def test_usage_page_shows_the_allowance(owner, organization):
     assert response.status_code == 200
     html = response.content.decode()
     assert "Monitor usage" in html
-    assert "1234.5" in html
+    assert "1,234.5" in html
 
 
 def test_sidebar_has_the_usage_section(owner):

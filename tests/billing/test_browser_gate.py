@@ -58,7 +58,7 @@ def test_a_member_at_their_cap_sees_the_notice_in_place(
     spend(member, 500)
     log_in(page, live_server.url, "member@acme.test")
     expect(page).to_have_url(f"{live_server.url}/me/usage/")
-    page.get_by_role("navigation", name="Organization Settings").get_by_role(
+    page.get_by_role("navigation", name="Your account").get_by_role(
         "link", name="Assistant"
     ).click()
     expect(page.get_by_role("heading", name="Assistant", level=1)).to_be_visible()

@@ -201,7 +201,7 @@ def test_refused_for_the_limit_is_a_402_page_with_the_four_facts(member_at_limit
     assert response.status_code == 402
     html = response.content.decode()
     assert "<title>Action blocked · Headroom</title>" in html
-    assert "Organization Settings" in html  # the whole layout
+    assert "Your account" in html  # the whole layout, with the sidebar of a member
     # Why
     assert 'role="alert"' in html
     assert "You've reached your credit limit" in html
@@ -234,7 +234,7 @@ def test_refused_for_the_organization_shows_its_usage_and_allowance(organization
     assert "Your organization is out of credits" in html
     assert "Your organization has used 998 of its 1000 credits" in html
     assert "Organization usage this period" in html
-    assert '<strong class="figure">998</strong> of 1000 credits' in html
+    assert '<strong class="figure">998</strong> of 1,000 credits' in html
     assert "(the organization's allowance)" in html
     assert "Credits reset" in html
     assert "July 1, 2025, 00:00 UTC" in html
@@ -292,7 +292,7 @@ def test_htmx_refusal_is_the_notice_fragment_without_the_layout(member_at_limit)
     html = response.content.decode().strip()
     assert html.startswith('<section class="card notice" role="alert"')
     assert "<html" not in html
-    assert "Organization Settings" not in html
+    assert "sidebar-title" not in html
     assert "Action blocked" not in html
     assert "You've reached your credit limit" in html
     assert "mailto:owner@acme.test" in html
@@ -448,7 +448,7 @@ def test_my_usage_with_an_organization_with_credits_left(organization, member):
 
     html = logged_in(member).get("/me/usage/").content.decode()
 
-    assert '<strong class="figure">250</strong> of 1000 credits used by the organization' in html
+    assert '<strong class="figure">250</strong> of 1,000 credits used by the organization' in html
     assert "Credits available" in html
     assert 'role="alert"' not in html
 
@@ -507,7 +507,7 @@ def test_the_sidebar_links_to_my_usage_for_everyone(member, owner):
 
 @pytest.mark.parametrize(
     ("value", "shown"),
-    [(None, "—"), (D("1234.500000"), "1234.5"), (D("0.1"), "0.1"), (5, "5"), (D("1E+3"), "1000")],
+    [(None, "—"), (D("1234.500000"), "1,234.5"), (D("0.1"), "0.1"), (5, "5"), (D("1E+3"), "1,000")],
 )
 def test_credits_filter(value, shown):
     template = Template("{% load credits %}{{ value|credits }}")

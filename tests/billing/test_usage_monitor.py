@@ -133,7 +133,7 @@ def test_usage_against_the_allowance(owner, member, organization):
     html = response.content.decode()
     assert "<h1>Monitor usage</h1>" in html
     assert "June 1 to June 30, 2025 (UTC)" in html
-    assert '<strong class="figure">420.5</strong> of 1000 credits used' in html
+    assert '<strong class="figure">420.5</strong> of 1,000 credits used' in html
     assert '<span class="figure">42%</span>' in html
     assert 'aria-valuenow="42"' in html
     assert '<span class="badge badge-success">Within allowance</span>' in html
@@ -177,7 +177,7 @@ def test_the_allowance_summary_is_kept(owner, organization):
     html = logged_in(owner).get("/usage/").content.decode()
 
     assert "Credit allowance per billing period" in html
-    assert '<strong class="figure">1234.5</strong> credits' in html
+    assert '<strong class="figure">1,234.5</strong> credits' in html
 
 
 # The chart
@@ -480,8 +480,8 @@ def test_page_queries_are_bounded_for_thousands_of_members(
     assert response.status_code == 200
     html = response.content.decode()
     assert "User 1499" in html  # the heaviest
-    assert '<dd class="stat-value">1500</dd>' in html
-    assert "1500 members used credits this period" in html
+    assert '<dd class="stat-value">1,500</dd>' in html
+    assert "1,500 members used credits this period" in html
 
 
 def test_export_queries_are_bounded_for_thousands_of_members(
