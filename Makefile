@@ -8,11 +8,11 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
 .PHONY: run test lint format venv clean
 
-run:
-	@$(if $(DATABASE_URL),echo "Database: PostgreSQL from DATABASE_URL",echo "Database: SQLite at db.sqlite3 (DATABASE_URL is not set)")
-	@$(if $(REDIS_URL),echo "Tasks: Celery worker on Redis from REDIS_URL",echo "Tasks: run in-process, no worker (REDIS_URL is not set)")
-	@$(MAKE) --no-print-directory venv
-	@DEBUG=$${DEBUG:-true} PORT=$(PORT) $(PY) -m config.devserver
+# config/devserver.py reads (or first writes) .env, says which database and
+# task mode it uses, and defaults DEBUG to true. `exec`: the server is make's
+# own child, so that a SIGTERM make passes on reaches it, and stops it cleanly.
+run: venv
+	@PORT=$(PORT) exec $(PY) -m config.devserver
 
 venv: $(VENV)/.installed
 

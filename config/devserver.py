@@ -8,6 +8,11 @@ DEBUG on, gunicorn restarts its workers when code or a template changes.
 
 Every process it starts gets its own process group, so that Ctrl-C or
 SIGTERM stops them and their children too.
+
+It reads the local `.env` (ENV_FILE) and, when there is none, writes one with
+the DEBUG, DATABASE_URL and REDIS_URL it runs with and a SECRET_KEY: the
+settings read the same file, so `.venv/bin/python manage.py ...` in a shell
+works on the database `make run` used.
 """
 
 from __future__ import annotations
@@ -20,14 +25,18 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
+import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_list
 
 ROOT = Path(__file__).resolve().parent.parent
+# What a first `.env` keeps of the environment make run was started with.
+ENV_FILE_URLS = ("DATABASE_URL", "REDIS_URL")
 STOP_GRACE_SECONDS = 10
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 # Written beside the collected files: what they were collected from.
@@ -35,6 +44,61 @@ STATIC_SOURCES_STAMP = ".collected-from"
 # Templates are read once per worker (Django's cached loader): with DEBUG on,
 # an edit restarts the workers as a code change does.
 RELOAD_PATTERNS = ("templates/**/*.html", "templates/**/*.txt", "*/templates/**/*.html")
+
+
+def env_file_path() -> Path | None:
+    """The `.env` make run and the settings share (ENV_FILE; empty: none)."""
+    configured = os.environ.get("ENV_FILE", str(ROOT / ".env"))
+    return Path(configured) if configured else None
+
+
+def write_env_file(path: Path, *, environment: Mapping[str, str]) -> None:
+    """Write a first `.env`: the settings this run was started with, and a
+    SECRET_KEY so that the file also serves with DEBUG off.
+    """
+    lines = [
+        "# Written by `make run` (config/devserver.py) because there was no .env.",
+        "# config/settings.py reads it, so `.venv/bin/python manage.py ...` uses the",
+        "# same settings and database. Variables set in the environment win over it.",
+        "# Every variable: .env.example. Not committed (.gitignore).",
+        f"DEBUG={environment.get('DEBUG') or 'true'}",
+        f"SECRET_KEY={secrets.token_urlsafe(50)}",
+    ]
+    lines += [f"{name}={environment[name]}" for name in ENV_FILE_URLS if environment.get(name)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _load_env_file() -> tuple[Path | None, bool]:
+    """Read `.env`, writing it first if there is none: (the file, written now)."""
+    path = env_file_path()
+    if path is None:
+        return None, False
+    written = not path.exists()
+    if written:
+        write_env_file(path, environment=os.environ)
+    environ.Env.read_env(str(path))
+    return path, written
+
+
+def _describe_modes(*, env_file: Path | None, written: bool) -> None:
+    """The first lines: which database and task mode, and from where."""
+    where = f" (set in {env_file.name})" if env_file is not None else ""
+    database_url = os.environ.get("DATABASE_URL", "")
+    if database_url:
+        kind = "SQLite" if database_url.startswith("sqlite:") else "PostgreSQL"
+        print(f"Database: {kind} from DATABASE_URL{where}")
+    else:
+        print("Database: SQLite at db.sqlite3 (DATABASE_URL is not set)")
+    if os.environ.get("REDIS_URL"):
+        print(f"Tasks: Celery worker on Redis from REDIS_URL{where}")
+    else:
+        print("Tasks: run in-process, no worker (REDIS_URL is not set)")
+    if env_file is not None and written:
+        print(
+            f"Wrote {env_file.name} with this run's settings: `.venv/bin/python manage.py ...`"
+            " in a shell uses them too."
+        )
+    sys.stdout.flush()  # before the output of the commands it starts
 
 
 def _manage(*args: str) -> list[str]:
@@ -71,7 +135,8 @@ def _prepare_environment(*, port: str) -> bool:
     It serves on 127.0.0.1 only, so those names are always allowed. With
     DEBUG off the settings require a SECRET_KEY: one is made for this run.
     """
-    debug = env_bool(os.environ, "DEBUG", default=False)
+    os.environ.setdefault("DEBUG", "true")  # for the commands it starts, too
+    debug = env_bool(os.environ, "DEBUG", default=True)
     hosts = env_list(os.environ, "ALLOWED_HOSTS", default=[])
     os.environ["ALLOWED_HOSTS"] = ",".join([*hosts, *(h for h in LOCAL_HOSTS if h not in hosts)])
     os.environ.setdefault("SITE_URL", f"http://127.0.0.1:{port}")
@@ -111,15 +176,21 @@ def _collect_static_if_changed() -> None:
 
 def _web_server(*, port: str, debug: bool) -> list[str]:
     command = [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "config" / "gunicorn.py")]
-    command += ["--bind", f"127.0.0.1:{port}"]
+    # No control socket: it is shared by every gunicorn of the user (two
+    # checkouts would take it from each other) and make run has no use for it.
+    command += ["--bind", f"127.0.0.1:{port}", "--no-control-socket"]
     if debug:
         command.append("--reload")
+        # A pattern that matches no file would print a warning at each start.
         for pattern in RELOAD_PATTERNS:
-            command += ["--reload-extra-file", pattern]
+            if next(ROOT.glob(pattern), None) is not None:
+                command += ["--reload-extra-file", pattern]
     return command
 
 
 def main() -> None:
+    env_file, written = _load_env_file()
+    _describe_modes(env_file=env_file, written=written)
     port = os.environ.get("PORT", "8000")
     if not port.isdigit() or not 0 < int(port) < 65536:
         sys.exit(f"PORT={port!r} is not a port number.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import environ
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
@@ -21,6 +22,14 @@ from config.ratelimit import validate_rate
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 ENV = os.environ
+
+# A local `.env` (`make run` writes one when there is none), so that
+# `manage.py` in a shell uses the settings and database `make run` used.
+# Variables set in the environment win over the file. ENV_FILE names another
+# file; empty, none is read (the test settings).
+ENV_FILE = ENV.get("ENV_FILE", str(BASE_DIR / ".env"))
+if ENV_FILE and Path(ENV_FILE).is_file():
+    environ.Env.read_env(ENV_FILE)
 
 DEBUG = env_bool(ENV, "DEBUG", default=False)
 
@@ -194,7 +203,9 @@ else:
 # The longest countdown any task schedules for a retry (seconds). Redis must not
 # redeliver an unacknowledged task before that countdown has run out.
 CELERY_MAX_RETRY_COUNTDOWN = 60 * 60
-CELERY_BROKER_URL = REDIS_URL or "memory://"
+# In-process mode names a host for the memory transport, else kombu warns that
+# none was supplied each time a task is sent.
+CELERY_BROKER_URL = REDIS_URL or "memory://localhost/"
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True
@@ -248,7 +259,8 @@ WEBHOOK_TIMEOUT_SECONDS = 10
 
 DEFAULT_FROM_EMAIL = ENV.get("DEFAULT_FROM_EMAIL", "Headroom <alerts@headroom.local>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
-EMAIL_BACKEND = ENV.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# Without a provider, emails are printed: who, subject and the text body.
+EMAIL_BACKEND = ENV.get("EMAIL_BACKEND", "config.console_email.EmailBackend")
 ANYMAIL = anymail_settings(ENV)
 
 WEBHOOKS_ALLOW_PRIVATE_URLS = env_bool(ENV, "WEBHOOKS_ALLOW_PRIVATE_URLS", default=False)
@@ -271,5 +283,10 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": "INFO"},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        # Django's own console handler (DEBUG) would print each request
+        # warning a second time, beside the root handler's line.
+        "django": {"handlers": [], "level": "INFO"},
+        "django.db.backends": {"level": "WARNING"},
+    },
 }

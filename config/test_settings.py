@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import os
 
+# A developer's .env (written by `make run`) is not read: the tests run on
+# these defaults and what the environment sets, nothing else.
+os.environ.setdefault("ENV_FILE", "")
 os.environ.setdefault("SECRET_KEY", "tests-only-secret-key")
 os.environ.setdefault("DEBUG", "false")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/headroom")

@@ -86,7 +86,12 @@ def test_redis_url_must_be_a_redis_url():
 
 def _load_settings(**environ: str) -> subprocess.CompletedProcess[str]:
     """Import the production settings in a fresh interpreter with only `environ` set."""
-    env = {"PATH": os.environ["PATH"], "DJANGO_SETTINGS_MODULE": "config.settings", **environ}
+    env = {
+        "PATH": os.environ["PATH"],
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "ENV_FILE": "",  # not a developer's .env
+        **environ,
+    }
     code = (
         "import django; django.setup(); from django.conf import settings as s; "
         "print(s.DEBUG, s.DATABASES['default']['ENGINE'], s.CELERY_TASK_ALWAYS_EAGER, "
@@ -105,7 +110,7 @@ def test_settings_defaults_for_a_newcomer():
         "django.db.backends.sqlite3",
         "True",
         "None",
-        "django.core.mail.backends.console.EmailBackend",
+        "config.console_email.EmailBackend",
         "False",
     ]
 

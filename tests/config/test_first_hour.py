@@ -1,0 +1,261 @@
+"""A newcomer's first hour with `make run` (issue 13): the operator commands
+work as the README writes them, in a shell, on the database `make run` used
+(through the `.env` it writes), and the console shows no noise.
+
+`make run` runs here on a SQLite database of its own and a `.env` of its own
+(ENV_FILE), so that the checkout's `db.sqlite3` and `.env` are left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.config.test_devserver import _free_port, _get
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+# What a developer's shell, or config/test_settings.py in this process, may
+# hold that a newcomer's shell does not.
+CLEARED = {
+    "DATABASE_URL",
+    "REDIS_URL",
+    "DJANGO_SETTINGS_MODULE",
+    "SECRET_KEY",
+    "DEBUG",
+    "ENV_FILE",
+    "EMAIL_BACKEND",
+    "SITE_URL",
+    "WEBHOOKS_ALLOW_PRIVATE_URLS",
+}
+# Lines the console must not show (issue 13, item 6).
+NOISE = (
+    "No hostname was supplied",  # kombu, on the in-process broker
+    "No child processes",  # make, on SIGTERM
+    "Terminated",  # make, when its shell died of the SIGTERM
+    "MIME-Version",  # Django's console backend prints the raw message
+    "Content-Transfer-Encoding",
+    "boundary=",
+    "matches no files",  # gunicorn, for a reload pattern with no file yet
+    "Nothing to be done",  # the sub-make for the venv
+    "Control socket",  # gunicorn's, shared by every checkout
+)
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in CLEARED}
+    return {**env, **extra}
+
+
+class _Console:
+    """Everything `make run` prints, read on a thread so that it never blocks."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._drain, args=(process,), daemon=True)
+        self._thread.start()
+
+    def _drain(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, marker: str, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if any(marker in line for line in self.lines):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"{marker!r} not printed; got:\n" + "\n".join(self.lines))
+
+    def finish(self) -> list[str]:
+        self._thread.join(timeout=30)
+        return self.lines
+
+
+def _post(url: str, key: str, body: object) -> tuple[int, dict[str, object]]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def _manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`.venv/bin/python manage.py ...`, as the README writes it."""
+    return subprocess.run(
+        [str(VENV_PYTHON), "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_make_run_then_the_readme_commands_in_a_shell(tmp_path: Path) -> None:
+    port = _free_port()
+    env_file = tmp_path / ".env"
+    database = tmp_path / "db.sqlite3"
+    process = subprocess.Popen(
+        ["make", "--no-print-directory", "run"],
+        cwd=ROOT,
+        env=_clean_env(
+            PORT=str(port), ENV_FILE=str(env_file), DATABASE_URL=f"sqlite:///{database}"
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    console = _Console(process)
+    try:
+        console.wait_for("Headroom is at", seconds=240)
+        assert _get(f"http://127.0.0.1:{port}/accounts/login/") == 200
+        (key_line,) = [line for line in console.lines if line.startswith("Demo API key (shown")]
+        demo_key = key_line.rsplit(" ", 1)[-1]
+        # Taylor is at 420 of 500: 100 more reaches the limit, and the admin is emailed.
+        status, body = _post(
+            f"http://127.0.0.1:{port}/api/v1/usage",
+            demo_key,
+            {
+                "events": [
+                    {"idempotency_key": "first-hour-1", "user": "taylor@acme.test", "credits": 100}
+                ]
+            },
+        )
+        assert (status, body) == (202, {"accepted": 1, "duplicates": 0})
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/accounts/login/", timeout=10).close()
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/no-such-page-h9", timeout=10)
+        console.wait_for("no-such-page-h9", seconds=30)
+        time.sleep(1)  # the access log line comes after the warning
+    finally:
+        process.send_signal(signal.SIGTERM)  # to make alone, as a supervisor would
+        process.wait(timeout=30)
+    lines = console.finish()
+    output = "\n".join(lines)
+
+    # A clean console.
+    for noise in NOISE:
+        assert noise not in output, f"{noise!r} in make run's output:\n{output}"
+    assert process.returncode == 0 or process.returncode == -signal.SIGTERM, output
+    not_found = [line for line in lines if "Not Found: /no-such-page-h9" in line]
+    assert len(not_found) == 1, output
+    # The email as a reader wants it: who, subject, the text body, no HTML.
+    subject = "Subject: [Acme Inc] taylor@acme.test reached their credit limit of 500 credits"
+    at = lines.index(subject)
+    email = lines[at - 2 : at + 12]
+    assert email[:2] == ["Email to admin@acme.test", "From: Headroom <alerts@headroom.local>"]
+    assert "taylor@acme.test reached their credit limit of 500 credits." in email
+    assert "<html" not in output and "<!doctype" not in output.lower()
+
+    # The .env it wrote: the database it used, DEBUG, a SECRET_KEY.
+    written = env_file.read_text()
+    assert f"DATABASE_URL=sqlite:///{database}\n" in written
+    assert "DEBUG=true\n" in written
+    assert re.search(r"^SECRET_KEY=\S{40,}$", written, re.MULTILINE)
+    assert lines[0] == "Database: SQLite from DATABASE_URL (set in .env)"
+    assert lines[1] == "Tasks: run in-process, no worker (REDIS_URL is not set)"
+
+    # The operator commands, pasted in a shell after make run: no DEBUG, no
+    # DATABASE_URL in the environment; they read the same .env.
+    shell = _clean_env(ENV_FILE=str(env_file))
+    created = _manage("create_api_key", "acme", env=shell)
+    assert created.returncode == 0, created.stderr
+    new_key = created.stdout.strip().splitlines()[-1]
+    assert new_key.startswith("hr_") and new_key != demo_key
+    superuser = _manage(
+        "createsuperuser",
+        "--noinput",
+        env={
+            **shell,
+            "DJANGO_SUPERUSER_EMAIL": "ops@example.com",
+            "DJANGO_SUPERUSER_PASSWORD": "a-long-pass-phrase",
+        },
+    )
+    assert superuser.returncode == 0, superuser.stderr
+    with sqlite3.connect(database) as connection:
+        (keys,) = connection.execute("SELECT COUNT(*) FROM accounts_apikey").fetchone()
+        (staff,) = connection.execute(
+            "SELECT is_superuser FROM accounts_user WHERE email = 'ops@example.com'"
+        ).fetchone()
+    assert keys == 2 and staff == 1
+
+    # Variables set in the shell win over the file.
+    overridden = _manage(
+        "create_api_key", "acme", env={**shell, "DATABASE_URL": f"sqlite:///{tmp_path / 'none'}"}
+    )
+    assert overridden.returncode != 0, "the .env's database was used"
+
+
+def test_without_the_env_file_the_commands_stop_as_the_issue_describes(tmp_path: Path) -> None:
+    """What a newcomer met before make run wrote .env: the settings refuse to start."""
+    result = _manage("check", env=_clean_env(ENV_FILE=str(tmp_path / "missing")))
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set when DEBUG is off" in result.stderr
+
+
+def test_the_tests_never_read_a_developers_env_file() -> None:
+    """config/test_settings.py turns the file off (ENV_FILE empty); the
+    production settings read the checkout's `.env` by default.
+    """
+    probe = "import importlib, sys; print(importlib.import_module(sys.argv[1]).ENV_FILE)"
+    env = _clean_env()
+    tests = subprocess.run(
+        [str(VENV_PYTHON), "-c", probe, "config.test_settings"],
+        cwd=ROOT,
+        env={**env, "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/headroom"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert tests.stdout.strip() == ""
+    production = subprocess.run(
+        [str(VENV_PYTHON), "-c", probe, "config.settings"],
+        cwd=ROOT,
+        env={**env, "DEBUG": "true"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert production.stdout.strip() == str(ROOT / ".env")
+
+
+def test_env_example_lists_every_variable_of_the_readme_configuration_table() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    documented: set[str] = set()
+    for row in table.splitlines():
+        if row.startswith("| `"):
+            first_cell = row.split("|")[1]
+            documented |= set(re.findall(r"`([A-Z][A-Z0-9_<>]*)`", first_cell))
+    assert {"SECRET_KEY", "DATABASE_URL", "PORT", "WEB_THREADS"} <= documented
+    example = (ROOT / ".env.example").read_text()
+    listed = set(re.findall(r"^#?\s?([A-Z][A-Z0-9_<>]*)=", example, re.MULTILINE))
+    # `ANYMAIL_<NAME>` stands for a family: an example of it will do.
+    families = {name.split("<", 1)[0] for name in documented if "<" in name}
+    exact = {name for name in documented if "<" not in name}
+    missing = exact - listed
+    missing |= {
+        f"{prefix}<NAME>" for prefix in families if not any(n.startswith(prefix) for n in listed)
+    }
+    assert missing == set(), "missing from .env.example"
+    unknown = {name for name in listed - exact if not name.startswith(tuple(families))}
+    assert unknown == set(), "in .env.example but not in the README's table"
