@@ -389,6 +389,11 @@ class UserAlertPolicyAdminForm(forms.ModelForm):
             self.add_error("threshold", "Set a threshold to turn per-user alerts on.")
         try:
             validate_admins(organization=organization, admins=list(cleaned.get("admins") or []))
+            services.validate_user_alert_recipients(
+                enabled=bool(cleaned.get("enabled")),
+                notify_user=bool(cleaned.get("notify_user")),
+                admins=list(cleaned.get("admins") or []),
+            )
         except InvalidInput as error:
             raise as_form_error(error, self.fields) from None
         return cleaned

@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from django.http import HttpRequest
 from ninja import Query, Router, Schema, Status
-from pydantic import StrictBool, field_validator
+from pydantic import Field, StrictBool, field_validator
 
 from accounts.models import Membership, Organization
 from accounts.selectors import memberships_by_external_id
@@ -78,8 +78,19 @@ class UserAlertPolicyIn(StrictSchema):
     threshold: Credits | None = None
     notify_user: StrictBool | None = None
     admins: list[str] | None = None
+    fire_if_already_exceeded: StrictBool | None = Field(
+        default=None,
+        description=(
+            "Write-only. True: members already past the threshold who have not been told "
+            "are told now. False: they are not told this billing period; members who cross "
+            "the threshold later are. Omitted: as chosen before, except that a new "
+            "threshold notifies at once."
+        ),
+    )
 
-    _no_nulls = field_validator("enabled", "notify_user", "admins", mode="before")(_not_null)
+    _no_nulls = field_validator(
+        "enabled", "notify_user", "admins", "fire_if_already_exceeded", mode="before"
+    )(_not_null)
 
 
 class AlertEventOut(Schema):
@@ -252,6 +263,7 @@ def user_alert_policy_put(request: HttpRequest, payload: UserAlertPolicyIn) -> d
         clear_threshold="threshold" in payload.model_fields_set and payload.threshold is None,
         notify_user=payload.notify_user,
         admins=_admins(organization, payload.admins),
+        fire_if_already_exceeded=payload.fire_if_already_exceeded,
     )
     return _user_alert_policy_out(policy)
 

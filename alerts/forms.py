@@ -85,6 +85,13 @@ class UserAlertPolicyForm(forms.Form):
         role=Role.ADMIN,
         required=False,
     )
+    fire_if_already_exceeded = forms.BooleanField(
+        label="Notify at once if usage is already past this threshold",
+        required=False,
+        initial=True,
+        help_text="Otherwise members already past it are not told this billing period; "
+        "members who cross it later are.",
+    )
 
     def __init__(self, *args: Any, organization: Organization, **kwargs: Any):
         super().__init__(*args, **kwargs)

@@ -63,7 +63,12 @@ class OrganizationAlert(models.Model):
 
 
 class UserAlertPolicy(models.Model):
-    """Per-user credit usage alerts of an organization (one per organization)."""
+    """Per-user credit usage alerts of an organization (one per organization).
+
+    `quiet_period_start`: saved with fire_if_already_exceeded=False, the
+    members already past the threshold in that period are not told; those
+    who cross it later in the period are (a crossing fires as it happens).
+    """
 
     organization = models.OneToOneField(
         Organization, on_delete=models.CASCADE, related_name="user_alert_policy"
@@ -73,6 +78,7 @@ class UserAlertPolicy(models.Model):
     notify_user = models.BooleanField(default=False)
     admins = models.ManyToManyField(Membership, blank=True, related_name="+")
     generation = models.PositiveIntegerField(default=1)
+    quiet_period_start = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

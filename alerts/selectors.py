@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Exists, OuterRef, Prefetch, QuerySet
 
 from accounts.models import Membership, Organization
-from alerts.models import Firing, OrganizationAlert
+from alerts.models import Firing, FiringKind, OrganizationAlert
 from alerts.services import threshold_credits
+from billing.models import MemberUsage
 from billing.periods import Period
 
 
@@ -82,4 +83,28 @@ def firings_of_period(*, organization: Organization, period: Period) -> QuerySet
         Firing.objects.filter(organization=organization, period_start=period.start)
         .select_related("membership__user")
         .order_by("-triggered_at", "-id")
+    )
+
+
+def members_past_user_alert_threshold(
+    *, organization: Organization, period: Period, threshold: Decimal, generation: int
+) -> int:
+    """How many members are at or past `threshold` in `period` and not yet told
+    at this arming (`generation`) of the per-user alert: who saving it would
+    email at once. One query.
+    """
+    told = Firing.objects.filter(
+        organization=organization,
+        kind=FiringKind.USER_ALERT,
+        membership_id=OuterRef("membership_id"),
+        period_start=period.start,
+        # The dedupe key ends with the arming it fired at (alerts/services.py).
+        dedupe_key__endswith=f":{generation}",
+    )
+    return (
+        MemberUsage.objects.filter(
+            organization=organization, period_start=period.start, used__gte=threshold
+        )
+        .exclude(Exists(told))
+        .count()
     )

@@ -228,7 +228,12 @@ def alerts_evaluate_organization(
             candidates.append(
                 _organization_alert_candidate(alert, period=period, value=used, threshold=threshold)
             )
-    if policy is not None and policy.threshold is not None:
+    if (
+        policy is not None
+        and policy.threshold is not None
+        # Saved not to tell members already past: only crossings (above) fire this period.
+        and policy.quiet_period_start != period.start
+    ):
         for membership_id, member_used in MemberUsage.objects.filter(
             organization=organization, period_start=period.start, used__gte=policy.threshold
         ).values_list("membership_id", "used"):
@@ -728,7 +733,25 @@ def _user_alert_policy_snapshot(
         else None,
         "notify_user": policy.notify_user,
         "admins": sorted(admin.external_id for admin in admins),
+        "quiet_period_start": policy.quiet_period_start.isoformat()
+        if policy.quiet_period_start
+        else None,
     }
+
+
+def validate_user_alert_recipients(
+    *, enabled: bool, notify_user: bool, admins: Sequence[Membership]
+) -> None:
+    """An enabled policy must tell someone: it would otherwise record firings
+    that nobody hears of.
+    """
+    if enabled and not notify_user and not any(m.role == Role.ADMIN for m in admins):
+        raise InvalidInput(
+            "Choose at least one admin to notify, or notify the member: "
+            "as it stands these alerts would tell nobody.",
+            code="nobody_to_notify",
+            field="admins",
+        )
 
 
 def user_alert_policy_get(*, organization: Organization) -> UserAlertPolicy:
@@ -744,8 +767,16 @@ def user_alert_policy_update(
     clear_threshold: bool = False,
     notify_user: bool | None = None,
     admins: Sequence[Membership] | None = None,
+    fire_if_already_exceeded: bool | None = None,
 ) -> UserAlertPolicy:
-    """Change the per-user alert policy; a new threshold re-arms it."""
+    """Change the per-user alert policy; a new threshold re-arms it.
+
+    Members already past the threshold who have not been told are told at
+    once, unless `fire_if_already_exceeded` is False: then they are not told
+    this period, while a member who crosses later is. None keeps the choice
+    made before, except that a new threshold notifies at once (as an edited
+    organization alert does). An enabled policy must tell someone.
+    """
     if threshold is not None and threshold <= 0:
         raise InvalidInput(
             "The threshold must be greater than 0.", code="invalid_threshold", field="threshold"
@@ -761,19 +792,33 @@ def user_alert_policy_update(
         new_threshold = (
             None if clear_threshold else (threshold if threshold is not None else policy.threshold)
         )
-        if (enabled if enabled is not None else policy.enabled) and new_threshold is None:
+        new_enabled = enabled if enabled is not None else policy.enabled
+        if new_enabled and new_threshold is None:
             raise InvalidInput(
                 "Set a threshold to turn per-user alerts on.",
                 code="threshold_required",
                 field="threshold",
             )
-        if new_threshold != policy.threshold:
+        new_notify_user = notify_user if notify_user is not None else policy.notify_user
+        validate_user_alert_recipients(
+            enabled=new_enabled,
+            notify_user=new_notify_user,
+            admins=old_admins if admins is None else admins,
+        )
+        threshold_changed = new_threshold != policy.threshold
+        if threshold_changed:
             policy.generation += 1
+        if fire_if_already_exceeded is None and threshold_changed:
+            fire_if_already_exceeded = True
+        if fire_if_already_exceeded is not None:
+            policy.quiet_period_start = (
+                None
+                if fire_if_already_exceeded
+                else organization_period(organization, timezone.now()).start
+            )
         policy.threshold = new_threshold
-        if enabled is not None:
-            policy.enabled = enabled
-        if notify_user is not None:
-            policy.notify_user = notify_user
+        policy.enabled = new_enabled
+        policy.notify_user = new_notify_user
         policy.save()
         if admins is not None:
             policy.admins.set(admins)

@@ -9,6 +9,8 @@ pages: a good form redirects back to the page, a bad one shows its errors.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from django.contrib import messages
@@ -34,6 +36,7 @@ from alerts.models import MAX_ORGANIZATION_ALERTS, OrganizationAlert, Recipients
 from alerts.selectors import (
     alerts_with_status,
     firings_of_period,
+    members_past_user_alert_threshold,
     organization_alert_get,
     organization_alerts,
 )
@@ -56,6 +59,7 @@ HISTORY_SIZE = 50
 # Section id -> its template. Each template's root element carries the id.
 ORGANIZATION_ALERTS = "organization-alerts"
 USER_ALERTS = "credit-usage-alerts"
+USER_ALERTS_ALREADY_PAST = "user-alerts-already-past"
 USER_LIMITS = "per-user-limits"
 CUSTOM_LIMITS = "custom-limits"
 EXCEEDING = "users-exceeding"
@@ -86,8 +90,51 @@ def _organization_alerts_context(organization: Organization, period: Period) -> 
     }
 
 
+@dataclass(frozen=True)
+class AlreadyPast:
+    """What saving the Credit Usage Alerts form would do to the members
+    already past its threshold, said before saving (the note under the field).
+    """
+
+    count: int
+    threshold: Decimal
+    enabled: bool
+    notify_user: bool
+    admins_chosen: bool
+    fire_at_once: bool
+
+
+def _already_past(
+    organization: Organization, period: Period, form: UserAlertPolicyForm
+) -> AlreadyPast | None:
+    """From the form as it stands (typed, posted or as saved); None without a threshold."""
+    if form.is_bound:
+        form.is_valid()  # cleaned_data keeps every field that is valid
+        values = form.cleaned_data
+    else:
+        values = {
+            name: form.get_initial_for_field(field, name) for name, field in form.fields.items()
+        }
+    threshold = values.get("threshold")
+    if threshold is None:
+        return None
+    policy = services.user_alert_policy_get(organization=organization)
+    # A new threshold is a new arming: nobody has been told at it yet.
+    generation = policy.generation if threshold == policy.threshold else policy.generation + 1
+    return AlreadyPast(
+        count=members_past_user_alert_threshold(
+            organization=organization, period=period, threshold=threshold, generation=generation
+        ),
+        threshold=threshold,
+        enabled=bool(values.get("enabled")),
+        notify_user=bool(values.get("notify_user")),
+        admins_chosen=bool(values.get("admins")),
+        fire_at_once=bool(values.get("fire_if_already_exceeded")),
+    )
+
+
 def _user_alerts_context(
-    organization: Organization, form: UserAlertPolicyForm | None = None
+    organization: Organization, period: Period, form: UserAlertPolicyForm | None = None
 ) -> dict[str, Any]:
     if form is None:
         policy = services.user_alert_policy_get(organization=organization)
@@ -99,9 +146,10 @@ def _user_alerts_context(
                 "threshold": policy.threshold,
                 "notify_user": policy.notify_user,
                 "admins": list(policy.admins.select_related("user")) if policy.pk else [],
+                "fire_if_already_exceeded": policy.quiet_period_start != period.start,
             },
         )
-    return {"user_alert_form": form}
+    return {"user_alert_form": form, "already_past": _already_past(organization, period, form)}
 
 
 def _user_limits_context(
@@ -164,7 +212,7 @@ def _section_context(
     if section == ORGANIZATION_ALERTS:
         return base | _organization_alerts_context(organization, period)
     if section == USER_ALERTS:
-        return base | _user_alerts_context(organization, forms.get("user_alert_form"))
+        return base | _user_alerts_context(organization, period, forms.get("user_alert_form"))
     if section in (USER_LIMITS, CUSTOM_LIMITS):
         context = base | _custom_limits_context(
             organization, request.GET.get("custom_page"), forms.get("custom_limit_form")
@@ -217,6 +265,15 @@ def limits_settings(request: OrganizationHttpRequest) -> HttpResponse:
     # Pagination links of a list ask for just that list (htmx names it as the target).
     if request.htmx and request.htmx.target in (EXCEEDING, CUSTOM_LIMITS):
         return _render_section(request, request.htmx.target)
+    # The Credit Usage Alerts form asks, as it is filled in, who saving it would email now.
+    if request.htmx and request.htmx.target == USER_ALERTS_ALREADY_PAST:
+        organization = request.membership.organization
+        form = UserAlertPolicyForm(request.GET, organization=organization, prefix="user_alerts")
+        return render(
+            request,
+            "alerts/_user_alerts_already_past.html",
+            {"already_past": _already_past(organization, current_period(organization), form)},
+        )
     return _page_response(request)
 
 
@@ -383,6 +440,7 @@ def user_alerts_save(request: OrganizationHttpRequest) -> HttpResponse:
                 clear_threshold=data["threshold"] is None,
                 notify_user=data["notify_user"],
                 admins=list(data["admins"]),
+                fire_if_already_exceeded=data["fire_if_already_exceeded"],
             )
         except ServiceError as error:
             add_service_error(form, error)

@@ -89,7 +89,9 @@ def test_changes_through_the_api_name_the_key(api, owner):
 
 
 def test_changes_outside_a_request_are_by_the_system(organization, owner, member):
-    user_alert_policy_update(organization=organization, enabled=True, threshold=D(50))
+    user_alert_policy_update(
+        organization=organization, enabled=True, threshold=D(50), notify_user=True
+    )
     custom_limit_set(organization=organization, membership=member, limit=D(10))
     custom_limit_set(organization=organization, membership=member, limit=None)
     custom_limit_delete(custom_limit=CustomLimit.objects.get(membership=member))

@@ -448,7 +448,7 @@ class TestUserAlertPolicy:
         assert_error(
             api.put(USER_ALERTS, {"enabled": True}), 422, "threshold_required", "threshold"
         )
-        api.put(USER_ALERTS, {"enabled": True, "threshold": 5})
+        api.put(USER_ALERTS, {"enabled": True, "threshold": 5, "notify_user": True})
         assert_error(
             api.put(USER_ALERTS, {"threshold": None}), 422, "threshold_required", "threshold"
         )
@@ -478,7 +478,7 @@ class TestUserAlertPolicy:
         assert not UserAlertPolicy.objects.exists()
 
     def test_another_organizations_policy_is_separate(self, api, outsider_api, owner):
-        api.put(USER_ALERTS, {"enabled": True, "threshold": 5})
+        api.put(USER_ALERTS, {"enabled": True, "threshold": 5, "notify_user": True})
         assert outsider_api.get(USER_ALERTS).json()["enabled"] is False
         assert_error(
             outsider_api.put(USER_ALERTS, {"admins": [owner.external_id]}),
@@ -518,7 +518,7 @@ class TestAlertEvents:
         assert same_moment(event["period_start"], firing.period_start)
 
     def test_user_alert_and_user_limit_firings_name_the_user(self, api, organization, member):
-        api.put(USER_ALERTS, {"enabled": True, "threshold": 10})
+        api.put(USER_ALERTS, {"enabled": True, "threshold": 10, "notify_user": True})
         limit_policy_update(organization=organization, enabled=True, default_limit=Decimal(20))
 
         ingest(organization, 25, user=member.external_id)
@@ -548,7 +548,7 @@ class TestAlertEvents:
     def test_filters(self, api, organization, member):
         alert = alert_create(organization=organization, threshold_type="absolute", threshold=5)
         alert_create(organization=organization, threshold_type="absolute", threshold=6)
-        api.put(USER_ALERTS, {"enabled": True, "threshold": 1})
+        api.put(USER_ALERTS, {"enabled": True, "threshold": 1, "notify_user": True})
         ingest(organization, 10, user=member.external_id)
 
         kinds = [e["kind"] for e in api.get(f"{EVENTS}?kind=user_alert").json()["data"]]
@@ -584,7 +584,7 @@ class TestAlertEvents:
         assert outsider_api.get(f"{EVENTS}?alert_id={alert.pk}").json()["data"] == []
 
     def test_bounded_queries(self, api, organization, member, owner, django_assert_max_num_queries):
-        api.put(USER_ALERTS, {"enabled": True, "threshold": 1})
+        api.put(USER_ALERTS, {"enabled": True, "threshold": 1, "notify_user": True})
         for index in range(5):
             other = AdminMembershipFactory(organization=organization)
             ingest(organization, 2, user=other.external_id, key=f"u-{index}")

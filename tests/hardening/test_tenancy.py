@@ -135,7 +135,12 @@ def api_operations(world: dict[str, Any]) -> list[Operation]:
         Operation("patch", f"/api/v1/alerts/{alert_id}", {"threshold": 3}, 200),
         Operation("delete", f"/api/v1/alerts/{alert_id}", None, 204),
         Operation("get", "/api/v1/user-alerts", None, 200),
-        Operation("put", "/api/v1/user-alerts", {"enabled": True, "threshold": 1}, 200),
+        Operation(
+            "put",
+            "/api/v1/user-alerts",
+            {"enabled": True, "threshold": 1, "notify_user": True},
+            200,
+        ),
         Operation("get", "/api/v1/alert-events", None, 200),
         Operation("get", "/api/v1/webhook-endpoints", None, 200),
         Operation(
