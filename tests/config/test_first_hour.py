@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import sqlite3
 import subprocess
@@ -18,9 +19,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from io import StringIO
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
+from django.test import Client
 
 from tests.config.test_devserver import _free_port, _get
 
@@ -259,3 +263,76 @@ def test_env_example_lists_every_variable_of_the_readme_configuration_table() ->
     assert missing == set(), "missing from .env.example"
     unknown = {name for name in listed - exact if not name.startswith(tuple(families))}
     assert unknown == set(), "in .env.example but not in the README's table"
+
+
+# The README's "First ten minutes", as written.
+
+
+def _first_ten_minutes() -> str:
+    readme = (ROOT / "README.md").read_text()
+    return readme.split("## First ten minutes", 1)[1].split("\n## ", 1)[0]
+
+
+def _readme_curls() -> list[tuple[str, dict[str, str], str, int]]:
+    """Each curl of the section: (URL, headers, body, the HTTP status its
+    comment promises).
+    """
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", _first_ten_minutes(), re.DOTALL):
+        comment = ""  # the comment lines just before a command
+        for line in block.replace("\\\n", " ").splitlines():
+            if line.startswith("#"):
+                comment += line
+                continue
+            if not line.startswith("curl "):
+                comment = ""
+                continue
+            promised = re.search(r"\(HTTP (\d{3})", comment)
+            assert promised, f"no (HTTP NNN) in the comment before {line!r}"
+            comment = ""
+            words = shlex.split(line)
+            (url,) = [word for word in words if word.startswith("http")]
+            headers = dict(
+                words[i + 1].split(": ", 1) for i, word in enumerate(words) if word == "-H"
+            )
+            body = words[words.index("-d") + 1]
+            commands.append((url, headers, body, int(promised.group(1))))
+    return commands
+
+
+@pytest.mark.django_db
+def test_the_readme_first_ten_minutes_work_as_written() -> None:
+    output = StringIO()
+    call_command("seed_demo", stdout=output)
+    printed = output.getvalue().splitlines()
+    (key_line,) = [line for line in printed if line.startswith("Demo API key (shown")]
+    demo_key = key_line.rsplit(" ", 1)[-1]
+
+    # The logins the README shows are the ones seed_demo prints.
+    (sample,) = re.findall(r"```text\n(.*?)```", _first_ten_minutes(), re.DOTALL)
+    for line in sample.splitlines():
+        if line.strip() != "..." and not line.startswith("Demo API key"):
+            assert line in printed, f"README shows {line!r}; seed_demo printed:\n{printed}"
+
+    commands = _readme_curls()
+    assert [url.rsplit("/", 1)[-1] for url, *_ in commands] == [
+        "usage",
+        "consume",
+        "consume",
+        "check",
+    ]
+    client = Client()
+    for url, headers, body, promised in commands:
+        assert url.startswith("http://127.0.0.1:8000/api/v1/")
+        response = client.post(
+            url.removeprefix("http://127.0.0.1:8000"),
+            data=body,
+            content_type=headers["Content-Type"],
+            HTTP_AUTHORIZATION=headers["Authorization"].replace("$HEADROOM_KEY", demo_key),
+        )
+        assert response.status_code == promised, (url, body, response.content)
+        if "consume" in url or "check" in url:
+            assert response.json()["allowed"] is (promised == 200)
+    # The page the section sends readers to for every endpoint.
+    assert "/api/v1/docs" in _first_ten_minutes()
+    assert client.get("/api/v1/docs").status_code == 200
