@@ -26,6 +26,8 @@ import pytest
 from django.core.management import call_command
 from django.test import Client
 
+from accounts.models import Membership
+from billing.models import UsageEvent
 from tests.config.test_devserver import _free_port, _get
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,6 +56,7 @@ NOISE = (
     "matches no files",  # gunicorn, for a reload pattern with no file yet
     "Nothing to be done",  # the sub-make for the venv
     "Control socket",  # gunicorn's, shared by every checkout
+    "Watching for file changes",  # Django's autoreloader, once per process
 )
 
 
@@ -336,3 +339,42 @@ def test_the_readme_first_ten_minutes_work_as_written() -> None:
     # The page the section sends readers to for every endpoint.
     assert "/api/v1/docs" in _first_ten_minutes()
     assert client.get("/api/v1/docs").status_code == 200
+
+
+# docs/integrating.md: its examples import what exists and work as written.
+
+
+def _integrating_examples() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / "docs/integrating.md").read_text(), re.DOTALL)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_integrating_examples_run_as_written() -> None:
+    view_example, consume_example, http_example = _integrating_examples()
+    call_command("seed_demo", stdout=StringIO())
+
+    # The decorated view is built (an unknown source would fail here).
+    view_namespace: dict[str, object] = {}
+    exec(compile(view_example, "integrating.md: credit_gate", "exec"), view_namespace)
+    assert callable(view_namespace["summarize"])
+
+    # usage_consume: allowed for a member with room, refused at the limit,
+    # and the same step is charged once.
+    namespace: dict[str, object] = {}
+    exec(compile(consume_example, "integrating.md: usage_consume", "exec"), namespace)
+    run_agent_step = namespace["run_agent_step"]
+    assert callable(run_agent_step)
+    fatima = Membership.objects.get(user__email="fatima@acme.test")
+    priya = Membership.objects.get(user__email="priya@acme.test")
+    assert run_agent_step(membership=fatima, step_id="s1") is True
+    assert run_agent_step(membership=fatima, step_id="s1") is True
+    assert UsageEvent.objects.filter(idempotency_key="agent-step-s1").count() == 1
+    assert run_agent_step(membership=priya, step_id="s2") is False
+
+    # The HTTP client is standard library only; it is not run (no server here).
+    compile(http_example, "integrating.md: HTTP", "exec")
+    assert re.findall(r"^import (\S+)", http_example, re.MULTILINE) == [
+        "json",
+        "urllib.error",
+        "urllib.request",
+    ]
