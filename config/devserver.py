@@ -10,7 +10,7 @@ Every process it starts gets its own process group, so that Ctrl-C or
 SIGTERM stops them and their children too.
 
 It reads the local `.env` (ENV_FILE) and, when there is none, writes one with
-the DEBUG, DATABASE_URL and REDIS_URL it runs with and a SECRET_KEY: the
+DEBUG on, the DATABASE_URL and REDIS_URL it runs with and a SECRET_KEY: the
 settings read the same file, so `.venv/bin/python manage.py ...` in a shell
 works on the database `make run` used.
 """
@@ -53,15 +53,17 @@ def env_file_path() -> Path | None:
 
 
 def write_env_file(path: Path, *, environment: Mapping[str, str]) -> None:
-    """Write a first `.env`: the settings this run was started with, and a
-    SECRET_KEY so that the file also serves with DEBUG off.
+    """Write a first `.env`: DEBUG on, the database and Redis this run was
+    started with, and a SECRET_KEY so that the file also serves with DEBUG off.
     """
     lines = [
         "# Written by `make run` (config/devserver.py) because there was no .env.",
         "# config/settings.py reads it, so `.venv/bin/python manage.py ...` uses the",
         "# same settings and database. Variables set in the environment win over it.",
         "# Every variable: .env.example. Not committed (.gitignore).",
-        f"DEBUG={environment.get('DEBUG') or 'true'}",
+        # Development's default, even when this run was started with DEBUG=0
+        # for a look at production mode: that stays a one-off.
+        "DEBUG=true",
         f"SECRET_KEY={secrets.token_urlsafe(50)}",
     ]
     lines += [f"{name}={environment[name]}" for name in ENV_FILE_URLS if environment.get(name)]

@@ -28,6 +28,7 @@ from django.test import Client
 
 from accounts.models import Membership
 from billing.models import UsageEvent
+from config.devserver import write_env_file
 from tests.config.test_devserver import _free_port, _get
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -378,3 +379,23 @@ def test_the_integrating_examples_run_as_written() -> None:
         "urllib.error",
         "urllib.request",
     ]
+
+
+def test_the_first_env_file_keeps_the_urls_and_turns_debug_on(tmp_path: Path) -> None:
+    path = tmp_path / ".env"
+
+    write_env_file(
+        path,
+        environment={
+            "DEBUG": "0",  # a one-off look at production mode
+            "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/mine",
+            "REDIS_URL": "",
+            "EMAIL_BACKEND": "anymail.backends.postmark.EmailBackend",
+        },
+    )
+
+    settings = [line for line in path.read_text().splitlines() if not line.startswith("#")]
+    assert [line.split("=", 1)[0] for line in settings] == ["DEBUG", "SECRET_KEY", "DATABASE_URL"]
+    assert settings[0] == "DEBUG=true"
+    assert settings[2] == "DATABASE_URL=postgres://postgres@127.0.0.1:5432/mine"
+    assert len(settings[1]) > len("SECRET_KEY=") + 40
