@@ -39,7 +39,7 @@ def test_admin_logs_in_and_lands_on_limits_and_alerts(live_server, page: Page, o
         "aria-current", "page"
     )
     expect(sidebar.get_by_role("link", name="Monitor usage")).to_be_visible()
-    expect(page.get_by_text("5000")).to_be_visible()
+    expect(page.get_by_text("5,000")).to_be_visible()
     screenshot(page, "limits-and-alerts")
 
     sidebar.get_by_role("link", name="Monitor usage").click()
