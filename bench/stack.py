@@ -91,6 +91,7 @@ def environment(*, provider_url: str, database: str = DATABASE) -> dict[str, str
     return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings",
+        "ENV_FILE": "",  # a developer's .env (written by make run) never applies
         "SECRET_KEY": "bench-only-secret-key",
         "DEBUG": "false",
         "ALLOWED_HOSTS": "127.0.0.1,testserver",
