@@ -9,6 +9,8 @@ from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 
+from billing.credits import readable_credits
+
 TEMPLATE = "emails/alert"
 
 
@@ -16,17 +18,20 @@ def _describe(firing: dict[str, Any], *, to_member: bool) -> str:
     kind = firing["kind"]
     if to_member and kind == "user_alert":
         return (
-            f"You have used {firing['value']} credits this billing period, "
-            f"past the threshold of {firing['threshold_credits']}"
+            f"You have used {readable_credits(firing['value'])} credits this billing period, "
+            f"past the threshold of {readable_credits(firing['threshold_credits'])}"
         )
     if kind == "organization_alert":
         if firing["threshold_type"] == "percentage":
             return f"Organization usage reached {firing['threshold']}% of the credit allowance"
-        return f"Organization usage reached {firing['threshold_credits']} credits"
+        return f"Organization usage reached {readable_credits(firing['threshold_credits'])} credits"
     who = firing["user_email"] or firing["user"]
     if kind == "user_alert":
-        return f"{who} used {firing['threshold_credits']} credits"
-    return f"{who} reached their credit limit of {firing['threshold_credits']} credits"
+        return f"{who} used {readable_credits(firing['threshold_credits'])} credits"
+    return (
+        f"{who} reached their credit limit of "
+        f"{readable_credits(firing['threshold_credits'])} credits"
+    )
 
 
 def alert_email_context(payload: dict[str, Any]) -> dict[str, Any]:

@@ -57,6 +57,16 @@ def format_credits(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
+def readable_credits(value: Decimal | int | str) -> str:
+    """Credits for people to read: every digit `format_credits` writes, with
+    the thousands grouped (12,500 and 1,234.5). Pages, emails and the
+    refusal's sentence use it; the API's numbers and the CSV stay plain.
+    """
+    exact = format_credits(value if isinstance(value, Decimal) else Decimal(value))
+    # Formatting the shortest exact string keeps its digits: no rounding, no exponent.
+    return format(Decimal(exact), ",f")
+
+
 def _credits_validator(allow_zero: bool) -> Any:
     def validate(raw: object) -> Decimal:
         return parse_credits(raw, allow_zero=allow_zero)

@@ -29,7 +29,7 @@ from accounts.models import Membership, Organization
 from accounts.selectors import member_ids_by_external_id, validate_admins
 from alerts.services import MemberChange, UsageChange, alerts_evaluate_organization, alerts_on_usage
 from billing import ledger
-from billing.credits import credits_field, format_credits
+from billing.credits import credits_field, format_credits, readable_credits
 from billing.models import (
     DEFAULT_METER,
     EXCLUDABLE_SOURCES,
@@ -124,8 +124,8 @@ def gate_decide(
             limit=member_limit,
             resets_at=period.end,
             message=(
-                f"You have used {format_credits(member_counted)} of your "
-                f"{format_credits(member_limit)} credit limit for this billing period. "
+                f"You have used {readable_credits(member_counted)} of your "
+                f"{readable_credits(member_limit)} credit limit for this billing period. "
                 f"It resets on {_day(period.end)}."
             ),
         )
@@ -137,8 +137,8 @@ def gate_decide(
             limit=allowance,
             resets_at=period.end,
             message=(
-                f"Your organization has used {format_credits(organization_used_now)} of its "
-                f"{format_credits(allowance)} credits for this billing period. "
+                f"Your organization has used {readable_credits(organization_used_now)} of its "
+                f"{readable_credits(allowance)} credits for this billing period. "
                 f"Credits reset on {_day(period.end)}."
             ),
         )

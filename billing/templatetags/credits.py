@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from django import template
 
-from billing.credits import format_credits
+from billing.credits import readable_credits
 
 register = template.Library()
 
@@ -24,9 +24,7 @@ def credits_filter(value: Decimal | int | str | None) -> str:
     """
     if value is None or value == "":
         return NO_VALUE
-    exact = format_credits(value if isinstance(value, Decimal) else Decimal(value))
-    # Formatting the shortest exact string keeps its digits: no rounding, no exponent.
-    return format(Decimal(exact), ",f")
+    return readable_credits(value)
 
 
 @register.filter(name="grouped")

@@ -101,7 +101,7 @@ class TestOrganizationAlerts:
             assert "Acme Inc" in part
             assert "75% of the allowance (750 credits)" in part
             assert "750.5 credits" in part
-            assert "75.1% of the 1000-credit allowance" in part
+            assert "75.1% of the 1,000-credit allowance" in part
             assert "May 1, 2026" in part and "Jun 1, 2026" in part
             assert "http://testserver/settings/limits/" in part
 

@@ -128,3 +128,21 @@ def test_a_payload_without_a_relation_is_an_admins(crossed, member):
     text, html = parts(message)
     assert f"{SITE}/settings/limits/" in text and f"{SITE}/settings/limits/" in html
     assert "You have used" not in text
+
+
+def test_figures_in_emails_group_their_thousands(organization, owner, member, deliver):
+    deliver(
+        user_alert_policy_update,
+        organization=organization,
+        enabled=True,
+        threshold=Decimal(12500),
+        notify_user=True,
+        admins=[owner],
+    )
+    deliver(spend, organization, "12500.5", user=member, key="big")
+
+    for address in (member.user.email, owner.user.email):
+        message = email_to(address)
+        for body in (message.subject, *parts(message)):
+            assert "12,500" in body, body
+            assert "12500" not in body, body

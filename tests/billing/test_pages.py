@@ -232,7 +232,7 @@ def test_refused_for_the_organization_shows_its_usage_and_allowance(organization
     assert response.status_code == 402
     html = response.content.decode()
     assert "Your organization is out of credits" in html
-    assert "Your organization has used 998 of its 1000 credits" in html
+    assert "Your organization has used 998 of its 1,000 credits" in html
     assert "Organization usage this period" in html
     assert '<strong class="figure">998</strong> of 1,000 credits' in html
     assert "(the organization's allowance)" in html
