@@ -27,6 +27,7 @@ from billing.admin import (
 from billing.credits import format_credits, percent_of
 from billing.models import CustomLimit
 from billing.selectors import current_period, organizations_with_usage_this_period
+from config.admin_site import CreditsAdminMixin
 
 
 @admin.register(User)
@@ -62,7 +63,7 @@ def _admin_url(view: str, **params: Any) -> str:
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(CreditsAdminMixin, admin.ModelAdmin):
     """An organization with its alerts and limits, edited through the services.
 
     Members are not inlined (an organization can have thousands, more than a

@@ -46,6 +46,7 @@ from alerts.webhooks import (
     webhook_events_validate,
     webhook_url_validate,
 )
+from config.admin_site import CreditsAdminMixin
 from config.errors import InvalidInput
 
 
@@ -64,8 +65,8 @@ def copy_into(target: Any, source: Any) -> None:
     target._state.db = source._state.db
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """History and logs: seen, never edited by hand."""
+class ReadOnlyAdmin(CreditsAdminMixin, admin.ModelAdmin):
+    """History and logs: seen, never edited by hand (credits shown as the product writes them)."""
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -198,7 +199,7 @@ class OrganizationAlertAdminForm(forms.ModelForm):
 
 
 @admin.register(OrganizationAlert)
-class OrganizationAlertAdmin(MembershipChoicesMixin, admin.ModelAdmin):
+class OrganizationAlertAdmin(CreditsAdminMixin, MembershipChoicesMixin, admin.ModelAdmin):
     form = OrganizationAlertAdminForm
     list_display = (
         "organization",
@@ -324,7 +325,7 @@ def saved_only_through_services(commit: bool) -> None:
         raise ValueError("These rows are saved by the services: save the formset with commit.")
 
 
-class OrganizationAlertInline(MembershipChoicesMixin, admin.TabularInline):
+class OrganizationAlertInline(CreditsAdminMixin, MembershipChoicesMixin, admin.TabularInline):
     """The alerts on the organization's page; their history is on each alert's page."""
 
     model = OrganizationAlert
@@ -400,7 +401,7 @@ class UserAlertPolicyAdminForm(forms.ModelForm):
 
 
 @admin.register(UserAlertPolicy)
-class UserAlertPolicyAdmin(MembershipChoicesMixin, admin.ModelAdmin):
+class UserAlertPolicyAdmin(CreditsAdminMixin, MembershipChoicesMixin, admin.ModelAdmin):
     form = UserAlertPolicyAdminForm
     list_display = ("organization", "enabled", "threshold", "notify_user", "updated_at")
     list_filter = ("enabled", "notify_user")

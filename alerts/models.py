@@ -6,7 +6,7 @@ from django.db import models
 from django.utils import timezone
 
 from accounts.models import Membership, Organization
-from billing.credits import credits_field
+from billing.credits import credits_field, format_credits
 from billing.periods import Period
 
 MAX_ORGANIZATION_ALERTS = 25
@@ -126,7 +126,7 @@ class Firing(models.Model):
         indexes = [models.Index(fields=["organization", "-id"], name="firing_org_newest")]
 
     def __str__(self) -> str:
-        return f"{self.get_kind_display()} at {self.threshold_credits}"
+        return f"{self.get_kind_display()} at {format_credits(self.threshold_credits)}"
 
 
 class Channel(models.TextChoices):

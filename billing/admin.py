@@ -51,6 +51,7 @@ from billing.models import (
 )
 from billing.selectors import current_period_start
 from billing.services import custom_limit_delete, custom_limit_set, limit_policy_update
+from config.admin_site import CreditsAdminMixin, CreditsInput
 from config.errors import InvalidInput
 
 # Rows of the custom limits inline: beyond that many the organization page
@@ -252,6 +253,7 @@ def _credits_form_field(**kwargs: Any) -> forms.DecimalField:
         decimal_places=CREDIT_DECIMAL_PLACES,
         min_value=CREDIT_QUANTUM,
         required=False,
+        widget=CreditsInput,
         **kwargs,
     )
 
@@ -304,7 +306,7 @@ def _limit_policy_save(organization: Organization, data: dict[str, Any]) -> User
 
 
 @admin.register(UserLimitPolicy)
-class UserLimitPolicyAdmin(MembershipChoicesMixin, admin.ModelAdmin):
+class UserLimitPolicyAdmin(CreditsAdminMixin, MembershipChoicesMixin, admin.ModelAdmin):
     """Deleting a policy is left to Django: without limits nobody can become
     over budget, so there is nothing to evaluate.
     """
@@ -400,7 +402,7 @@ class UnlimitedFilter(NullListFilter):
 
 
 @admin.register(CustomLimit)
-class CustomLimitAdmin(MembershipChoicesMixin, admin.ModelAdmin):
+class CustomLimitAdmin(CreditsAdminMixin, MembershipChoicesMixin, admin.ModelAdmin):
     form = CustomLimitAdminForm
     list_display = ("user", "organization", "limit_display", "updated_at")
     list_filter = (UnlimitedFilter,)
@@ -461,7 +463,7 @@ class UserLimitPolicyFormSet(BaseInlineFormSet):
         return _limit_policy_save(self.instance, form.cleaned_data)
 
 
-class UserLimitPolicyInline(MembershipChoicesMixin, admin.StackedInline):
+class UserLimitPolicyInline(CreditsAdminMixin, MembershipChoicesMixin, admin.StackedInline):
     model = UserLimitPolicy
     form = UserLimitPolicyAdminForm
     formset = UserLimitPolicyFormSet
@@ -512,7 +514,7 @@ class CustomLimitFormSet(BaseInlineFormSet):
         custom_limit_delete(custom_limit=obj)
 
 
-class CustomLimitInline(MembershipChoicesMixin, admin.TabularInline):
+class CustomLimitInline(CreditsAdminMixin, MembershipChoicesMixin, admin.TabularInline):
     model = CustomLimit
     form = CustomLimitAdminForm
     formset = CustomLimitFormSet

@@ -4,7 +4,7 @@ from django.db import models
 from django.utils import timezone
 
 from accounts.models import Membership, Organization
-from billing.credits import CREDIT_QUANTUM, credits_field
+from billing.credits import CREDIT_QUANTUM, credits_field, format_credits
 
 DEFAULT_METER = "credits"
 
@@ -55,7 +55,7 @@ class UsageEvent(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.credits} {self.meter} ({self.source}) {self.idempotency_key}"
+        return f"{format_credits(self.credits)} {self.meter} ({self.source}) {self.idempotency_key}"
 
 
 class ConsumeAnswer(models.Model):
@@ -97,7 +97,7 @@ class OrganizationUsage(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.organization} from {self.period_start:%Y-%m-%d}: {self.used}"
+        return f"{self.organization} from {self.period_start:%Y-%m-%d}: {format_credits(self.used)}"
 
 
 class MemberUsage(models.Model):
@@ -125,7 +125,7 @@ class MemberUsage(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.membership} from {self.period_start:%Y-%m-%d}: {self.used}"
+        return f"{self.membership} from {self.period_start:%Y-%m-%d}: {format_credits(self.used)}"
 
 
 class SourceUsage(models.Model):
@@ -160,7 +160,7 @@ class SourceUsage(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.source} from {self.period_start:%Y-%m-%d}: {self.used}"
+        return f"{self.source} from {self.period_start:%Y-%m-%d}: {format_credits(self.used)}"
 
 
 class DailyUsage(models.Model):
@@ -182,7 +182,7 @@ class DailyUsage(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.organization} on {self.day:%Y-%m-%d}: {self.used}"
+        return f"{self.organization} on {self.day:%Y-%m-%d}: {format_credits(self.used)}"
 
 
 class UserLimitPolicy(models.Model):
@@ -239,4 +239,5 @@ class CustomLimit(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.membership}: {'unlimited' if self.limit is None else self.limit}"
+        limit = "unlimited" if self.limit is None else format_credits(self.limit)
+        return f"{self.membership}: {limit}"

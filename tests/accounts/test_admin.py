@@ -299,7 +299,10 @@ def test_the_organization_page_shows_its_alerts_and_limits(
     html = response.content.decode()
     assert "owner@acme.test in Acme Inc (admin)" in html  # the alert's and the policy's admin
     assert "member@acme.test in Acme Inc (member)" in html  # the custom limit's member
-    assert "40.000000" in html
+    # Credits as the product writes them, not with all 6 stored decimal places.
+    assert 'name="user_limit_policy-0-default_limit" value="40"' in html
+    assert 'name="custom_limits-0-limit" value="12.5"' in html
+    assert ".000000" not in html and "12.500000" not in html
     assert "2 members, 1 admin<" in html
 
 
