@@ -77,7 +77,6 @@ class OrganizationAdmin(CreditsAdminMixin, admin.ModelAdmin):
         "usage_this_period",
         "anchor_day",
         "block_when_exhausted",
-        "created_at",
     )
     list_filter = ("block_when_exhausted", AllowanceFilter, "anchor_day")
     search_fields = ("slug", "name")
@@ -172,7 +171,7 @@ class OrganizationAdmin(CreditsAdminMixin, admin.ModelAdmin):
 @admin.register(Membership)
 class MembershipAdmin(admin.ModelAdmin):
     form = MembershipAdminForm
-    list_display = ("user", "member_name", "organization", "role", "external_id", "created_at")
+    list_display = ("user", "member_name", "organization", "role", "external_id")
     list_filter = ("role", "organization")
     search_fields = ("user__email", "name", "user__name", "external_id", "organization__slug")
     autocomplete_fields = ("user", "organization")
@@ -260,7 +259,8 @@ class AuditEventAdmin(TotalsAdmin):
     and like the totals deleted only along with its organization.
     """
 
-    list_display = ("created_at", "organization", "actor", "action", "target_type", "target_id")
+    # The target's type and id in one column: the list fits a 1280 px screen.
+    list_display = ("created_at", "organization", "actor", "action", "target")
     list_filter = ("action", "target_type", "created_at")
     search_fields = ("organization__slug", "organization__name", "actor", "target_id")
     list_select_related = ("organization",)
@@ -277,6 +277,10 @@ class AuditEventAdmin(TotalsAdmin):
         "after_json",
     )
     readonly_fields = fields
+
+    @admin.display(description="target", ordering="target_type")
+    def target(self, event: AuditEvent) -> str:
+        return f"{event.target_type} {event.target_id}".strip()
 
     @admin.display(description="before")
     def before_json(self, event: AuditEvent) -> str:

@@ -100,9 +100,7 @@ class UsageEventAdmin(ReadOnlyAdmin):
         "user",
         "credits",
         "source",
-        "meter",
         "idempotency_key",
-        "recorded_at",
     )
     list_filter = ("source", ("timestamp", admin.DateFieldListFilter))
     list_select_related = ("organization", "membership")

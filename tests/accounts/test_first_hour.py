@@ -25,7 +25,7 @@ def test_staff_without_an_organization_logging_in_land_in_the_django_admin() -> 
 
     assert response.redirect_chain[-1] == ("/admin/", 302)
     assert response.status_code == 200
-    assert "Site administration" in response.content.decode()
+    assert "Headroom administration" in response.content.decode()  # the admin's header
 
 
 @pytest.mark.django_db
