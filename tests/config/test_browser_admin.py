@@ -90,7 +90,6 @@ def _seed() -> None:
                     f"evt_{slug}_{number:04d}_7f3c9a2e-5b1d-4c8e-9f0a-1b2c3d4e5f6a",
                     D("2500.125"),
                     user=member.external_id,
-                    meter="assistant.completion.tokens",
                 )
                 for number, member in enumerate(members)
             ],
