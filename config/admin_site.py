@@ -107,7 +107,11 @@ class CreditsAdminMixin(_ModelAdminBase):
 
     def get_list_display(self, request: HttpRequest) -> list[Any]:
         # Only ModelAdmins have a list; an inline never asks for one.
-        return self._with_credits_displays(super().get_list_display(request))  # type: ignore[misc]
+        names = super().get_list_display(request)  # type: ignore[misc]
+        # A column edited in the list stays the field: its input is a CreditsInput.
+        editable = set(getattr(self, "list_editable", ()))
+        shown = {name for name in self._credits_displays() if name not in editable}
+        return self._with_credits_displays(names, shown)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         # Django takes callables here too; django-stubs types the names only.

@@ -10,6 +10,7 @@ from django.contrib import admin
 from django.db import models
 from django.urls import reverse
 
+from accounts.admin import OrganizationAdmin
 from accounts.models import Organization
 from alerts.services import alert_create, user_alert_policy_update
 from billing.models import DailyUsage, MemberUsage, OrganizationUsage, SourceUsage, UsageEvent
@@ -154,3 +155,16 @@ def test_every_admin_showing_credits_writes_them_as_the_product_does():
     ]
 
     assert without == []
+
+
+def test_a_credits_column_edited_in_the_list_stays_the_field(rf):
+    class EditableAllowance(OrganizationAdmin):
+        list_display_links = ("slug",)
+        list_editable = ("credit_allowance",)
+
+    listed = EditableAllowance(Organization, admin.site).get_list_display(rf.get("/"))
+    plain = OrganizationAdmin(Organization, admin.site).get_list_display(rf.get("/"))
+
+    # Django edits a list column only by its field's name; the input shows 100, not 100.000000.
+    assert "credit_allowance" in listed
+    assert "credit_allowance" not in plain
