@@ -157,7 +157,7 @@ def members_over_budget(
     """The members whose counted usage this period is at or over their limit,
     with `limit` annotated; empty while per-user limits are off. One join to
     the custom limits (no correlated subqueries: they made PostgreSQL's plan
-    look costly enough to JIT-compile it, 100 ms with 10,000 members).
+    look costly enough to JIT-compile it; docs/benchmarks.md has the figures).
     """
     policy = policy or limit_policy_get(organization=organization)
     if not policy.enabled:

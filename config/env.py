@@ -90,8 +90,8 @@ def redis_cache_config(url: str, **extra: Any) -> dict[str, Any]:
     """The shared cache on Redis (the rate limits' counters).
 
     django-redis rather than Django's own backend, which builds a client
-    object for every command and increments in two round trips: the API's
-    rate limit cost 0.8 ms of CPU per request with it, 0.5 ms with this one.
+    object for every command and increments in two round trips, which cost
+    the API's rate limit a third more CPU per request (docs/benchmarks.md).
     A hung Redis must not hang requests (the limiter then lets them through),
     hence the short timeouts.
     """

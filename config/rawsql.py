@@ -1,9 +1,9 @@
 """Hand-written reads for the paths every API request takes, loaded as the
 ORM would load them.
 
-Building a query costs the ORM about half a millisecond of CPU here, several
-times what PostgreSQL needs to run it; a consume used to spend most of its
-time that way. The few reads on that path (the API key, the member, the
+Building a query costs the ORM several times the CPU that PostgreSQL needs
+to run it; a consume used to spend most of its time that way
+(docs/benchmarks.md). The few reads on that path (the API key, the member, the
 limit rules, the alert configuration) are written once as SQL, and their
 rows are turned into model instances with the fields' own converters and
 `Model.from_db`, exactly as a queryset would, so the rest of the code is
