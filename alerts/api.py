@@ -11,7 +11,13 @@ from accounts.models import Membership, Organization
 from accounts.selectors import memberships_by_external_id
 from alerts import services, webhooks
 from alerts.models import Firing, OrganizationAlert, UserAlertPolicy, WebhookEndpoint
-from alerts.selectors import alerts_with_status, organization_alert_get, organization_alerts
+from alerts.selectors import (
+    alerts_with_status,
+    organization_alert_get,
+    organization_alerts,
+    webhook_endpoint_get,
+    webhook_endpoints_list,
+)
 from billing.credits import Credits, CreditsOut
 from billing.selectors import current_period
 from config.apikit import ROUND_TRIP, Page, StrictSchema, paginate, request_organization
@@ -316,7 +322,7 @@ def _endpoint_out(endpoint: WebhookEndpoint) -> dict[str, Any]:
 
 @router.get("/webhook-endpoints", response=WebhookEndpointList, tags=["webhooks"])
 def webhook_endpoint_list(request: HttpRequest, page: Query[Page]) -> dict[str, Any]:
-    endpoints = WebhookEndpoint.objects.filter(organization=request_organization(request))
+    endpoints = webhook_endpoints_list(organization=request_organization(request))
     return paginate(endpoints, page, lambda rows: [_endpoint_out(e) for e in rows])
 
 
@@ -332,9 +338,7 @@ def webhook_endpoint_create(
 
 @router.delete("/webhook-endpoints/{id}", response={204: None}, tags=["webhooks"])
 def webhook_endpoint_delete(request: HttpRequest, id: int) -> Status[None]:
-    endpoint = WebhookEndpoint.objects.filter(
-        organization=request_organization(request), pk=id
-    ).first()
+    endpoint = webhook_endpoint_get(organization=request_organization(request), endpoint_id=id)
     if endpoint is None:
         raise NotFound(
             f"No webhook endpoint {id} in this organization.",

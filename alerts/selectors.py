@@ -1,4 +1,5 @@
-"""Reads of the alerts app: alerts with their status, and the firing history."""
+"""Reads of the alerts app: alerts with their status, the firing history,
+webhook endpoints and their recent deliveries."""
 
 from __future__ import annotations
 
@@ -6,10 +7,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import Exists, OuterRef, Prefetch, QuerySet
+from django.db.models import CharField, Exists, OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models.functions import Cast
 
 from accounts.models import Membership, Organization
-from alerts.models import Firing, FiringKind, OrganizationAlert
+from alerts.models import (
+    Channel,
+    DeliveryAttempt,
+    Firing,
+    FiringKind,
+    Notification,
+    OrganizationAlert,
+    WebhookEndpoint,
+)
 from alerts.services import threshold_credits
 from billing.models import MemberUsage
 from billing.periods import Period
@@ -107,4 +117,55 @@ def members_past_user_alert_threshold(
         )
         .exclude(Exists(told))
         .count()
+    )
+
+
+# Webhook endpoints and their deliveries
+
+RECENT_DELIVERIES = 20
+
+
+def webhook_endpoints_list(*, organization: Organization) -> QuerySet[WebhookEndpoint]:
+    return WebhookEndpoint.objects.filter(organization=organization).order_by("created_at", "id")
+
+
+def webhook_endpoint_get(*, organization: Organization, endpoint_id: int) -> WebhookEndpoint | None:
+    """One endpoint of this organization: another organization's is None."""
+    return WebhookEndpoint.objects.filter(organization=organization, pk=endpoint_id).first()
+
+
+def webhook_deliveries_recent(
+    *, organization: Organization, limit: int = RECENT_DELIVERIES
+) -> list[Notification]:
+    """The organization's latest webhook notifications, newest first, in one query.
+
+    Each carries `endpoint_url` (None once the endpoint is removed: a
+    notification names its endpoint by id, as text, with no foreign key) and
+    `last_response_status` (the HTTP status of its latest attempt, if any).
+    """
+    endpoint_url = (
+        WebhookEndpoint.objects.filter(organization=organization)
+        .annotate(id_text=Cast("id", CharField()))
+        .filter(id_text=OuterRef("recipient"))
+        .values("url")[:1]
+    )
+    last_status = (
+        DeliveryAttempt.objects.filter(notification=OuterRef("pk"))
+        .order_by("-started_at", "-id")
+        .values("response_status")[:1]
+    )
+    return list(
+        Notification.objects.filter(organization=organization, channel=Channel.WEBHOOK)
+        .annotate(endpoint_url=Subquery(endpoint_url), last_response_status=Subquery(last_status))
+        .only(
+            "id",
+            "recipient",
+            "event_type",
+            "status",
+            "attempts",
+            "created_at",
+            "sent_at",
+            "last_error",
+        )
+        .order_by("-created_at", "-id")[:limit]
     )

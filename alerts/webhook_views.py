@@ -17,8 +17,6 @@ from typing import Any
 
 from django import forms
 from django.contrib import messages
-from django.db.models import CharField, OuterRef, QuerySet, Subquery
-from django.db.models.functions import Cast
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
@@ -29,10 +27,14 @@ from accounts.models import Organization
 from accounts.web import OrganizationHttpRequest, admin_required
 from alerts import webhooks
 from alerts.forms import add_service_error
-from alerts.models import Channel, DeliveryAttempt, Notification, WebhookEndpoint
+from alerts.models import WebhookEndpoint
+from alerts.selectors import (
+    RECENT_DELIVERIES,
+    webhook_deliveries_recent,
+    webhook_endpoint_get,
+    webhook_endpoints_list,
+)
 from config.errors import ServiceError
-
-RECENT_DELIVERIES = 20
 
 ENDPOINTS = "webhook-endpoints"
 ADD = "webhook-add"
@@ -77,54 +79,10 @@ class WebhookEndpointForm(forms.Form):
             raise forms.ValidationError(error.message, code=error.code) from None
 
 
-# Reads
-
-
-def webhook_endpoints_of(*, organization: Organization) -> QuerySet[WebhookEndpoint]:
-    return WebhookEndpoint.objects.filter(organization=organization).order_by("created_at", "id")
-
-
-def webhook_deliveries_recent(
-    *, organization: Organization, limit: int = RECENT_DELIVERIES
-) -> list[Notification]:
-    """The organization's latest webhook notifications, newest first, in one query.
-
-    Each carries `endpoint_url` (None once the endpoint is removed: a
-    notification names its endpoint by id, as text, with no foreign key) and
-    `last_response_status` (the HTTP status of its latest attempt, if any).
-    """
-    endpoint_url = (
-        WebhookEndpoint.objects.filter(organization=organization)
-        .annotate(id_text=Cast("id", CharField()))
-        .filter(id_text=OuterRef("recipient"))
-        .values("url")[:1]
-    )
-    last_status = (
-        DeliveryAttempt.objects.filter(notification=OuterRef("pk"))
-        .order_by("-started_at", "-id")
-        .values("response_status")[:1]
-    )
-    return list(
-        Notification.objects.filter(organization=organization, channel=Channel.WEBHOOK)
-        .annotate(endpoint_url=Subquery(endpoint_url), last_response_status=Subquery(last_status))
-        .only(
-            "id",
-            "recipient",
-            "event_type",
-            "status",
-            "attempts",
-            "created_at",
-            "sent_at",
-            "last_error",
-        )
-        .order_by("-created_at", "-id")[:limit]
-    )
-
-
 def _section_context(organization: Organization, section: str) -> dict[str, Any]:
     if section == ENDPOINTS:
         return {
-            "endpoints": list(webhook_endpoints_of(organization=organization)),
+            "endpoints": list(webhook_endpoints_list(organization=organization)),
             "max_endpoints": webhooks.MAX_WEBHOOK_ENDPOINTS,
         }
     if section == DELIVERIES:
@@ -133,7 +91,7 @@ def _section_context(organization: Organization, section: str) -> dict[str, Any]
             "recent_deliveries": RECENT_DELIVERIES,
         }
     if section == ADD:
-        count = webhook_endpoints_of(organization=organization).count()
+        count = webhook_endpoints_list(organization=organization).count()
         return {
             "form": WebhookEndpointForm(prefix="webhook"),
             "max_endpoints": webhooks.MAX_WEBHOOK_ENDPOINTS,
@@ -217,10 +175,8 @@ def webhook_add(request: OrganizationHttpRequest) -> HttpResponse:
 
 def _endpoint_for(request: OrganizationHttpRequest, endpoint_id: int) -> WebhookEndpoint:
     """An endpoint of the request's organization, or 404: tenancy in one place."""
-    endpoint = (
-        webhook_endpoints_of(organization=request.membership.organization)
-        .filter(pk=endpoint_id)
-        .first()
+    endpoint = webhook_endpoint_get(
+        organization=request.membership.organization, endpoint_id=endpoint_id
     )
     if endpoint is None:
         raise Http404("No such webhook endpoint in this organization.")
