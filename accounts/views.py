@@ -17,7 +17,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
-from django_htmx.http import HttpResponseClientRedirect, reswap, trigger_client_event
+from django_htmx.http import HttpResponseClientRedirect, reswap
 
 from accounts.forms import (
     ApiKeyCreateForm,
@@ -40,7 +40,9 @@ from accounts.web import (
     HtmxHttpRequest,
     OrganizationHttpRequest,
     admin_required,
+    change_done,
     organization_required,
+    status_message,
     switch_organization,
     user_memberships,
 )
@@ -192,17 +194,14 @@ def _member_list_context(
 def _settings_done(
     request: OrganizationHttpRequest, message: str, page: str, *sections: str
 ) -> HttpResponse:
-    """A change was made: without htmx back to the page with a message; with
-    it, the sections it moved (out of band), the message and `closeDialog`.
-    """
-    if not request.htmx:
-        messages.success(request, message)
-        return redirect(page)
-    html = "".join(_render_settings_section(request, section, oob=True) for section in sections)
-    html += render_to_string("alerts/_status.html", {"message": message, "oob": True})
-    response = HttpResponse(html)
-    reswap(response, "none")
-    return trigger_client_event(response, "closeDialog")
+    return change_done(
+        request,
+        message,
+        page=page,
+        sections=lambda: "".join(
+            _render_settings_section(request, section, oob=True) for section in sections
+        ),
+    )
 
 
 def _render_settings_section(
@@ -295,10 +294,7 @@ def member_role(request: OrganizationHttpRequest, membership_id: int) -> HttpRes
                 messages.success(request, message)
                 return redirect("members_settings")
             # The select already shows the new role: only the message changes.
-            response = HttpResponse(
-                render_to_string("alerts/_status.html", {"message": message, "oob": True})
-            )
-            return reswap(response, "none")
+            return reswap(HttpResponse(status_message(message)), "none")
     # Shown as stored, with the reason next to it.
     membership = _membership_for(request, membership_id)
     if request.htmx:
@@ -383,7 +379,7 @@ def api_keys_settings(request: OrganizationHttpRequest) -> HttpResponse:
                 parts = [
                     render_to_string("accounts/_api_key_create.html", context, request=request),
                     _render_settings_section(request, API_KEY_LIST, oob=True),
-                    render_to_string("alerts/_status.html", {"message": message, "oob": True}),
+                    status_message(message),
                 ]
                 return HttpResponse("".join(parts), status=201)
             status = 201

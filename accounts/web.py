@@ -13,10 +13,12 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Concatenate, ParamSpec
 
+from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
-from django_htmx.http import HttpResponseClientRedirect
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django_htmx.http import HttpResponseClientRedirect, reswap, trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
 from accounts.models import Membership, User
@@ -127,3 +129,26 @@ def admin_required(view: OrganizationView[P]) -> View[P]:
         return view(request, *args, **kwargs)
 
     return organization_required(admins_only)
+
+
+# Answers of the settings pages (docs/pages.md), shared by all of them.
+
+
+def status_message(message: str) -> str:
+    """The page's status message after a change, swapped out of band into its live region."""
+    return render_to_string("components/status.html", {"message": message, "oob": True})
+
+
+def change_done(
+    request: HtmxHttpRequest, message: str, *, page: str, sections: Callable[[], str]
+) -> HttpResponse:
+    """A change was made. Without htmx: back to `page` (a URL name) with the
+    message. With it: the sections the change moved (`sections()` renders
+    them out of band), the message, and `closeDialog`; nothing else swapped.
+    """
+    if not request.htmx:
+        messages.success(request, message)
+        return redirect(page)
+    response = HttpResponse(sections() + status_message(message))
+    reswap(response, "none")
+    return trigger_client_event(response, "closeDialog")

@@ -13,17 +13,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.contrib import messages
 from django.core.paginator import Page, Paginator
 from django.http import Http404, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_http_methods
-from django_htmx.http import reswap, trigger_client_event
 
 from accounts.models import Organization
 from accounts.selectors import member_name_expression
-from accounts.web import OrganizationHttpRequest, admin_required
+from accounts.web import OrganizationHttpRequest, admin_required, change_done
 from alerts import services
 from alerts.forms import (
     CustomLimitForm,
@@ -282,21 +280,19 @@ def limits_settings(request: OrganizationHttpRequest) -> HttpResponse:
 
 def _done(request: OrganizationHttpRequest, message: str, *sections: str) -> HttpResponse:
     """A change was made: the sections it moved, out of band, and a message."""
-    if not request.htmx:
-        messages.success(request, message)
-        return redirect("limits_settings")
-    html = "".join(
-        render_to_string(
-            SECTION_TEMPLATES[section],
-            _section_context(request, section) | {"oob": True},
-            request=request,
-        )
-        for section in sections
+    return change_done(
+        request,
+        message,
+        page="limits_settings",
+        sections=lambda: "".join(
+            render_to_string(
+                SECTION_TEMPLATES[section],
+                _section_context(request, section) | {"oob": True},
+                request=request,
+            )
+            for section in sections
+        ),
     )
-    html += render_to_string("alerts/_status.html", {"message": message, "oob": True})
-    response = HttpResponse(html)
-    reswap(response, "none")
-    return trigger_client_event(response, "closeDialog")
 
 
 def _dialog(

@@ -16,15 +16,13 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import messages
 from django.http import Http404, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_http_methods
-from django_htmx.http import reswap, trigger_client_event
 
 from accounts.models import Organization
-from accounts.web import OrganizationHttpRequest, admin_required
+from accounts.web import OrganizationHttpRequest, admin_required, change_done, status_message
 from alerts import webhooks
 from alerts.forms import add_service_error
 from alerts.models import WebhookEndpoint
@@ -133,10 +131,6 @@ def _oob_sections(request: OrganizationHttpRequest, *sections: str) -> str:
     )
 
 
-def _status(message: str) -> str:
-    return render_to_string("alerts/_status.html", {"message": message, "oob": True})
-
-
 @require_http_methods(["POST"])
 @admin_required
 def webhook_add(request: OrganizationHttpRequest) -> HttpResponse:
@@ -161,7 +155,7 @@ def webhook_add(request: OrganizationHttpRequest) -> HttpResponse:
                 request=request,
             )
             html += _oob_sections(request, ENDPOINTS)
-            html += _status("Endpoint added. Copy its signing secret now.")
+            html += status_message("Endpoint added. Copy its signing secret now.")
             return HttpResponse(html)
     if not request.htmx:
         return _page(request, status=422, form=form)
@@ -189,13 +183,12 @@ def webhook_remove(request: OrganizationHttpRequest, endpoint_id: int) -> HttpRe
     endpoint = _endpoint_for(request, endpoint_id)
     if request.method == "POST":
         webhooks.webhook_endpoint_delete(endpoint=endpoint)
-        message = f"Endpoint {endpoint.url} removed."
-        if not request.htmx:
-            messages.success(request, message)
-            return redirect("webhooks_settings")
-        response = HttpResponse(_oob_sections(request, ENDPOINTS, DELIVERIES) + _status(message))
-        reswap(response, "none")
-        return trigger_client_event(response, "closeDialog")
+        return change_done(
+            request,
+            f"Endpoint {endpoint.url} removed.",
+            page="webhooks_settings",
+            sections=lambda: _oob_sections(request, ENDPOINTS, DELIVERIES),
+        )
     context = {"organization": request.membership.organization, "endpoint": endpoint}
     if request.htmx:
         return render(request, "alerts/_webhook_remove.html", context)
