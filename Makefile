@@ -30,6 +30,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy .
+	$(VENV)/bin/lint-imports --no-cache  # one direction of imports: pyproject.toml
 
 # Benchmarks (README, "Benchmarks"): about 4 minutes; prints a table and writes
 # bench/results.json. Uses the databases headroom_bench* and Redis database 11.

@@ -15,19 +15,20 @@ from django.utils.html import format_html, format_html_join
 
 from accounts.forms import AdminUserChangeForm, AdminUserCreationForm, MembershipAdminForm
 from accounts.models import ApiKey, AuditEvent, Membership, Organization, Role, User
-from accounts.services import api_key_create, api_key_revoke, organization_anchor_day_set
+from accounts.services import api_key_create, api_key_revoke
 from alerts.admin import NullListFilter, OrganizationAlertInline, pretty_json
-from alerts.services import alerts_evaluate_organization
+from alerts.services.rules import alerts_evaluate_organization
 from billing.admin import (
     CUSTOM_LIMITS_INLINE_MAX,
     CustomLimitInline,
     TotalsAdmin,
     UserLimitPolicyInline,
 )
-from billing.credits import format_credits, percent_of
 from billing.models import CustomLimit
 from billing.selectors import current_period, organizations_with_usage_this_period
+from billing.services.anchor import organization_anchor_day_set
 from config.admin_site import CreditsAdminMixin
+from config.credits import format_credits, percent_of
 
 
 @admin.register(User)

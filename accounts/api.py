@@ -9,10 +9,12 @@ from ninja import Query, Router, Schema, Status
 from pydantic import Field, StrictBool, StrictInt
 
 from accounts import selectors, services
+from accounts.apiauth import request_organization
 from accounts.models import Membership, Organization
-from billing.credits import Credits, CreditsOut
+from alerts.services import changes
 from billing.periods import organization_period
-from config.apikit import Page, StrictSchema, paginate, request_organization
+from config.apikit import Page, StrictSchema, paginate
+from config.credits import Credits, CreditsOut
 from config.errors import ErrorOut
 
 router = Router()
@@ -110,7 +112,7 @@ def organization_detail(request: HttpRequest) -> dict[str, Any]:
 )
 def organization_patch(request: HttpRequest, payload: OrganizationPatch) -> dict[str, Any]:
     given = payload.model_fields_set
-    organization = services.organization_update(
+    organization = changes.organization_update(
         organization=request_organization(request),
         slug=payload.slug,
         name=payload.name,
@@ -152,7 +154,7 @@ def member_patch(request: HttpRequest, user: str, payload: MemberPatch) -> dict[
     membership = selectors.membership_get(
         organization=request_organization(request), external_id=user
     )
-    services.membership_update(
+    changes.membership_update(
         membership=membership, role=payload.role, name=payload.name, external_id=payload.user
     )
     return _member_out(membership)

@@ -4,10 +4,12 @@ import hashlib
 import secrets
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any, TypedDict, Unpack
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email, validate_slug
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import (
@@ -20,8 +22,6 @@ from accounts.models import (
     User,
     normalize_email,
 )
-from alerts.services import alerts_evaluate_organization
-from billing.periods import anchor_day_change
 from config import rawsql
 from config.errors import Conflict, InvalidInput
 
@@ -45,7 +45,7 @@ def _validate_slug(slug: str) -> None:
         )
 
 
-def _validate_anchor_day(anchor_day: int) -> None:
+def validate_anchor_day(anchor_day: int) -> None:
     if not ANCHOR_DAY_MIN <= anchor_day <= ANCHOR_DAY_MAX:
         raise InvalidInput(
             f"The anchor day must be between {ANCHOR_DAY_MIN} and {ANCHOR_DAY_MAX}.",
@@ -76,7 +76,7 @@ def organization_create(
     block_when_exhausted: bool = True,
 ) -> Organization:
     _validate_slug(slug)
-    _validate_anchor_day(anchor_day)
+    validate_anchor_day(anchor_day)
     organization = Organization(
         slug=slug,
         name=_validate_name(name),
@@ -84,29 +84,32 @@ def organization_create(
         anchor_day=anchor_day,
         block_when_exhausted=block_when_exhausted,
     )
-    try:
-        with transaction.atomic():
-            organization.save()
-    except IntegrityError:
-        raise Conflict(
-            f"An organization with the slug {slug!r} already exists.",
-            code="slug_taken",
-            field="slug",
-        ) from None
+    _save_organization(organization)
     return organization
 
 
+class OrganizationChanges(TypedDict, total=False):
+    """What `organization_update` may change; `clear_allowance` removes the allowance."""
+
+    slug: str | None
+    name: str | None
+    credit_allowance: Decimal | None
+    clear_allowance: bool
+    block_when_exhausted: bool | None
+
+
 def organization_update(
-    *,
-    organization: Organization,
-    slug: str | None = None,
-    name: str | None = None,
-    credit_allowance: Decimal | None = None,
-    clear_allowance: bool = False,
-    anchor_day: int | None = None,
-    block_when_exhausted: bool | None = None,
-) -> Organization:
-    """Change only what is given; `clear_allowance` removes the allowance."""
+    *, organization: Organization, **changes: Unpack[OrganizationChanges]
+) -> list[str]:
+    """Change only what is given; returns the names of the fields changed.
+    The anchor day is billing's (billing/services/anchor.py); a change of
+    both, with the alerts they move, is alerts.services.changes.organization_update.
+    """
+    slug = changes.get("slug")
+    name = changes.get("name")
+    credit_allowance = changes.get("credit_allowance")
+    clear_allowance = changes.get("clear_allowance", False)
+    block_when_exhausted = changes.get("block_when_exhausted")
     changed: list[str] = []
     if slug is not None and slug != organization.slug:
         _validate_slug(slug)
@@ -118,59 +121,37 @@ def organization_update(
     if clear_allowance or credit_allowance is not None:
         organization.credit_allowance = None if clear_allowance else credit_allowance
         changed.append("credit_allowance")
-    if anchor_day is not None:
-        _validate_anchor_day(anchor_day)
     if block_when_exhausted is not None:
         organization.block_when_exhausted = block_when_exhausted
         changed.append("block_when_exhausted")
-    if changed or anchor_day is not None:
-        try:
-            with transaction.atomic():
-                if anchor_day is not None:
-                    changed += organization_anchor_day_set(
-                        organization=organization, anchor_day=anchor_day
-                    )
-                if changed:
-                    organization.save(update_fields=changed)
-                if {"credit_allowance", "anchor_day"} & set(changed):
-                    alerts_evaluate_organization(organization=organization)
-        except IntegrityError:
-            raise Conflict(
-                f"An organization with the slug {slug!r} already exists.",
-                code="slug_taken",
-                field="slug",
-            ) from None
-    return organization
+    if changed:
+        _save_organization(organization, update_fields=changed)
+    return changed
 
 
-def organization_anchor_day_set(*, organization: Organization, anchor_day: int) -> list[str]:
-    """Move the anchor day without touching the period under way (SPEC §16):
-    it keeps its end, and the next period runs from there to the new anchor
-    day with a prorated allowance (billing.periods). Sets the fields on
-    `organization` and returns their names, for the caller's save() in the
-    same transaction; the row stays locked until then, so that two changes
-    at once both count.
+def _save_organization(organization: Organization, update_fields: list[str] | None = None) -> None:
+    """Save; a slug another organization has is a 409, nothing saved."""
+    try:
+        with transaction.atomic():
+            organization.save(update_fields=update_fields)
+    except IntegrityError:
+        raise Conflict(
+            f"An organization with the slug {organization.slug!r} already exists.",
+            code="slug_taken",
+            field="slug",
+        ) from None
+
+
+def organization_cap_check(
+    *, organization: Organization, existing: QuerySet[Any], cap: int, refusal: InvalidInput
+) -> None:
+    """Refuse one more of `existing` past `cap`. Locks the organization's row
+    first, so that two concurrent creations cannot pass the cap together:
+    call it inside the creating transaction.
     """
-    _validate_anchor_day(anchor_day)
-    stored = (
-        Organization.objects.select_for_update()
-        .values("anchor_day", "anchor_history")
-        .get(pk=organization.pk)
-    )
-    organization.anchor_history = stored["anchor_history"]
-    if stored["anchor_day"] == anchor_day:
-        organization.anchor_day = anchor_day
-        return []
-    change = anchor_day_change(
-        anchor_day=stored["anchor_day"],
-        history=stored["anchor_history"],
-        new_anchor_day=anchor_day,
-        now=timezone.now(),
-    )
-    organization.anchor_day = anchor_day
-    organization.anchor_history = change.anchor_history
-    organization.regular_periods_from = change.regular_from
-    return ["anchor_day", "anchor_history", "regular_periods_from"]
+    Organization.objects.select_for_update().filter(pk=organization.pk).first()
+    if existing.count() >= cap:
+        raise refusal
 
 
 def _validate_email(email: str) -> str:
@@ -273,19 +254,28 @@ def membership_create(
         ) from None
 
 
-def membership_update(
-    *,
-    membership: Membership,
-    role: str | None = None,
-    name: str | None = None,
-    external_id: str | None = None,
-    keep_an_admin: bool = False,
-) -> Membership:
-    """Change what is given. `name` is the member's name in this organization
-    only ('': their user's own name again); the user is never changed, so
-    that no other organization sees it. With `keep_an_admin`, the only admin
-    cannot be made a member (see `_refuse_removing_the_last_admin`).
+class MembershipChanges(TypedDict, total=False):
+    """What `membership_update` may change. `name` is the member's name in this
+    organization only ('': their user's own name again). With `keep_an_admin`,
+    the only admin cannot be made a member (`_refuse_removing_the_last_admin`).
     """
+
+    role: str | None
+    name: str | None
+    external_id: str | None
+    keep_an_admin: bool
+
+
+def membership_update(
+    *, membership: Membership, **changes: Unpack[MembershipChanges]
+) -> Membership:
+    """Change what is given; the user is never changed, so that no other
+    organization sees it.
+    """
+    role = changes.get("role")
+    name = changes.get("name")
+    external_id = changes.get("external_id")
+    keep_an_admin = changes.get("keep_an_admin", False)
     if name is not None:
         name = _validate_member_name(name)
     changed: list[str] = []
@@ -304,8 +294,6 @@ def membership_update(
                 if keep_an_admin and "role" in changed and membership.role != Role.ADMIN:
                     _refuse_removing_the_last_admin(membership=membership, action="demote")
                 membership.save(update_fields=changed)
-                if "role" in changed:
-                    alerts_evaluate_organization(organization=membership.organization)
         except IntegrityError:
             raise Conflict(
                 f"The user id {external_id!r} is already taken.",

@@ -35,17 +35,19 @@ from accounts.selectors import (
     members_search,
     membership_get_by_id,
 )
-from accounts.services import api_key_create, api_key_revoke, membership_delete, membership_update
+from accounts.services import api_key_create, api_key_revoke, membership_delete
 from accounts.web import (
     HtmxHttpRequest,
     OrganizationHttpRequest,
     admin_required,
     change_done,
+    found_or_404,
     organization_required,
     status_message,
     switch_organization,
     user_memberships,
 )
+from alerts.services.changes import membership_update
 from config.errors import ServiceError
 from config.ratelimit import login_failed, login_throttled
 
@@ -237,12 +239,12 @@ def _settings_dialog(
 
 def _membership_for(request: OrganizationHttpRequest, membership_id: int) -> Membership:
     """A member of the request's organization, or 404: tenancy in one place."""
-    membership = membership_get_by_id(
-        organization=request.membership.organization, membership_id=membership_id
+    return found_or_404(
+        membership_get_by_id(
+            organization=request.membership.organization, membership_id=membership_id
+        ),
+        "No such member in this organization.",
     )
-    if membership is None:
-        raise Http404("No such member in this organization.")
-    return membership
 
 
 def _last_admin_message(request: OrganizationHttpRequest, error: ServiceError, verb: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
-from typing import Concatenate, ParamSpec
+from typing import Concatenate, ParamSpec, TypeVar
 
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
@@ -132,6 +132,18 @@ def admin_required(view: OrganizationView[P]) -> View[P]:
 
 
 # Answers of the settings pages (docs/pages.md), shared by all of them.
+
+
+Found = TypeVar("Found")
+
+
+def found_or_404(found: Found | None, message: str) -> Found:
+    """What a selector found in the request's organization, or 404: the
+    organization is always part of the lookup, so another's is never found.
+    """
+    if found is None:
+        raise Http404(message)
+    return found
 
 
 def status_message(message: str) -> str:

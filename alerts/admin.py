@@ -29,8 +29,6 @@ from django.utils.html import format_html
 
 from accounts.models import Membership, Organization
 from accounts.selectors import validate_admins
-from alerts import services
-from alerts.delivery import notifications_resend
 from alerts.models import (
     MAX_ORGANIZATION_ALERTS,
     DeliveryAttempt,
@@ -40,6 +38,8 @@ from alerts.models import (
     UserAlertPolicy,
     WebhookEndpoint,
 )
+from alerts.outbox import notifications_resend
+from alerts.services import configuration
 from alerts.webhooks import (
     WEBHOOK_EVENT_TYPES,
     webhook_endpoint_create,
@@ -179,8 +179,8 @@ class OrganizationAlertAdminForm(forms.ModelForm):
             return cleaned
         try:
             # The rules the services apply, so that the form shows what they would refuse.
-            services.validate_threshold(cleaned["threshold_type"], cleaned["threshold"])
-            services.validate_recipients(
+            configuration.validate_threshold(cleaned["threshold_type"], cleaned["threshold"])
+            configuration.validate_recipients(
                 organization, cleaned["notify"], list(cleaned.get("admins") or [])
             )
         except InvalidInput as error:
@@ -247,16 +247,16 @@ class OrganizationAlertAdmin(CreditsAdminMixin, MembershipChoicesMixin, admin.Mo
             self.save_formset(request, form, formset, change=change)
 
     def delete_model(self, request: HttpRequest, obj: OrganizationAlert) -> None:
-        services.alert_delete(alert=obj)
+        configuration.alert_delete(alert=obj)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[OrganizationAlert]) -> None:
         for alert in queryset:
-            services.alert_delete(alert=alert)
+            configuration.alert_delete(alert=alert)
 
 
 def _alert_create(organization: Organization, data: dict[str, Any]) -> OrganizationAlert:
     """An alert from an admin form's data (the inline's has no choice to fire: it does)."""
-    return services.alert_create(
+    return configuration.alert_create(
         organization=organization,
         threshold_type=data["threshold_type"],
         threshold=data["threshold"],
@@ -267,7 +267,7 @@ def _alert_create(organization: Organization, data: dict[str, Any]) -> Organizat
 
 
 def _alert_update(alert: OrganizationAlert, data: dict[str, Any]) -> OrganizationAlert:
-    return services.alert_update(
+    return configuration.alert_update(
         alert=alert,
         threshold_type=data["threshold_type"],
         threshold=data["threshold"],
@@ -316,7 +316,7 @@ class OrganizationAlertFormSet(BaseInlineFormSet):
 
     def delete_existing(self, obj: OrganizationAlert, commit: bool = True) -> None:
         saved_only_through_services(commit)
-        services.alert_delete(alert=obj)
+        configuration.alert_delete(alert=obj)
 
 
 def saved_only_through_services(commit: bool) -> None:
@@ -390,7 +390,7 @@ class UserAlertPolicyAdminForm(forms.ModelForm):
             self.add_error("threshold", "Set a threshold to turn per-user alerts on.")
         try:
             validate_admins(organization=organization, admins=list(cleaned.get("admins") or []))
-            services.validate_user_alert_recipients(
+            configuration.validate_user_alert_recipients(
                 enabled=bool(cleaned.get("enabled")),
                 notify_user=bool(cleaned.get("notify_user")),
                 admins=list(cleaned.get("admins") or []),
@@ -418,7 +418,7 @@ class UserAlertPolicyAdmin(CreditsAdminMixin, MembershipChoicesMixin, admin.Mode
         self, request: HttpRequest, obj: UserAlertPolicy, form: forms.ModelForm, change: bool
     ) -> None:
         data = form.cleaned_data
-        saved = services.user_alert_policy_update(
+        saved = configuration.user_alert_policy_update(
             organization=obj.organization,
             enabled=data["enabled"],
             threshold=data["threshold"],

@@ -7,9 +7,10 @@ from django.http import HttpRequest
 from ninja import Query, Router, Schema, Status
 from pydantic import Field, StrictBool, field_validator
 
+from accounts.apiauth import request_organization
 from accounts.models import Membership, Organization
 from accounts.selectors import memberships_by_external_id
-from alerts import services, webhooks
+from alerts import webhooks
 from alerts.models import Firing, OrganizationAlert, UserAlertPolicy, WebhookEndpoint
 from alerts.selectors import (
     alerts_with_status,
@@ -18,9 +19,10 @@ from alerts.selectors import (
     webhook_endpoint_get,
     webhook_endpoints_list,
 )
-from billing.credits import Credits, CreditsOut
+from alerts.services import configuration
 from billing.selectors import current_period
-from config.apikit import ROUND_TRIP, Page, StrictSchema, paginate, request_organization
+from config.apikit import Page, StrictSchema, paginate, round_trip_put
+from config.credits import Credits, CreditsOut
 from config.errors import NotFound
 
 router = Router()
@@ -200,7 +202,7 @@ def alert_list(request: HttpRequest, page: Query[Page]) -> dict[str, Any]:
 @router.post("/alerts", response={201: AlertOut}, tags=["alerts"])
 def alert_create(request: HttpRequest, payload: AlertCreate) -> Status[dict[str, Any]]:
     organization = request_organization(request)
-    alert = services.alert_create(
+    alert = configuration.alert_create(
         organization=organization,
         threshold_type=payload.threshold_type,
         threshold=payload.threshold,
@@ -219,7 +221,7 @@ def alert_detail(request: HttpRequest, id: int) -> dict[str, Any]:
 @router.patch("/alerts/{id}", response=AlertOut, tags=["alerts"])
 def alert_patch(request: HttpRequest, id: int, payload: AlertPatch) -> dict[str, Any]:
     alert = _alert_of(request, id)
-    services.alert_update(
+    configuration.alert_update(
         alert=alert,
         threshold_type=payload.threshold_type,
         threshold=payload.threshold,
@@ -231,7 +233,7 @@ def alert_patch(request: HttpRequest, id: int, payload: AlertPatch) -> dict[str,
 
 @router.delete("/alerts/{id}", response={204: None}, tags=["alerts"])
 def alert_delete(request: HttpRequest, id: int) -> Status[None]:
-    services.alert_delete(alert=_alert_of(request, id))
+    configuration.alert_delete(alert=_alert_of(request, id))
     return Status(204, None)
 
 
@@ -250,19 +252,14 @@ def _user_alert_policy_out(policy: UserAlertPolicy) -> dict[str, Any]:
 
 @router.get("/user-alerts", response=UserAlertPolicyOut, tags=["user alerts"])
 def user_alert_policy_detail(request: HttpRequest) -> dict[str, Any]:
-    policy = services.user_alert_policy_get(organization=request_organization(request))
+    policy = configuration.user_alert_policy_get(organization=request_organization(request))
     return _user_alert_policy_out(policy)
 
 
-@router.put(
-    "/user-alerts",
-    response=UserAlertPolicyOut,
-    tags=["user alerts"],
-    description=ROUND_TRIP,
-)
+@round_trip_put(router, "/user-alerts", response=UserAlertPolicyOut, tags=["user alerts"])
 def user_alert_policy_put(request: HttpRequest, payload: UserAlertPolicyIn) -> dict[str, Any]:
     organization = request_organization(request)
-    policy = services.user_alert_policy_update(
+    policy = configuration.user_alert_policy_update(
         organization=organization,
         enabled=payload.enabled,
         threshold=payload.threshold,

@@ -5,6 +5,8 @@ rules (thresholds, recipients, who may be chosen) live in the services, whose
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -12,8 +14,8 @@ from django import forms
 from accounts.forms import MemberField, MembersField
 from accounts.models import Membership, Organization, Role
 from alerts.models import Recipients, ThresholdType
-from billing.credits import CreditsFormField
 from billing.models import Source
+from config.credits import CreditsFormField
 from config.errors import ServiceError
 
 
@@ -32,6 +34,20 @@ def _switch(label: str) -> forms.BooleanField:
 def add_service_error(form: forms.Form, error: ServiceError) -> None:
     """Show a service's refusal on the field it names, or above the form."""
     form.add_error(error.field if error.field in form.fields else None, error.message)
+
+
+def form_saved(form: forms.Form, save: Callable[[dict[str, Any]], object]) -> bool:
+    """Whether the form is valid and `save`, a service given its cleaned
+    data, took it; a refusal of the service is shown on the form.
+    """
+    if not form.is_valid():
+        return False
+    try:
+        save(form.cleaned_data)
+    except ServiceError as error:
+        add_service_error(form, error)
+        return False
+    return True
 
 
 class OrganizationAlertForm(forms.Form):
@@ -168,3 +184,9 @@ class CustomLimitForm(forms.Form):
         member = self.membership or self.cleaned_data["user"]
         assert isinstance(member, Membership)
         return member
+
+    @property
+    def chosen_limit(self) -> Decimal | None:
+        """The limit chosen; None: unlimited."""
+        data = self.cleaned_data
+        return None if data["unlimited"] else data["credit_limit"]

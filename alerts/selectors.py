@@ -20,7 +20,7 @@ from alerts.models import (
     OrganizationAlert,
     WebhookEndpoint,
 )
-from alerts.services import threshold_credits
+from alerts.services.rules import threshold_credits
 from billing.models import MemberUsage
 from billing.periods import Period
 
@@ -108,7 +108,7 @@ def members_past_user_alert_threshold(
         kind=FiringKind.USER_ALERT,
         membership_id=OuterRef("membership_id"),
         period_start=period.start,
-        # The dedupe key ends with the arming it fired at (alerts/services.py).
+        # The dedupe key ends with the arming it fired at (alerts/services/rules.py).
         dedupe_key__endswith=f":{generation}",
     )
     return (

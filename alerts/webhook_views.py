@@ -16,13 +16,19 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.http import Http404, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_http_methods
 
 from accounts.models import Organization
-from accounts.web import OrganizationHttpRequest, admin_required, change_done, status_message
+from accounts.web import (
+    OrganizationHttpRequest,
+    admin_required,
+    change_done,
+    found_or_404,
+    status_message,
+)
 from alerts import webhooks
 from alerts.forms import add_service_error
 from alerts.models import WebhookEndpoint
@@ -169,12 +175,10 @@ def webhook_add(request: OrganizationHttpRequest) -> HttpResponse:
 
 def _endpoint_for(request: OrganizationHttpRequest, endpoint_id: int) -> WebhookEndpoint:
     """An endpoint of the request's organization, or 404: tenancy in one place."""
-    endpoint = webhook_endpoint_get(
-        organization=request.membership.organization, endpoint_id=endpoint_id
+    return found_or_404(
+        webhook_endpoint_get(organization=request.membership.organization, endpoint_id=endpoint_id),
+        "No such webhook endpoint in this organization.",
     )
-    if endpoint is None:
-        raise Http404("No such webhook endpoint in this organization.")
-    return endpoint
 
 
 @require_http_methods(["GET", "POST"])

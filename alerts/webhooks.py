@@ -18,9 +18,9 @@ from django.conf import settings
 from django.db import transaction
 
 from accounts.models import Organization
-from alerts.delivery import url_is_public
-from alerts.models import WebhookEndpoint
-from alerts.services import EVENT_TYPES
+from accounts.services import organization_cap_check
+from alerts.models import EVENT_TYPES, WebhookEndpoint
+from alerts.transports import url_is_public
 from config.errors import InvalidInput
 
 WEBHOOK_EVENT_TYPES: tuple[str, ...] = tuple(EVENT_TYPES.values())
@@ -114,17 +114,16 @@ def webhook_endpoint_create(
     url = webhook_url_validate(url)
     events = webhook_events_validate(events)
     with transaction.atomic():
-        # Lock the organization so that two concurrent creations cannot pass the cap together.
-        Organization.objects.select_for_update().filter(pk=organization.pk).first()
-        if (
-            WebhookEndpoint.objects.filter(organization=organization).count()
-            >= MAX_WEBHOOK_ENDPOINTS
-        ):
-            raise InvalidInput(
+        organization_cap_check(
+            organization=organization,
+            existing=WebhookEndpoint.objects.filter(organization=organization),
+            cap=MAX_WEBHOOK_ENDPOINTS,
+            refusal=InvalidInput(
                 f"An organization can have at most {MAX_WEBHOOK_ENDPOINTS} webhook endpoints.",
                 code="too_many_webhook_endpoints",
                 field="url",
-            )
+            ),
+        )
         secret = webhook_secret_generate()
         endpoint = WebhookEndpoint.objects.create(
             organization=organization, url=url, secret=secret, events=events

@@ -1,6 +1,6 @@
 """Physical baselines, measured from this process: what Redis and PostgreSQL
 take for the least one could ask of them, and the in-process cost of the
-gate (`billing.services.usage_consume` called directly, no HTTP).
+gate (`alerts.services.consume.usage_consume` called directly, no HTTP).
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def consume_in_process(tenant: Tenant, *, count: int = 1000) -> tuple[Latencies,
     from django.test.utils import CaptureQueriesContext
 
     from accounts.models import Membership
-    from billing.services import usage_consume
+    from alerts.services.consume import usage_consume
 
     organization = tenant.organization()
     members = list(

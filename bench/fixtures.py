@@ -115,8 +115,8 @@ def tenant_create(
     """
     from accounts.models import Role
     from accounts.services import api_key_create, membership_create, organization_create
-    from alerts.services import alert_create, user_alert_policy_update
-    from billing.services import limit_policy_update
+    from alerts.services.changes import limit_policy_update
+    from alerts.services.configuration import alert_create, user_alert_policy_update
 
     organization = organization_create(slug=slug, name=slug.title(), credit_allowance=ALLOWANCE)
     admin = membership_create(
@@ -324,10 +324,10 @@ def page_organization(slug: str, *, users: Sequence[Any], admins: int = 20) -> T
     """
     from accounts.models import Membership, Role
     from alerts.models import Firing, FiringKind, OrganizationAlert, Recipients
-    from alerts.services import alert_create, user_alert_policy_update
+    from alerts.services.changes import limit_policy_update
+    from alerts.services.configuration import alert_create, user_alert_policy_update
     from billing.models import CustomLimit, MemberUsage
     from billing.periods import period_containing
-    from billing.services import limit_policy_update
 
     tenant = tenant_create(slug, members=1, alerts=0, configure=False)
     organization = tenant.organization()

@@ -363,7 +363,7 @@ def _baselines(
             )
         )
 
-    clock.step("In-process consume: billing.services.usage_consume called directly")
+    clock.step("In-process consume: alerts.services.consume.usage_consume called directly")
     inproc, queries = baselines.consume_in_process(made.gate[0], count=max(200, int(500 * scale)))
     report.add(
         Figure(

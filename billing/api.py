@@ -10,19 +10,21 @@ from django.http import HttpRequest, JsonResponse
 from ninja import Query, Router, Schema, Status
 from pydantic import Field, StrictBool, field_validator
 
+from accounts.apiauth import request_organization
 from accounts.models import Membership
 from accounts.selectors import membership_get, memberships_by_external_id
-from billing import selectors, services
-from billing.credits import Credits, CreditsOut
+from alerts.services import changes, consume, ingest
+from billing import selectors
 from billing.models import CustomLimit
+from billing.rules import Decision
 from config.apikit import (
-    ROUND_TRIP,
     Page,
     StrictSchema,
     paginate,
     read_only,
-    request_organization,
+    round_trip_put,
 )
+from config.credits import Credits, CreditsOut
 from config.errors import ErrorOut, InvalidInput, NotFound
 
 router = Router()
@@ -199,16 +201,16 @@ class ExceedingList(Schema):
     next_cursor: str | None
 
 
-def _decision_response(decision: services.Decision) -> JsonResponse:
+def _decision_response(decision: Decision) -> JsonResponse:
     return JsonResponse(decision.as_answer(), status=200 if decision.allowed else 402)
 
 
 @router.post("/usage", response={202: IngestOut, 409: ErrorOut}, tags=["usage"])
 def usage_ingest(request: HttpRequest, payload: UsageBatchIn) -> Status[dict[str, int]]:
-    result = services.usage_ingest(
+    result = ingest.usage_ingest(
         organization=request_organization(request),
         events=[
-            services.UsageInput(
+            ingest.UsageInput(
                 idempotency_key=event.idempotency_key,
                 credits=event.credits,
                 user=event.user,
@@ -232,7 +234,7 @@ def _member(request: HttpRequest, external_id: str) -> Membership:
 
 @router.post("/consume", response={200: AllowedOut, 402: RefusedOut, 409: ErrorOut}, tags=["gate"])
 def usage_consume(request: HttpRequest, payload: ConsumeIn) -> JsonResponse:
-    result = services.usage_consume(
+    result = consume.usage_consume(
         organization=request_organization(request),
         membership=_member(request, payload.user),
         credits=payload.credits,
@@ -244,7 +246,7 @@ def usage_consume(request: HttpRequest, payload: ConsumeIn) -> JsonResponse:
 
 @router.post("/check", response={200: AllowedOut, 402: RefusedOut}, tags=["gate"])
 def usage_check(request: HttpRequest, payload: CheckIn) -> JsonResponse:
-    decision = services.usage_check(
+    decision = selectors.usage_check(
         organization=request_organization(request),
         membership=_member(request, payload.user),
         credits=payload.credits,
@@ -294,16 +296,11 @@ def limit_policy_detail(request: HttpRequest) -> dict[str, Any]:
     return _policy_out(request)
 
 
-@router.put(
-    "/user-limits",
-    response=LimitPolicyOut,
-    tags=["user limits"],
-    description=ROUND_TRIP,
-)
+@round_trip_put(router, "/user-limits", response=LimitPolicyOut, tags=["user limits"])
 def limit_policy_put(request: HttpRequest, payload: LimitPolicyIn) -> dict[str, Any]:
     organization = request_organization(request)
     given = payload.model_fields_set
-    services.limit_policy_update(
+    changes.limit_policy_update(
         organization=organization,
         enabled=payload.enabled,
         default_limit=payload.default_limit,
@@ -364,16 +361,13 @@ def custom_limit_detail(request: HttpRequest, user: str) -> dict[str, Any]:
     return _custom_out(custom)
 
 
-@router.put(
-    "/user-limits/custom/{path:user}",
-    response=CustomLimitOut,
-    tags=["user limits"],
-    description=ROUND_TRIP,
+@round_trip_put(
+    router, "/user-limits/custom/{path:user}", response=CustomLimitOut, tags=["user limits"]
 )
 def custom_limit_put(request: HttpRequest, user: str, payload: CustomLimitIn) -> dict[str, Any]:
     membership, _ = _custom_limit_of(request, user)
     payload.check_read_only({"user": membership.external_id})
-    custom = services.custom_limit_set(
+    custom = changes.custom_limit_set(
         organization=request_organization(request), membership=membership, limit=payload.limit
     )
     return _custom_out(custom)
@@ -384,7 +378,7 @@ def custom_limit_delete(request: HttpRequest, user: str) -> Status[None]:
     _, custom = _custom_limit_of(request, user)
     if custom is None:
         raise _no_custom_limit(user)
-    services.custom_limit_delete(custom_limit=custom)
+    changes.custom_limit_delete(custom_limit=custom)
     return Status(204, None)
 
 

@@ -33,7 +33,6 @@ from django.db.models import Case, F, Value, When
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from billing.credits import CREDIT_DECIMAL_PLACES, CREDIT_MAX_DIGITS, CREDIT_QUANTUM
 from billing.models import (
     ConsumeAnswer,
     DailyUsage,
@@ -43,6 +42,7 @@ from billing.models import (
     UsageEvent,
 )
 from config import rawsql
+from config.credits import CREDIT_DECIMAL_PLACES, CREDIT_MAX_DIGITS, CREDIT_QUANTUM
 
 CONSUME_ANSWER = ConsumeAnswer._meta.db_table
 DAILY_USAGE = DailyUsage._meta.db_table
@@ -451,7 +451,7 @@ def insert_events(*, organization_id: int, events: Sequence[NewEvent], now: date
 
 def delete_event(*, organization_id: int, idempotency_key: str) -> None:
     """Take back a ledger row this transaction inserted (a refused consume's:
-    it took its key first, see `billing.services.usage_consume`). Nobody else
+    it took its key first, see `alerts.services.consume.usage_consume`). Nobody else
     ever saw the row; a transaction waiting on its key goes on once this one
     ends, and finds the key free in the ledger.
     """

@@ -1,7 +1,7 @@
 """The credit gate for browser pages: `@credit_gate` and the blocked-action notice.
 
 A host view that spends credits is decorated with `@credit_gate(cost=..., source=...)`.
-The decorator asks the one gate there is (`billing.services.usage_consume`)
+The decorator asks the one gate there is (`alerts.services.consume.usage_consume`)
 before the view runs, and when the gate refuses it answers for the view with
 the blocked-action notice (HTTP 402): a full page, or only the notice when
 htmx asked (`billing/blocked_notice.html#notice`).
@@ -26,10 +26,11 @@ from django.shortcuts import render
 
 from accounts.models import Organization
 from accounts.web import OrganizationHttpRequest, View, organization_required
-from billing.credits import parse_credits
+from alerts.services.consume import usage_consume
 from billing.models import Source
+from billing.rules import USER_LIMIT_REACHED, Decision
 from billing.selectors import admins_to_ask
-from billing.services import USER_LIMIT_REACHED, Decision, usage_consume
+from config.credits import parse_credits
 from config.dbretry import ConcurrentUpdate
 
 P = ParamSpec("P")

@@ -14,9 +14,10 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from accounts.api import router as accounts_router
+from accounts.apiauth import ApiKeyAuth
 from alerts.api import router as alerts_router
 from billing.api import router as billing_router
-from config.apikit import ApiError, ApiKeyAuth, DecimalJsonParser
+from config.apikit import ApiError, DecimalJsonParser
 from config.errors import ErrorOut, InvalidInput, ServiceError, error_response
 from config.validation import validation_sentence
 

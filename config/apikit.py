@@ -1,5 +1,6 @@
-"""The plumbing every API endpoint shares: the error shape, authentication,
-JSON parsing with exact decimals, and cursor pagination.
+"""The plumbing every API endpoint shares: the error shape, JSON parsing
+with exact decimals, and cursor pagination. Authentication by API key is
+accounts.apiauth: this module imports no app.
 """
 
 from __future__ import annotations
@@ -13,14 +14,10 @@ from typing import Any, ClassVar, TypeVar
 
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
-from ninja import Schema
+from ninja import Router, Schema
 from ninja.parser import Parser
-from ninja.security import HttpBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from accounts.audit import Actor, set_actor
-from accounts.models import ApiKey, Organization
-from accounts.services import api_key_authenticate
 from config.errors import InvalidInput, ServiceError
 
 DEFAULT_PAGE_SIZE = 50
@@ -44,6 +41,11 @@ ROUND_TRIP = (
     "fields marked readOnly may be sent equal to their value, and a different "
     "value is a 422 `read_only_field` naming the field."
 )
+
+
+def round_trip_put(router: Router, path: str, *, response: Any, tags: list[str]) -> Any:
+    """Route a `PUT` that takes back the object its `GET` answers (ROUND_TRIP)."""
+    return router.put(path, response=response, tags=tags, description=ROUND_TRIP)
 
 
 def read_only(*, description: str) -> Any:
@@ -116,39 +118,6 @@ def bearer_token(header: str) -> str | None:
     scheme, _, token = header.partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
-
-
-class ApiKeyAuth(HttpBearer):
-    """`Authorization: Bearer <key>`: the request acts for the key's organization."""
-
-    def __call__(self, request: HttpRequest) -> ApiKey:
-        header = request.headers.get("Authorization")
-        if not header:
-            raise ApiError(
-                401,
-                "Missing API key: send the header 'Authorization: Bearer <key>'.",
-                code="unauthenticated",
-            )
-        token = bearer_token(header)
-        if token is None:
-            raise ApiError(
-                401,
-                "Malformed Authorization header: expected 'Bearer <key>'.",
-                code="unauthenticated",
-            )
-        api_key = self.authenticate(request, token)
-        if api_key is None:
-            raise ApiError(401, "Invalid or revoked API key.", code="invalid_api_key")
-        set_actor(Actor.of_api_key(api_key))
-        return api_key
-
-    def authenticate(self, request: HttpRequest, token: str) -> ApiKey | None:
-        return api_key_authenticate(raw_key=token)
-
-
-def request_organization(request: HttpRequest) -> Organization:
-    api_key: ApiKey = request.auth  # type: ignore[attr-defined]
-    return api_key.organization
 
 
 class Page(Schema):

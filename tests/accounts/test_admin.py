@@ -14,12 +14,13 @@ from django.urls import reverse
 from accounts.models import ApiKey, Membership, Organization, Role, User
 from accounts.services import api_key_authenticate, api_key_create
 from alerts.models import Firing, FiringKind, OrganizationAlert
-from alerts.services import alert_create
+from alerts.services.changes import custom_limit_set, limit_policy_update
+from alerts.services.configuration import alert_create
+from alerts.services.ingest import UsageInput, usage_ingest
 from alerts.webhooks import webhook_endpoint_create
 from billing.admin import CUSTOM_LIMITS_INLINE_MAX
-from billing.credits import format_credits
 from billing.models import CustomLimit, UserLimitPolicy
-from billing.services import UsageInput, custom_limit_set, limit_policy_update, usage_ingest
+from config.credits import format_credits
 from tests.factories import AdminMembershipFactory, MembershipFactory, OrganizationFactory
 from tests.fixtures import over_budget
 
@@ -153,8 +154,8 @@ def test_raising_the_allowance_in_the_admin_evaluates_alerts(
 
     from accounts.models import User
     from alerts.models import Firing
-    from alerts.services import alert_create
-    from billing.services import UsageInput, usage_ingest
+    from alerts.services.configuration import alert_create
+    from alerts.services.ingest import UsageInput, usage_ingest
 
     staff = User.objects.create_superuser("staff-eval@headroom.test", "pw-123456789")
     client.force_login(staff)

@@ -9,9 +9,9 @@ from decimal import Decimal
 import pytest
 
 from accounts.models import AuditEvent
-from alerts.services import alert_create, alert_update, user_alert_policy_update
+from alerts.services.changes import custom_limit_delete, custom_limit_set, limit_policy_update
+from alerts.services.configuration import alert_create, alert_update, user_alert_policy_update
 from billing.models import CustomLimit
-from billing.services import custom_limit_delete, custom_limit_set, limit_policy_update
 from tests.factories import UserFactory
 from tests.fixtures import logged_in
 

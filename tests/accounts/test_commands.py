@@ -25,6 +25,7 @@ from django.utils import timezone
 from accounts.management.commands.seed_demo import DEMO_PEOPLE
 from accounts.models import ApiKey, Membership, Organization, Role, User
 from accounts.services import api_key_authenticate
+from alerts.services.changes import limit_policy_update
 from billing.models import (
     CustomLimit,
     MemberUsage,
@@ -34,7 +35,6 @@ from billing.models import (
     UserLimitPolicy,
 )
 from billing.selectors import current_period, members_over_budget, organization_used
-from billing.services import limit_policy_update
 from tests.factories import DEFAULT_PASSWORD, MembershipFactory, UserFactory
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

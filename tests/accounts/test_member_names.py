@@ -15,7 +15,7 @@ from django.urls import reverse
 
 from accounts.models import Membership, Organization, Role, User
 from accounts.services import membership_create
-from billing.services import UsageInput, usage_ingest
+from alerts.services.ingest import UsageInput, usage_ingest
 from tests.factories import MembershipFactory, OrganizationFactory, UserFactory
 from tests.fixtures import ApiClient, logged_in
 

@@ -12,13 +12,9 @@ import pytest
 from django.test import Client
 
 from accounts.models import ApiKey, Membership, Role, User
-from accounts.services import (
-    api_key_authenticate,
-    api_key_create,
-    api_key_revoke,
-    membership_update,
-)
+from accounts.services import api_key_authenticate, api_key_create, api_key_revoke
 from accounts.web import ADMIN_REQUIRED_MESSAGE
+from alerts.services.changes import membership_update
 from config.errors import InvalidInput
 from tests.factories import AdminMembershipFactory, MembershipFactory
 from tests.fixtures import logged_in, run_at_once
@@ -159,7 +155,7 @@ def test_queries_are_bounded_with_2000_members(owner, thousands, django_assert_m
 
 
 def test_an_admin_makes_a_member_an_admin_by_htmx(owner, member):
-    with mock.patch("accounts.services.alerts_evaluate_organization") as evaluate:
+    with mock.patch("alerts.services.changes.alerts_evaluate_organization") as evaluate:
         response = logged_in(owner).post(role_url(member), {"role": "admin"}, headers=HTMX)
 
     assert response.status_code == 200

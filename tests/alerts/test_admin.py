@@ -19,9 +19,9 @@ from alerts.models import (
     UserAlertPolicy,
     WebhookEndpoint,
 )
-from alerts.services import alert_create, user_alert_policy_update
+from alerts.services.configuration import alert_create, user_alert_policy_update
+from alerts.services.ingest import UsageInput, usage_ingest
 from alerts.webhooks import webhook_endpoint_create
-from billing.services import UsageInput, usage_ingest
 from tests.factories import AdminMembershipFactory, OrganizationFactory
 
 ALERTS_MODELS = sorted(

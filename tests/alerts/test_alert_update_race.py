@@ -23,8 +23,8 @@ from accounts.models import AuditEvent
 from accounts.services import api_key_create
 from alerts import api as alerts_api
 from alerts.models import Firing, OrganizationAlert
-from alerts.services import alert_create
-from billing.services import UsageInput, usage_ingest
+from alerts.services.configuration import alert_create
+from alerts.services.ingest import UsageInput, usage_ingest
 from tests.fixtures import ApiClient, run_at_once
 
 pytestmark = pytest.mark.django_db(transaction=True)

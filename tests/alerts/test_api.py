@@ -7,10 +7,10 @@ from decimal import Decimal
 import pytest
 import time_machine
 
-from accounts.services import organization_update
 from alerts.models import MAX_ORGANIZATION_ALERTS, Firing, OrganizationAlert, UserAlertPolicy
-from alerts.services import alert_create
-from billing.services import UsageInput, limit_policy_update, usage_ingest
+from alerts.services.changes import limit_policy_update, organization_update
+from alerts.services.configuration import alert_create
+from alerts.services.ingest import UsageInput, usage_ingest
 from tests.accounts.test_api import assert_error
 from tests.factories import AdminMembershipFactory
 from tests.fixtures import ApiClient

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from alerts.models import Firing, UserAlertPolicy
-from billing.services import UsageInput, usage_ingest
+from alerts.services.ingest import UsageInput, usage_ingest
 from tests.browser import browser_fixture, page_fixture, screenshot  # noqa: F401
 from tests.factories import MembershipFactory
 from tests.test_browser import log_in

@@ -15,16 +15,16 @@ from django.core import mail
 from django.urls import reverse
 from django.utils import timezone
 
-from alerts.delivery import (
+from alerts.models import DeliveryAttempt, DeliveryStatus, Notification
+from alerts.outbox import (
     CUT_SHORT,
     EXHAUSTED,
     MAX_ATTEMPTS,
     notification_deliver,
     notifications_requeue_stale,
 )
-from alerts.models import DeliveryAttempt, DeliveryStatus, Notification
-from alerts.services import alert_create
-from billing.services import UsageInput, usage_ingest
+from alerts.services.configuration import alert_create
+from alerts.services.ingest import UsageInput, usage_ingest
 
 pytestmark = pytest.mark.django_db
 
@@ -51,7 +51,7 @@ def template_error(**kwargs):
 class TestAnErrorThatIsNotTheProvidersIsAFailedAttempt:
     def test_it_is_recorded_logged_and_retried_with_backoff(self, email, caplog):
         with (
-            mock.patch("alerts.delivery.alert_email_build", side_effect=template_error),
+            mock.patch("alerts.transports.alert_email_build", side_effect=template_error),
             caplog.at_level(logging.ERROR, logger="alerts.delivery"),
         ):
             notification_deliver(notification_id=email.pk)
@@ -71,7 +71,7 @@ class TestAnErrorThatIsNotTheProvidersIsAFailedAttempt:
 
     def test_after_the_last_attempt_it_is_failed_and_never_claimed_again(self, email, caplog):
         with (
-            mock.patch("alerts.delivery.alert_email_build", side_effect=template_error),
+            mock.patch("alerts.transports.alert_email_build", side_effect=template_error),
             caplog.at_level(logging.ERROR, logger="alerts.delivery"),
         ):
             for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -86,7 +86,7 @@ class TestAnErrorThatIsNotTheProvidersIsAFailedAttempt:
 
         # Neither a task run again nor the sweep brings it back.
         due_now(email)
-        with mock.patch("alerts.tasks.deliver_notification.delay") as queued:
+        with mock.patch("alerts.outbox.deliver_notification.delay") as queued:
             notifications_requeue_stale(now=timezone.now() + timedelta(hours=1))
         queued.assert_not_called()
         notification_deliver(notification_id=email.pk)
@@ -121,7 +121,7 @@ class TestTheClaimIsCapped:
         assert (email.status, email.attempts) == (DeliveryStatus.SENDING, MAX_ATTEMPTS)
         assert email.delivery_attempts.count() == 1
 
-        with mock.patch("alerts.tasks.deliver_notification.delay") as queued:
+        with mock.patch("alerts.outbox.deliver_notification.delay") as queued:
             assert notifications_requeue_stale() == 0
         queued.assert_not_called()
         assert mail.outbox == []

@@ -11,23 +11,19 @@ import time_machine
 from django.core import mail
 from django.db import connection
 
-from accounts.services import membership_update, organization_update
-from alerts.delivery import notification_deliver, notifications_requeue_stale
 from alerts.models import DeliveryStatus, Firing, Notification, OrganizationAlert
+from alerts.outbox import notification_deliver, notifications_requeue_stale
 from alerts.selectors import alert_status
-from alerts.services import (
-    alert_create,
-    alert_update,
-    user_alert_policy_update,
-)
-from billing.selectors import current_period
-from billing.services import (
-    UsageInput,
+from alerts.services.changes import (
     custom_limit_set,
     limit_policy_update,
-    usage_consume,
-    usage_ingest,
+    membership_update,
+    organization_update,
 )
+from alerts.services.configuration import alert_create, alert_update, user_alert_policy_update
+from alerts.services.consume import usage_consume
+from alerts.services.ingest import UsageInput, usage_ingest
+from billing.selectors import current_period
 from config.errors import InvalidInput
 from tests.alerts.backends import FlakyProviderBackend
 from tests.factories import AdminMembershipFactory, MembershipFactory

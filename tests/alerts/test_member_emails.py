@@ -12,10 +12,10 @@ from decimal import Decimal
 import pytest
 from django.core import mail
 
-from alerts.emails import alert_email_build
 from alerts.models import Notification
-from alerts.services import user_alert_policy_update
-from billing.services import UsageInput, usage_ingest
+from alerts.services.configuration import user_alert_policy_update
+from alerts.services.ingest import UsageInput, usage_ingest
+from alerts.transports import alert_email_build
 
 SITE = "http://127.0.0.1:8765"
 URL = re.compile(r"https?://[^\s\"'<>]+")

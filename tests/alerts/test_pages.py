@@ -12,10 +12,11 @@ import time_machine
 
 from accounts.models import Membership, Organization, Role, User
 from alerts.models import Firing, OrganizationAlert, UserAlertPolicy
-from alerts.services import alert_create
+from alerts.services.changes import custom_limit_set, limit_policy_update
+from alerts.services.configuration import alert_create
+from alerts.services.ingest import UsageInput, usage_ingest
 from billing.models import CustomLimit, MemberUsage, UserLimitPolicy
 from billing.selectors import limit_policy_get
-from billing.services import UsageInput, custom_limit_set, limit_policy_update, usage_ingest
 from tests.factories import AdminMembershipFactory, MembershipFactory
 from tests.fixtures import logged_in
 

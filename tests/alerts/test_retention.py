@@ -19,8 +19,8 @@ from alerts.models import (
     Notification,
 )
 from alerts.retention import notifications_prune
+from alerts.services.ingest import UsageInput, usage_ingest
 from billing.models import UsageEvent
-from billing.services import UsageInput, usage_ingest
 from config.celery import app
 
 pytestmark = pytest.mark.django_db

@@ -12,8 +12,8 @@ from django.core import mail
 from django.urls import reverse
 
 from alerts.models import Firing, UserAlertPolicy
-from alerts.services import user_alert_policy_update
-from billing.services import UsageInput, usage_ingest
+from alerts.services.configuration import user_alert_policy_update
+from alerts.services.ingest import UsageInput, usage_ingest
 from tests.factories import MembershipFactory
 from tests.fixtures import logged_in
 

@@ -10,14 +10,14 @@ from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
 from alerts.models import Channel, Notification, WebhookEndpoint
-from alerts.services import alert_create
+from alerts.services.configuration import alert_create
+from alerts.services.ingest import UsageInput, usage_ingest
 from alerts.webhooks import (
     MAX_WEBHOOK_ENDPOINTS,
     webhook_endpoint_create,
     webhook_endpoint_delete,
     webhook_url_validate,
 )
-from billing.services import UsageInput, usage_ingest
 from config.errors import InvalidInput
 from tests.accounts.test_api import assert_error
 from tests.fixtures import ApiClient

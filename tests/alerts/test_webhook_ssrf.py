@@ -19,12 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from alerts import delivery
-from alerts.delivery import address_is_public, notification_deliver
+from alerts import transports
 from alerts.models import DeliveryStatus, Notification
-from alerts.services import alert_create
+from alerts.outbox import notification_deliver
+from alerts.services.configuration import alert_create
+from alerts.services.ingest import UsageInput, usage_ingest
+from alerts.transports import address_is_public
 from alerts.webhooks import webhook_endpoint_create
-from billing.services import UsageInput, usage_ingest
 from tests.stubs import webhook_receiver
 
 pytestmark = pytest.mark.django_db
@@ -199,7 +200,7 @@ def loopback_counts_as_public(monkeypatch, settings, rebinding_dns):
     can stand in for a public receiver behind `PublicAddressesOnly`.
     """
     settings.WEBHOOKS_ALLOW_PRIVATE_URLS = False
-    monkeypatch.setattr(delivery, "address_is_public", lambda address: True)
+    monkeypatch.setattr(transports, "address_is_public", lambda address: True)
 
 
 @pytest.mark.parametrize(

@@ -25,17 +25,12 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError
 from standardwebhooks.webhooks import Webhook
 
-from alerts.delivery import (
-    CUT_SHORT,
-    EMAIL_METADATA_KEY,
-    notification_deliver,
-    notifications_requeue_stale,
-    webhook_message_id,
-)
 from alerts.models import DeliveryAttempt, DeliveryStatus, Notification
-from alerts.services import alert_create
+from alerts.outbox import CUT_SHORT, notification_deliver, notifications_requeue_stale
+from alerts.services.configuration import alert_create
+from alerts.services.ingest import UsageInput, usage_ingest
+from alerts.transports import EMAIL_METADATA_KEY, webhook_message_id
 from alerts.webhooks import webhook_endpoint_create
-from billing.services import UsageInput, usage_ingest
 from config.celery import app
 from tests.factories import AdminMembershipFactory
 from tests.stubs import Received, StubServer, postmark_stub, wait_until, webhook_receiver
@@ -162,7 +157,7 @@ def test_a_task_lost_while_redis_is_down_is_recovered_by_the_sweep(
 ):
     alert_create(organization=organization, threshold_type="absolute", threshold=Decimal(1))
     with mock.patch(
-        "alerts.tasks.deliver_notification.delay", side_effect=OperationalError("Redis is down")
+        "alerts.outbox.deliver_notification.delay", side_effect=OperationalError("Redis is down")
     ):
         ingest(api, "a", 5)  # the write succeeds even though nothing could be queued
     notification = Notification.objects.get()
@@ -243,7 +238,7 @@ def test_after_a_cut_short_attempt_a_failing_message_search_sends_nothing_and_re
 
     with (
         postmark_with_failing_search(500) as provider,
-        mock.patch("alerts.tasks.deliver_notification.apply_async") as queued,
+        mock.patch("alerts.outbox.deliver_notification.apply_async") as queued,
     ):
         settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
         settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "test-token", "POSTMARK_API_URL": provider.url}

@@ -11,6 +11,9 @@ from django.contrib import admin
 from django.urls import reverse
 
 from alerts.models import Firing, FiringKind
+from alerts.services.changes import custom_limit_set, limit_policy_update
+from alerts.services.consume import usage_consume
+from alerts.services.ingest import UsageInput, usage_ingest
 from billing.models import (
     ConsumeAnswer,
     CustomLimit,
@@ -20,13 +23,6 @@ from billing.models import (
     UserLimitPolicy,
 )
 from billing.selectors import current_period
-from billing.services import (
-    UsageInput,
-    custom_limit_set,
-    limit_policy_update,
-    usage_consume,
-    usage_ingest,
-)
 from tests.factories import MembershipFactory
 from tests.fixtures import over_budget
 

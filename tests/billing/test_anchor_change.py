@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from accounts.models import Organization
-from accounts.services import organization_update
 from alerts.models import Firing
-from alerts.services import alert_create
+from alerts.services.changes import organization_update
+from alerts.services.configuration import alert_create
 from billing.periods import Period, anchor_day_change, anchor_segments, period_containing
 from billing.selectors import (
     current_period,

@@ -7,7 +7,7 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from alerts.services import alert_create
+from alerts.services.configuration import alert_create
 from billing.models import CustomLimit, UsageEvent
 from tests.accounts.test_api import assert_error
 from tests.factories import AdminMembershipFactory, MembershipFactory

@@ -9,8 +9,9 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from accounts.models import Membership, Organization
+from alerts.services.changes import limit_policy_update
+from alerts.services.ingest import UsageInput, usage_ingest
 from billing.selectors import current_period
-from billing.services import UsageInput, limit_policy_update, usage_ingest
 from tests.browser import browser_fixture, page_fixture, screenshot  # noqa: F401
 from tests.factories import DEFAULT_PASSWORD
 

@@ -14,8 +14,9 @@ from django.utils import timezone
 from playwright.sync_api import Browser, Page, expect
 
 from accounts.models import Membership, Organization
+from alerts.services.changes import custom_limit_set, limit_policy_update
+from alerts.services.ingest import UsageInput, usage_ingest
 from billing.selectors import current_period
-from billing.services import UsageInput, custom_limit_set, limit_policy_update, usage_ingest
 from tests.browser import browser_fixture, page_fixture, screenshot  # noqa: F401
 from tests.factories import DEFAULT_PASSWORD, MembershipFactory
 

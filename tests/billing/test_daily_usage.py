@@ -14,10 +14,11 @@ import time_machine
 from django.apps import apps
 from django.db import connection
 
+from alerts.services.consume import usage_consume
+from alerts.services.ingest import UsageInput, usage_ingest
 from billing.models import DailyUsage, OrganizationUsage, UsageEvent, UserLimitPolicy
 from billing.periods import period_containing
 from billing.selectors import DayUsage, current_period, daily_usage_list, period_days
-from billing.services import UsageInput, usage_consume, usage_ingest
 from tests.factories import MembershipFactory, OrganizationFactory
 
 pytestmark = pytest.mark.django_db

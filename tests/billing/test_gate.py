@@ -8,6 +8,8 @@ import pytest
 import time_machine
 from django.db import connection
 
+from alerts.services.consume import usage_consume
+from alerts.services.ingest import UsageInput, usage_ingest
 from billing.models import (
     ConsumeAnswer,
     CustomLimit,
@@ -16,14 +18,13 @@ from billing.models import (
     UsageEvent,
     UserLimitPolicy,
 )
-from billing.selectors import current_period, member_usage_get, organization_used, usage_by_source
-from billing.services import (
-    ORGANIZATION_CREDITS_EXHAUSTED,
-    USER_LIMIT_REACHED,
-    UsageInput,
+from billing.rules import ORGANIZATION_CREDITS_EXHAUSTED, USER_LIMIT_REACHED
+from billing.selectors import (
+    current_period,
+    member_usage_get,
+    organization_used,
+    usage_by_source,
     usage_check,
-    usage_consume,
-    usage_ingest,
 )
 from config.errors import Conflict
 from tests.factories import MembershipFactory

@@ -36,7 +36,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accounts.models import Membership, Organization
-from accounts.services import organization_update
+from alerts.services.changes import limit_policy_update, organization_update
+from alerts.services.consume import usage_consume
+from alerts.services.ingest import UsageInput, usage_ingest
 from billing.models import (
     CustomLimit,
     DailyUsage,
@@ -47,15 +49,8 @@ from billing.models import (
     UserLimitPolicy,
 )
 from billing.periods import period_containing
-from billing.services import (
-    ORGANIZATION_CREDITS_EXHAUSTED,
-    USER_LIMIT_REACHED,
-    UsageInput,
-    limit_policy_update,
-    usage_check,
-    usage_consume,
-    usage_ingest,
-)
+from billing.rules import ORGANIZATION_CREDITS_EXHAUSTED, USER_LIMIT_REACHED
+from billing.selectors import usage_check
 from tests.factories import MembershipFactory, OrganizationFactory
 
 pytestmark = pytest.mark.django_db

@@ -14,9 +14,11 @@ from django.urls import reverse
 
 from accounts.models import Membership, Organization
 from alerts.models import Firing, FiringKind
+from alerts.services.changes import limit_policy_update
+from alerts.services.consume import usage_consume
+from alerts.services.ingest import UsageInput, usage_ingest
 from billing.models import DailyUsage, MemberUsage, SourceUsage, UsageEvent
 from billing.selectors import current_period, organization_used, usage_by_source
-from billing.services import UsageInput, limit_policy_update, usage_consume, usage_ingest
 from tests.fixtures import ApiClient, logged_in
 
 pytestmark = pytest.mark.django_db

@@ -12,7 +12,7 @@ from decimal import Decimal
 import pytest
 from django.template import Context, Template
 
-from billing.services import UsageInput, usage_ingest
+from alerts.services.ingest import UsageInput, usage_ingest
 from tests.fixtures import logged_in
 
 pytestmark = pytest.mark.django_db

@@ -16,6 +16,9 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Membership, Organization, Role, User
+from alerts.services.changes import custom_limit_set, limit_policy_update
+from alerts.services.consume import usage_consume
+from alerts.services.ingest import UsageInput, usage_ingest
 from billing.models import (
     CustomLimit,
     DailyUsage,
@@ -23,13 +26,6 @@ from billing.models import (
     OrganizationUsage,
     SourceUsage,
     UsageEvent,
-)
-from billing.services import (
-    UsageInput,
-    custom_limit_set,
-    limit_policy_update,
-    usage_consume,
-    usage_ingest,
 )
 from tests.factories import MembershipFactory
 from tests.fixtures import logged_in

@@ -12,9 +12,9 @@ from django.urls import reverse
 
 from accounts.admin import OrganizationAdmin
 from accounts.models import Organization
-from alerts.services import alert_create, user_alert_policy_update
+from alerts.services.configuration import alert_create, user_alert_policy_update
+from alerts.services.ingest import UsageInput, usage_ingest
 from billing.models import DailyUsage, MemberUsage, OrganizationUsage, SourceUsage, UsageEvent
-from billing.services import UsageInput, usage_ingest
 from config.admin_site import CreditsAdminMixin, HeadroomAdminSite, is_credits_field
 from tests.accounts.test_admin import change_url, organization_form
 from tests.factories import OrganizationFactory

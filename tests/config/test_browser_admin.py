@@ -23,8 +23,8 @@ from alerts.models import (
     Notification,
     WebhookEndpoint,
 )
-from alerts.services import alert_create
-from billing.services import UsageInput, usage_ingest
+from alerts.services.configuration import alert_create
+from alerts.services.ingest import UsageInput, usage_ingest
 from tests.browser import browser_fixture, page_fixture, screenshot  # noqa: F401
 from tests.factories import AdminMembershipFactory, MembershipFactory, OrganizationFactory
 

@@ -11,7 +11,8 @@ from accounts.models import ApiKey, Membership, Organization
 from accounts.selectors import membership_get
 from accounts.services import api_key_authenticate, api_key_create
 from alerts.models import OrganizationAlert, UserAlertPolicy
-from alerts.services import _alert_configuration, alert_create, user_alert_policy_update
+from alerts.services.configuration import alert_create, user_alert_policy_update
+from alerts.services.rules import _alert_configuration
 from billing.models import CustomLimit, UserLimitPolicy
 from billing.selectors import limit_rules_get
 from config import rawsql

@@ -771,9 +771,9 @@ def _seed(spec: dict[str, Any]) -> dict[str, Any]:
     from decimal import Decimal
 
     from accounts.services import api_key_create, membership_create, organization_create
-    from alerts.services import alert_create
+    from alerts.services.changes import limit_policy_update
+    from alerts.services.configuration import alert_create
     from alerts.webhooks import webhook_endpoint_create
-    from billing.services import limit_policy_update
 
     slug = spec["slug"]
     organization = organization_create(slug=slug, name=f"Faults {slug}")

@@ -13,7 +13,7 @@ from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alerts.services import alert_create
+from alerts.services.configuration import alert_create
 from tests.accounts.test_api import assert_error
 
 pytestmark = pytest.mark.django_db

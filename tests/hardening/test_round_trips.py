@@ -20,9 +20,9 @@ from django.test import Client
 
 from accounts.models import AuditEvent, Membership, Organization
 from alerts.models import UserAlertPolicy
-from alerts.services import user_alert_policy_update
+from alerts.services.changes import custom_limit_set, limit_policy_update
+from alerts.services.configuration import user_alert_policy_update
 from billing.models import CustomLimit, UserLimitPolicy
-from billing.services import custom_limit_set, limit_policy_update
 from config.api import api as ninja_api
 from tests.fixtures import ApiClient
 

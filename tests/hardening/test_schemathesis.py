@@ -51,15 +51,11 @@ from schemathesis.specs.openapi.checks import (
 from accounts.models import Membership, Organization
 from accounts.services import api_key_create
 from alerts.models import Notification, WebhookEndpoint
-from alerts.services import alert_create, user_alert_policy_update
+from alerts.services.changes import custom_limit_set, limit_policy_update
+from alerts.services.configuration import alert_create, user_alert_policy_update
+from alerts.services.consume import usage_consume
+from alerts.services.ingest import UsageInput, usage_ingest
 from billing.models import UsageEvent
-from billing.services import (
-    UsageInput,
-    custom_limit_set,
-    limit_policy_update,
-    usage_consume,
-    usage_ingest,
-)
 from tests.factories import AdminMembershipFactory, MembershipFactory, OrganizationFactory
 
 # Schemathesis's generated test hides its fixtures from pytest-django: the

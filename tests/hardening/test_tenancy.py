@@ -20,10 +20,11 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from accounts.models import ApiKey, Membership
 from accounts.services import api_key_create, api_key_revoke
 from alerts.models import OrganizationAlert, UserAlertPolicy, WebhookEndpoint
-from alerts.services import alert_create
+from alerts.services.changes import custom_limit_set, limit_policy_update
+from alerts.services.configuration import alert_create
+from alerts.services.ingest import UsageInput, usage_ingest
 from alerts.webhooks import webhook_endpoint_create
 from billing.models import CustomLimit, MemberUsage, UsageEvent, UserLimitPolicy
-from billing.services import UsageInput, custom_limit_set, limit_policy_update, usage_ingest
 from config.api import api as ninja_api
 from tests.fixtures import ApiClient, logged_in
 

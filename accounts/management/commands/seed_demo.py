@@ -18,9 +18,10 @@ from django.utils import timezone
 from accounts.management.commands._base import OperatorCommand
 from accounts.models import ApiKey, Organization, Role, User
 from accounts.services import api_key_create, membership_create, organization_create
+from alerts.services.changes import custom_limit_set, limit_policy_update
+from alerts.services.ingest import UsageInput, usage_ingest
 from billing.models import MemberUsage, Source, UsageEvent, UserLimitPolicy
 from billing.selectors import current_period, limit_rules_get_for_all_members
-from billing.services import UsageInput, custom_limit_set, limit_policy_update, usage_ingest
 
 DEMO_SLUG = "acme"
 DEMO_NAME = "Acme Inc"

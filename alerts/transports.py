@@ -1,16 +1,10 @@
-"""Delivering the outbox: claim a notification, send it, record the attempt.
-
-A worker claims a row with a conditional UPDATE (pending and due, or a
-`sending` claim whose lease ran out), so two workers or a task run twice
-never send the same notification at once; a sent one is never claimed again.
-One transport per channel raises `TransportError(permanent=…)`; any other
-error while delivering counts as a failed attempt too, and no row is claimed
-more than MAX_ATTEMPTS times, so that nothing loops.
-
-Webhooks connect only to public addresses, checked when the socket is
-opened (`PublicAddressesOnly`): a name that resolved to a public address
-when its endpoint was registered and resolves to 127.0.0.1 now reaches
-nothing.
+"""Transports: one per channel, each sending one notification or raising
+`TransportError(permanent=…)` (as healthchecks' transports do). Emails are
+built from templates (emails/alert.*) and sent through Anymail; webhooks are
+signed with Standard Webhooks and connect only to public addresses, checked
+when the socket is opened (`PublicAddressesOnly`): a name that resolved to a
+public address when its endpoint was registered and resolves to 127.0.0.1
+now reaches nothing.
 """
 
 from __future__ import annotations
@@ -18,11 +12,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import random
 import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpcore
@@ -30,22 +24,22 @@ import httpx
 from anymail.exceptions import AnymailError, AnymailInvalidAddress, AnymailRecipientsRefused
 from anymail.utils import get_anymail_setting
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F, Q
+from django.core.mail import EmailMultiAlternatives
+from django.template.loader import render_to_string
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
-from alerts.emails import alert_email_build
-from alerts.models import Channel, DeliveryAttempt, DeliveryStatus, Notification, WebhookEndpoint
+from alerts.models import Channel, Notification, WebhookEndpoint
+from config.credits import readable_credits
 
 logger = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 15
 # Each email carries its notification's uid in this metadata field (Postmark
 # allows keys of up to 20 characters), by which the provider can find it.
 EMAIL_METADATA_KEY = "notification_uid"
+
+
 LOOKUP_TIMEOUT_SECONDS = 10
-CUT_SHORT = "Cut short: the worker stopped before the outcome was recorded."
 
 
 class TransportError(Exception):
@@ -59,14 +53,6 @@ class TransportError(Exception):
 class Sent:
     provider_message_id: str = ""
     status: int | None = None
-
-
-def retry_delay(attempts: int) -> float:
-    """Exponential backoff with jitter, capped below Redis's visibility timeout."""
-    base = float(settings.NOTIFICATION_RETRY_BASE_SECONDS)
-    ceiling = float(settings.CELERY_MAX_RETRY_COUNTDOWN)
-    delay = min(ceiling, base * 2 ** max(0, attempts - 1))
-    return delay * random.uniform(0.5, 1.0)
 
 
 def _send_email(notification: Notification) -> Sent:
@@ -278,7 +264,7 @@ EMAIL_LOOKUPS: dict[str, Callable[[Notification], str | None]] = {
 }
 
 
-def _taken_by_provider(notification: Notification) -> Sent | None:
+def taken_by_provider(notification: Notification) -> Sent | None:
     """After an attempt that was cut short (its worker died, or the database
     went away before the outcome was written), whether the provider took the
     email anyway: sending it again blindly would send it twice. Webhooks are
@@ -299,195 +285,65 @@ def _taken_by_provider(notification: Notification) -> Sent | None:
     return None if message_id is None else Sent(provider_message_id=message_id)
 
 
-def _cut_short_before(notification: Notification, now: datetime) -> bool:
-    """Whether an earlier attempt was cut short: its worker died, or the
-    database went away, before its outcome was written. Closes such attempts.
-    """
-    if notification.attempts <= 1:
-        return False
-    earlier = DeliveryAttempt.objects.filter(notification=notification)
-    earlier.filter(finished_at__isnull=True).update(finished_at=now, error=CUT_SHORT)
-    return earlier.filter(error=CUT_SHORT).exists()
+TEMPLATE = "emails/alert"
 
 
-def notification_claim(*, notification_id: int, now: datetime) -> Notification | None:
-    """Take the row for one attempt, if it is due and has attempts left.
-
-    The cap is part of the claim, not only of the failure path: a row whose
-    attempts keep dying with their worker (killed, out of memory) never gets
-    to record a failure, and would otherwise be taken again at every lease.
-    """
-    due = Q(status=DeliveryStatus.PENDING, next_attempt_at__lte=now) | Q(
-        status=DeliveryStatus.SENDING, claimed_until__lt=now
-    )
-    claimed = Notification.objects.filter(
-        due, pk=notification_id, attempts__lt=MAX_ATTEMPTS
-    ).update(
-        status=DeliveryStatus.SENDING,
-        claimed_until=now + timedelta(seconds=settings.NOTIFICATION_CLAIM_LEASE_SECONDS),
-        attempts=F("attempts") + 1,
-    )
-    if not claimed:
-        return None
-    return Notification.objects.get(pk=notification_id)
-
-
-def notification_deliver(*, notification_id: int) -> None:
-    """Send one notification if it is due; safe to run any number of times."""
-    now = timezone.now()
-    notification = notification_claim(notification_id=notification_id, now=now)
-    if notification is None:
-        return
-    cut_short = _cut_short_before(notification, now)
-    attempt = DeliveryAttempt.objects.create(notification=notification, started_at=now)
-    try:
-        sent = _taken_by_provider(notification) if cut_short else None
-        if sent is None:
-            sent = TRANSPORTS[notification.channel](notification)
-    except TransportError as error:
-        _record_failure(notification, attempt, error)
-        return
-    except Exception as error:
-        # A template that does not render, a payload missing a key, a bug: a
-        # failed attempt like any other, retried with backoff until the last
-        # one marks it failed, never left `sending` for the sweep to re-claim.
-        logger.exception("Notification %s: delivery raised", notification.pk)
-        _record_failure(notification, attempt, TransportError(f"{type(error).__name__}: {error}"))
-        return
-    finished = timezone.now()
-    DeliveryAttempt.objects.filter(pk=attempt.pk).update(
-        finished_at=finished,
-        succeeded=True,
-        provider_message_id=sent.provider_message_id,
-        response_status=sent.status,
-    )
-    Notification.objects.filter(pk=notification.pk, status=DeliveryStatus.SENDING).update(
-        status=DeliveryStatus.SENT,
-        sent_at=finished,
-        claimed_until=None,
-        provider_message_id=sent.provider_message_id,
-        last_error="",
+def _describe(firing: dict[str, Any], *, to_member: bool) -> str:
+    kind = firing["kind"]
+    if to_member and kind == "user_alert":
+        return (
+            f"You have used {readable_credits(firing['value'])} credits this billing period, "
+            f"past the threshold of {readable_credits(firing['threshold_credits'])}"
+        )
+    if kind == "organization_alert":
+        if firing["threshold_type"] == "percentage":
+            return f"Organization usage reached {firing['threshold']}% of the credit allowance"
+        return f"Organization usage reached {readable_credits(firing['threshold_credits'])} credits"
+    who = firing["user_email"] or firing["user"]
+    if kind == "user_alert":
+        return f"{who} used {readable_credits(firing['threshold_credits'])} credits"
+    return (
+        f"{who} reached their credit limit of "
+        f"{readable_credits(firing['threshold_credits'])} credits"
     )
 
 
-def _record_failure(
-    notification: Notification, attempt: DeliveryAttempt, error: TransportError
-) -> None:
-    now = timezone.now()
-    DeliveryAttempt.objects.filter(pk=attempt.pk).update(
-        finished_at=now, error=str(error)[:2000], response_status=error.status
+def alert_email_context(payload: dict[str, Any]) -> dict[str, Any]:
+    # Decided when the notification was written (alerts/outbox.py); older
+    # payloads have no `recipient` and were all written for admins.
+    to_member = payload.get("recipient", "admin") == "member"
+    firings = [
+        dict(firing, description=_describe(firing, to_member=to_member))
+        for firing in payload["firings"]
+    ]
+    for firing in firings:
+        firing["period_start_at"] = datetime.fromisoformat(firing["period_start"])
+        firing["period_end_at"] = datetime.fromisoformat(firing["period_end"])
+    if to_member:  # Limits & Alerts is admin-only: a member is sent to their own usage
+        action_url, action_label = f"{settings.SITE_URL}/me/usage/", "See your usage"
+    else:
+        action_url, action_label = f"{settings.SITE_URL}/settings/limits/", "Review Limits & Alerts"
+    return {
+        "organization": payload["organization"],
+        "to_member": to_member,
+        "primary": firings[0],
+        "others": firings[1:],
+        "action_url": action_url,
+        "action_label": action_label,
+    }
+
+
+def alert_email_build(
+    *, recipient: str, payload: dict[str, Any], message_uid: str
+) -> EmailMultiAlternatives:
+    context = alert_email_context(payload)
+    subject = " ".join(render_to_string(f"{TEMPLATE}.subject.txt", context).split())
+    message = EmailMultiAlternatives(
+        subject=subject,
+        body=render_to_string(f"{TEMPLATE}.txt", context),
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=[recipient],
+        headers={"X-Headroom-Notification": message_uid},
     )
-    if error.permanent or notification.attempts >= MAX_ATTEMPTS:
-        Notification.objects.filter(pk=notification.pk).update(
-            status=DeliveryStatus.FAILED, claimed_until=None, last_error=str(error)[:2000]
-        )
-        logger.error(
-            "Notification %s failed for good after %s attempt(s): %s",
-            notification.pk,
-            notification.attempts,
-            error,
-        )
-        return
-    delay = retry_delay(notification.attempts)
-    Notification.objects.filter(pk=notification.pk).update(
-        status=DeliveryStatus.PENDING,
-        claimed_until=None,
-        next_attempt_at=now + timedelta(seconds=delay),
-        last_error=str(error)[:2000],
-    )
-    from alerts.tasks import deliver_notification
-
-    if not settings.CELERY_TASK_ALWAYS_EAGER:  # in-process mode: the sweep retries
-        try:
-            deliver_notification.apply_async((notification.pk,), countdown=delay)
-        except Exception:  # the broker is down: the sweep will re-queue it
-            logger.warning(
-                "Could not queue the retry of notification %s", notification.pk, exc_info=True
-            )
-
-
-EXHAUSTED = "No attempts left: the last one's worker stopped before its outcome was recorded."
-
-
-def _fail_exhausted_claims(now: datetime) -> None:
-    """Mark failed the rows whose last attempt's worker died: they are never
-    claimed again (the claim's cap), so without this they would stay
-    `sending` for ever, neither retried nor shown as failed.
-    """
-    exhausted = list(
-        Notification.objects.filter(
-            status=DeliveryStatus.SENDING, claimed_until__lt=now, attempts__gte=MAX_ATTEMPTS
-        ).values_list("pk", flat=True)[:1000]
-    )
-    if not exhausted:
-        return
-    with transaction.atomic():
-        failed = list(
-            Notification.objects.filter(
-                pk__in=exhausted, status=DeliveryStatus.SENDING, claimed_until__lt=now
-            )
-            .select_for_update(skip_locked=True)
-            .values_list("pk", flat=True)
-        )
-        DeliveryAttempt.objects.filter(notification_id__in=failed, finished_at__isnull=True).update(
-            finished_at=now, error=CUT_SHORT
-        )
-        Notification.objects.filter(pk__in=failed).update(
-            status=DeliveryStatus.FAILED, claimed_until=None, last_error=EXHAUSTED
-        )
-    for pk in failed:
-        logger.error("Notification %s failed for good: %s", pk, EXHAUSTED)
-
-
-def notifications_requeue_stale(*, now: datetime | None = None) -> int:
-    """Re-queue what should have been delivered by now: due rows whose task was
-    lost (a crash between commit and publish, Redis down) and expired claims
-    with attempts left; an expired claim with none left is marked failed.
-    """
-    from alerts.tasks import deliver_notification
-
-    now = now or timezone.now()
-    _fail_exhausted_claims(now)
-    stale_after = timedelta(seconds=settings.NOTIFICATION_STALE_AFTER_SECONDS)
-    stale = Notification.objects.filter(
-        Q(status=DeliveryStatus.PENDING, next_attempt_at__lte=now - stale_after)
-        | Q(status=DeliveryStatus.SENDING, claimed_until__lt=now),
-        attempts__lt=MAX_ATTEMPTS,
-    ).values_list("pk", flat=True)[:1000]
-    count = 0
-    for pk in stale:
-        deliver_notification.delay(pk)
-        count += 1
-    return count
-
-
-@dataclass(frozen=True)
-class Resent:
-    queued: int
-    skipped: int
-
-
-def notifications_resend(*, notification_ids: Sequence[int]) -> Resent:
-    """Send these notifications again, failed or sent ones included (a staff
-    decision), each with every attempt allowed again. One being sent right
-    now is left to its worker, so that it cannot go out twice at once.
-    """
-    from alerts.tasks import deliver_notification_on_commit
-
-    with transaction.atomic():
-        chosen = list(
-            Notification.objects.filter(pk__in=notification_ids)
-            .select_for_update()
-            .values_list("pk", "status")
-        )
-        resend = [pk for pk, status in chosen if status != DeliveryStatus.SENDING]
-        Notification.objects.filter(pk__in=resend).update(
-            status=DeliveryStatus.PENDING,
-            attempts=0,
-            next_attempt_at=timezone.now(),
-            claimed_until=None,
-            sent_at=None,
-        )
-        for pk in resend:
-            deliver_notification_on_commit(pk)
-    return Resent(queued=len(resend), skipped=len(chosen) - len(resend))
+    message.attach_alternative(render_to_string(f"{TEMPLATE}.html", context), "text/html")
+    return message

@@ -1,0 +1,240 @@
+"""The Limits & Alerts page's sections: what each shows, the whole page,
+and one section alone (an htmx swap). The forms that change them are
+alerts/views.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.core.paginator import Page, Paginator
+from django.http import HttpResponse
+from django.shortcuts import render
+
+from accounts.models import Organization
+from accounts.selectors import member_name_expression
+from accounts.web import OrganizationHttpRequest
+from alerts.forms import (
+    CustomLimitForm,
+    LimitPolicyForm,
+    UserAlertPolicyForm,
+)
+from alerts.models import MAX_ORGANIZATION_ALERTS
+from alerts.selectors import (
+    alerts_with_status,
+    firings_of_period,
+    members_past_user_alert_threshold,
+    organization_alerts,
+)
+from alerts.services import configuration
+from billing.models import Source
+from billing.periods import Period
+from billing.selectors import (
+    current_period,
+    custom_limits_list,
+    limit_policy_get,
+    members_over_budget,
+    organization_used,
+)
+
+PAGE_SIZE = 25
+HISTORY_SIZE = 50
+
+# Section id -> its template. Each template's root element carries the id.
+ORGANIZATION_ALERTS = "organization-alerts"
+USER_ALERTS = "credit-usage-alerts"
+USER_ALERTS_ALREADY_PAST = "user-alerts-already-past"
+USER_LIMITS = "per-user-limits"
+CUSTOM_LIMITS = "custom-limits"
+EXCEEDING = "users-exceeding"
+HISTORY = "alert-history"
+SECTION_TEMPLATES = {
+    ORGANIZATION_ALERTS: "alerts/_organization_alerts.html",
+    USER_ALERTS: "alerts/_user_alerts.html",
+    USER_LIMITS: "alerts/_user_limits.html",
+    CUSTOM_LIMITS: "alerts/_custom_limits.html",
+    EXCEEDING: "alerts/_users_exceeding.html",
+    HISTORY: "alerts/_alert_history.html",
+}
+
+
+def _page(items: Any, number: str | None) -> Page[Any]:
+    return Paginator(items, PAGE_SIZE).get_page(number)
+
+
+def _organization_alerts_context(organization: Organization, period: Period) -> dict[str, Any]:
+    alerts = list(organization_alerts(organization=organization))
+    return {
+        "alert_rows": alerts_with_status(organization=organization, alerts=alerts, period=period),
+        "max_alerts": MAX_ORGANIZATION_ALERTS,
+        "can_add_alert": len(alerts) < MAX_ORGANIZATION_ALERTS,
+    }
+
+
+@dataclass(frozen=True)
+class AlreadyPast:
+    """What saving the Credit Usage Alerts form would do to the members
+    already past its threshold, said before saving (the note under the field).
+    """
+
+    count: int
+    threshold: Decimal
+    enabled: bool
+    notify_user: bool
+    admins_chosen: bool
+    fire_at_once: bool
+
+
+def already_past(
+    organization: Organization, period: Period, form: UserAlertPolicyForm
+) -> AlreadyPast | None:
+    """From the form as it stands (typed, posted or as saved); None without a threshold."""
+    if form.is_bound:
+        form.is_valid()  # cleaned_data keeps every field that is valid
+        values = form.cleaned_data
+    else:
+        values = {
+            name: form.get_initial_for_field(field, name) for name, field in form.fields.items()
+        }
+    threshold = values.get("threshold")
+    if threshold is None:
+        return None
+    policy = configuration.user_alert_policy_get(organization=organization)
+    # A new threshold is a new arming: nobody has been told at it yet.
+    generation = policy.generation if threshold == policy.threshold else policy.generation + 1
+    return AlreadyPast(
+        count=members_past_user_alert_threshold(
+            organization=organization, period=period, threshold=threshold, generation=generation
+        ),
+        threshold=threshold,
+        enabled=bool(values.get("enabled")),
+        notify_user=bool(values.get("notify_user")),
+        admins_chosen=bool(values.get("admins")),
+        fire_at_once=bool(values.get("fire_if_already_exceeded")),
+    )
+
+
+def _user_alerts_context(
+    organization: Organization, period: Period, form: UserAlertPolicyForm | None = None
+) -> dict[str, Any]:
+    if form is None:
+        policy = configuration.user_alert_policy_get(organization=organization)
+        form = UserAlertPolicyForm(
+            organization=organization,
+            prefix="user_alerts",
+            initial={
+                "enabled": policy.enabled,
+                "threshold": policy.threshold,
+                "notify_user": policy.notify_user,
+                "admins": list(policy.admins.select_related("user")) if policy.pk else [],
+                "fire_if_already_exceeded": policy.quiet_period_start != period.start,
+            },
+        )
+    return {"user_alert_form": form, "already_past": already_past(organization, period, form)}
+
+
+def _user_limits_context(
+    organization: Organization, form: LimitPolicyForm | None = None
+) -> dict[str, Any]:
+    if form is None:
+        policy = limit_policy_get(organization=organization)
+        form = LimitPolicyForm(
+            organization=organization,
+            prefix="user_limits",
+            initial={
+                "enabled": policy.enabled,
+                "default_limit": policy.default_limit,
+                "admins": list(policy.admins.select_related("user")) if policy.pk else [],
+                "exclude_agent_external": Source.AGENT_EXTERNAL in policy.excluded_sources,
+                "exclude_workflows": Source.WORKFLOW in policy.excluded_sources,
+            },
+        )
+    return {"limit_form": form}
+
+
+def _custom_limits_context(
+    organization: Organization,
+    page: str | None = None,
+    custom_limit_form: CustomLimitForm | None = None,
+) -> dict[str, Any]:
+    rows = custom_limits_list(organization=organization).order_by(
+        member_name_expression("membership__"), "membership__user__email"
+    )
+    return {
+        "custom_limits": _page(rows, page),
+        "custom_limit_form": custom_limit_form
+        or CustomLimitForm(organization=organization, prefix="custom_limit"),
+    }
+
+
+def _exceeding_context(
+    organization: Organization, period: Period, page: str | None = None
+) -> dict[str, Any]:
+    policy = limit_policy_get(organization=organization)
+    rows = members_over_budget(organization=organization, period=period, policy=policy)
+    return {
+        "exceeding": _page(rows.order_by("limit_reached_at", "id"), page),
+        "limits_enabled": policy.enabled,
+    }
+
+
+def _history_context(organization: Organization, period: Period) -> dict[str, Any]:
+    return {
+        "firings": list(firings_of_period(organization=organization, period=period)[:HISTORY_SIZE])
+    }
+
+
+def section_context(request: OrganizationHttpRequest, section: str, **forms: Any) -> dict[str, Any]:
+    organization = request.membership.organization
+    period = current_period(organization)
+    base = {"organization": organization, "period": period}
+    if section == ORGANIZATION_ALERTS:
+        return base | _organization_alerts_context(organization, period)
+    if section == USER_ALERTS:
+        return base | _user_alerts_context(organization, period, forms.get("user_alert_form"))
+    if section in (USER_LIMITS, CUSTOM_LIMITS):
+        context = base | _custom_limits_context(
+            organization, request.GET.get("custom_page"), forms.get("custom_limit_form")
+        )
+        if section == USER_LIMITS:
+            context |= _user_limits_context(organization, forms.get("limit_form"))
+        return context
+    if section == EXCEEDING:
+        return base | _exceeding_context(organization, period, request.GET.get("exceeding_page"))
+    if section == HISTORY:
+        return base | _history_context(organization, period)
+    raise ValueError(f"unknown section {section!r}")
+
+
+def render_section(
+    request: OrganizationHttpRequest,
+    section: str,
+    *,
+    oob: bool = False,
+    status: int = 200,
+    **forms: Any,
+) -> HttpResponse:
+    context = section_context(request, section, **forms) | {"oob": oob}
+    return render(request, SECTION_TEMPLATES[section], context, status=status)
+
+
+def page_response(
+    request: OrganizationHttpRequest, *, status: int = 200, **forms: Any
+) -> HttpResponse:
+    """The whole page; bound forms given in `forms` show in place of fresh ones."""
+    organization = request.membership.organization
+    period = current_period(organization)
+    context: dict[str, Any] = {
+        "organization": organization,
+        "period": period,
+        "period_allowance": period.allowance(organization.credit_allowance),
+        "next_period": current_period(organization, now=period.end),
+        "used": organization_used(organization=organization, period=period),
+        "section_templates": SECTION_TEMPLATES,
+    }
+    for section in SECTION_TEMPLATES:
+        if section != CUSTOM_LIMITS:  # shown inside the per-user limits section
+            context |= section_context(request, section, **forms)
+    return render(request, "alerts/limits_settings.html", context, status=status)

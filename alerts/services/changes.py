@@ -1,0 +1,88 @@
+"""Changes to a lower app that can move an alert, each with its alerts
+evaluated in the same transaction (STYLE: the higher layer owns the
+service; accounts and billing never reach up). The API, the pages and the
+admin call these, never the lower apps' own writes for the same change.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar, Unpack
+
+from django.db import transaction
+
+from accounts import services as accounts_services
+from accounts.models import Membership, Organization
+from accounts.services import MembershipChanges, OrganizationChanges
+from alerts.services.rules import alerts_evaluate_organization
+from billing.models import CustomLimit
+from billing.services import limits
+from billing.services.anchor import organization_anchor_day_set
+from config.dbretry import retry_on_conflict
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _then_evaluate(
+    write: Callable[P, R], organization_of: Callable[[R], Organization]
+) -> Callable[P, R]:
+    """`write`, then the alerts of the organization it changed, in one
+    transaction, retried whole on a deadlock (config/dbretry.py).
+    """
+
+    @retry_on_conflict
+    @functools.wraps(write)
+    def write_then_evaluate(*args: P.args, **kwargs: P.kwargs) -> R:
+        with transaction.atomic():
+            result = write(*args, **kwargs)
+            alerts_evaluate_organization(organization=organization_of(result))
+        return result
+
+    return write_then_evaluate
+
+
+limit_policy_update = _then_evaluate(limits.limit_policy_update, lambda policy: policy.organization)
+custom_limit_set = _then_evaluate(limits.custom_limit_set, lambda custom: custom.organization)
+
+
+@retry_on_conflict
+def custom_limit_delete(*, custom_limit: CustomLimit) -> None:
+    with transaction.atomic():
+        limits.custom_limit_delete(custom_limit=custom_limit)
+        alerts_evaluate_organization(organization=custom_limit.organization)
+
+
+def organization_update(
+    *,
+    organization: Organization,
+    anchor_day: int | None = None,
+    **changes: Unpack[OrganizationChanges],
+) -> Organization:
+    """Change only what is given (accounts), and the anchor day (billing);
+    a new allowance or period re-evaluates the alerts.
+    """
+    if anchor_day is not None:
+        accounts_services.validate_anchor_day(anchor_day)
+    with transaction.atomic():
+        changed = accounts_services.organization_update(organization=organization, **changes)
+        if anchor_day is not None:
+            changed += organization_anchor_day_set(organization=organization, anchor_day=anchor_day)
+        if {"credit_allowance", "anchor_day"} & set(changed):
+            alerts_evaluate_organization(organization=organization)
+    return organization
+
+
+def membership_update(
+    *, membership: Membership, **changes: Unpack[MembershipChanges]
+) -> Membership:
+    """Change a member (accounts); a new role can change who is limited and
+    who is told, so it re-evaluates the alerts.
+    """
+    role_before = membership.role
+    with transaction.atomic():
+        accounts_services.membership_update(membership=membership, **changes)
+        if membership.role != role_before:
+            alerts_evaluate_organization(organization=membership.organization)
+    return membership

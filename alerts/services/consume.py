@@ -1,0 +1,294 @@
+"""The gate's write: consume spends credits if the gate allows it (SPEC §3).
+
+One transaction takes the idempotency key in the ledger, moves the member's
+and the organization's totals only as far as their caps allow (the rule is
+billing/rules.py, applied by the WHERE of billing/ledger.py's upserts),
+fires the alerts the spend crossed (alerts/services/rules.py), and records
+the answer under the key. It lives at the alerts level because one
+transaction writes both apps' rows; billing never reaches up to alerts.
+See docs/gate.md.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from functools import cached_property
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from accounts.models import Membership, Organization
+from alerts.services.rules import MemberChange, UsageChange, alerts_on_usage
+from billing import ledger
+from billing.idempotency import fingerprint, key_reused
+from billing.models import (
+    DEFAULT_METER,
+    ConsumeAnswer,
+    Source,
+)
+from billing.periods import Period, organization_period
+from billing.rules import ZERO, Decision
+from billing.selectors import (
+    LimitRules,
+    gate_decision_now,
+    limit_rules_get,
+)
+from config.credits import format_credits
+from config.dbretry import retry_on_conflict
+from config.errors import Conflict
+
+
+@dataclass(frozen=True)
+class ConsumeResult:
+    decision: Decision
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class _Consume:
+    """One consume request, with what it is decided against."""
+
+    organization: Organization
+    membership: Membership
+    credits: Decimal
+    source: str
+    key: str
+    now: datetime
+    period: Period
+    rules: LimitRules
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return fingerprint(
+            {
+                "op": "consume",
+                "user": self.membership.pk,
+                "credits": format_credits(self.credits),
+                "source": self.source,
+            }
+        )
+
+    def refusal(self) -> Decision:
+        """Why the database refused: the same rule, applied to the totals now."""
+        decision = gate_decision_now(
+            organization=self.organization,
+            membership=self.membership,
+            credits=self.credits,
+            source=self.source,
+            period=self.period,
+            rules=self.rules,
+        )
+        assert not decision.allowed, "the database refused what the rule allows"
+        return decision
+
+
+@retry_on_conflict
+def usage_consume(
+    *,
+    organization: Organization,
+    membership: Membership,
+    credits: Decimal,
+    source: str = Source.ASSISTANT,
+    idempotency_key: str | None = None,
+) -> ConsumeResult:
+    """Spend `credits` if the gate allows it, recording the usage in the same
+    transaction. A repeated key gets the first answer back.
+
+    The key is taken first, in the ledger, as ingest takes its keys before
+    any total (the lock order of billing/ledger.py): a key ingest or another
+    consume already used ends the transaction before it locks anything else,
+    and a refusal deletes its ledger row again as it records its answer.
+    """
+    now = timezone.now()
+    consume = _Consume(
+        organization=organization,
+        membership=membership,
+        credits=credits,
+        source=source,
+        key=idempotency_key or f"consume-{uuid.uuid4()}",
+        now=now,
+        period=organization_period(organization, now),
+        rules=limit_rules_get(organization=organization, membership_ids=[membership.pk]),
+    )
+    try:
+        with transaction.atomic():
+            _take_event_key(consume)
+            decision = _spend(consume)
+            _record_consume_answer(consume, decision)
+    except _KeyTaken:
+        return ConsumeResult(_replay_consume(consume), replayed=True)
+    return ConsumeResult(decision)
+
+
+class _KeyTaken(Exception):
+    """An earlier request (a consume, or ingest) used this key: what this one
+    wrote is rolled back, and the first answer is replayed (or 409).
+    """
+
+
+def _take_event_key(consume: _Consume) -> None:
+    """Insert the consume's ledger row, first of the transaction's writes.
+
+    A concurrent request with the same key (a consume, or ingest: they share
+    one namespace) waits here until the first one ends, holding no other
+    lock; a key already in the ledger ends this transaction at once.
+    """
+    inserted = ledger.insert_events(
+        organization_id=consume.organization.pk,
+        events=[
+            ledger.NewEvent(
+                membership_id=consume.membership.pk,
+                meter=DEFAULT_METER,
+                credits=consume.credits,
+                source=consume.source,
+                timestamp=consume.now,
+                period_start=consume.period.start,
+                idempotency_key=consume.key,
+                fingerprint=consume.fingerprint,
+                properties={},
+            )
+        ],
+        now=consume.now,
+    )
+    if consume.key not in inserted:
+        raise _KeyTaken
+
+
+def _spend(consume: _Consume) -> Decision:
+    """Move the member's and the organization's totals if their caps allow,
+    then the day and source totals, and fire what the spend crossed.
+    """
+    organization, membership, credits = consume.organization, consume.membership, consume.credits
+    period, now = consume.period, consume.now
+    counts = consume.rules.counts(consume.source)
+    limit = consume.rules.limit_for(membership.pk)
+    increment = ledger.MemberIncrement(
+        membership_id=membership.pk,
+        period_start=period.start,
+        used=credits,
+        counted=credits if counts else ZERO,
+    )
+    member = ledger.add_to_member(
+        organization_id=organization.pk,
+        increment=increment,
+        limit=limit,
+        enforce_limit=counts,
+        now=now,
+    )
+    if member is None:
+        return consume.refusal()
+    organization_total = ledger.add_to_organization(
+        organization_id=organization.pk,
+        period_start=period.start,
+        credits=credits,
+        allowance=period.allowance(organization.credit_allowance),
+        enforce_allowance=organization.block_when_exhausted,
+    )
+    if organization_total is None:
+        ledger.undo_member_increment(increment=increment, now=now)
+        return consume.refusal()
+    # Only once both caps have let it through, so a refusal has nothing to undo here.
+    ledger.add_to_days(
+        organization_id=organization.pk, credits_by_day={ledger.utc_day(now): credits}
+    )
+    ledger.add_to_sources(
+        organization_id=organization.pk,
+        increments={(membership.pk, period.start, consume.source): credits},
+    )
+    alerts_on_usage(
+        UsageChange(
+            organization=organization,
+            period=period,
+            used_before=organization_total - credits,
+            used_after=organization_total,
+            members=[
+                MemberChange(
+                    membership_id=membership.pk,
+                    used_before=member.used - credits,
+                    used_after=member.used,
+                    counted_before=member.counted - increment.counted,
+                    counted_after=member.counted,
+                    limit=limit,
+                )
+            ],
+        )
+    )
+    return Decision(
+        allowed=True, reason=None, used=member.counted, limit=limit, resets_at=period.end
+    )
+
+
+def _record_consume_answer(consume: _Consume, decision: Decision) -> None:
+    """Record the answer under its key, last of the transaction's writes;
+    a refusal takes back its ledger row in the same statement.
+
+    The key's unique constraint is what makes a repeated key safe even for
+    a refusal, which leaves no ledger row: a concurrent request with the
+    same key waits here until the first one commits, then finds the key
+    taken and replays the first answer; the work it did is rolled back.
+    """
+    take_back = ""
+    take_back_params: list[Any] = []
+    if not decision.allowed:
+        if connection.vendor == "postgresql":
+            take_back = (
+                f"WITH refused AS (DELETE FROM {ledger.USAGE_EVENT}"
+                " WHERE organization_id = %s AND idempotency_key = %s)"
+            )
+            take_back_params = [consume.organization.pk, consume.key]
+        else:  # SQLite (the local demo database) has no DELETE inside WITH
+            ledger.delete_event(
+                organization_id=consume.organization.pk, idempotency_key=consume.key
+            )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            {take_back}
+            INSERT INTO {ConsumeAnswer._meta.db_table}
+                (organization_id, idempotency_key, fingerprint, status_code, body, created_at)
+            VALUES (%s, %s, %s, %s, %s, %s)
+            ON CONFLICT (organization_id, idempotency_key) DO NOTHING
+            RETURNING id
+            """,
+            [
+                *take_back_params,
+                consume.organization.pk,
+                consume.key,
+                consume.fingerprint,
+                200 if decision.allowed else 402,
+                connection.ops.adapt_json_value(decision.as_answer(), json.JSONEncoder),
+                connection.ops.adapt_datetimefield_value(consume.now),
+            ],
+        )
+        if cursor.fetchone() is None:
+            raise _KeyTaken
+
+
+def _replay_consume(consume: _Consume) -> Decision:
+    """The first answer to this key; 409 if it was used for something else
+    (another consume's body, or an ingested event).
+    """
+    key = consume.key
+    answer = ConsumeAnswer.objects.filter(
+        organization=consume.organization, idempotency_key=key
+    ).first()
+    if answer is None:
+        recorded = ledger.fingerprints_of(organization_id=consume.organization.pk, keys=[key])
+        if recorded.get(key) == consume.fingerprint:
+            # This very consume, allowed so long ago that its answer was pruned.
+            raise Conflict(
+                f"The idempotency key {key!r} was used more than "
+                f"{settings.IDEMPOTENCY_RETENTION_DAYS} days ago: its usage was recorded "
+                "once, and its answer is no longer kept.",
+                code="idempotency_key_expired",
+                field="idempotency_key",
+            )
+    if answer is None or answer.fingerprint != consume.fingerprint:
+        raise key_reused(key)
+    return Decision.from_answer(answer.body)

@@ -1,0 +1,253 @@
+"""Ingest: record usage that already happened (SPEC §2), in batches.
+
+Never refused for being over a limit. The batch is validated whole before
+anything is written; then one transaction inserts the new events in the
+ledger (a key seen before is a duplicate), moves every total they touch in
+a constant number of statements (billing/ledger.py), notes members who
+reached their limit, and fires the alerts each period's totals crossed
+(alerts/services/rules.py). At the alerts level for the same reason as
+consume (alerts/services/consume.py).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import Organization
+from accounts.selectors import member_ids_by_external_id
+from alerts.services.rules import MemberChange, UsageChange, alerts_on_usage
+from billing import ledger
+from billing.idempotency import fingerprint, key_reused
+from billing.models import (
+    DEFAULT_METER,
+    Source,
+)
+from billing.periods import organization_period
+from billing.rules import over_budget
+from billing.selectors import limit_rules_get
+from config.credits import format_credits
+from config.dbretry import retry_on_conflict
+from config.errors import InvalidInput
+
+MAX_FUTURE_SKEW = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class UsageInput:
+    """One event to ingest, as the API or an in-process caller gives it."""
+
+    idempotency_key: str
+    credits: Decimal
+    user: str | None = None
+    source: str = Source.ASSISTANT
+    meter: str = DEFAULT_METER
+    timestamp: datetime | None = None
+    properties: dict[str, Any] = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        return fingerprint(
+            {
+                "op": "usage",
+                "user": self.user,
+                "credits": format_credits(self.credits),
+                "source": self.source,
+                "meter": self.meter,
+                "timestamp": None if self.timestamp is None else self.timestamp.isoformat(),
+                "properties": self.properties,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+
+
+@retry_on_conflict
+def usage_ingest(*, organization: Organization, events: Sequence[UsageInput]) -> IngestResult:
+    """Record usage that already happened. Never refused for being over a
+    limit. The batch is all or nothing: any invalid event refuses it whole.
+    A key seen before with the same event is a duplicate and not counted again.
+    """
+    now = timezone.now()
+    member_ids = _member_ids_by_external_id(organization, events)
+    fingerprints = [event.fingerprint() for event in events]
+    new_events = _new_events(organization, events, fingerprints, member_ids, now)
+    _refuse_consume_keys(organization, events)
+    with transaction.atomic():
+        inserted = ledger.insert_events(organization_id=organization.pk, events=new_events, now=now)
+        if len(inserted) < len(new_events):
+            _refuse_reused_keys(organization, events, fingerprints, inserted)
+        recorded = [event for event in new_events if event.idempotency_key in inserted]
+        _add_to_totals(organization, recorded, now)
+    return IngestResult(accepted=len(recorded), duplicates=len(events) - len(recorded))
+
+
+def _member_ids_by_external_id(
+    organization: Organization, events: Sequence[UsageInput]
+) -> dict[str, int]:
+    external_ids = {event.user for event in events if event.user is not None}
+    if not external_ids:
+        return {}
+    found = member_ids_by_external_id(organization=organization, external_ids=list(external_ids))
+    for index, event in enumerate(events):
+        if event.user is not None and event.user not in found:
+            raise InvalidInput(
+                f"events[{index}].user: no member {event.user!r} in this organization.",
+                code="unknown_user",
+                field=f"events[{index}].user",
+            )
+    return found
+
+
+def _new_events(
+    organization: Organization,
+    events: Sequence[UsageInput],
+    fingerprints: list[str],
+    member_ids: dict[str, int],
+    now: datetime,
+) -> list[ledger.NewEvent]:
+    """Validate the batch; the first of each key in it (a key repeated in one
+    batch is a duplicate, as it would be in the next).
+    """
+    new_events: dict[str, ledger.NewEvent] = {}
+    for index, (event, event_fingerprint) in enumerate(zip(events, fingerprints, strict=True)):
+        key = event.idempotency_key
+        if key in new_events:
+            if new_events[key].fingerprint != event_fingerprint:
+                raise key_reused(key, field_name=f"events[{index}].idempotency_key")
+            continue
+        timestamp = event.timestamp or now
+        if timestamp > now + MAX_FUTURE_SKEW:
+            raise InvalidInput(
+                f"events[{index}].timestamp: more than 5 minutes in the future.",
+                code="timestamp_in_future",
+                field=f"events[{index}].timestamp",
+            )
+        new_events[key] = ledger.NewEvent(
+            membership_id=member_ids[event.user] if event.user is not None else None,
+            meter=event.meter,
+            credits=event.credits,
+            source=event.source,
+            timestamp=timestamp,
+            period_start=organization_period(organization, timestamp).start,
+            idempotency_key=key,
+            fingerprint=event_fingerprint,
+            properties=event.properties,
+        )
+    return list(new_events.values())
+
+
+def _refuse_consume_keys(organization: Organization, events: Sequence[UsageInput]) -> None:
+    """409 for the first event whose key a consume took (a refused consume
+    leaves no ledger row, so the ledger's own constraint cannot tell).
+    """
+    taken = ledger.consume_keys_among(
+        organization_id=organization.pk, keys=[event.idempotency_key for event in events]
+    )
+    for index, event in enumerate(events):
+        if event.idempotency_key in taken:
+            raise key_reused(event.idempotency_key, field_name=f"events[{index}].idempotency_key")
+
+
+def _refuse_reused_keys(
+    organization: Organization,
+    events: Sequence[UsageInput],
+    fingerprints: list[str],
+    inserted: set[str],
+) -> None:
+    """The ledger already held some keys of the batch: duplicates if they
+    came with the same event, else 409 for the first one (which rolls back
+    the batch's insert).
+    """
+    repeated = {event.idempotency_key for event in events} - inserted
+    stored = ledger.fingerprints_of(organization_id=organization.pk, keys=list(repeated))
+    for index, (event, event_fingerprint) in enumerate(zip(events, fingerprints, strict=True)):
+        key = event.idempotency_key
+        if key in stored and stored[key] != event_fingerprint:
+            raise key_reused(key, field_name=f"events[{index}].idempotency_key")
+
+
+def _add_to_totals(
+    organization: Organization, events: Sequence[ledger.NewEvent], now: datetime
+) -> None:
+    """Group the events and move every total they touch: a constant number of
+    statements, whatever the number of events.
+    """
+    counted_events = [event for event in events if event.meter == DEFAULT_METER]
+    if not counted_events:
+        return
+    member_ids = {
+        event.membership_id for event in counted_events if event.membership_id is not None
+    }
+    rules = limit_rules_get(organization=organization, membership_ids=member_ids)
+    member_used: dict[tuple[int, datetime], Decimal] = defaultdict(Decimal)
+    member_counted: dict[tuple[int, datetime], Decimal] = defaultdict(Decimal)
+    by_period: dict[datetime, Decimal] = defaultdict(Decimal)
+    by_source: dict[tuple[int | None, datetime, str], Decimal] = defaultdict(Decimal)
+    by_day: dict[date, Decimal] = defaultdict(Decimal)
+    for event in counted_events:
+        by_period[event.period_start] += event.credits
+        by_day[ledger.utc_day(event.timestamp)] += event.credits
+        by_source[(event.membership_id, event.period_start, event.source)] += event.credits
+        if event.membership_id is not None:
+            member_key = (event.membership_id, event.period_start)
+            member_used[member_key] += event.credits
+            if rules.counts(event.source):
+                member_counted[member_key] += event.credits
+    members = ledger.add_to_members(
+        organization_id=organization.pk,
+        increments=[
+            ledger.MemberIncrement(
+                membership_id=membership_id,
+                period_start=period_start,
+                used=used,
+                counted=member_counted[(membership_id, period_start)],
+            )
+            for (membership_id, period_start), used in member_used.items()
+        ],
+    )
+    organization_totals = ledger.add_to_organization_periods(
+        organization_id=organization.pk, credits_by_period=by_period
+    )
+    ledger.add_to_days(organization_id=organization.pk, credits_by_day=by_day)
+    ledger.add_to_sources(organization_id=organization.pk, increments=by_source)
+    reached = {
+        member.id
+        for member in members
+        if member.limit_reached_at is None
+        and over_budget(member.counted, rules.limit_for(member.membership_id))
+    }
+    if reached:
+        ledger.mark_limits_reached(member_usage_ids=list(reached), now=now)
+    for period_start, used_after in organization_totals.items():
+        alerts_on_usage(
+            UsageChange(
+                organization=organization,
+                period=organization_period(organization, period_start),
+                used_before=used_after - by_period[period_start],
+                used_after=used_after,
+                members=[
+                    MemberChange(
+                        membership_id=member.membership_id,
+                        used_before=member.used - member_used[(member.membership_id, period_start)],
+                        used_after=member.used,
+                        counted_before=member.counted
+                        - member_counted[(member.membership_id, period_start)],
+                        counted_after=member.counted,
+                        limit=rules.limit_for(member.membership_id),
+                    )
+                    for member in members
+                    if member.period_start == period_start
+                ],
+            )
+        )

@@ -1,0 +1,378 @@
+"""When an alert fires: the one rule, and what each kind of alert asks of it.
+
+An alert fires when the value it watches `crossed` its threshold: it was
+below it and is now at or past it (`over_budget`, billing/rules.py, the
+same test the gate and the member pages use). Two paths ask:
+
+- `alerts_on_usage`, in the write path, inside the transaction that moved
+  the totals: `before` and `after` are the totals either side of the write.
+- `alerts_evaluate_organization`, after a change of configuration (an alert
+  created or edited, the allowance, limits or alert policy changed, a role
+  changed): `before` is None, as nothing has fired for the alert as it now
+  stands, so whatever is at or past its threshold fires.
+
+Each kind has one candidate builder below; `firing.fire` records the
+candidates that have not fired yet (once, by their unique key) and writes
+their notifications. A new kind of alert is one more builder, called from
+both paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from django.db import connection
+from django.db.models import Field
+from django.utils import timezone
+
+from accounts.models import Membership, Organization
+from alerts.models import (
+    Firing,
+    FiringKind,
+    OrganizationAlert,
+    ThresholdType,
+    UserAlertPolicy,
+)
+from alerts.outbox import notifications_write
+from billing.models import MemberUsage
+from billing.periods import Period, organization_period
+from billing.rules import over_budget
+from billing.selectors import limit_rules_get, organization_used
+from config import rawsql
+from config.credits import CREDIT_QUANTUM
+
+
+def crossed(before: Decimal | None, after: Decimal, threshold: Decimal | None) -> bool:
+    """Whether a value that went from `before` to `after` crossed `threshold`:
+    before < threshold <= after. `before` None: nothing was counted against
+    the threshold yet, so being at or past it is enough. No threshold (a
+    percentage of an allowance there is not): never.
+    """
+    return over_budget(after, threshold) and (before is None or not over_budget(before, threshold))
+
+
+@dataclass(frozen=True)
+class MemberChange:
+    """What one write did to one member's totals in one period."""
+
+    membership_id: int
+    used_before: Decimal
+    used_after: Decimal
+    counted_before: Decimal
+    counted_after: Decimal
+    limit: Decimal | None
+
+
+@dataclass(frozen=True)
+class UsageChange:
+    """What one write did to an organization's totals in one period."""
+
+    organization: Organization
+    period: Period
+    used_before: Decimal
+    used_after: Decimal
+    members: Sequence[MemberChange] = ()
+
+
+def threshold_credits(alert: OrganizationAlert, allowance: Decimal | None) -> Decimal | None:
+    """The alert's threshold in credits; None for a percentage without allowance."""
+    if alert.threshold_type == ThresholdType.ABSOLUTE:
+        return alert.threshold
+    if allowance is None:
+        return None
+    return (allowance * alert.threshold / 100).quantize(CREDIT_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+def organization_alert_candidates(
+    alerts: Sequence[OrganizationAlert],
+    *,
+    period: Period,
+    allowance: Decimal | None,
+    before: Decimal | None,
+    after: Decimal,
+) -> list[Candidate]:
+    """The organization's usage against each of its alerts (SPEC §4). An
+    alert created not to fire for a period already passed is quiet until
+    the next one.
+    """
+    candidates = []
+    for alert in alerts:
+        threshold = threshold_credits(alert, allowance)
+        if alert.quiet_period_start != period.start and crossed(before, after, threshold):
+            assert threshold is not None
+            candidates.append(
+                Candidate(
+                    kind=FiringKind.ORGANIZATION_ALERT,
+                    dedupe_key=alert.firing_key(period),
+                    threshold=alert.threshold,
+                    threshold_credits=threshold,
+                    value=after,
+                    alert=alert,
+                )
+            )
+    return candidates
+
+
+def user_alert_candidate(
+    policy: UserAlertPolicy | None,
+    *,
+    period: Period,
+    membership_id: int,
+    before: Decimal | None,
+    after: Decimal,
+) -> list[Candidate]:
+    """A member's usage against the per-user alert policy (SPEC §5)."""
+    if policy is None or not crossed(before, after, policy.threshold):
+        return []
+    assert policy.threshold is not None
+    return [
+        Candidate(
+            kind=FiringKind.USER_ALERT,
+            dedupe_key=f"user_alert:{membership_id}:{period.start.isoformat()}:{policy.generation}",
+            threshold=policy.threshold,
+            threshold_credits=policy.threshold,
+            value=after,
+            membership_id=membership_id,
+        )
+    ]
+
+
+def user_limit_candidate(
+    *,
+    period: Period,
+    membership_id: int,
+    limit: Decimal | None,
+    before: Decimal | None,
+    after: Decimal,
+) -> list[Candidate]:
+    """A member's counted usage against their limit (SPEC §6)."""
+    if not crossed(before, after, limit):
+        return []
+    assert limit is not None
+    return [
+        Candidate(
+            kind=FiringKind.USER_LIMIT,
+            dedupe_key=f"user_limit:{membership_id}:{period.start.isoformat()}",
+            threshold=limit,
+            threshold_credits=limit,
+            value=after,
+            membership_id=membership_id,
+        )
+    ]
+
+
+def alerts_on_usage(change: UsageChange) -> list[Firing]:
+    """Fire what this write crossed. Runs inside the write's transaction; one
+    query when nothing fires, whatever the number of events.
+    """
+    organization = change.organization
+    alerts, policy = _alert_configuration(organization)
+    period = change.period
+    candidates = organization_alert_candidates(
+        alerts,
+        period=period,
+        allowance=period.allowance(organization.credit_allowance),
+        before=change.used_before,
+        after=change.used_after,
+    )
+    for member in change.members:
+        candidates += user_alert_candidate(
+            policy,
+            period=period,
+            membership_id=member.membership_id,
+            before=member.used_before,
+            after=member.used_after,
+        )
+        candidates += user_limit_candidate(
+            period=period,
+            membership_id=member.membership_id,
+            limit=member.limit,
+            before=member.counted_before,
+            after=member.counted_after,
+        )
+    return fire(organization, period, candidates)
+
+
+def alerts_evaluate_organization(
+    *, organization: Organization, now: datetime | None = None
+) -> list[Firing]:
+    """Fire every alert of the current period that is at or past its threshold
+    and has not fired yet. For changes of configuration, not for each write.
+    """
+    period = organization_period(organization, now or timezone.now())
+    alerts, policy = _alert_configuration(organization)
+    candidates = organization_alert_candidates(
+        alerts,
+        period=period,
+        allowance=period.allowance(organization.credit_allowance),
+        before=None,
+        after=organization_used(organization=organization, period=period),
+    )
+    # A policy saved not to tell members already past: only crossings (in
+    # the write path) fire it this period.
+    if (
+        policy is not None
+        and policy.threshold is not None
+        and policy.quiet_period_start != period.start
+    ):
+        for membership_id, member_used in MemberUsage.objects.filter(
+            organization=organization, period_start=period.start, used__gte=policy.threshold
+        ).values_list("membership_id", "used"):
+            candidates += user_alert_candidate(
+                policy, period=period, membership_id=membership_id, before=None, after=member_used
+            )
+    # Every member at or past their limit was marked when they reached it
+    # (billing/ledger.py, billing/services/limits.py): only those are read.
+    reached = list(
+        MemberUsage.objects.filter(
+            organization=organization, period_start=period.start, limit_reached_at__isnull=False
+        ).values_list("membership_id", "counted")
+    )
+    if reached:
+        rules = limit_rules_get(organization=organization, membership_ids=[m for m, _ in reached])
+        for membership_id, counted in reached:
+            candidates += user_limit_candidate(
+                period=period,
+                membership_id=membership_id,
+                limit=rules.limit_for(membership_id),
+                before=None,
+                after=counted,
+            )
+    return fire(organization, period, candidates)
+
+
+def _alert_configuration(
+    organization: Organization,
+) -> tuple[list[OrganizationAlert], UserAlertPolicy | None]:
+    """The organization's alerts and its enabled per-user alert policy, in one
+    query written as SQL: every write runs it (see config/rawsql.py).
+    """
+    rows = rawsql.fetch_all(
+        f"""
+        SELECT {rawsql.columns(UserAlertPolicy, "p")}, {rawsql.columns(OrganizationAlert, "a")}
+        FROM (SELECT 1 AS one) AS one
+        LEFT JOIN {UserAlertPolicy._meta.db_table} p
+            ON p.organization_id = %s AND p.enabled
+        LEFT JOIN {OrganizationAlert._meta.db_table} a ON a.organization_id = %s
+        ORDER BY a.threshold_type, a.threshold, a.id
+        """,
+        [organization.pk, organization.pk],
+    )
+    split = rawsql.column_count(UserAlertPolicy)
+    first = rows[0]
+    policy = rawsql.instance(UserAlertPolicy, first[:split]) if first[0] is not None else None
+    alerts = [
+        rawsql.instance(OrganizationAlert, row[split:]) for row in rows if row[split] is not None
+    ]
+    for alert in alerts:
+        alert.organization = organization
+    return alerts, policy
+
+
+@dataclass
+class Candidate:
+    """A firing to record unless it already was: what the rules found."""
+
+    kind: str
+    dedupe_key: str
+    threshold: Decimal
+    threshold_credits: Decimal
+    value: Decimal
+    alert: OrganizationAlert | None = None
+    membership_id: int | None = None
+
+
+def fire(organization: Organization, period: Period, candidates: list[Candidate]) -> list[Firing]:
+    """Record the candidates that have not fired yet, and their notifications."""
+    if not candidates:
+        return []
+    now = timezone.now()
+    members = {
+        membership.pk: membership
+        for membership in Membership.objects.filter(
+            pk__in={c.membership_id for c in candidates if c.membership_id is not None}
+        ).select_related("user")
+    }
+    firings = _insert_firings(organization, period, candidates, members, now)
+    if firings:
+        notifications_write(organization, period, firings, members)
+    return firings
+
+
+def _insert_firings(
+    organization: Organization,
+    period: Period,
+    candidates: list[Candidate],
+    members: dict[int, Membership],
+    now: datetime,
+) -> list[Firing]:
+    """INSERT … ON CONFLICT DO NOTHING: only the firings this call recorded come back."""
+    rows = []
+    for candidate in candidates:
+        membership = members.get(candidate.membership_id) if candidate.membership_id else None
+        rows.append(
+            Firing(
+                organization=organization,
+                kind=candidate.kind,
+                alert=candidate.alert,
+                membership=membership,
+                user_external_id=membership.external_id if membership else "",
+                threshold_type=candidate.alert.threshold_type if candidate.alert else "",
+                threshold=candidate.threshold,
+                threshold_credits=candidate.threshold_credits,
+                value=candidate.value,
+                allowance=period.allowance(organization.credit_allowance),
+                period_start=period.start,
+                period_end=period.end,
+                triggered_at=now,
+                dedupe_key=candidate.dedupe_key,
+            )
+        )
+    fields: list[Field[Any, Any]] = [
+        Firing._meta.get_field(name)  # type: ignore[misc]
+        for name in (
+            "organization",
+            "kind",
+            "alert",
+            "membership",
+            "user_external_id",
+            "threshold_type",
+            "threshold",
+            "threshold_credits",
+            "value",
+            "allowance",
+            "period_start",
+            "period_end",
+            "triggered_at",
+            "dedupe_key",
+        )
+    ]
+    columns = ", ".join(str(field.column) for field in fields)
+    placeholders = ", ".join(["(" + ", ".join(["%s"] * len(fields)) + ")"] * len(rows))
+    params = [
+        field.get_db_prep_save(getattr(row, field.attname), connection)
+        for row in rows
+        for field in fields
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {Firing._meta.db_table} ({columns})
+            VALUES {placeholders}
+            ON CONFLICT (organization_id, dedupe_key) DO NOTHING
+            RETURNING id, dedupe_key
+            """,
+            params,
+        )
+        inserted = dict((key, pk) for pk, key in cursor.fetchall())
+    recorded = []
+    for row in rows:
+        if row.dedupe_key in inserted:
+            row.pk = inserted[row.dedupe_key]
+            row._state.adding = False
+            recorded.append(row)
+    return recorded
