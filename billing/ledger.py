@@ -41,6 +41,7 @@ from billing.models import (
     SourceUsage,
     UsageEvent,
 )
+from billing.rules import over_budget
 from config import rawsql
 from config.credits import CREDIT_DECIMAL_PLACES, CREDIT_MAX_DIGITS, CREDIT_QUANTUM
 
@@ -145,7 +146,7 @@ def add_to_member(
     """
     if enforce_limit and limit is not None and increment.counted > limit:
         return None  # a new row would be inserted unguarded, so check it here
-    reached_now = limit is not None and increment.counted >= limit
+    reached_now = over_budget(increment.counted, limit)
     guard = (
         "WHERE t.counted + EXCLUDED.counted <= %s" if enforce_limit and limit is not None else ""
     )
@@ -170,6 +171,7 @@ def add_to_member(
             ON CONFLICT (membership_id, period_start) DO UPDATE SET
                 used = t.used + EXCLUDED.used,
                 counted = t.counted + EXCLUDED.counted,
+                -- over_budget (billing/rules.py) of the new total, the first time
                 limit_reached_at = CASE
                     WHEN t.limit_reached_at IS NULL AND t.counted + EXCLUDED.counted >= %s THEN %s
                     ELSE t.limit_reached_at END

@@ -164,6 +164,7 @@ def members_over_budget(
     policy = policy or limit_policy_get(organization=organization)
     if not policy.enabled:
         return MemberUsage.objects.none()
+    # over_budget (billing/rules.py) as a query: counted >= the member's limit.
     custom_limit = F("membership__custom_limit__limit")
     has_custom = Q(membership__custom_limit__isnull=False)
     over_custom = has_custom & Q(

@@ -14,7 +14,7 @@ from accounts.web import OrganizationHttpRequest, admin_required, organization_r
 from billing.forms import AssistantForm
 from billing.models import Source
 from billing.periods import Period
-from billing.rules import gate_decide
+from billing.rules import gate_decide, over_budget
 from billing.selectors import (
     DayUsage,
     current_period,
@@ -65,7 +65,7 @@ def usage_monitor(request: OrganizationHttpRequest) -> HttpResponse:
         "remaining": None if allowance is None else max(allowance - used, Decimal(0)),
         "percent": percent,
         "bar_percent": min(percent or 0, 100),
-        "exhausted": allowance is not None and used >= allowance,
+        "exhausted": over_budget(used, allowance),
         "members_with_usage": members_with_usage.count(),
         "top_users_max": TOP_USERS,
         "top_users": [
@@ -197,7 +197,7 @@ def my_usage(request: OrganizationHttpRequest) -> HttpResponse:
         "counted": counted,
         "limit": limit,
         "remaining": None if limit is None else max(limit - counted, Decimal(0)),
-        "limit_used_up": limit is not None and counted >= limit,
+        "limit_used_up": over_budget(counted, limit),
         "percent": percent,
         "bar_percent": min(percent or 0, 100),
         "excluded_sources": [Source(source).label for source in sorted(rules.excluded_sources)]
@@ -207,7 +207,7 @@ def my_usage(request: OrganizationHttpRequest) -> HttpResponse:
         "allowance": allowance,
         "organization_percent": organization_percent,
         "organization_bar_percent": min(organization_percent or 0, 100),
-        "organization_exhausted": allowance is not None and organization_used_now >= allowance,
+        "organization_exhausted": over_budget(organization_used_now, allowance),
         "blocked": not standing.allowed,
     }
     if not standing.allowed:
