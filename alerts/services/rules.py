@@ -78,6 +78,19 @@ class UsageChange:
     members: Sequence[MemberChange] = ()
 
 
+@dataclass
+class Candidate:
+    """A firing to record unless it already was: what the rules found."""
+
+    kind: str
+    dedupe_key: str
+    threshold: Decimal
+    threshold_credits: Decimal
+    value: Decimal
+    alert: OrganizationAlert | None = None
+    membership_id: int | None = None
+
+
 def threshold_credits(alert: OrganizationAlert, allowance: Decimal | None) -> Decimal | None:
     """The alert's threshold in credits; None for a percentage without allowance."""
     if alert.threshold_type == ThresholdType.ABSOLUTE:
@@ -117,7 +130,7 @@ def organization_alert_candidates(
     return candidates
 
 
-def user_alert_candidate(
+def user_alert_candidates(
     policy: UserAlertPolicy | None,
     *,
     period: Period,
@@ -141,7 +154,7 @@ def user_alert_candidate(
     ]
 
 
-def user_limit_candidate(
+def user_limit_candidates(
     *,
     period: Period,
     membership_id: int,
@@ -180,14 +193,14 @@ def alerts_on_usage(change: UsageChange) -> list[Firing]:
         after=change.used_after,
     )
     for member in change.members:
-        candidates += user_alert_candidate(
+        candidates += user_alert_candidates(
             policy,
             period=period,
             membership_id=member.membership_id,
             before=member.used_before,
             after=member.used_after,
         )
-        candidates += user_limit_candidate(
+        candidates += user_limit_candidates(
             period=period,
             membership_id=member.membership_id,
             limit=member.limit,
@@ -222,7 +235,7 @@ def alerts_evaluate_organization(
         for membership_id, member_used in MemberUsage.objects.filter(
             organization=organization, period_start=period.start, used__gte=policy.threshold
         ).values_list("membership_id", "used"):
-            candidates += user_alert_candidate(
+            candidates += user_alert_candidates(
                 policy, period=period, membership_id=membership_id, before=None, after=member_used
             )
     # Every member at or past their limit was marked when they reached it
@@ -235,7 +248,7 @@ def alerts_evaluate_organization(
     if reached:
         rules = limit_rules_get(organization=organization, membership_ids=[m for m, _ in reached])
         for membership_id, counted in reached:
-            candidates += user_limit_candidate(
+            candidates += user_limit_candidates(
                 period=period,
                 membership_id=membership_id,
                 limit=rules.limit_for(membership_id),
@@ -271,19 +284,6 @@ def _alert_configuration(
     for alert in alerts:
         alert.organization = organization
     return alerts, policy
-
-
-@dataclass
-class Candidate:
-    """A firing to record unless it already was: what the rules found."""
-
-    kind: str
-    dedupe_key: str
-    threshold: Decimal
-    threshold_credits: Decimal
-    value: Decimal
-    alert: OrganizationAlert | None = None
-    membership_id: int | None = None
 
 
 def fire(organization: Organization, period: Period, candidates: list[Candidate]) -> list[Firing]:
