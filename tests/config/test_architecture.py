@@ -8,6 +8,7 @@ tests check what it does not, and that the contract is really enforced.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -84,3 +85,15 @@ def test_the_layers_contract_refuses_a_domain_module_that_imports_a_higher_app(t
     )
     assert broken.returncode != 0
     assert "billing.services.limits -> alerts.services.rules" in broken.stdout
+
+
+def test_the_documented_path_of_a_usage_event_names_six_modules_that_exist():
+    """docs/architecture.md walks one usage event through at most six
+    application modules; each it names must exist, so the page stays true
+    as files move.
+    """
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    path_section = page.split("## The path of one usage event", 1)[1].split("\n## ", 1)[0]
+    steps = re.findall(r"^\d+\. \*\*`([\w/]+\.py)`\*\*", path_section, flags=re.MULTILINE)
+    assert 0 < len(steps) <= 6
+    assert [step for step in steps if not (ROOT / step).is_file()] == []
