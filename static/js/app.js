@@ -2,14 +2,22 @@
 (function () {
   "use strict";
 
+  // A button with aria-controls="id" and aria-expanded: flip aria-expanded and
+  // return whether #id is now to be shown.
+  function toggleExpanded(button) {
+    var open = button.getAttribute("aria-expanded") !== "true";
+    button.setAttribute("aria-expanded", String(open));
+    return open;
+  }
+  function controlled(button) {
+    return document.getElementById(button.getAttribute("aria-controls"));
+  }
+
   // The sidebar collapses behind a Menu button on narrow screens.
   document.addEventListener("click", function (event) {
     var toggle = event.target.closest(".nav-toggle");
     if (!toggle) return;
-    var sidebar = document.getElementById(toggle.getAttribute("aria-controls"));
-    var open = toggle.getAttribute("aria-expanded") !== "true";
-    toggle.setAttribute("aria-expanded", String(open));
-    sidebar.classList.toggle("is-open", open);
+    controlled(toggle).classList.toggle("is-open", toggleExpanded(toggle));
   });
 
   // <button data-dialog-open="id"> opens <dialog id="id">; [data-dialog-close] closes its dialog.
@@ -82,9 +90,8 @@
   document.addEventListener("click", function (event) {
     var button = event.target.closest("[data-disclosure]");
     if (!button) return;
-    var panel = document.getElementById(button.getAttribute("aria-controls"));
-    var open = button.getAttribute("aria-expanded") !== "true";
-    button.setAttribute("aria-expanded", String(open));
+    var panel = controlled(button);
+    var open = toggleExpanded(button);
     panel.hidden = !open;
     if (open) {
       var field = panel.querySelector("input:not([type=hidden]), select, textarea");
