@@ -66,6 +66,11 @@ class Decision:
         return answer
 
     @classmethod
+    def allowing(cls, *, used: Decimal, limit: Decimal | None, period: Period) -> Decision:
+        """Allowed: the member's counted usage and limit, reset at the period's end."""
+        return cls(allowed=True, reason=None, used=used, limit=limit, resets_at=period.end)
+
+    @classmethod
     def from_answer(cls, answer: dict[str, Any]) -> Decision:
         resets_at = parse_datetime(answer["resets_at"])
         assert resets_at is not None
@@ -103,13 +108,7 @@ def gate_decide(
         return _refused(USER_LIMIT_REACHED, member_counted, member_limit, period)
     if block_when_exhausted and would_exceed(organization_used_now, cost, allowance):
         return _refused(ORGANIZATION_CREDITS_EXHAUSTED, organization_used_now, allowance, period)
-    return Decision(
-        allowed=True,
-        reason=None,
-        used=member_counted,
-        limit=member_limit,
-        resets_at=period.end,
-    )
+    return Decision.allowing(used=member_counted, limit=member_limit, period=period)
 
 
 def would_exceed(used: Decimal, cost: Decimal, budget: Decimal | None) -> bool:

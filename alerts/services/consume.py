@@ -219,9 +219,7 @@ def _spend(consume: _Consume) -> Decision:
             ],
         )
     )
-    return Decision(
-        allowed=True, reason=None, used=member.counted, limit=limit, resets_at=period.end
-    )
+    return Decision.allowing(used=member.counted, limit=limit, period=period)
 
 
 def _record_consume_answer(consume: _Consume, decision: Decision) -> None:
