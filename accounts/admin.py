@@ -24,10 +24,10 @@ from billing.admin import (
     TotalsAdmin,
     UserLimitPolicyInline,
 )
-from billing.credits import format_credits, percent_of
 from billing.models import CustomLimit
 from billing.selectors import current_period, organizations_with_usage_this_period
 from config.admin_site import CreditsAdminMixin
+from config.credits import format_credits, percent_of
 
 
 @admin.register(User)

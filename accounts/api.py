@@ -10,9 +10,9 @@ from pydantic import Field, StrictBool, StrictInt
 
 from accounts import selectors, services
 from accounts.models import Membership, Organization
-from billing.credits import Credits, CreditsOut
 from billing.periods import organization_period
 from config.apikit import Page, StrictSchema, paginate, request_organization
+from config.credits import Credits, CreditsOut
 from config.errors import ErrorOut
 
 router = Router()

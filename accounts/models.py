@@ -8,7 +8,7 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from billing.credits import CREDIT_QUANTUM, credits_field
+from config.credits import CREDIT_QUANTUM, credits_field
 
 ANCHOR_DAY_MIN = 1
 ANCHOR_DAY_MAX = 28

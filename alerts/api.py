@@ -18,9 +18,9 @@ from alerts.selectors import (
     webhook_endpoint_get,
     webhook_endpoints_list,
 )
-from billing.credits import Credits, CreditsOut
 from billing.selectors import current_period
 from config.apikit import ROUND_TRIP, Page, StrictSchema, paginate, request_organization
+from config.credits import Credits, CreditsOut
 from config.errors import NotFound
 
 router = Router()

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 
-from billing.credits import readable_credits
+from config.credits import readable_credits
 
 TEMPLATE = "emails/alert"
 

@@ -12,8 +12,8 @@ from django import forms
 from accounts.forms import MemberField, MembersField
 from accounts.models import Membership, Organization, Role
 from alerts.models import Recipients, ThresholdType
-from billing.credits import CreditsFormField
 from billing.models import Source
+from config.credits import CreditsFormField
 from config.errors import ServiceError
 
 

@@ -6,8 +6,8 @@ from django.db import models
 from django.utils import timezone
 
 from accounts.models import Membership, Organization
-from billing.credits import credits_field, format_credits
 from billing.periods import Period
+from config.credits import credits_field, format_credits
 
 MAX_ORGANIZATION_ALERTS = 25
 

@@ -41,11 +41,11 @@ from alerts.models import (
     WebhookEndpoint,
 )
 from alerts.tasks import deliver_notification_on_commit
-from billing.credits import CREDIT_QUANTUM, format_credits
 from billing.models import MemberUsage
 from billing.periods import Period, organization_period
 from billing.selectors import admins_to_ask, limit_rules_get, organization_used
 from config import rawsql
+from config.credits import CREDIT_QUANTUM, format_credits
 from config.dbretry import retry_on_conflict
 from config.errors import InvalidInput, NotFound
 

@@ -38,7 +38,6 @@ from alerts.selectors import (
     organization_alert_get,
     organization_alerts,
 )
-from billing.credits import format_credits
 from billing.models import CustomLimit, Source
 from billing.periods import Period
 from billing.selectors import (
@@ -49,6 +48,7 @@ from billing.selectors import (
     organization_used,
 )
 from billing.services import custom_limit_delete, custom_limit_set, limit_policy_update
+from config.credits import format_credits
 from config.errors import ServiceError
 
 PAGE_SIZE = 25

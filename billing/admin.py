@@ -32,12 +32,6 @@ from alerts.admin import (
     pretty_json,
     saved_only_through_services,
 )
-from billing.credits import (
-    CREDIT_DECIMAL_PLACES,
-    CREDIT_MAX_DIGITS,
-    CREDIT_QUANTUM,
-    format_credits,
-)
 from billing.models import (
     EXCLUDABLE_SOURCES,
     ConsumeAnswer,
@@ -52,6 +46,12 @@ from billing.models import (
 from billing.selectors import current_period_start
 from billing.services import custom_limit_delete, custom_limit_set, limit_policy_update
 from config.admin_site import CreditsAdminMixin, CreditsInput
+from config.credits import (
+    CREDIT_DECIMAL_PLACES,
+    CREDIT_MAX_DIGITS,
+    CREDIT_QUANTUM,
+    format_credits,
+)
 from config.errors import InvalidInput
 
 # Rows of the custom limits inline: beyond that many the organization page

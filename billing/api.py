@@ -13,7 +13,6 @@ from pydantic import Field, StrictBool, field_validator
 from accounts.models import Membership
 from accounts.selectors import membership_get, memberships_by_external_id
 from billing import selectors, services
-from billing.credits import Credits, CreditsOut
 from billing.models import CustomLimit
 from config.apikit import (
     ROUND_TRIP,
@@ -23,6 +22,7 @@ from config.apikit import (
     read_only,
     request_organization,
 )
+from config.credits import Credits, CreditsOut
 from config.errors import ErrorOut, InvalidInput, NotFound
 
 router = Router()

@@ -33,7 +33,6 @@ from django.db.models import Case, F, Value, When
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from billing.credits import CREDIT_DECIMAL_PLACES, CREDIT_MAX_DIGITS, CREDIT_QUANTUM
 from billing.models import (
     ConsumeAnswer,
     DailyUsage,
@@ -43,6 +42,7 @@ from billing.models import (
     UsageEvent,
 )
 from config import rawsql
+from config.credits import CREDIT_DECIMAL_PLACES, CREDIT_MAX_DIGITS, CREDIT_QUANTUM
 
 CONSUME_ANSWER = ConsumeAnswer._meta.db_table
 DAILY_USAGE = DailyUsage._meta.db_table

@@ -4,7 +4,7 @@ from django.db import models
 from django.utils import timezone
 
 from accounts.models import Membership, Organization
-from billing.credits import CREDIT_QUANTUM, credits_field, format_credits
+from config.credits import CREDIT_QUANTUM, credits_field, format_credits
 
 DEFAULT_METER = "credits"
 

@@ -24,7 +24,6 @@ from django.utils import timezone
 
 from accounts.models import ANCHOR_DAY_MAX, ANCHOR_DAY_MIN, Membership, Organization, Role
 from accounts.selectors import member_name_expression
-from billing.credits import credits_field
 from billing.models import (
     CustomLimit,
     DailyUsage,
@@ -35,6 +34,7 @@ from billing.models import (
 )
 from billing.periods import Period, organization_period, period_containing
 from config import rawsql
+from config.credits import credits_field
 
 ZERO = Decimal(0)
 

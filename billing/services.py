@@ -29,7 +29,6 @@ from accounts.models import Membership, Organization
 from accounts.selectors import member_ids_by_external_id, validate_admins
 from alerts.services import MemberChange, UsageChange, alerts_evaluate_organization, alerts_on_usage
 from billing import ledger
-from billing.credits import credits_field, format_credits, readable_credits
 from billing.models import (
     DEFAULT_METER,
     EXCLUDABLE_SOURCES,
@@ -42,6 +41,7 @@ from billing.models import (
 )
 from billing.periods import Period, organization_period
 from billing.selectors import LimitRules, limit_rules_get, member_usage_get, organization_used
+from config.credits import credits_field, format_credits, readable_credits
 from config.dbretry import retry_on_conflict
 from config.errors import Conflict, InvalidInput
 

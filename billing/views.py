@@ -11,7 +11,6 @@ from django.views.decorators.http import require_http_methods
 
 from accounts.models import Organization
 from accounts.web import OrganizationHttpRequest, admin_required, organization_required
-from billing.credits import CREDIT_QUANTUM, format_credits, percent_of
 from billing.forms import AssistantForm
 from billing.models import Source
 from billing.periods import Period
@@ -29,6 +28,7 @@ from billing.selectors import (
 )
 from billing.services import gate_decide
 from billing.web import GatedHttpRequest, blocked_notice_context, credit_gate, wants_fragment
+from config.credits import CREDIT_QUANTUM, format_credits, percent_of
 
 ASSISTANT_COST = Decimal(5)
 TOP_USERS = 10

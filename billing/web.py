@@ -26,10 +26,10 @@ from django.shortcuts import render
 
 from accounts.models import Organization
 from accounts.web import OrganizationHttpRequest, View, organization_required
-from billing.credits import parse_credits
 from billing.models import Source
 from billing.selectors import admins_to_ask
 from billing.services import USER_LIMIT_REACHED, Decision, usage_consume
+from config.credits import parse_credits
 from config.dbretry import ConcurrentUpdate
 
 P = ParamSpec("P")

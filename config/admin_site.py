@@ -19,7 +19,7 @@ from django.contrib.admin.options import BaseModelAdmin
 from django.db import models
 from django.http import HttpRequest
 
-from billing.credits import CREDIT_DECIMAL_PLACES, format_credits
+from config.credits import CREDIT_DECIMAL_PLACES, format_credits
 
 if TYPE_CHECKING:
     _ModelAdminBase = BaseModelAdmin[Any]

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from django import template
 
-from billing.credits import readable_credits
+from config.credits import readable_credits
 
 register = template.Library()
 

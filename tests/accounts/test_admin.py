@@ -17,9 +17,9 @@ from alerts.models import Firing, FiringKind, OrganizationAlert
 from alerts.services import alert_create
 from alerts.webhooks import webhook_endpoint_create
 from billing.admin import CUSTOM_LIMITS_INLINE_MAX
-from billing.credits import format_credits
 from billing.models import CustomLimit, UserLimitPolicy
 from billing.services import UsageInput, custom_limit_set, limit_policy_update, usage_ingest
+from config.credits import format_credits
 from tests.factories import AdminMembershipFactory, MembershipFactory, OrganizationFactory
 from tests.fixtures import over_budget
 

@@ -16,11 +16,11 @@ from django.urls import include, path
 from django.views.decorators.http import require_http_methods
 
 from accounts.models import Membership, Organization
-from billing.credits import format_credits
 from billing.models import MemberUsage, UsageEvent
 from billing.selectors import admins_to_ask, current_period, member_usage_get
 from billing.services import UsageInput, custom_limit_set, limit_policy_update, usage_ingest
 from billing.web import GatedHttpRequest, credit_gate
+from config.credits import format_credits
 from config.dbretry import ConcurrentUpdate
 from tests.factories import AdminMembershipFactory, MembershipFactory
 from tests.fixtures import logged_in

@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.models import ANCHOR_DAY_MAX, ANCHOR_DAY_MIN
-from billing.credits import CreditsError, parse_credits
+from config.credits import CreditsError, parse_credits
 from config.errors import ServiceError
 
 

@@ -11,7 +11,7 @@ from accounts.management.commands._base import (
 )
 from accounts.models import Organization
 from accounts.services import organization_create
-from billing.credits import format_credits
+from config.credits import format_credits
 
 
 class Command(OperatorCommand):
