@@ -16,17 +16,19 @@ from django.utils.html import format_html, format_html_join
 from accounts.forms import AdminUserChangeForm, AdminUserCreationForm, MembershipAdminForm
 from accounts.models import ApiKey, AuditEvent, Membership, Organization, Role, User
 from accounts.services import api_key_create, api_key_revoke, organization_anchor_day_set
-from alerts.admin import NullListFilter, OrganizationAlertInline, pretty_json
+from alerts.models import OrganizationAlert
 from alerts.services import alerts_evaluate_organization
-from billing.admin import (
-    CUSTOM_LIMITS_INLINE_MAX,
-    CustomLimitInline,
-    TotalsAdmin,
-    UserLimitPolicyInline,
-)
-from billing.models import CustomLimit
+from billing.models import CustomLimit, UserLimitPolicy
 from billing.selectors import current_period, organizations_with_usage_this_period
-from config.admin_site import CreditsAdminMixin
+from config.admin_site import (
+    INLINE_ROWS_MAX,
+    CreditsAdminMixin,
+    DeletedWithOwnerAdmin,
+    InlinesOnPageMixin,
+    copy_into,
+    json_display,
+    null_filter,
+)
 from config.credits import format_credits, percent_of
 
 
@@ -51,19 +53,17 @@ class UserAdmin(DjangoUserAdmin):
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
 
 
-class AllowanceFilter(NullListFilter):
-    title = "credit allowance"
-    parameter_name = "allowance"
-    field = "credit_allowance"
-    options = [("set", "Set", False), ("none", "None", True)]
-
-
 def _admin_url(view: str, **params: Any) -> str:
     return reverse(f"admin:{view}") + ("?" + urlencode(params) if params else "")
 
 
+AllowanceFilter = null_filter(
+    "credit_allowance", "credit allowance", "allowance", set="Set", none="None", null="none"
+)
+
+
 @admin.register(Organization)
-class OrganizationAdmin(CreditsAdminMixin, admin.ModelAdmin):
+class OrganizationAdmin(InlinesOnPageMixin, CreditsAdminMixin, admin.ModelAdmin):
     """An organization with its alerts and limits, edited through the services.
 
     Members are not inlined (an organization can have thousands, more than a
@@ -82,7 +82,8 @@ class OrganizationAdmin(CreditsAdminMixin, admin.ModelAdmin):
     search_fields = ("slug", "name")
     prepopulated_fields = {"slug": ("name",)}
     readonly_fields = ("this_period", "usage_this_period", "members", "records")
-    inlines = (OrganizationAlertInline, UserLimitPolicyInline, CustomLimitInline)
+    # Inlines of the alerts' and billing's admins (`inline_on(Organization)`).
+    inline_models = (OrganizationAlert, UserLimitPolicy, CustomLimit)
 
     def get_fields(self, request: HttpRequest, obj: Organization | None = None) -> tuple[str, ...]:
         editable = ("name", "slug", "credit_allowance", "block_when_exhausted", "anchor_day")
@@ -126,11 +127,7 @@ class OrganizationAdmin(CreditsAdminMixin, admin.ModelAdmin):
     @admin.display(description="records")
     def records(self, organization: Organization) -> str:
         custom_limits = CustomLimit.objects.filter(organization=organization).count()
-        shown = (
-            f" (the first {CUSTOM_LIMITS_INLINE_MAX} below)"
-            if custom_limits > CUSTOM_LIMITS_INLINE_MAX
-            else ""
-        )
+        shown = f" (the first {INLINE_ROWS_MAX} below)" if custom_limits > INLINE_ROWS_MAX else ""
         links = [
             ("billing_customlimit_changelist", f"Custom limits: {custom_limits}{shown}"),
             ("billing_memberusage_changelist", "Usage by member"),
@@ -201,11 +198,9 @@ class MembershipAdmin(admin.ModelAdmin):
             alerts_evaluate_organization(organization=obj.organization)
 
 
-class ApiKeyStatusFilter(NullListFilter):
-    title = "status"
-    parameter_name = "status"
-    field = "revoked_at"
-    options = [("active", "Active", True), ("revoked", "Revoked", False)]
+ApiKeyStatusFilter = null_filter(
+    "revoked_at", "status", "status", active="Active", revoked="Revoked", null="active"
+)
 
 
 @admin.register(ApiKey)
@@ -234,11 +229,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             super().save_model(request, obj, form, change)
             return
         created, raw_key = api_key_create(organization=obj.organization, name=obj.name)
-        # The admin goes on with `obj` (log entry, redirect): make it the created row.
-        for field in ApiKey._meta.concrete_fields:
-            setattr(obj, field.attname, getattr(created, field.attname))
-        obj._state.adding = False
-        obj._state.db = created._state.db
+        copy_into(obj, created)
         self.message_user(
             request,
             f"The new API key is {raw_key} — copy it now: it is shown only this once.",
@@ -254,7 +245,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(TotalsAdmin):
+class AuditEventAdmin(DeletedWithOwnerAdmin):
     """The audit trail of alerts, limits policies and custom limits: read-only,
     and like the totals deleted only along with its organization.
     """
@@ -282,10 +273,5 @@ class AuditEventAdmin(TotalsAdmin):
     def target(self, event: AuditEvent) -> str:
         return f"{event.target_type} {event.target_id}".strip()
 
-    @admin.display(description="before")
-    def before_json(self, event: AuditEvent) -> str:
-        return pretty_json(event.before)
-
-    @admin.display(description="after")
-    def after_json(self, event: AuditEvent) -> str:
-        return pretty_json(event.after)
+    before_json = json_display("before")
+    after_json = json_display("after")

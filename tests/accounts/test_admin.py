@@ -16,9 +16,9 @@ from accounts.services import api_key_authenticate, api_key_create
 from alerts.models import Firing, FiringKind, OrganizationAlert
 from alerts.services import alert_create
 from alerts.webhooks import webhook_endpoint_create
-from billing.admin import CUSTOM_LIMITS_INLINE_MAX
 from billing.models import CustomLimit, UserLimitPolicy
 from billing.services import UsageInput, custom_limit_set, limit_policy_update, usage_ingest
+from config.admin_site import INLINE_ROWS_MAX as CUSTOM_LIMITS_INLINE_MAX
 from config.credits import format_credits
 from tests.factories import AdminMembershipFactory, MembershipFactory, OrganizationFactory
 from tests.fixtures import over_budget
