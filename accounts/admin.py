@@ -20,15 +20,16 @@ from alerts.models import OrganizationAlert
 from alerts.services import alerts_evaluate_organization
 from billing.models import CustomLimit, UserLimitPolicy
 from billing.selectors import current_period, organizations_with_usage_this_period
-from config.admin_site import (
+from config.admin_kit import (
     INLINE_ROWS_MAX,
-    CreditsAdminMixin,
+    AddPageFieldsMixin,
     DeletedWithOwnerAdmin,
     InlinesOnPageMixin,
-    copy_into,
+    SecretShownOnceMixin,
     json_display,
     null_filter,
 )
+from config.admin_site import CreditsAdminMixin
 from config.credits import format_credits, percent_of
 
 
@@ -204,7 +205,7 @@ ApiKeyStatusFilter = null_filter(
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(SecretShownOnceMixin, AddPageFieldsMixin, admin.ModelAdmin):
     """Keys are made by the service, which shows the raw key once; the hash is never shown."""
 
     list_display = ("prefix", "organization", "name", "created_at", "last_used_at", "revoked_at")
@@ -213,28 +214,13 @@ class ApiKeyAdmin(admin.ModelAdmin):
     search_fields = ("prefix", "name", "organization__slug", "organization__name")
     autocomplete_fields = ("organization",)
     actions = ("revoke_selected",)
+    add_fields = ("organization", "name")
+    fields = ("organization", "name", "prefix", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("organization", "prefix", "created_at", "last_used_at", "revoked_at")
+    secret_is = "The new API key is"
 
-    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
-        if obj is None:
-            return ("organization", "name")
-        return ("organization", "name", "prefix", "created_at", "last_used_at", "revoked_at")
-
-    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
-        if obj is None:
-            return []
-        return ["organization", "prefix", "created_at", "last_used_at", "revoked_at"]
-
-    def save_model(self, request: HttpRequest, obj: ApiKey, form: ModelForm, change: bool) -> None:
-        if change:
-            super().save_model(request, obj, form, change)
-            return
-        created, raw_key = api_key_create(organization=obj.organization, name=obj.name)
-        copy_into(obj, created)
-        self.message_user(
-            request,
-            f"The new API key is {raw_key} — copy it now: it is shown only this once.",
-            messages.SUCCESS,
-        )
+    def create_with_secret(self, obj: ApiKey) -> tuple[ApiKey, str]:
+        return api_key_create(organization=obj.organization, name=obj.name)
 
     @admin.action(description="Revoke selected keys")
     def revoke_selected(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:

@@ -39,21 +39,22 @@ from alerts.webhooks import (
     webhook_events_validate,
     webhook_url_validate,
 )
-from config.admin_site import (
+from config.admin_kit import (
+    AddPageFieldsMixin,
     ChosenLabelsAutocomplete,
-    CreditsAdminMixin,
     ReadOnlyAdmin,
     ReadOnlyMixin,
     RelatedChoicesMixin,
     SavedThroughServicesFormSet,
     SavedThroughServicesMixin,
+    SecretShownOnceMixin,
     ServiceValidatedForm,
     as_form_error,
-    copy_into,
     inline_on,
     json_display,
     null_filter,
 )
+from config.admin_site import CreditsAdminMixin
 from config.errors import InvalidInput
 
 # The services refuse the alert past the cap; the forms say so before saving.
@@ -98,9 +99,17 @@ class OrganizationAlertAdminForm(ServiceValidatedForm):
             raise ValidationError(TOO_MANY_ALERTS)
 
 
+# Shown on an alert's page, never edited: the services keep them.
+KEPT_BY_THE_SERVICES = ("generation", "quiet_period_start", "created_at", "updated_at")
+
+
 @admin.register(OrganizationAlert)
 class OrganizationAlertAdmin(
-    SavedThroughServicesMixin, CreditsAdminMixin, MembershipChoicesMixin, admin.ModelAdmin
+    SavedThroughServicesMixin,
+    AddPageFieldsMixin,
+    CreditsAdminMixin,
+    MembershipChoicesMixin,
+    admin.ModelAdmin,
 ):
     form = OrganizationAlertAdminForm
     list_display = (
@@ -116,20 +125,9 @@ class OrganizationAlertAdmin(
     search_fields = ("organization__slug", "organization__name")
     autocomplete_fields = ("organization", "admins")
 
-    def get_fields(
-        self, request: HttpRequest, obj: OrganizationAlert | None = None
-    ) -> tuple[str, ...]:
-        editable = ("organization", "threshold_type", "threshold", "notify", "admins")
-        if obj is None:
-            return (*editable, "fire_if_already_exceeded")
-        return (*editable, "generation", "quiet_period_start", "created_at", "updated_at")
-
-    def get_readonly_fields(
-        self, request: HttpRequest, obj: OrganizationAlert | None = None
-    ) -> list[str]:
-        if obj is None:
-            return []
-        return ["organization", "generation", "quiet_period_start", "created_at", "updated_at"]
+    add_fields = (*OrganizationAlertAdminForm.Meta.fields, "fire_if_already_exceeded")
+    fields = (*OrganizationAlertAdminForm.Meta.fields, *KEPT_BY_THE_SERVICES)
+    readonly_fields = ("organization", *KEPT_BY_THE_SERVICES)
 
     def save_row(
         self, obj: OrganizationAlert, data: dict[str, Any], change: bool
@@ -442,7 +440,7 @@ EndpointStatusFilter = null_filter(
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(admin.ModelAdmin):
+class WebhookEndpointAdmin(SecretShownOnceMixin, AddPageFieldsMixin, admin.ModelAdmin):
     """The secret is made by the service and shown once, when the endpoint is added."""
 
     form = WebhookEndpointAdminForm
@@ -451,6 +449,10 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     list_select_related = ("organization",)
     search_fields = ("url", "organization__slug")
     autocomplete_fields = ("organization",)
+    add_fields = ("organization", "url", "events")
+    fields = ("organization", "url", "events", "created_at", "disabled_at", "disabled_reason")
+    readonly_fields = ("organization", "created_at")
+    secret_is = "The endpoint's signing secret is"
 
     @admin.display(description="events")
     def event_types(self, endpoint: WebhookEndpoint) -> str:
@@ -461,30 +463,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     def disabled(self, endpoint: WebhookEndpoint) -> bool:
         return endpoint.disabled_at is not None
 
-    def get_fields(
-        self, request: HttpRequest, obj: WebhookEndpoint | None = None
-    ) -> tuple[str, ...]:
-        if obj is None:
-            return ("organization", "url", "events")
-        return ("organization", "url", "events", "created_at", "disabled_at", "disabled_reason")
-
-    def get_readonly_fields(
-        self, request: HttpRequest, obj: WebhookEndpoint | None = None
-    ) -> list[str]:
-        return ["organization", "created_at"] if obj else []
-
-    def save_model(
-        self, request: HttpRequest, obj: WebhookEndpoint, form: forms.ModelForm, change: bool
-    ) -> None:
-        if change:
-            super().save_model(request, obj, form, change)
-            return
-        created, secret = webhook_endpoint_create(
+    def create_with_secret(self, obj: WebhookEndpoint) -> tuple[WebhookEndpoint, str]:
+        return webhook_endpoint_create(
             organization=obj.organization, url=obj.url, events=obj.events
-        )
-        copy_into(obj, created)
-        self.message_user(
-            request,
-            f"The endpoint's signing secret is {secret} — copy it now: it is shown only this once.",
-            messages.SUCCESS,
         )

@@ -34,10 +34,9 @@ from billing.models import (
 )
 from billing.selectors import current_period_start
 from billing.services import custom_limit_delete, custom_limit_set, limit_policy_update
-from config.admin_site import (
+from config.admin_kit import (
     INLINE_ROWS_MAX,
-    CreditsAdminMixin,
-    CreditsInput,
+    AddPageFieldsMixin,
     DeletedWithOwnerAdmin,
     LookupListFilter,
     ReadOnlyAdmin,
@@ -49,6 +48,7 @@ from config.admin_site import (
     json_display,
     null_filter,
 )
+from config.admin_site import CreditsAdminMixin, CreditsInput
 from config.credits import (
     CREDIT_DECIMAL_PLACES,
     CREDIT_MAX_DIGITS,
@@ -255,7 +255,11 @@ def _limit_policy_save(organization: Organization, data: dict[str, Any]) -> User
 
 @admin.register(UserLimitPolicy)
 class UserLimitPolicyAdmin(
-    SavedThroughServicesMixin, CreditsAdminMixin, MembershipChoicesMixin, admin.ModelAdmin
+    SavedThroughServicesMixin,
+    AddPageFieldsMixin,
+    CreditsAdminMixin,
+    MembershipChoicesMixin,
+    admin.ModelAdmin,
 ):
     """Deleting a policy is left to Django: without limits nobody can become
     over budget, so there is nothing to evaluate.
@@ -276,16 +280,9 @@ class UserLimitPolicyAdmin(
     def excluded(self, policy: UserLimitPolicy) -> str:
         return ", ".join(policy.excluded_sources)
 
-    def get_fields(
-        self, request: HttpRequest, obj: UserLimitPolicy | None = None
-    ) -> tuple[str, ...]:
-        editable = ("organization", "enabled", "default_limit", "excluded_sources", "admins")
-        return editable if obj is None else (*editable, "updated_at")
-
-    def get_readonly_fields(
-        self, request: HttpRequest, obj: UserLimitPolicy | None = None
-    ) -> list[str]:
-        return ["organization", "updated_at"] if obj else []
+    add_fields = UserLimitPolicyAdminForm.Meta.fields
+    fields = (*add_fields, "updated_at")
+    readonly_fields = ("organization", "updated_at")
 
     def save_row(self, obj: UserLimitPolicy, data: dict[str, Any], change: bool) -> UserLimitPolicy:
         return _limit_policy_save(obj.organization, data)
@@ -340,6 +337,7 @@ UnlimitedFilter = null_filter(
 class CustomLimitAdmin(
     MemberColumnMixin,
     SavedThroughServicesMixin,
+    AddPageFieldsMixin,
     CreditsAdminMixin,
     MembershipChoicesMixin,
     admin.ModelAdmin,
@@ -356,14 +354,9 @@ class CustomLimitAdmin(
     def limit_display(self, custom: CustomLimit) -> str:
         return "unlimited" if custom.limit is None else format_credits(custom.limit)
 
-    def get_fields(self, request: HttpRequest, obj: CustomLimit | None = None) -> tuple[str, ...]:
-        editable = ("organization", "membership", "limit")
-        return editable if obj is None else (*editable, "updated_at")
-
-    def get_readonly_fields(
-        self, request: HttpRequest, obj: CustomLimit | None = None
-    ) -> list[str]:
-        return ["organization", "membership", "updated_at"] if obj else []
+    add_fields = CustomLimitAdminForm.Meta.fields
+    fields = (*add_fields, "updated_at")
+    readonly_fields = ("organization", "membership", "updated_at")
 
     def save_row(self, obj: CustomLimit, data: dict[str, Any], change: bool) -> CustomLimit:
         return custom_limit_set(

@@ -18,7 +18,7 @@ from alerts.services import alert_create
 from alerts.webhooks import webhook_endpoint_create
 from billing.models import CustomLimit, UserLimitPolicy
 from billing.services import UsageInput, custom_limit_set, limit_policy_update, usage_ingest
-from config.admin_site import INLINE_ROWS_MAX as CUSTOM_LIMITS_INLINE_MAX
+from config.admin_kit import INLINE_ROWS_MAX as CUSTOM_LIMITS_INLINE_MAX
 from config.credits import format_credits
 from tests.factories import AdminMembershipFactory, MembershipFactory, OrganizationFactory
 from tests.fixtures import over_budget
