@@ -337,6 +337,7 @@ class DeliveryAttemptInline(ReadOnlyMixin, admin.TabularInline):
     )
     readonly_fields = fields
     extra = 0
+    can_delete = False
 
 
 @admin.register(Notification)

@@ -271,6 +271,9 @@ class UserLimitPolicyAdmin(
     list_select_related = ("organization",)
     search_fields = ("organization__slug", "organization__name")
     autocomplete_fields = ("organization", "admins")
+    add_fields = UserLimitPolicyAdminForm.Meta.fields
+    fields = (*add_fields, "updated_at")
+    readonly_fields = ("organization", "updated_at")
 
     @admin.display(description="default limit", ordering="default_limit")
     def default_limit_display(self, policy: UserLimitPolicy) -> str | None:
@@ -279,10 +282,6 @@ class UserLimitPolicyAdmin(
     @admin.display(description="excluded sources")
     def excluded(self, policy: UserLimitPolicy) -> str:
         return ", ".join(policy.excluded_sources)
-
-    add_fields = UserLimitPolicyAdminForm.Meta.fields
-    fields = (*add_fields, "updated_at")
-    readonly_fields = ("organization", "updated_at")
 
     def save_row(self, obj: UserLimitPolicy, data: dict[str, Any], change: bool) -> UserLimitPolicy:
         return _limit_policy_save(obj.organization, data)
@@ -349,14 +348,13 @@ class CustomLimitAdmin(
     list_select_related = ("organization", "membership__user", "membership__organization")
     search_fields = ("organization__slug", "membership__external_id", "membership__user__email")
     autocomplete_fields = ("organization", "membership")
+    add_fields = CustomLimitAdminForm.Meta.fields
+    fields = (*add_fields, "updated_at")
+    readonly_fields = ("organization", "membership", "updated_at")
 
     @admin.display(description="limit", ordering="limit")
     def limit_display(self, custom: CustomLimit) -> str:
         return "unlimited" if custom.limit is None else format_credits(custom.limit)
-
-    add_fields = CustomLimitAdminForm.Meta.fields
-    fields = (*add_fields, "updated_at")
-    readonly_fields = ("organization", "membership", "updated_at")
 
     def save_row(self, obj: CustomLimit, data: dict[str, Any], change: bool) -> CustomLimit:
         return custom_limit_set(

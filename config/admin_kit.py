@@ -53,7 +53,7 @@ INLINE_ROWS_MAX = 100
 
 
 class ReadOnlyMixin(_ModelAdminBase):
-    """Seen, never added, changed or deleted by hand."""
+    """Seen, never added or changed by hand."""
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -61,12 +61,12 @@ class ReadOnlyMixin(_ModelAdminBase):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
 
 class ReadOnlyAdmin(ReadOnlyMixin, CreditsAdminMixin, admin.ModelAdmin):
     """History and logs: seen, never edited by hand (credits shown as the product writes them)."""
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 class DeletedWithOwnerAdmin(ReadOnlyAdmin):
@@ -373,7 +373,7 @@ class _InlinesOnPage:
         self, model_admin: Any, owner: Any = None
     ) -> list[type[InlineModelAdmin[Any, Any]]]:
         if model_admin is None:
-            return []
+            return []  # the class has no model yet: ModelAdmin sets it per instance
         return [_inlines_on[model_admin.model, model] for model in model_admin.inline_models]
 
 
