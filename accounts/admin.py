@@ -64,7 +64,9 @@ AllowanceFilter = null_filter(
 
 
 @admin.register(Organization)
-class OrganizationAdmin(InlinesOnPageMixin, CreditsAdminMixin, admin.ModelAdmin):
+class OrganizationAdmin(
+    InlinesOnPageMixin, AddPageFieldsMixin, CreditsAdminMixin, admin.ModelAdmin
+):
     """An organization with its alerts and limits, edited through the services.
 
     Members are not inlined (an organization can have thousands, more than a
@@ -82,15 +84,11 @@ class OrganizationAdmin(InlinesOnPageMixin, CreditsAdminMixin, admin.ModelAdmin)
     list_filter = ("block_when_exhausted", AllowanceFilter, "anchor_day")
     search_fields = ("slug", "name")
     prepopulated_fields = {"slug": ("name",)}
+    add_fields = ("name", "slug", "credit_allowance", "block_when_exhausted", "anchor_day")
     readonly_fields = ("this_period", "usage_this_period", "members", "records")
+    fields = (*add_fields, *readonly_fields)
     # Inlines of the alerts' and billing's admins (`inline_on(Organization)`).
     inline_models = (OrganizationAlert, UserLimitPolicy, CustomLimit)
-
-    def get_fields(self, request: HttpRequest, obj: Organization | None = None) -> tuple[str, ...]:
-        editable = ("name", "slug", "credit_allowance", "block_when_exhausted", "anchor_day")
-        if obj is None:
-            return editable
-        return (*editable, *self.readonly_fields)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Organization]:
         # The current period depends on each organization's anchor day: its
