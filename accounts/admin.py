@@ -16,17 +16,20 @@ from django.utils.html import format_html, format_html_join
 from accounts.forms import AdminUserChangeForm, AdminUserCreationForm, MembershipAdminForm
 from accounts.models import ApiKey, AuditEvent, Membership, Organization, Role, User
 from accounts.services import api_key_create, api_key_revoke
-from alerts.admin import NullListFilter, OrganizationAlertInline, pretty_json
-from alerts.services.rules import alerts_evaluate_organization
-from billing.admin import (
-    CUSTOM_LIMITS_INLINE_MAX,
-    CustomLimitInline,
-    TotalsAdmin,
-    UserLimitPolicyInline,
-)
-from billing.models import CustomLimit
-from billing.selectors import current_period, organizations_with_usage_this_period
 from billing.services.anchor import organization_anchor_day_set
+from alerts.models import OrganizationAlert
+from alerts.services.rules import alerts_evaluate_organization
+from billing.models import CustomLimit, UserLimitPolicy
+from billing.selectors import current_period, organizations_with_usage_this_period
+from config.admin_kit import (
+    INLINE_ROWS_MAX,
+    AddPageFieldsMixin,
+    DeletedWithOwnerAdmin,
+    InlinesOnPageMixin,
+    SecretShownOnceMixin,
+    json_display,
+    null_filter,
+)
 from config.admin_site import CreditsAdminMixin
 from config.credits import format_credits, percent_of
 
@@ -52,19 +55,19 @@ class UserAdmin(DjangoUserAdmin):
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
 
 
-class AllowanceFilter(NullListFilter):
-    title = "credit allowance"
-    parameter_name = "allowance"
-    field = "credit_allowance"
-    options = [("set", "Set", False), ("none", "None", True)]
-
-
 def _admin_url(view: str, **params: Any) -> str:
     return reverse(f"admin:{view}") + ("?" + urlencode(params) if params else "")
 
 
+AllowanceFilter = null_filter(
+    "credit_allowance", "credit allowance", "allowance", set="Set", none="None", null="none"
+)
+
+
 @admin.register(Organization)
-class OrganizationAdmin(CreditsAdminMixin, admin.ModelAdmin):
+class OrganizationAdmin(
+    InlinesOnPageMixin, AddPageFieldsMixin, CreditsAdminMixin, admin.ModelAdmin
+):
     """An organization with its alerts and limits, edited through the services.
 
     Members are not inlined (an organization can have thousands, more than a
@@ -82,14 +85,11 @@ class OrganizationAdmin(CreditsAdminMixin, admin.ModelAdmin):
     list_filter = ("block_when_exhausted", AllowanceFilter, "anchor_day")
     search_fields = ("slug", "name")
     prepopulated_fields = {"slug": ("name",)}
+    add_fields = ("name", "slug", "credit_allowance", "block_when_exhausted", "anchor_day")
     readonly_fields = ("this_period", "usage_this_period", "members", "records")
-    inlines = (OrganizationAlertInline, UserLimitPolicyInline, CustomLimitInline)
-
-    def get_fields(self, request: HttpRequest, obj: Organization | None = None) -> tuple[str, ...]:
-        editable = ("name", "slug", "credit_allowance", "block_when_exhausted", "anchor_day")
-        if obj is None:
-            return editable
-        return (*editable, *self.readonly_fields)
+    fields = (*add_fields, *readonly_fields)
+    # Inlines of the alerts' and billing's admins (`inline_on(Organization)`).
+    inline_models = (OrganizationAlert, UserLimitPolicy, CustomLimit)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Organization]:
         # The current period depends on each organization's anchor day: its
@@ -127,11 +127,7 @@ class OrganizationAdmin(CreditsAdminMixin, admin.ModelAdmin):
     @admin.display(description="records")
     def records(self, organization: Organization) -> str:
         custom_limits = CustomLimit.objects.filter(organization=organization).count()
-        shown = (
-            f" (the first {CUSTOM_LIMITS_INLINE_MAX} below)"
-            if custom_limits > CUSTOM_LIMITS_INLINE_MAX
-            else ""
-        )
+        shown = f" (the first {INLINE_ROWS_MAX} below)" if custom_limits > INLINE_ROWS_MAX else ""
         links = [
             ("billing_customlimit_changelist", f"Custom limits: {custom_limits}{shown}"),
             ("billing_memberusage_changelist", "Usage by member"),
@@ -202,15 +198,13 @@ class MembershipAdmin(admin.ModelAdmin):
             alerts_evaluate_organization(organization=obj.organization)
 
 
-class ApiKeyStatusFilter(NullListFilter):
-    title = "status"
-    parameter_name = "status"
-    field = "revoked_at"
-    options = [("active", "Active", True), ("revoked", "Revoked", False)]
+ApiKeyStatusFilter = null_filter(
+    "revoked_at", "status", "status", active="Active", revoked="Revoked", null="active"
+)
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(SecretShownOnceMixin, AddPageFieldsMixin, admin.ModelAdmin):
     """Keys are made by the service, which shows the raw key once; the hash is never shown."""
 
     list_display = ("prefix", "organization", "name", "created_at", "last_used_at", "revoked_at")
@@ -219,32 +213,13 @@ class ApiKeyAdmin(admin.ModelAdmin):
     search_fields = ("prefix", "name", "organization__slug", "organization__name")
     autocomplete_fields = ("organization",)
     actions = ("revoke_selected",)
+    add_fields = ("organization", "name")
+    fields = ("organization", "name", "prefix", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("organization", "prefix", "created_at", "last_used_at", "revoked_at")
+    secret_is = "The new API key is"
 
-    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
-        if obj is None:
-            return ("organization", "name")
-        return ("organization", "name", "prefix", "created_at", "last_used_at", "revoked_at")
-
-    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
-        if obj is None:
-            return []
-        return ["organization", "prefix", "created_at", "last_used_at", "revoked_at"]
-
-    def save_model(self, request: HttpRequest, obj: ApiKey, form: ModelForm, change: bool) -> None:
-        if change:
-            super().save_model(request, obj, form, change)
-            return
-        created, raw_key = api_key_create(organization=obj.organization, name=obj.name)
-        # The admin goes on with `obj` (log entry, redirect): make it the created row.
-        for field in ApiKey._meta.concrete_fields:
-            setattr(obj, field.attname, getattr(created, field.attname))
-        obj._state.adding = False
-        obj._state.db = created._state.db
-        self.message_user(
-            request,
-            f"The new API key is {raw_key} — copy it now: it is shown only this once.",
-            messages.SUCCESS,
-        )
+    def create_with_secret(self, obj: ApiKey) -> tuple[ApiKey, str]:
+        return api_key_create(organization=obj.organization, name=obj.name)
 
     @admin.action(description="Revoke selected keys")
     def revoke_selected(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
@@ -255,7 +230,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(TotalsAdmin):
+class AuditEventAdmin(DeletedWithOwnerAdmin):
     """The audit trail of alerts, limits policies and custom limits: read-only,
     and like the totals deleted only along with its organization.
     """
@@ -283,10 +258,5 @@ class AuditEventAdmin(TotalsAdmin):
     def target(self, event: AuditEvent) -> str:
         return f"{event.target_type} {event.target_id}".strip()
 
-    @admin.display(description="before")
-    def before_json(self, event: AuditEvent) -> str:
-        return pretty_json(event.before)
-
-    @admin.display(description="after")
-    def after_json(self, event: AuditEvent) -> str:
-        return pretty_json(event.after)
+    before_json = json_display("before")
+    after_json = json_display("after")

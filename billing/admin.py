@@ -10,29 +10,17 @@ a new limit are marked and the limit-reached alerts fire.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
-from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from accounts.models import Membership, Organization
 from accounts.selectors import validate_admins
-from alerts.admin import (
-    MembershipChoicesMixin,
-    NullListFilter,
-    ReadOnlyAdmin,
-    as_form_error,
-    copy_into,
-    pretty_json,
-    saved_only_through_services,
-)
-from alerts.services.changes import custom_limit_delete, custom_limit_set, limit_policy_update
 from billing.models import (
     EXCLUDABLE_SOURCES,
     ConsumeAnswer,
@@ -45,6 +33,21 @@ from billing.models import (
     UserLimitPolicy,
 )
 from billing.selectors import current_period_start
+from alerts.services.changes import custom_limit_delete, custom_limit_set, limit_policy_update
+from config.admin_kit import (
+    INLINE_ROWS_MAX,
+    AddPageFieldsMixin,
+    DeletedWithOwnerAdmin,
+    LookupListFilter,
+    ReadOnlyAdmin,
+    RelatedChoicesMixin,
+    SavedThroughServicesFormSet,
+    SavedThroughServicesMixin,
+    ServiceValidatedForm,
+    inline_on,
+    json_display,
+    null_filter,
+)
 from config.admin_site import CreditsAdminMixin, CreditsInput
 from config.credits import (
     CREDIT_DECIMAL_PLACES,
@@ -52,13 +55,12 @@ from config.credits import (
     CREDIT_QUANTUM,
     format_credits,
 )
-from config.errors import InvalidInput
 
-# Rows of the custom limits inline: beyond that many the organization page
-# would post more fields than Django accepts; all of them are on their own page.
-CUSTOM_LIMITS_INLINE_MAX = 100
 
-ZERO = Decimal(0)
+class MembershipChoicesMixin(RelatedChoicesMixin):
+    """A member is labelled with its user and organization: fetched with it."""
+
+    choices_select_related = {Membership: ("user", "organization")}
 
 
 class CurrentPeriodFilter(admin.SimpleListFilter):
@@ -79,17 +81,21 @@ class CurrentPeriodFilter(admin.SimpleListFilter):
         return queryset
 
 
-def _user(row: Any) -> str | None:
-    """The external id of the row's member (None: usage reported without a user)."""
-    membership: Membership | None = row.membership
-    return membership.external_id if membership is not None else None
+class MemberColumnMixin:
+    """The `user` column: the external id of the row's member."""
+
+    @admin.display(description="user", ordering="membership__external_id")
+    def user(self, row: Any) -> str | None:
+        # None: usage reported without a user.
+        membership: Membership | None = row.membership
+        return membership.external_id if membership is not None else None
 
 
 # The ledger: read-only
 
 
 @admin.register(UsageEvent)
-class UsageEventAdmin(ReadOnlyAdmin):
+class UsageEventAdmin(MemberColumnMixin, ReadOnlyAdmin):
     """The ledger: never added, changed or deleted by hand. Searches are exact,
     and there is no date hierarchy, so that the table's size does not matter.
     """
@@ -122,28 +128,16 @@ class UsageEventAdmin(ReadOnlyAdmin):
     )
     readonly_fields = fields
 
-    @admin.display(description="user", ordering="membership__external_id")
-    def user(self, event: UsageEvent) -> str | None:
-        return _user(event)
-
-    @admin.display(description="properties")
-    def formatted_properties(self, event: UsageEvent) -> str:
-        return pretty_json(event.properties)
+    formatted_properties = json_display("properties")
 
 
-class ConsumeOutcomeFilter(admin.SimpleListFilter):
+class ConsumeOutcomeFilter(LookupListFilter):
     title = "outcome"
     parameter_name = "outcome"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("allowed", "Allowed"), ("refused", "Refused")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value() == "allowed":
-            return queryset.filter(status_code__lt=400)
-        if self.value() == "refused":
-            return queryset.filter(status_code__gte=400)
-        return queryset
+    options = [
+        ("allowed", "Allowed", {"status_code__lt": 400}),
+        ("refused", "Refused", {"status_code__gte": 400}),
+    ]
 
 
 @admin.register(ConsumeAnswer)
@@ -166,33 +160,14 @@ class ConsumeAnswerAdmin(ReadOnlyAdmin):
     )
     readonly_fields = fields
 
-    @admin.display(description="body")
-    def formatted_body(self, answer: ConsumeAnswer) -> str:
-        return pretty_json(answer.body)
+    formatted_body = json_display("body")
 
 
 # The totals: read-only, deleted only with their member or organization
 
 
-class TotalsAdmin(ReadOnlyAdmin):
-    """Totals move with the ledger, never by hand. Deleting a member or an
-    organization deletes its totals, as the API's member deletion does: asked
-    while deleting those, the answer is yes; on the totals' own pages, no.
-    """
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        match = request.resolver_match
-        if match is None or match.url_name is None:
-            return False
-        own_pages = f"{self.opts.app_label}_{self.opts.model_name}_"
-        if match.url_name.startswith(own_pages):
-            return False
-        # Still only for staff allowed to delete these rows.
-        return admin.ModelAdmin.has_delete_permission(self, request, obj)
-
-
 @admin.register(OrganizationUsage)
-class OrganizationUsageAdmin(TotalsAdmin):
+class OrganizationUsageAdmin(DeletedWithOwnerAdmin):
     list_display = ("organization", "period_start", "used")
     list_filter = (CurrentPeriodFilter,)
     list_select_related = ("organization",)
@@ -200,41 +175,31 @@ class OrganizationUsageAdmin(TotalsAdmin):
     ordering = ("-period_start", "organization__name")
 
 
-class LimitReachedFilter(NullListFilter):
-    title = "limit reached"
-    parameter_name = "limit_reached"
-    field = "limit_reached_at"
-    options = [("yes", "Yes", False), ("no", "No", True)]
+LimitReachedFilter = null_filter(
+    "limit_reached_at", "limit reached", "limit_reached", yes="Yes", no="No", null="no"
+)
 
 
 @admin.register(MemberUsage)
-class MemberUsageAdmin(TotalsAdmin):
+class MemberUsageAdmin(MemberColumnMixin, DeletedWithOwnerAdmin):
     list_display = ("user", "organization", "period_start", "used", "counted", "limit_reached_at")
     list_filter = (CurrentPeriodFilter, LimitReachedFilter)
     list_select_related = ("organization", "membership")
     search_fields = ("organization__slug", "membership__external_id", "membership__user__email")
     ordering = ("-period_start", "-used")
 
-    @admin.display(description="user", ordering="membership__external_id")
-    def user(self, row: MemberUsage) -> str | None:
-        return _user(row)
-
 
 @admin.register(SourceUsage)
-class SourceUsageAdmin(TotalsAdmin):
+class SourceUsageAdmin(MemberColumnMixin, DeletedWithOwnerAdmin):
     list_display = ("organization", "user", "source", "period_start", "used")
     list_filter = (CurrentPeriodFilter, "source")
     list_select_related = ("organization", "membership")
     search_fields = ("organization__slug", "membership__external_id")
     ordering = ("-period_start", "-used")
 
-    @admin.display(description="user", ordering="membership__external_id")
-    def user(self, row: SourceUsage) -> str | None:
-        return _user(row)
-
 
 @admin.register(DailyUsage)
-class DailyUsageAdmin(TotalsAdmin):
+class DailyUsageAdmin(DeletedWithOwnerAdmin):
     list_display = ("organization", "day", "used")
     list_filter = (("day", admin.DateFieldListFilter),)
     list_select_related = ("organization",)
@@ -256,17 +221,9 @@ def _credits_form_field(**kwargs: Any) -> forms.DecimalField:
     )
 
 
-def _organization_of(form: forms.ModelForm) -> Organization | None:
-    """The organization the form is about: chosen, given by the inline's
-    organization page, or the row's own.
-    """
-    chosen = form.cleaned_data.get("organization")
-    if chosen is not None:
-        return chosen
-    return getattr(form.instance, "organization", None)
+class UserLimitPolicyAdminForm(ServiceValidatedForm):
+    validated_fields = ("admins",)
 
-
-class UserLimitPolicyAdminForm(forms.ModelForm):
     default_limit = _credits_form_field(
         help_text="Credits per member per billing period. Empty: no limit."
     )
@@ -281,15 +238,8 @@ class UserLimitPolicyAdminForm(forms.ModelForm):
         model = UserLimitPolicy
         fields = ("organization", "enabled", "default_limit", "excluded_sources", "admins")
 
-    def clean(self) -> dict[str, Any]:
-        super().clean()
-        organization = _organization_of(self)
-        if organization is not None and "admins" in self.cleaned_data:
-            try:
-                validate_admins(organization=organization, admins=list(self.cleaned_data["admins"]))
-            except InvalidInput as error:
-                raise as_form_error(error, self.fields) from None
-        return self.cleaned_data
+    def validate(self, organization: Organization, data: dict[str, Any]) -> None:
+        validate_admins(organization=organization, admins=list(data["admins"]))
 
 
 def _limit_policy_save(organization: Organization, data: dict[str, Any]) -> UserLimitPolicy:
@@ -304,7 +254,13 @@ def _limit_policy_save(organization: Organization, data: dict[str, Any]) -> User
 
 
 @admin.register(UserLimitPolicy)
-class UserLimitPolicyAdmin(CreditsAdminMixin, MembershipChoicesMixin, admin.ModelAdmin):
+class UserLimitPolicyAdmin(
+    SavedThroughServicesMixin,
+    AddPageFieldsMixin,
+    CreditsAdminMixin,
+    MembershipChoicesMixin,
+    admin.ModelAdmin,
+):
     """Deleting a policy is left to Django: without limits nobody can become
     over budget, so there is nothing to evaluate.
     """
@@ -315,6 +271,9 @@ class UserLimitPolicyAdmin(CreditsAdminMixin, MembershipChoicesMixin, admin.Mode
     list_select_related = ("organization",)
     search_fields = ("organization__slug", "organization__name")
     autocomplete_fields = ("organization", "admins")
+    add_fields = UserLimitPolicyAdminForm.Meta.fields
+    fields = (*add_fields, "updated_at")
+    readonly_fields = ("organization", "updated_at")
 
     @admin.display(description="default limit", ordering="default_limit")
     def default_limit_display(self, policy: UserLimitPolicy) -> str | None:
@@ -324,28 +283,8 @@ class UserLimitPolicyAdmin(CreditsAdminMixin, MembershipChoicesMixin, admin.Mode
     def excluded(self, policy: UserLimitPolicy) -> str:
         return ", ".join(policy.excluded_sources)
 
-    def get_fields(
-        self, request: HttpRequest, obj: UserLimitPolicy | None = None
-    ) -> tuple[str, ...]:
-        editable = ("organization", "enabled", "default_limit", "excluded_sources", "admins")
-        return editable if obj is None else (*editable, "updated_at")
-
-    def get_readonly_fields(
-        self, request: HttpRequest, obj: UserLimitPolicy | None = None
-    ) -> list[str]:
-        return ["organization", "updated_at"] if obj else []
-
-    def save_model(
-        self, request: HttpRequest, obj: UserLimitPolicy, form: forms.ModelForm, change: bool
-    ) -> None:
-        copy_into(obj, _limit_policy_save(obj.organization, form.cleaned_data))
-
-    def save_related(
-        self, request: HttpRequest, form: forms.ModelForm, formsets: Any, change: bool
-    ) -> None:
-        # The service has set the admins.
-        for formset in formsets:
-            self.save_formset(request, form, formset, change=change)
+    def save_row(self, obj: UserLimitPolicy, data: dict[str, Any], change: bool) -> UserLimitPolicy:
+        return _limit_policy_save(obj.organization, data)
 
 
 class MembershipLabel(forms.Widget):
@@ -361,7 +300,9 @@ class MembershipLabel(forms.Widget):
         return format_html("{}", self.label)
 
 
-class CustomLimitAdminForm(forms.ModelForm):
+class CustomLimitAdminForm(ServiceValidatedForm):
+    validated_fields = ("membership",)
+
     limit = _credits_form_field(help_text="Credits per billing period. Empty: unlimited.")
 
     class Meta:
@@ -377,30 +318,29 @@ class CustomLimitAdminForm(forms.ModelForm):
             membership.disabled = True
             membership.widget = MembershipLabel(str(self.instance.membership))
 
-    def clean(self) -> dict[str, Any]:
-        super().clean()
-        organization = _organization_of(self)
-        membership = self.cleaned_data.get("membership")
-        if (
-            organization is not None
-            and membership is not None
-            and membership.organization_id != organization.pk
-        ):
+    def validate(self, organization: Organization, data: dict[str, Any]) -> None:
+        # The service sets the limit of the member it is given.
+        membership = data["membership"]
+        if membership.organization_id != organization.pk:
             self.add_error(
                 "membership", f"{membership.external_id!r} is not a member of this organization."
             )
-        return self.cleaned_data
 
 
-class UnlimitedFilter(NullListFilter):
-    title = "limit"
-    parameter_name = "unlimited"
-    field = "limit"
-    options = [("yes", "Unlimited", True), ("no", "A number of credits", False)]
+UnlimitedFilter = null_filter(
+    "limit", "limit", "unlimited", yes="Unlimited", no="A number of credits", null="yes"
+)
 
 
 @admin.register(CustomLimit)
-class CustomLimitAdmin(CreditsAdminMixin, MembershipChoicesMixin, admin.ModelAdmin):
+class CustomLimitAdmin(
+    MemberColumnMixin,
+    SavedThroughServicesMixin,
+    AddPageFieldsMixin,
+    CreditsAdminMixin,
+    MembershipChoicesMixin,
+    admin.ModelAdmin,
+):
     form = CustomLimitAdminForm
     list_display = ("user", "organization", "limit_display", "updated_at")
     list_filter = (UnlimitedFilter,)
@@ -408,33 +348,18 @@ class CustomLimitAdmin(CreditsAdminMixin, MembershipChoicesMixin, admin.ModelAdm
     list_select_related = ("organization", "membership__user", "membership__organization")
     search_fields = ("organization__slug", "membership__external_id", "membership__user__email")
     autocomplete_fields = ("organization", "membership")
-
-    @admin.display(description="user", ordering="membership__external_id")
-    def user(self, custom: CustomLimit) -> str:
-        return custom.membership.external_id
+    add_fields = CustomLimitAdminForm.Meta.fields
+    fields = (*add_fields, "updated_at")
+    readonly_fields = ("organization", "membership", "updated_at")
 
     @admin.display(description="limit", ordering="limit")
     def limit_display(self, custom: CustomLimit) -> str:
         return "unlimited" if custom.limit is None else format_credits(custom.limit)
 
-    def get_fields(self, request: HttpRequest, obj: CustomLimit | None = None) -> tuple[str, ...]:
-        editable = ("organization", "membership", "limit")
-        return editable if obj is None else (*editable, "updated_at")
-
-    def get_readonly_fields(
-        self, request: HttpRequest, obj: CustomLimit | None = None
-    ) -> list[str]:
-        return ["organization", "membership", "updated_at"] if obj else []
-
-    def save_model(
-        self, request: HttpRequest, obj: CustomLimit, form: forms.ModelForm, change: bool
-    ) -> None:
-        saved = custom_limit_set(
-            organization=obj.organization,
-            membership=obj.membership,
-            limit=form.cleaned_data["limit"],
+    def save_row(self, obj: CustomLimit, data: dict[str, Any], change: bool) -> CustomLimit:
+        return custom_limit_set(
+            organization=obj.organization, membership=obj.membership, limit=data["limit"]
         )
-        copy_into(obj, saved)
 
     def delete_model(self, request: HttpRequest, obj: CustomLimit) -> None:
         custom_limit_delete(custom_limit=obj)
@@ -447,20 +372,17 @@ class CustomLimitAdmin(CreditsAdminMixin, MembershipChoicesMixin, admin.ModelAdm
 # Inlines of the organization page
 
 
-class UserLimitPolicyFormSet(BaseInlineFormSet):
+class UserLimitPolicyFormSet(SavedThroughServicesFormSet):
     instance: Organization
 
-    def save_new(self, form: forms.ModelForm, commit: bool = True) -> UserLimitPolicy:
-        saved_only_through_services(commit)
-        return _limit_policy_save(self.instance, form.cleaned_data)
+    def create_row(self, data: dict[str, Any]) -> UserLimitPolicy:
+        return _limit_policy_save(self.instance, data)
 
-    def save_existing(
-        self, form: forms.ModelForm, obj: UserLimitPolicy, commit: bool = True
-    ) -> UserLimitPolicy:
-        saved_only_through_services(commit)
-        return _limit_policy_save(self.instance, form.cleaned_data)
+    def update_row(self, row: UserLimitPolicy, data: dict[str, Any]) -> UserLimitPolicy:
+        return _limit_policy_save(self.instance, data)
 
 
+@inline_on(Organization)
 class UserLimitPolicyInline(CreditsAdminMixin, MembershipChoicesMixin, admin.StackedInline):
     model = UserLimitPolicy
     form = UserLimitPolicyAdminForm
@@ -477,8 +399,10 @@ class UserLimitPolicyInline(CreditsAdminMixin, MembershipChoicesMixin, admin.Sta
         return super().get_queryset(request).select_related("organization")
 
 
-class CustomLimitFormSet(BaseInlineFormSet):
-    """At most CUSTOM_LIMITS_INLINE_MAX of them; saved through the services."""
+class CustomLimitFormSet(SavedThroughServicesFormSet):
+    """At most INLINE_ROWS_MAX of them (all are on their own page); saved
+    through the services.
+    """
 
     instance: Organization
 
@@ -488,30 +412,24 @@ class CustomLimitFormSet(BaseInlineFormSet):
 
     def get_queryset(self) -> QuerySet[CustomLimit]:
         if not hasattr(self, "_queryset"):
-            self._queryset = super().get_queryset()[:CUSTOM_LIMITS_INLINE_MAX]
+            self._queryset = super().get_queryset()[:INLINE_ROWS_MAX]
         return self._queryset
 
-    def save_new(self, form: forms.ModelForm, commit: bool = True) -> CustomLimit:
-        saved_only_through_services(commit)
+    def create_row(self, data: dict[str, Any]) -> CustomLimit:
         return custom_limit_set(
-            organization=self.instance,
-            membership=form.cleaned_data["membership"],
-            limit=form.cleaned_data["limit"],
+            organization=self.instance, membership=data["membership"], limit=data["limit"]
         )
 
-    def save_existing(
-        self, form: forms.ModelForm, obj: CustomLimit, commit: bool = True
-    ) -> CustomLimit:
-        saved_only_through_services(commit)
+    def update_row(self, row: CustomLimit, data: dict[str, Any]) -> CustomLimit:
         return custom_limit_set(
-            organization=self.instance, membership=obj.membership, limit=form.cleaned_data["limit"]
+            organization=self.instance, membership=row.membership, limit=data["limit"]
         )
 
-    def delete_existing(self, obj: CustomLimit, commit: bool = True) -> None:
-        saved_only_through_services(commit)
-        custom_limit_delete(custom_limit=obj)
+    def delete_row(self, row: CustomLimit) -> None:
+        custom_limit_delete(custom_limit=row)
 
 
+@inline_on(Organization)
 class CustomLimitInline(CreditsAdminMixin, MembershipChoicesMixin, admin.TabularInline):
     model = CustomLimit
     form = CustomLimitAdminForm

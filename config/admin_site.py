@@ -1,4 +1,5 @@
-"""The Django admin's site and the helpers every app's admin shares for credits.
+"""The Django admin's site and the helpers every app's admin shares for credits
+(the other shared helpers: config/admin_kit.py).
 
 Credits are stored with 6 decimal places; Django's admin would show every one
 of them (`100.000000`) in lists, read-only fields and inputs. Admins that
