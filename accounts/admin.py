@@ -16,11 +16,11 @@ from django.utils.html import format_html, format_html_join
 from accounts.forms import AdminUserChangeForm, AdminUserCreationForm, MembershipAdminForm
 from accounts.models import ApiKey, AuditEvent, Membership, Organization, Role, User
 from accounts.services import api_key_create, api_key_revoke
-from billing.services.anchor import organization_anchor_day_set
 from alerts.models import OrganizationAlert
 from alerts.services.rules import alerts_evaluate_organization
 from billing.models import CustomLimit, UserLimitPolicy
 from billing.selectors import current_period, organizations_with_usage_this_period
+from billing.services.anchor import organization_anchor_day_set
 from config.admin_kit import (
     INLINE_ROWS_MAX,
     AddPageFieldsMixin,

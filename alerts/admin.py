@@ -21,8 +21,6 @@ from django.http import HttpRequest
 
 from accounts.models import Membership, Organization
 from accounts.selectors import validate_admins
-from alerts.services import configuration
-from alerts.outbox import notifications_resend
 from alerts.models import (
     MAX_ORGANIZATION_ALERTS,
     DeliveryAttempt,
@@ -33,6 +31,8 @@ from alerts.models import (
     UserAlertPolicy,
     WebhookEndpoint,
 )
+from alerts.outbox import notifications_resend
+from alerts.services import configuration
 from alerts.webhooks import (
     WEBHOOK_EVENT_TYPES,
     webhook_endpoint_create,

@@ -21,6 +21,7 @@ from django.utils.safestring import SafeString
 
 from accounts.models import Membership, Organization
 from accounts.selectors import validate_admins
+from alerts.services.changes import custom_limit_delete, custom_limit_set, limit_policy_update
 from billing.models import (
     EXCLUDABLE_SOURCES,
     ConsumeAnswer,
@@ -33,7 +34,6 @@ from billing.models import (
     UserLimitPolicy,
 )
 from billing.selectors import current_period_start
-from alerts.services.changes import custom_limit_delete, custom_limit_set, limit_policy_update
 from config.admin_kit import (
     INLINE_ROWS_MAX,
     AddPageFieldsMixin,

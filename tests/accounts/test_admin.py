@@ -14,11 +14,11 @@ from django.urls import reverse
 from accounts.models import ApiKey, Membership, Organization, Role, User
 from accounts.services import api_key_authenticate, api_key_create
 from alerts.models import Firing, FiringKind, OrganizationAlert
+from alerts.services.changes import custom_limit_set, limit_policy_update
 from alerts.services.configuration import alert_create
+from alerts.services.ingest import UsageInput, usage_ingest
 from alerts.webhooks import webhook_endpoint_create
 from billing.models import CustomLimit, UserLimitPolicy
-from alerts.services.ingest import UsageInput, usage_ingest
-from alerts.services.changes import custom_limit_set, limit_policy_update
 from config.admin_kit import INLINE_ROWS_MAX as CUSTOM_LIMITS_INLINE_MAX
 from config.credits import format_credits
 from tests.factories import AdminMembershipFactory, MembershipFactory, OrganizationFactory
