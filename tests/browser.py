@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from tests.factories import DEFAULT_PASSWORD
+
 # Playwright's sync API runs an event loop in this thread; Django would
 # otherwise refuse database access from the tests and fixtures around it.
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
@@ -65,6 +67,16 @@ def page_fixture(browser: Browser) -> Iterator[Page]:
     page = context.new_page()
     yield page
     context.close()
+
+
+def log_in(page: Page, base_url: str, email: str, *, next_path: str | None = None) -> None:
+    """Log in through the login form as `email` (a factory user's password),
+    going on to `next_path` when given.
+    """
+    page.goto(f"{base_url}/accounts/login/" + (f"?next={next_path}" if next_path else ""))
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(DEFAULT_PASSWORD)
+    page.get_by_role("button", name="Log in").click()
 
 
 def screenshot(page: Page, name: str) -> Path:

@@ -11,9 +11,8 @@ from playwright.sync_api import Page, expect
 
 from alerts.models import Firing, UserAlertPolicy
 from billing.services import UsageInput, usage_ingest
-from tests.browser import browser_fixture, page_fixture, screenshot  # noqa: F401
+from tests.browser import browser_fixture, log_in, page_fixture, screenshot  # noqa: F401
 from tests.factories import MembershipFactory
-from tests.test_browser import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
