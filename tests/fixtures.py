@@ -72,6 +72,19 @@ def outsider(other_organization: Organization) -> Membership:
     return AdminMembershipFactory(organization=other_organization, user__email="admin@globex.test")
 
 
+@pytest.fixture
+def deliver(django_capture_on_commit_callbacks: Any) -> Callable[..., Any]:
+    """`deliver(write, *args, **kwargs)`: run a write, then the deliveries it
+    queued on commit; the write's answer.
+    """
+
+    def run(write: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        with django_capture_on_commit_callbacks(execute=True):
+            return write(*args, **kwargs)
+
+    return run
+
+
 def logged_in(who: Membership | User) -> Client:
     """A browser-less client logged in as a member (or a user)."""
     client = Client()

@@ -14,14 +14,14 @@ from django.urls import reverse
 from accounts.models import ApiKey, Membership, Organization, Role, User
 from accounts.services import api_key_authenticate, api_key_create
 from alerts.models import Firing, FiringKind, OrganizationAlert
-from alerts.services import alert_create
 from alerts.webhooks import webhook_endpoint_create
 from billing.admin import CUSTOM_LIMITS_INLINE_MAX
 from billing.credits import format_credits
 from billing.models import CustomLimit, UserLimitPolicy
-from billing.services import UsageInput, custom_limit_set, limit_policy_update, usage_ingest
+from billing.services import UsageInput, custom_limit_set, usage_ingest
 from tests.factories import AdminMembershipFactory, MembershipFactory, OrganizationFactory
 from tests.fixtures import over_budget
+from tests.helpers import absolute_alert, ingest, limits_on, spend
 
 REGISTERED = sorted(admin.site._registry.items(), key=lambda item: item[0]._meta.label)
 
@@ -172,7 +172,7 @@ def test_raising_the_allowance_in_the_admin_evaluates_alerts(
 def test_changing_a_role_in_the_admin_evaluates_alerts(
     staff_client, organization, owner, member, django_capture_on_commit_callbacks
 ):
-    spend(organization, 20)
+    ingest(organization, 20)
     # Past its threshold and not fired yet: created directly, as alert_create
     # would evaluate it at once. Only an evaluation of the organization fires it.
     alert = OrganizationAlert.objects.create(
@@ -260,27 +260,11 @@ def inline_errors(response, prefix: str) -> str:
     return str(inline.formset.errors) + str(inline.formset.non_form_errors())
 
 
-def spend(organization, credits, *, user=None, key="k") -> None:
-    usage_ingest(organization=organization, events=[UsageInput(key, D(credits), user=user)])
-
-
 def test_the_organization_page_shows_its_alerts_and_limits(
     staff_client, organization, owner, member
 ):
-    alert = alert_create(
-        organization=organization,
-        threshold_type="absolute",
-        threshold=D(75),
-        notify="specific_admins",
-        admins=[owner],
-    )
-    limit_policy_update(
-        organization=organization,
-        enabled=True,
-        default_limit=D(40),
-        admins=[owner],
-        excluded_sources=["workflow"],
-    )
+    alert = absolute_alert(organization, 75, admins=[owner])
+    limits_on(organization, 40, admins=[owner], excluded_sources=["workflow"])
     custom = custom_limit_set(organization=organization, membership=member, limit=D("12.5"))
 
     response = staff_client.get(change_url(organization))
@@ -307,7 +291,7 @@ def test_the_organization_page_shows_its_alerts_and_limits(
 
 
 def test_adding_an_alert_inline_fires_at_once(staff_client, organization, owner):
-    spend(organization, 9)
+    ingest(organization, 9)
 
     response = staff_client.post(
         change_url(organization),
@@ -323,8 +307,8 @@ def test_adding_an_alert_inline_fires_at_once(staff_client, organization, owner)
 
 
 def test_editing_an_alert_inline_re_arms_it(staff_client, organization, owner):
-    alert = alert_create(organization=organization, threshold_type="absolute", threshold=D(5))
-    spend(organization, 6)
+    alert = absolute_alert(organization, 5)
+    ingest(organization, 6)
     assert Firing.objects.filter(alert=alert).count() == 1
 
     response = staff_client.post(
@@ -351,7 +335,7 @@ def test_editing_an_alert_inline_re_arms_it(staff_client, organization, owner):
 
 
 def test_deleting_an_alert_inline(staff_client, organization):
-    alert = alert_create(organization=organization, threshold_type="absolute", threshold=D(5))
+    alert = absolute_alert(organization, 5)
 
     response = staff_client.post(
         change_url(organization),
@@ -399,10 +383,7 @@ def test_inline_alert_admins_must_be_admins_of_the_organization(
 
 
 def test_at_most_25_alerts_inline(staff_client, organization):
-    alerts = [
-        alert_create(organization=organization, threshold_type="absolute", threshold=D(n))
-        for n in range(1, 25)
-    ]
+    alerts = [absolute_alert(organization, n) for n in range(1, 25)]
     existing = [
         {"id": str(a.pk), "threshold_type": "absolute", "threshold": str(n), "notify": "all_admins"}
         for n, a in enumerate(alerts, start=1)
@@ -429,8 +410,8 @@ def test_at_most_25_alerts_inline(staff_client, organization):
 def test_lowering_the_default_limit_inline_marks_members_over_budget(
     staff_client, organization, owner, member
 ):
-    policy = limit_policy_update(organization=organization, enabled=True, default_limit=D(100))
-    spend(organization, 30, user=member.external_id)
+    policy = limits_on(organization, 100)
+    spend(member, 30)
     assert over_budget(organization) == set()
 
     response = staff_client.post(
@@ -458,7 +439,7 @@ def test_lowering_the_default_limit_inline_marks_members_over_budget(
 
 
 def test_adding_a_policy_inline(staff_client, organization, member):
-    spend(organization, 30, user=member.external_id)
+    spend(member, 30)
 
     response = staff_client.post(
         change_url(organization),
@@ -493,10 +474,10 @@ def test_inline_policy_admins_must_be_admins_of_the_organization(
 
 
 def test_custom_limits_inline(staff_client, organization, owner, member, outsider):
-    limit_policy_update(organization=organization, enabled=True, default_limit=D(10))
+    limits_on(organization, 10)
     unlimited = custom_limit_set(organization=organization, membership=owner, limit=None)
-    spend(organization, 30, user=member.external_id)
-    spend(organization, 30, user=owner.external_id, key="k2")
+    spend(member, 30)
+    spend(owner, 30)
     assert over_budget(organization) == {member.external_id}
 
     # A member of another organization is a form error, not a 500.
@@ -583,18 +564,12 @@ def test_organization_page_queries_do_not_grow_with_alerts_and_limits(
     staff_client, organization, owner, django_assert_max_num_queries
 ):
     second_admin = AdminMembershipFactory(organization=organization)
-    limit_policy_update(
-        organization=organization, enabled=True, default_limit=D(5), admins=[owner, second_admin]
-    )
+    limits_on(organization, 5, admins=[owner, second_admin])
 
     def add(alerts: int, custom_limits: int) -> None:
         for _ in range(alerts):
-            alert_create(
-                organization=organization,
-                threshold_type="absolute",
-                threshold=D(1000 + OrganizationAlert.objects.count()),
-                notify="specific_admins",
-                admins=[owner, second_admin],
+            absolute_alert(
+                organization, 1000 + OrganizationAlert.objects.count(), admins=[owner, second_admin]
             )
         for membership in MembershipFactory.create_batch(custom_limits, organization=organization):
             custom_limit_set(organization=organization, membership=membership, limit=D(7))
@@ -668,7 +643,7 @@ def test_the_organization_list_costs_the_same_for_2_or_50(
         for _ in range(count):
             index = len(expected)
             organization = OrganizationFactory(anchor_day=1 + index % 28)
-            spend(organization, index + 1)
+            ingest(organization, index + 1)
             expected[organization.slug] = D(index + 1)
 
     changelist = reverse("admin:accounts_organization_changelist")
@@ -696,7 +671,7 @@ def test_organization_search_and_filters(staff_client, organization, other_organ
     assert slugs(q="glob") == ["globex"]
     assert slugs(allowance="set") == ["globex"]
     assert slugs(allowance="none") == ["acme"]
-    spend(organization, 5)
+    ingest(organization, 5)
     assert slugs(o="4") == ["globex", "acme"]  # by usage this period
     assert slugs(o="-4") == ["acme", "globex"]
 
@@ -763,9 +738,9 @@ def test_the_organization_page_links_to_its_records(
     staff_client, organization, owner, member, outsider
 ):
     for org, membership in ((organization, member), (outsider.organization, outsider)):
-        alert_create(organization=org, threshold_type="absolute", threshold=D(1))
+        absolute_alert(org, 1)
         custom_limit_set(organization=org, membership=membership, limit=D(5))
-        spend(org, 2, user=membership.external_id)
+        spend(membership, 2)
         api_key_create(organization=org)
         webhook_endpoint_create(
             organization=org, url="https://hooks.example.com/", events=["alert.triggered"]
@@ -787,8 +762,8 @@ def test_the_organization_page_links_to_its_records(
 
 
 def test_deleting_an_organization_without_usage(staff_client, organization, owner, member):
-    alert_create(organization=organization, threshold_type="absolute", threshold=D(5))
-    limit_policy_update(organization=organization, enabled=True, default_limit=D(5))
+    absolute_alert(organization, 5)
+    limits_on(organization, 5)
     custom_limit_set(organization=organization, membership=member, limit=D(9))
     delete = reverse("admin:accounts_organization_delete", args=[organization.pk])
 
@@ -800,7 +775,7 @@ def test_deleting_an_organization_without_usage(staff_client, organization, owne
 
 
 def test_an_organization_with_usage_keeps_its_ledger(staff_client, organization, member):
-    spend(organization, 2, user=member.external_id)
+    spend(member, 2)
     delete = reverse("admin:accounts_organization_delete", args=[organization.pk])
 
     confirm = staff_client.get(delete)

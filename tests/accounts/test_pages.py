@@ -11,6 +11,7 @@ from accounts.models import Organization
 from accounts.web import ADMIN_REQUIRED_MESSAGE, SESSION_ORGANIZATION_KEY
 from tests.factories import DEFAULT_PASSWORD, MembershipFactory, UserFactory
 from tests.fixtures import logged_in
+from tests.helpers import page_html
 
 ADMIN_PAGES = ["/settings/limits/", "/usage/"]
 
@@ -143,10 +144,7 @@ def test_limits_page_shows_the_allowance(owner, organization):
     organization.credit_allowance = Decimal("2500")
     organization.save()
 
-    response = logged_in(owner).get("/settings/limits/")
-
-    assert response.status_code == 200
-    html = response.content.decode()
+    html = page_html(owner, "/settings/limits/")
     assert "Limits &amp; Alerts" in html
     assert "Acme Inc" in html
     assert "2,500" in html
@@ -163,10 +161,7 @@ def test_usage_page_shows_the_allowance(owner, organization):
     organization.credit_allowance = Decimal("1234.5")
     organization.save()
 
-    response = logged_in(owner).get("/usage/")
-
-    assert response.status_code == 200
-    html = response.content.decode()
+    html = page_html(owner, "/usage/")
     assert "Monitor usage" in html
     assert "1,234.5" in html
 

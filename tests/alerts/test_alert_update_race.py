@@ -23,9 +23,9 @@ from accounts.models import AuditEvent
 from accounts.services import api_key_create
 from alerts import api as alerts_api
 from alerts.models import Firing, OrganizationAlert
-from alerts.services import alert_create
 from billing.services import UsageInput, usage_ingest
 from tests.fixtures import ApiClient, run_at_once
+from tests.helpers import absolute_alert
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -54,7 +54,7 @@ def alert(organization, owner, member):
         organization=organization,
         events=[UsageInput("spent", D(40), user=member.external_id)],
     )
-    return alert_create(organization=organization, threshold_type="absolute", threshold=D(100))
+    return absolute_alert(organization, 100)
 
 
 def _audits(alert: OrganizationAlert) -> list[AuditEvent]:

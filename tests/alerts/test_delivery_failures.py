@@ -23,8 +23,8 @@ from alerts.delivery import (
     notifications_requeue_stale,
 )
 from alerts.models import DeliveryAttempt, DeliveryStatus, Notification
-from alerts.services import alert_create
 from billing.services import UsageInput, usage_ingest
+from tests.helpers import absolute_alert
 
 pytestmark = pytest.mark.django_db
 
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def email(organization, owner):
     """One pending email to the owner, about an alert that fired."""
-    alert_create(organization=organization, threshold_type="absolute", threshold=Decimal(1))
+    absolute_alert(organization, 1)
     usage_ingest(organization=organization, events=[UsageInput("k", Decimal(5))])
     return Notification.objects.get()
 

@@ -15,9 +15,10 @@ from alerts.models import Firing, OrganizationAlert, UserAlertPolicy
 from alerts.services import alert_create
 from billing.models import CustomLimit, MemberUsage, UserLimitPolicy
 from billing.selectors import limit_policy_get
-from billing.services import UsageInput, custom_limit_set, limit_policy_update, usage_ingest
+from billing.services import UsageInput, custom_limit_set, usage_ingest
 from tests.factories import AdminMembershipFactory, MembershipFactory
 from tests.fixtures import logged_in
+from tests.helpers import absolute_alert, limits_on, page_html, spend
 
 pytestmark = pytest.mark.django_db
 
@@ -30,19 +31,6 @@ HTMX = {"HX-Request": "true"}
 def frozen_time():
     with time_machine.travel(NOW, tick=False):
         yield
-
-
-def spend(membership: Membership, credits: str | int, key: str = "") -> None:
-    usage_ingest(
-        organization=membership.organization,
-        events=[
-            UsageInput(
-                idempotency_key=key or f"{membership.pk}-{credits}",
-                credits=D(credits),
-                user=membership.external_id,
-            )
-        ],
-    )
 
 
 def alert_form(**fields: str | list[str]) -> dict[str, str | list[str]]:
@@ -67,10 +55,7 @@ def allowance(organization: Organization) -> Organization:
 
 
 def test_the_page_has_every_section_and_label(owner):
-    response = logged_in(owner).get("/settings/limits/")
-
-    assert response.status_code == 200
-    html = response.content.decode()
+    html = page_html(owner, "/settings/limits/")
     for text in (
         "Organization Alerts",
         "Add alert",
@@ -100,7 +85,7 @@ def test_the_page_has_every_section_and_label(owner):
 
 
 def test_members_get_the_403_page_on_every_url(member, owner):
-    alert = alert_create(organization=owner.organization, threshold_type="absolute", threshold=D(5))
+    alert = absolute_alert(owner.organization, 5)
     custom_limit_set(organization=owner.organization, membership=owner, limit=D(5))
     client = logged_in(member)
 
@@ -124,9 +109,7 @@ def test_members_get_the_403_page_on_every_url(member, owner):
 
 
 def test_another_organizations_alert_and_limit_are_404(owner, outsider):
-    theirs = alert_create(
-        organization=outsider.organization, threshold_type="absolute", threshold=D(5)
-    )
+    theirs = absolute_alert(outsider.organization, 5)
     custom_limit_set(organization=outsider.organization, membership=outsider, limit=D(5))
     client = logged_in(owner)
 
@@ -270,9 +253,7 @@ def test_specific_admins_are_saved_and_shown(owner):
 
 def test_the_26th_alert_is_refused_with_a_clear_error(owner):
     for threshold in range(1, 26):
-        alert_create(
-            organization=owner.organization, threshold_type="absolute", threshold=D(threshold)
-        )
+        absolute_alert(owner.organization, threshold)
     client = logged_in(owner)
 
     page = client.get("/settings/limits/").content.decode()
@@ -309,9 +290,7 @@ def test_the_edit_form_warns_and_editing_rearms(owner, allowance, member):
 
 
 def test_a_bad_edit_changes_nothing(owner):
-    alert = alert_create(
-        organization=owner.organization, threshold_type="absolute", threshold=D(50)
-    )
+    alert = absolute_alert(owner.organization, 50)
 
     response = logged_in(owner).post(
         f"/settings/limits/alerts/{alert.pk}/", alert_form(threshold="abc"), headers=HTMX
@@ -323,9 +302,7 @@ def test_a_bad_edit_changes_nothing(owner):
 
 
 def test_deleting_an_alert_asks_first(owner):
-    alert = alert_create(
-        organization=owner.organization, threshold_type="absolute", threshold=D(50)
-    )
+    alert = absolute_alert(owner.organization, 50)
     client = logged_in(owner)
 
     confirm = client.get(f"/settings/limits/alerts/{alert.pk}/delete/", headers=HTMX)
@@ -525,7 +502,7 @@ def test_editing_and_removing_a_custom_limit(owner, member):
 
 def test_users_exceeding_is_paginated(owner):
     organization = owner.organization
-    limit_policy_update(organization=organization, enabled=True, default_limit=D(10))
+    limits_on(organization, 10)
     members = [MembershipFactory(organization=organization) for _ in range(30)]
     usage_ingest(
         organization=organization,
@@ -599,9 +576,7 @@ def big_organization(owner: Organization) -> Organization:
         Membership(organization=organization, user=user, role=Role.MEMBER, external_id=user.email)
         for user in users
     )
-    limit_policy_update(
-        organization=organization, enabled=True, default_limit=D(40), admins=[owner]
-    )
+    limits_on(organization, 40, admins=[owner])
     for member in members[:40]:
         custom_limit_set(organization=organization, membership=member, limit=None)
     usage_ingest(

@@ -13,9 +13,9 @@ from django.urls import reverse
 
 from alerts.models import Firing, UserAlertPolicy
 from alerts.services import user_alert_policy_update
-from billing.services import UsageInput, usage_ingest
 from tests.factories import MembershipFactory
 from tests.fixtures import logged_in
+from tests.helpers import spend, user_alerts_on
 
 pytestmark = pytest.mark.django_db
 
@@ -23,14 +23,6 @@ HTMX = {"HX-Request": "true"}
 NOTE = {**HTMX, "HX-Target": "user-alerts-already-past"}
 SAVE = "/settings/limits/user-alerts/"
 API = "/api/v1/user-alerts"
-_keys = iter(range(10**9))
-
-
-def spend(membership, credits):
-    usage_ingest(
-        organization=membership.organization,
-        events=[UsageInput(f"w{next(_keys)}", Decimal(credits), user=membership.external_id)],
-    )
 
 
 def form(**fields):
@@ -48,15 +40,6 @@ def team(organization, owner, member):
     below = MembershipFactory(organization=organization, user__email="below@acme.test")
     spend(below, 60)
     return {"past": [member, past], "below": below}
-
-
-@pytest.fixture
-def deliver(django_capture_on_commit_callbacks):
-    def run(call, *args, **kwargs):
-        with django_capture_on_commit_callbacks(execute=True):
-            return call(*args, **kwargs)
-
-    return run
 
 
 # What the page says before saving
@@ -123,13 +106,7 @@ def test_the_note_counts_for_the_threshold_typed(owner, team):
 
 
 def test_members_already_told_are_not_counted_again(owner, team, deliver):
-    deliver(
-        user_alert_policy_update,
-        organization=owner.organization,
-        enabled=True,
-        threshold=Decimal(100),
-        admins=[owner],
-    )
+    deliver(user_alerts_on, owner.organization, 100, admins=[owner])
     assert Firing.objects.count() == 2
 
     html = logged_in(owner).get("/settings/limits/", form(), headers=NOTE).content.decode()
@@ -186,14 +163,7 @@ def test_ticked_tells_the_members_already_past_at_once(
 
 def test_a_quiet_choice_is_kept_by_later_changes_elsewhere(owner, team, deliver):
     organization = owner.organization
-    deliver(
-        user_alert_policy_update,
-        organization=organization,
-        enabled=True,
-        threshold=Decimal(100),
-        admins=[owner],
-        fire_if_already_exceeded=False,
-    )
+    deliver(user_alerts_on, organization, 100, admins=[owner], fire_if_already_exceeded=False)
     # A change that re-evaluates every alert (here the policy's own, without
     # saying anything about notifying at once) does not tell them either.
     deliver(user_alert_policy_update, organization=organization, notify_user=True)

@@ -19,8 +19,8 @@ from alerts.webhooks import (
 )
 from billing.services import UsageInput, usage_ingest
 from config.errors import InvalidInput
-from tests.accounts.test_api import assert_error
 from tests.fixtures import ApiClient
+from tests.helpers import assert_error
 
 pytestmark = pytest.mark.django_db
 

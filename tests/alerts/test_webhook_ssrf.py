@@ -7,13 +7,8 @@ no test can reach outside this machine.
 
 from __future__ import annotations
 
-import http.server
 import socket
-import ssl
 import subprocess
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
@@ -22,9 +17,9 @@ import pytest
 from alerts import delivery
 from alerts.delivery import address_is_public, notification_deliver
 from alerts.models import DeliveryStatus, Notification
-from alerts.services import alert_create
 from alerts.webhooks import webhook_endpoint_create
 from billing.services import UsageInput, usage_ingest
+from tests.helpers import absolute_alert
 from tests.stubs import webhook_receiver
 
 pytestmark = pytest.mark.django_db
@@ -59,7 +54,7 @@ def rebinding_dns(monkeypatch):
 def webhook_to(organization, url):
     """Register an endpoint at `url` (checked now), fire an alert, return its webhook."""
     webhook_endpoint_create(organization=organization, url=url, events=["alert.triggered"])
-    alert_create(organization=organization, threshold_type="absolute", threshold=Decimal(1))
+    absolute_alert(organization, 1)
     usage_ingest(organization=organization, events=[UsageInput("k", Decimal(5))])
     return Notification.objects.get(channel="webhook")
 
@@ -164,35 +159,6 @@ def certificate(tmp_path: Path):
     return make
 
 
-@contextmanager
-def tls_receiver(cert: Path, key: Path) -> Iterator[tuple[int, list[str]]]:
-    """An HTTPS server on 127.0.0.1 answering 200 to POSTs; yields its port and the paths."""
-    received: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_POST(self):
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            received.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1], received
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture
 def loopback_counts_as_public(monkeypatch, settings, rebinding_dns):
     """The check on, but 127.0.0.1 let through, so that a local HTTPS server
@@ -212,12 +178,12 @@ def test_tls_is_verified_against_the_host_name(
 ):  # fmt: skip
     cert, key = certificate(certificate_name)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trusted, for the name it carries
-    with tls_receiver(cert, key) as (port, received):
-        webhook = webhook_to(organization, f"https://hooks.rebind.test:{port}/hook")
+    with webhook_receiver(tls=(cert, key)) as receiver:
+        webhook = webhook_to(organization, f"https://hooks.rebind.test:{receiver.port}/hook")
 
         notification_deliver(notification_id=webhook.pk)
 
-        assert received == (["/hook"] if delivered else [])
+        assert [r.path for r in receiver.received] == (["/hook"] if delivered else [])
     webhook.refresh_from_db()
     if delivered:
         assert webhook.status == DeliveryStatus.SENT

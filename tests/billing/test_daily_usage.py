@@ -17,8 +17,9 @@ from django.db import connection
 from billing.models import DailyUsage, OrganizationUsage, UsageEvent, UserLimitPolicy
 from billing.periods import period_containing
 from billing.selectors import DayUsage, current_period, daily_usage_list, period_days
-from billing.services import UsageInput, usage_consume, usage_ingest
+from billing.services import UsageInput, usage_ingest
 from tests.factories import MembershipFactory, OrganizationFactory
+from tests.helpers import consume
 
 pytestmark = pytest.mark.django_db
 
@@ -42,16 +43,6 @@ def days_of(organization) -> dict[date, Decimal]:
 
 def event(key: str, credits: str, moment: datetime, **extra) -> UsageInput:
     return UsageInput(idempotency_key=key, credits=D(credits), timestamp=moment, **extra)
-
-
-def consume(organization, membership, credits, *, key=None, source="assistant"):
-    return usage_consume(
-        organization=organization,
-        membership=membership,
-        credits=D(credits),
-        source=source,
-        idempotency_key=key,
-    ).decision
 
 
 # Ingest

@@ -27,6 +27,7 @@ from billing.services import (
 )
 from config.errors import Conflict
 from tests.factories import MembershipFactory
+from tests.helpers import consume
 
 pytestmark = pytest.mark.django_db
 
@@ -38,16 +39,6 @@ def set_limits(organization, *, default=None, excluded=(), enabled=True):
         organization=organization,
         defaults={"enabled": enabled, "default_limit": default, "excluded_sources": list(excluded)},
     )
-
-
-def consume(organization, membership, credits, source="assistant", key=None):
-    return usage_consume(
-        organization=organization,
-        membership=membership,
-        credits=D(credits),
-        source=source,
-        idempotency_key=key,
-    ).decision
 
 
 def counted(membership):

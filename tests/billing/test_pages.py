@@ -19,11 +19,12 @@ from accounts.models import Membership, Organization
 from billing.credits import format_credits
 from billing.models import MemberUsage, UsageEvent
 from billing.selectors import admins_to_ask, current_period, member_usage_get
-from billing.services import UsageInput, custom_limit_set, limit_policy_update, usage_ingest
+from billing.services import custom_limit_set, limit_policy_update
 from billing.web import GatedHttpRequest, credit_gate
 from config.dbretry import ConcurrentUpdate
 from tests.factories import AdminMembershipFactory, MembershipFactory
 from tests.fixtures import logged_in
+from tests.helpers import limits_on, page_html, spend
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
 
@@ -58,20 +59,6 @@ def frozen_time():
         yield
 
 
-def spend(membership: Membership, credits: str | int, *, source: str = "assistant", key: str = ""):
-    usage_ingest(
-        organization=membership.organization,
-        events=[
-            UsageInput(
-                idempotency_key=key or f"{membership.pk}-{source}-{credits}",
-                credits=D(credits),
-                user=membership.external_id,
-                source=source,
-            )
-        ],
-    )
-
-
 def counted(membership: Membership) -> Decimal:
     _, counted_usage = member_usage_get(
         membership=membership, period=current_period(membership.organization)
@@ -99,7 +86,7 @@ def test_an_allowed_run_executes_the_view_and_records_the_usage(member):
 
 
 def test_an_allowed_run_shows_usage_limit_and_remaining_after_it(member, organization):
-    limit_policy_update(organization=organization, enabled=True, default_limit=D(100))
+    limits_on(organization, 100)
     spend(member, 20)
 
     html = run_assistant(logged_in(member)).content.decode()
@@ -126,10 +113,7 @@ def test_htmx_run_returns_only_the_result(member):
 
 
 def test_the_page_itself_is_free(member):
-    response = logged_in(member).get("/assistant/")
-
-    assert response.status_code == 200
-    html = response.content.decode()
+    html = page_html(member, "/assistant/")
     assert '<label for="id_prompt">Prompt</label>' in html
     assert "Run assistant" in html
     assert "5 credits per run" in html
@@ -188,9 +172,7 @@ def test_the_gate_refuses_bad_settings_when_a_view_is_decorated():
 
 @pytest.fixture
 def member_at_limit(organization: Organization, owner: Membership, member: Membership):
-    limit_policy_update(
-        organization=organization, enabled=True, default_limit=D(500), admins=[owner]
-    )
+    limits_on(organization, 500, admins=[owner])
     spend(member, 500)
     return member
 
@@ -243,9 +225,7 @@ def test_refused_for_the_organization_shows_its_usage_and_allowance(organization
 
 def test_the_policy_admins_are_the_ones_to_ask(organization, owner, member):
     other_admin = AdminMembershipFactory(organization=organization, user__email="cfo@acme.test")
-    limit_policy_update(
-        organization=organization, enabled=True, default_limit=D(1), admins=[other_admin]
-    )
+    limits_on(organization, 1, admins=[other_admin])
 
     html = run_assistant(logged_in(member)).content.decode()
 
@@ -257,7 +237,7 @@ def test_all_admins_are_asked_when_the_policy_names_none(organization, owner, me
     AdminMembershipFactory(organization=organization, user__email="cfo@acme.test")
     MembershipFactory(organization=organization, user__email="colleague@acme.test")
     AdminMembershipFactory(user__email="admin@elsewhere.test")
-    limit_policy_update(organization=organization, enabled=True, default_limit=D(1))
+    limits_on(organization, 1)
 
     html = run_assistant(logged_in(member)).content.decode()
 
@@ -336,7 +316,7 @@ def test_the_gated_host_view_alone_also_sends_anonymous_visitors_to_log_in(db):
 def test_an_allowed_run_makes_a_bounded_number_of_queries(
     member, organization, django_assert_max_num_queries
 ):
-    limit_policy_update(organization=organization, enabled=True, default_limit=D(100))
+    limits_on(organization, 100)
     client = logged_in(member)
     client.get("/assistant/")  # the first visit stores the organization in the session
 
@@ -370,16 +350,11 @@ def test_a_refusal_makes_a_bounded_number_of_queries(
 
 
 def test_my_usage_shows_counted_usage_against_the_limit(organization, member):
-    limit_policy_update(
-        organization=organization, enabled=True, default_limit=D(500), excluded_sources=["workflow"]
-    )
+    limits_on(organization, 500, excluded_sources=["workflow"])
     spend(member, 420)
     spend(member, 80, source="workflow")
 
-    response = logged_in(member).get("/me/usage/")
-
-    assert response.status_code == 200
-    html = response.content.decode()
+    html = page_html(member, "/me/usage/")
     assert "<h1>My usage</h1>" in html
     assert '<strong class="figure">420</strong> of 500 credits used' in html
     assert '<span class="figure">84%</span>' in html
@@ -405,7 +380,7 @@ def test_my_usage_without_a_limit_says_no_limit(organization, member):
 
 
 def test_my_usage_with_an_unlimited_custom_limit(organization, member):
-    limit_policy_update(organization=organization, enabled=True, default_limit=D(10))
+    limits_on(organization, 10)
     custom_limit_set(organization=organization, membership=member, limit=None)
     spend(member, 50)
 

@@ -18,17 +18,11 @@ from django.db import connection
 from billing.models import ConsumeAnswer, UsageEvent
 from billing.retention import consume_answers_prune
 from config.celery import app
-from tests.accounts.test_api import assert_error
+from tests.helpers import assert_error, post_consume
 
 pytestmark = pytest.mark.django_db
 
 NOW = datetime(2026, 6, 15, 12, tzinfo=UTC)
-
-
-def consume(api, member, key, credits=3):
-    return api.post(
-        "/api/v1/consume", {"user": member.external_id, "credits": credits, "idempotency_key": key}
-    )
 
 
 def answers(organization, created_at, count, prefix="old"):
@@ -54,7 +48,7 @@ def test_answers_older_than_the_window_go_and_the_ledger_stays(api, member):
         ("today", timedelta(0)),
     ]:
         with time_machine.travel(NOW - age, tick=False):
-            assert consume(api, member, key).status_code == 200
+            assert post_consume(api, member, 3, key=key).status_code == 200
 
     with time_machine.travel(NOW, tick=False):
         assert consume_answers_prune() == 2
@@ -69,7 +63,7 @@ def test_answers_older_than_the_window_go_and_the_ledger_stays(api, member):
 def test_a_longer_window_keeps_them_longer(api, member, settings):
     settings.IDEMPOTENCY_RETENTION_DAYS = 60
     with time_machine.travel(NOW - timedelta(days=59), tick=False):
-        consume(api, member, "k")
+        post_consume(api, member, 3, key="k")
     with time_machine.travel(NOW, tick=False):
         assert consume_answers_prune() == 0
     assert ConsumeAnswer.objects.count() == 1
@@ -81,14 +75,14 @@ def test_a_retry_after_its_answer_was_pruned_is_not_counted_twice(api, member):
     it is answered 409 `idempotency_key_expired`, never 500, never counted.
     """
     with time_machine.travel(NOW - timedelta(days=40), tick=False):
-        first = consume(api, member, "k")
+        first = post_consume(api, member, 3, key="k")
         assert first.status_code == 200
         # Within the window the same request gets the same answer back.
-        assert consume(api, member, "k").json() == first.json()
+        assert post_consume(api, member, 3, key="k").json() == first.json()
 
     with time_machine.travel(NOW, tick=False):
         assert consume_answers_prune() == 1
-        retry = consume(api, member, "k")
+        retry = post_consume(api, member, 3, key="k")
         summary = api.get("/api/v1/usage/summary").json()
 
     assert_error(retry, 409, "idempotency_key_expired", "idempotency_key")
@@ -100,10 +94,10 @@ def test_a_retry_after_its_answer_was_pruned_is_not_counted_twice(api, member):
 
 def test_a_pruned_key_with_another_body_is_still_reused(api, member):
     with time_machine.travel(NOW - timedelta(days=40), tick=False):
-        assert consume(api, member, "k").status_code == 200
+        assert post_consume(api, member, 3, key="k").status_code == 200
     with time_machine.travel(NOW, tick=False):
         consume_answers_prune()
-        other = consume(api, member, "k", credits=4)
+        other = post_consume(api, member, 4, key="k")
     assert_error(other, 409, "idempotency_key_reused", "idempotency_key")
 
 

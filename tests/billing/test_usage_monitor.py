@@ -27,12 +27,12 @@ from billing.models import (
 from billing.services import (
     UsageInput,
     custom_limit_set,
-    limit_policy_update,
     usage_consume,
     usage_ingest,
 )
 from tests.factories import MembershipFactory
 from tests.fixtures import logged_in
+from tests.helpers import limits_on, page_html, spend
 
 pytestmark = pytest.mark.django_db
 
@@ -45,30 +45,6 @@ PERIOD_START = datetime(2025, 6, 1, tzinfo=UTC)
 def frozen_time():
     with time_machine.travel(NOW, tick=False):
         yield
-
-
-_keys = iter(range(1_000_000))
-
-
-def spend(
-    membership: Membership,
-    credits: str | int,
-    *,
-    source: str = "assistant",
-    at: datetime | None = None,
-) -> None:
-    usage_ingest(
-        organization=membership.organization,
-        events=[
-            UsageInput(
-                idempotency_key=f"spend-{next(_keys)}",
-                credits=D(credits),
-                user=membership.external_id,
-                source=source,
-                timestamp=at,
-            )
-        ],
-    )
 
 
 def chart_data(html: str) -> dict:
@@ -127,10 +103,7 @@ def test_usage_against_the_allowance(owner, member, organization):
     organization.save()
     spend(member, "420.5")
 
-    response = logged_in(owner).get("/usage/")
-
-    assert response.status_code == 200
-    html = response.content.decode()
+    html = page_html(owner, "/usage/")
     assert "<h1>Monitor usage</h1>" in html
     assert "June 1 to June 30, 2025 (UTC)" in html
     assert '<strong class="figure">420.5</strong> of 1,000 credits used' in html
@@ -244,12 +217,7 @@ def test_the_page_reads_totals_never_the_raw_events(owner, member):
 
 
 def test_top_users_are_the_ten_heaviest_with_their_limits(owner, organization):
-    limit_policy_update(
-        organization=organization,
-        enabled=True,
-        default_limit=D(100),
-        excluded_sources=["workflow"],
-    )
+    limits_on(organization, 100, excluded_sources=["workflow"])
     members = [
         MembershipFactory(
             organization=organization,
@@ -339,12 +307,7 @@ def test_usage_by_source_lists_every_source_with_its_share(owner, member, organi
 
 
 def test_export_csv_columns_and_rows(owner, member, organization):
-    limit_policy_update(
-        organization=organization,
-        enabled=True,
-        default_limit=D(500),
-        excluded_sources=["workflow"],
-    )
+    limits_on(organization, 500, excluded_sources=["workflow"])
     colleague = MembershipFactory(
         organization=organization, user__email="colleague@acme.test", external_id="u-42"
     )
@@ -429,7 +392,7 @@ def large_organization(organization: Organization, owner: Membership) -> Organiz
         )
         for index, user in enumerate(users)
     )
-    limit_policy_update(organization=organization, enabled=True, default_limit=D(1000))
+    limits_on(organization, 1000)
     CustomLimit.objects.bulk_create(
         CustomLimit(organization=organization, membership=membership, limit=D(2000))
         for membership in memberships[:50]
@@ -513,7 +476,7 @@ def test_my_usage_names_the_periods_last_day_and_the_time_left(member):
 
 
 def test_the_blocked_notice_says_how_long_until_it_resets(organization, owner, member):
-    limit_policy_update(organization=organization, enabled=True, default_limit=D(5))
+    limits_on(organization, 5)
     spend(member, 5)
 
     response = logged_in(member).post("/assistant/", {"prompt": "One more"})

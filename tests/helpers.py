@@ -1,0 +1,235 @@
+"""The one set of helpers for tests: spending, consuming and ingesting usage
+(through the services, or through the HTTP API with a client), turning
+limits and alerts on, and reading pages and API errors.
+
+Application functions are imported here, and tests call these helpers, so
+that when an application module moves only this file's imports change.
+Organizations and members come from `tests.factories` and the fixtures in
+`tests.fixtures` (the owner/member/outsider trio).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import Model
+from django.test import Client
+from django.urls import reverse
+
+from accounts.models import Membership, User
+from alerts.models import OrganizationAlert, UserAlertPolicy
+from alerts.services import alert_create, user_alert_policy_update
+from billing.models import UserLimitPolicy
+from billing.services import (
+    Decision,
+    IngestResult,
+    UsageInput,
+    limit_policy_update,
+    usage_consume,
+    usage_ingest,
+)
+from tests.fixtures import logged_in
+
+Credits = str | int | Decimal
+
+_keys = itertools.count()
+
+
+def unique_key(prefix: str = "usage") -> str:
+    """An idempotency key no other call of this run has used."""
+    return f"{prefix}-{next(_keys)}"
+
+
+# Usage through the services
+
+
+def ingest(
+    organization: Any,
+    credits: Credits,
+    *,
+    user: Membership | None = None,
+    source: str = "assistant",
+    key: str | None = None,
+    at: datetime | None = None,
+) -> IngestResult:
+    """Record one usage event with `usage_ingest`: used by `user` (None: by
+    no member), at `at` (None: now), under `key` (None: a fresh key).
+    """
+    return usage_ingest(
+        organization=organization,
+        events=[
+            UsageInput(
+                idempotency_key=key or unique_key(),
+                credits=Decimal(credits),
+                user=user.external_id if user is not None else None,
+                source=source,
+                timestamp=at,
+            )
+        ],
+    )
+
+
+def spend(
+    membership: Membership,
+    credits: Credits,
+    *,
+    source: str = "assistant",
+    key: str | None = None,
+    at: datetime | None = None,
+) -> IngestResult:
+    """`membership` used `credits`: one event of theirs, ingested."""
+    return ingest(membership.organization, credits, user=membership, source=source, key=key, at=at)
+
+
+def consume(
+    organization: Any,
+    membership: Membership,
+    credits: Credits,
+    *,
+    source: str = "assistant",
+    key: str | None = None,
+) -> Decision:
+    """Ask the gate (`usage_consume`) to spend `credits` for `membership`; its decision.
+
+    `organization` is passed as given, so a test can hand over a freshly
+    loaded one rather than the member's cached instance.
+    """
+    return usage_consume(
+        organization=organization,
+        membership=membership,
+        credits=Decimal(credits),
+        source=source,
+        idempotency_key=key,
+    ).decision
+
+
+# Usage through the HTTP API (`api` is a tests.fixtures.ApiClient)
+
+
+def post_usage(api: Any, *events: dict[str, Any], status: int | None = None) -> Any:
+    """POST `events` to /api/v1/usage; with `status`, assert the answer has it."""
+    response = api.post("/api/v1/usage", {"events": list(events)})
+    if status is not None:
+        assert response.status_code == status, response.content
+    return response
+
+
+def post_consume(api: Any, membership: Membership, credits: Credits, *, key: str) -> Any:
+    """POST a consume of `credits` by `membership` under `key` to /api/v1/consume."""
+    return api.post(
+        "/api/v1/consume",
+        {"user": membership.external_id, "credits": credits, "idempotency_key": key},
+    )
+
+
+def assert_error(
+    response: Any, status: int, code: str | None = None, field: str | None = None
+) -> dict[str, Any]:
+    """The API's error envelope, with `status` (and `code`, `field` when given)."""
+    assert response.status_code == status, response.content
+    error: dict[str, Any] = response.json()["error"]
+    assert set(error) == {"code", "message", "field"}
+    assert error["message"]
+    if code is not None:
+        assert error["code"] == code
+    if field is not None:
+        assert error["field"] == field
+    return error
+
+
+# Limits and alerts
+
+
+def limits_on(
+    organization: Any,
+    default_limit: Credits,
+    *,
+    admins: Sequence[Membership] | None = None,
+    excluded_sources: Sequence[str] | None = None,
+) -> UserLimitPolicy:
+    """Per-user limits on, at `default_limit` each (what is not given stays as it is)."""
+    return limit_policy_update(
+        organization=organization,
+        enabled=True,
+        default_limit=Decimal(default_limit),
+        admins=admins,
+        excluded_sources=excluded_sources,
+    )
+
+
+def absolute_alert(
+    organization: Any, threshold: Credits, *, admins: Sequence[Membership] | None = None
+) -> OrganizationAlert:
+    """An organization alert at `threshold` credits, telling `admins` only
+    when given (all admins otherwise).
+    """
+    if admins is None:
+        return alert_create(
+            organization=organization, threshold_type="absolute", threshold=Decimal(threshold)
+        )
+    return alert_create(
+        organization=organization,
+        threshold_type="absolute",
+        threshold=Decimal(threshold),
+        notify="specific_admins",
+        admins=list(admins),
+    )
+
+
+def user_alerts_on(
+    organization: Any,
+    threshold: Credits,
+    *,
+    admins: Sequence[Membership] | None = None,
+    notify_user: bool | None = None,
+    fire_if_already_exceeded: bool | None = None,
+) -> UserAlertPolicy:
+    """Credit usage alerts on at `threshold` credits a member, telling `admins`
+    (and the member, with `notify_user`); what is not given stays as it is.
+    """
+    return user_alert_policy_update(
+        organization=organization,
+        enabled=True,
+        threshold=Decimal(threshold),
+        notify_user=notify_user,
+        admins=admins,
+        fire_if_already_exceeded=fire_if_already_exceeded,
+    )
+
+
+# The Django admin
+
+
+def admin_models(app_label: str) -> list[type[Model]]:
+    """The models of `app_label` registered in the admin, by model name."""
+    return sorted(
+        (model for model in admin.site._registry if model._meta.app_label == app_label),
+        key=lambda model: model._meta.model_name or "",
+    )
+
+
+def admin_url(model: type[Model], view: str, *args: Any) -> str:
+    """The admin's `view` ("changelist", "add", "change", ...) of `model`."""
+    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
+
+
+# Pages
+
+
+def page_html(who: Membership | User | Client, path: str, **extra: Any) -> str:
+    """The HTML of `path` for `who` (a member or user, logged in; or a client), asserting a 200."""
+    client = who if isinstance(who, Client) else logged_in(who)
+    response = client.get(path, **extra)
+    assert response.status_code == 200, response.content[:2000]
+    return str(response.content.decode())
+
+
+def assert_shows(html: str, *texts: str) -> None:
+    """Each of `texts` is in `html`."""
+    missing = [text for text in texts if text not in html]
+    assert not missing, missing
