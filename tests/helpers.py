@@ -16,6 +16,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import time_machine
+from django.conf import settings
 from django.contrib import admin
 from django.db.models import Model
 from django.test import Client
@@ -33,6 +35,7 @@ from billing.services import (
     usage_consume,
     usage_ingest,
 )
+from config.celery import app
 from tests.fixtures import logged_in
 
 Credits = str | int | Decimal
@@ -145,20 +148,12 @@ def assert_error(
 # Limits and alerts
 
 
-def limits_on(
-    organization: Any,
-    default_limit: Credits,
-    *,
-    admins: Sequence[Membership] | None = None,
-    excluded_sources: Sequence[str] | None = None,
-) -> UserLimitPolicy:
-    """Per-user limits on, at `default_limit` each (what is not given stays as it is)."""
+def limits_on(organization: Any, default_limit: Credits, **changes: Any) -> UserLimitPolicy:
+    """Per-user limits on, at `default_limit` each; `changes` (admins,
+    excluded_sources) as limit_policy_update takes them.
+    """
     return limit_policy_update(
-        organization=organization,
-        enabled=True,
-        default_limit=Decimal(default_limit),
-        admins=admins,
-        excluded_sources=excluded_sources,
+        organization=organization, enabled=True, default_limit=Decimal(default_limit), **changes
     )
 
 
@@ -168,38 +163,38 @@ def absolute_alert(
     """An organization alert at `threshold` credits, telling `admins` only
     when given (all admins otherwise).
     """
-    if admins is None:
-        return alert_create(
-            organization=organization, threshold_type="absolute", threshold=Decimal(threshold)
-        )
+    recipients = {} if admins is None else {"notify": "specific_admins", "admins": list(admins)}
     return alert_create(
         organization=organization,
         threshold_type="absolute",
         threshold=Decimal(threshold),
-        notify="specific_admins",
-        admins=list(admins),
+        **recipients,
     )
 
 
-def user_alerts_on(
-    organization: Any,
-    threshold: Credits,
-    *,
-    admins: Sequence[Membership] | None = None,
-    notify_user: bool | None = None,
-    fire_if_already_exceeded: bool | None = None,
-) -> UserAlertPolicy:
-    """Credit usage alerts on at `threshold` credits a member, telling `admins`
-    (and the member, with `notify_user`); what is not given stays as it is.
+def user_alerts_on(organization: Any, threshold: Credits, **changes: Any) -> UserAlertPolicy:
+    """Credit usage alerts on at `threshold` credits a member; `changes`
+    (admins, notify_user, fire_if_already_exceeded) as user_alert_policy_update
+    takes them.
     """
     return user_alert_policy_update(
-        organization=organization,
-        enabled=True,
-        threshold=Decimal(threshold),
-        notify_user=notify_user,
-        admins=admins,
-        fire_if_already_exceeded=fire_if_already_exceeded,
+        organization=organization, enabled=True, threshold=Decimal(threshold), **changes
     )
+
+
+# Scheduled tasks
+
+
+def run_daily_task(task: str, *, at: datetime) -> None:
+    """`task` is in the beat schedule at least once a day; run it at `at`, as a
+    worker finds and runs it (the task looked up by name, not imported here).
+    """
+    [entry] = [entry for entry in settings.CELERY_BEAT_SCHEDULE.values() if entry["task"] == task]
+    assert entry["schedule"] <= 24 * 60 * 60
+    app.loader.import_default_modules()  # as a worker does when it starts: finds the tasks
+
+    with time_machine.travel(at, tick=False):
+        app.tasks[task].delay()
 
 
 # The Django admin
@@ -216,6 +211,26 @@ def admin_models(app_label: str) -> list[type[Model]]:
 def admin_url(model: type[Model], view: str, *args: Any) -> str:
     """The admin's `view` ("changelist", "add", "change", ...) of `model`."""
     return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
+
+
+def assert_admin_pages_load(client: Client, model: type[Model]) -> dict[Model, str]:
+    """`model`'s changelist lists all its rows (there is at least one), and its
+    add page (where adding is allowed) and each row's change page answer 200;
+    the change pages' HTML, by row.
+    """
+    changelist = client.get(admin_url(model, "changelist"))
+    assert changelist.status_code == 200
+    assert changelist.context["cl"].result_count == model.objects.count() > 0
+
+    if admin.site._registry[model].has_add_permission(changelist.wsgi_request):
+        assert client.get(admin_url(model, "add")).status_code == 200
+
+    pages = {}
+    for obj in model.objects.all():
+        page = client.get(admin_url(model, "change", obj.pk))
+        assert page.status_code == 200
+        pages[obj] = page.content.decode()
+    return pages
 
 
 # Pages

@@ -140,30 +140,30 @@ def test_members_get_403_on_admin_pages(member, path):
     assert ADMIN_REQUIRED_MESSAGE == "Only Admins can configure credit alerts and limits."
 
 
-def test_limits_page_shows_the_allowance(owner, organization):
-    organization.credit_allowance = Decimal("2500")
+@pytest.mark.parametrize(
+    ("path", "allowance", "shown"),
+    [
+        (
+            "/settings/limits/",
+            "2500",
+            ("Limits &amp; Alerts", "Acme Inc", "2,500", "Credit-consuming actions are blocked"),
+        ),
+        ("/usage/", "1234.5", ("Monitor usage", "1,234.5")),
+    ],
+)
+def test_the_page_shows_the_allowance(owner, organization, path, allowance, shown):
+    organization.credit_allowance = Decimal(allowance)
     organization.save()
 
-    html = page_html(owner, "/settings/limits/")
-    assert "Limits &amp; Alerts" in html
-    assert "Acme Inc" in html
-    assert "2,500" in html
-    assert "Credit-consuming actions are blocked" in html
+    html = page_html(owner, path)
+    for text in shown:
+        assert text in html
 
 
 def test_limits_page_without_allowance_says_so(owner):
     html = logged_in(owner).get("/settings/limits/").content.decode()
 
     assert "No allowance set" in html
-
-
-def test_usage_page_shows_the_allowance(owner, organization):
-    organization.credit_allowance = Decimal("1234.5")
-    organization.save()
-
-    html = page_html(owner, "/usage/")
-    assert "Monitor usage" in html
-    assert "1,234.5" in html
 
 
 def test_sidebar_has_the_usage_section(owner):

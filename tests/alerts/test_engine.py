@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 import time_machine
 from django.core import mail
-from django.db import connection
 
 from accounts.services import membership_update, organization_update
 from alerts.delivery import notification_deliver, notifications_requeue_stale
@@ -30,6 +28,7 @@ from billing.services import (
 from config.errors import InvalidInput
 from tests.alerts.backends import FlakyProviderBackend
 from tests.factories import AdminMembershipFactory, MembershipFactory
+from tests.fixtures import run_in_threads
 from tests.helpers import absolute_alert, ingest, limits_on, spend, user_alerts_on
 
 pytestmark = pytest.mark.django_db
@@ -332,30 +331,17 @@ def test_twenty_concurrent_ingests_across_a_threshold_fire_once(organization, ow
     second_admin = AdminMembershipFactory(organization=organization)
     members = MembershipFactory.create_batch(5, organization=organization)
     absolute_alert(organization, 100)
-    barrier = threading.Barrier(20)
-    errors = []
 
     def work(index):
-        try:
-            barrier.wait(timeout=10)
-            usage_ingest(
-                organization=organization,
-                events=[
-                    UsageInput(f"c{index}-{n}", D(3), user=members[index % 5].external_id)
-                    for n in range(2)
-                ],
-            )
-        except Exception as error:
-            errors.append(error)
-        finally:
-            connection.close()
+        usage_ingest(
+            organization=organization,
+            events=[
+                UsageInput(f"c{index}-{n}", D(3), user=members[index % 5].external_id)
+                for n in range(2)
+            ],
+        )
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not errors
+    run_in_threads(20, work)
     assert Firing.objects.count() == 1
     assert sorted(mail.outbox[i].to[0] for i in range(len(mail.outbox))) == sorted(
         [owner.user.email, second_admin.user.email]

@@ -1,12 +1,10 @@
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 import time_machine
-from django.db import connection
 
 from billing.models import (
     ConsumeAnswer,
@@ -27,6 +25,7 @@ from billing.services import (
 )
 from config.errors import Conflict
 from tests.factories import MembershipFactory
+from tests.fixtures import run_in_threads
 from tests.helpers import consume
 
 pytestmark = pytest.mark.django_db
@@ -426,33 +425,13 @@ class TestPeriods:
         }
 
 
-def _in_threads(count, work):
-    barrier = threading.Barrier(count)
-    results, errors = [], []
-
-    def run(index):
-        try:
-            barrier.wait(timeout=10)
-            results.append(work(index))
-        except Exception as error:
-            errors.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not errors, errors
-    return results
-
-
 @pytest.mark.django_db(transaction=True)
 class TestConcurrency:
     def test_forty_concurrent_consumers_never_pass_a_user_limit(self, organization, member):
         set_limits(organization, default=D(100))
-        results = _in_threads(40, lambda i: consume(organization, member, 5, key=f"c{i}").allowed)
+        results = run_in_threads(
+            40, lambda i: consume(organization, member, 5, key=f"c{i}").allowed
+        )
         assert results.count(True) == 20
         assert counted(member) == D(100)
         assert UsageEvent.objects.count() == 20
@@ -461,7 +440,7 @@ class TestConcurrency:
         organization.credit_allowance = D(100)
         organization.save()
         members = MembershipFactory.create_batch(8, organization=organization)
-        results = _in_threads(
+        results = run_in_threads(
             40, lambda i: consume(organization, members[i % 8], 5, key=f"o{i}").allowed
         )
         assert results.count(True) == 20
@@ -471,7 +450,7 @@ class TestConcurrency:
         assert sum(MemberUsage.objects.values_list("used", flat=True)) == D(100)
 
     def test_concurrent_retries_of_one_key_record_once(self, organization, member):
-        results = _in_threads(10, lambda i: consume(organization, member, 5, key="same").allowed)
+        results = run_in_threads(10, lambda i: consume(organization, member, 5, key="same").allowed)
         assert results == [True] * 10
         assert counted(member) == D(5)
         assert UsageEvent.objects.count() == 1
@@ -482,7 +461,7 @@ class TestConcurrency:
         the refusal replayed, and no row is left.
         """
         set_limits(organization, default=D(4))
-        results = _in_threads(10, lambda i: consume(organization, member, 5, key="same").reason)
+        results = run_in_threads(10, lambda i: consume(organization, member, 5, key="same").reason)
         assert results == [USER_LIMIT_REACHED] * 10
         assert not UsageEvent.objects.exists()
         assert ConsumeAnswer.objects.get().status_code == 402

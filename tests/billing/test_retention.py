@@ -6,19 +6,17 @@ was pruned is still not counted twice.
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 import time_machine
 from django.conf import settings
-from django.db import connection
 
 from billing.models import ConsumeAnswer, UsageEvent
 from billing.retention import consume_answers_prune
-from config.celery import app
-from tests.helpers import assert_error, post_consume
+from tests.fixtures import run_at_once
+from tests.helpers import assert_error, post_consume, run_daily_task
 
 pytestmark = pytest.mark.django_db
 
@@ -115,41 +113,18 @@ def test_batches_and_running_twice(organization):
 @pytest.mark.django_db(transaction=True)
 def test_two_runs_at_once_share_the_work(organization):
     answers(organization, NOW - timedelta(days=40), 60)
-    barrier = threading.Barrier(2)
-    counts: list[int] = []
-    errors: list[BaseException] = []
 
-    def run():
-        try:
-            barrier.wait(timeout=10)
-            counts.append(consume_answers_prune(now=NOW, batch_size=5))
-        except BaseException as error:
-            errors.append(error)
-        finally:
-            connection.close()
+    def prune() -> int:
+        return consume_answers_prune(now=NOW, batch_size=5)
 
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    counts = run_at_once(prune, prune)
 
-    assert errors == []
     assert sum(counts) == 60
     assert not ConsumeAnswer.objects.exists()
 
 
 def test_the_beat_schedule_runs_the_pruning(organization):
     answers(organization, NOW - timedelta(days=40), 2)
-    [entry] = [
-        entry
-        for entry in settings.CELERY_BEAT_SCHEDULE.values()
-        if entry["task"] == "billing.tasks.prune_consume_answers"
-    ]
-    assert entry["schedule"] <= 24 * 60 * 60
-    app.loader.import_default_modules()  # as a worker does when it starts: finds the tasks
-
-    with time_machine.travel(NOW, tick=False):
-        app.tasks[entry["task"]].delay()
+    run_daily_task("billing.tasks.prune_consume_answers", at=NOW)
 
     assert not ConsumeAnswer.objects.exists()
