@@ -11,20 +11,22 @@ Organizations and members come from `tests.factories` and the fixtures in
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import pytest
 import time_machine
 from django.conf import settings
 from django.contrib import admin
 from django.db.models import Model
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts.models import Membership, User
-from alerts.models import OrganizationAlert, UserAlertPolicy
+from alerts.models import DeliveryStatus, Notification, OrganizationAlert, UserAlertPolicy
 from alerts.services import alert_create, user_alert_policy_update
 from billing.models import UserLimitPolicy
 from billing.services import (
@@ -46,6 +48,19 @@ _keys = itertools.count()
 def unique_key(prefix: str = "usage") -> str:
     """An idempotency key no other call of this run has used."""
     return f"{prefix}-{next(_keys)}"
+
+
+def clock_held_at(moment: datetime) -> Any:
+    """An autouse fixture that holds the clock at `moment` in every test of
+    the module that names it: `frozen_time = clock_held_at(NOW)`.
+    """
+
+    @pytest.fixture(autouse=True)
+    def frozen_time() -> Iterator[None]:
+        with time_machine.travel(moment, tick=False):
+            yield
+
+    return frozen_time
 
 
 # Usage through the services
@@ -182,6 +197,21 @@ def user_alerts_on(organization: Any, threshold: Credits, **changes: Any) -> Use
     )
 
 
+# Delivery
+
+
+def assert_waits_for_a_retry(notification: Notification, *, attempts: int, error: str) -> None:
+    """`notification`, read again, failed after `attempts` attempts with `error`
+    and waits, unclaimed, for a later retry.
+    """
+    notification.refresh_from_db()
+    assert notification.status == DeliveryStatus.PENDING
+    assert notification.claimed_until is None
+    assert notification.attempts == attempts
+    assert notification.next_attempt_at > timezone.now()
+    assert notification.last_error == error
+
+
 # Scheduled tasks
 
 
@@ -234,6 +264,16 @@ def assert_admin_pages_load(client: Client, model: type[Model]) -> dict[Model, s
 
 
 # Pages
+
+
+def form_data(prefix: str, **fields: Any) -> dict[str, Any]:
+    """POST data for the form with `prefix`: each field as `<prefix>-<name>`."""
+    return {f"{prefix}-{name}": value for name, value in fields.items()}
+
+
+def user_alerts_form(**fields: Any) -> dict[str, Any]:
+    """The Credit Usage Alerts form of /settings/limits/: on, at 100 credits, then `fields`."""
+    return form_data("user_alerts", **{"enabled": "on", "threshold": "100", **fields})
 
 
 def page_html(who: Membership | User | Client, path: str, **extra: Any) -> str:

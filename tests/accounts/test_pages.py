@@ -11,7 +11,7 @@ from accounts.models import Organization
 from accounts.web import ADMIN_REQUIRED_MESSAGE, SESSION_ORGANIZATION_KEY
 from tests.factories import DEFAULT_PASSWORD, MembershipFactory, UserFactory
 from tests.fixtures import logged_in
-from tests.helpers import page_html
+from tests.helpers import assert_shows, page_html
 
 ADMIN_PAGES = ["/settings/limits/", "/usage/"]
 
@@ -169,10 +169,13 @@ def test_limits_page_without_allowance_says_so(owner):
 def test_sidebar_has_the_usage_section(owner):
     html = logged_in(owner).get("/settings/limits/").content.decode()
 
-    assert "Organization Settings" in html
-    assert ">Usage<" in html
-    assert '<a href="/settings/limits/" aria-current="page">Limits &amp; Alerts</a>' in html
-    assert '<a href="/usage/">Monitor usage</a>' in html
+    assert_shows(
+        html,
+        "Organization Settings",
+        ">Usage<",
+        '<a href="/settings/limits/" aria-current="page">Limits &amp; Alerts</a>',
+        '<a href="/usage/">Monitor usage</a>',
+    )
 
 
 def test_pages_load_htmx_from_static_and_send_the_csrf_token(owner):

@@ -24,7 +24,7 @@ from alerts.delivery import (
 )
 from alerts.models import DeliveryAttempt, DeliveryStatus, Notification
 from billing.services import UsageInput, usage_ingest
-from tests.helpers import absolute_alert
+from tests.helpers import absolute_alert, assert_waits_for_a_retry
 
 pytestmark = pytest.mark.django_db
 
@@ -56,12 +56,9 @@ class TestAnErrorThatIsNotTheProvidersIsAFailedAttempt:
         ):
             notification_deliver(notification_id=email.pk)
 
-        email.refresh_from_db()
-        assert email.status == DeliveryStatus.PENDING
-        assert email.claimed_until is None
-        assert email.attempts == 1
-        assert email.next_attempt_at > timezone.now()
-        assert email.last_error == "ValueError: the template needs 'primary'"
+        assert_waits_for_a_retry(
+            email, attempts=1, error="ValueError: the template needs 'primary'"
+        )
         [attempt] = email.delivery_attempts.all()
         assert not attempt.succeeded and attempt.finished_at is not None
         assert attempt.error == "ValueError: the template needs 'primary'"

@@ -30,7 +30,7 @@ from alerts.webhooks import webhook_endpoint_create
 from billing.services import UsageInput, usage_ingest
 from config.celery import app
 from tests.factories import AdminMembershipFactory
-from tests.helpers import absolute_alert, post_usage
+from tests.helpers import absolute_alert, assert_waits_for_a_retry, post_usage
 from tests.stubs import postmark_stub, wait_until, webhook_receiver
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -194,13 +194,8 @@ def test_after_a_cut_short_attempt_a_failing_message_search_sends_nothing_and_re
     ]
     assert search.headers["x-postmark-server-token"] == "test-token"
     # Back to pending, for a later retry, queued to run then.
-    notification.refresh_from_db()
-    assert notification.status == DeliveryStatus.PENDING
-    assert notification.claimed_until is None
-    assert notification.attempts == 2
-    assert notification.next_attempt_at > timezone.now()
+    assert_waits_for_a_retry(notification, attempts=2, error="Message search: HTTP 500")
     assert notification.provider_message_id == ""
-    assert notification.last_error == "Message search: HTTP 500"
     queued.assert_called_once()
     assert queued.call_args.args == ((notification.pk,),)
     assert queued.call_args.kwargs["countdown"] > 0

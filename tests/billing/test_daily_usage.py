@@ -18,7 +18,7 @@ from billing.selectors import DayUsage, current_period, daily_usage_list, period
 from billing.services import UsageInput, usage_ingest
 from tests.factories import MembershipFactory, OrganizationFactory
 from tests.fixtures import run_in_threads
-from tests.helpers import consume
+from tests.helpers import clock_held_at, consume
 
 pytestmark = pytest.mark.django_db
 
@@ -26,10 +26,7 @@ D = Decimal
 NOW = datetime(2026, 3, 20, 15, 0, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def frozen_time():
-    with time_machine.travel(NOW, tick=False):
-        yield
+frozen_time = clock_held_at(NOW)
 
 
 def days_of(organization) -> dict[date, Decimal]:

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-import time_machine
 from django.http import HttpResponse
 from django.template import Context, Template
 from django.test import Client
@@ -24,7 +23,7 @@ from billing.web import GatedHttpRequest, credit_gate
 from config.dbretry import ConcurrentUpdate
 from tests.factories import AdminMembershipFactory, MembershipFactory
 from tests.fixtures import logged_in
-from tests.helpers import limits_on, page_html, spend
+from tests.helpers import assert_shows, clock_held_at, limits_on, page_html, spend
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
 
@@ -53,10 +52,7 @@ def host_view(request: GatedHttpRequest) -> HttpResponse:
 urlpatterns = [path("host/", host_view), path("", include("config.urls"))]
 
 
-@pytest.fixture(autouse=True)
-def frozen_time():
-    with time_machine.travel(NOW, tick=False):
-        yield
+frozen_time = clock_held_at(NOW)
 
 
 def counted(membership: Membership) -> Decimal:
@@ -114,10 +110,13 @@ def test_htmx_run_returns_only_the_result(member):
 
 def test_the_page_itself_is_free(member):
     html = page_html(member, "/assistant/")
-    assert '<label for="id_prompt">Prompt</label>' in html
-    assert "Run assistant" in html
-    assert "5 credits per run" in html
-    assert 'hx-post="/assistant/"' in html
+    assert_shows(
+        html,
+        '<label for="id_prompt">Prompt</label>',
+        "Run assistant",
+        "5 credits per run",
+        'hx-post="/assistant/"',
+    )
     assert not UsageEvent.objects.exists()
 
 
@@ -213,13 +212,16 @@ def test_refused_for_the_organization_shows_its_usage_and_allowance(organization
 
     assert response.status_code == 402
     html = response.content.decode()
-    assert "Your organization is out of credits" in html
-    assert "Your organization has used 998 of its 1,000 credits" in html
-    assert "Organization usage this period" in html
-    assert '<strong class="figure">998</strong> of 1,000 credits' in html
-    assert "(the organization's allowance)" in html
-    assert "Credits reset" in html
-    assert "July 1, 2025, 00:00 UTC" in html
+    assert_shows(
+        html,
+        "Your organization is out of credits",
+        "Your organization has used 998 of its 1,000 credits",
+        "Organization usage this period",
+        '<strong class="figure">998</strong> of 1,000 credits',
+        "(the organization's allowance)",
+        "Credits reset",
+        "July 1, 2025, 00:00 UTC",
+    )
     assert counted(member) == 0
 
 
@@ -355,12 +357,15 @@ def test_my_usage_shows_counted_usage_against_the_limit(organization, member):
     spend(member, 80, source="workflow")
 
     html = page_html(member, "/me/usage/")
-    assert "<h1>My usage</h1>" in html
-    assert '<strong class="figure">420</strong> of 500 credits used' in html
-    assert '<span class="figure">84%</span>' in html
-    assert 'aria-valuenow="84"' in html
-    assert "progress-warning" in html
-    assert "Nearly used" in html
+    assert_shows(
+        html,
+        "<h1>My usage</h1>",
+        '<strong class="figure">420</strong> of 500 credits used',
+        '<span class="figure">84%</span>',
+        'aria-valuenow="84"',
+        "progress-warning",
+        "Nearly used",
+    )
     # remaining, total incl. excluded sources, which sources are excluded
     assert '<span class="figure">80</span> credits' in html
     assert '<span class="figure">500</span> credits' in html  # total, all sources
@@ -393,12 +398,15 @@ def test_my_usage_with_an_unlimited_custom_limit(organization, member):
 def test_my_usage_over_budget_shows_whom_to_ask(member_at_limit):
     html = logged_in(member_at_limit).get("/me/usage/").content.decode()
 
-    assert "Limit reached" in html
-    assert "progress-danger" in html
-    assert '<span class="figure">100%</span>' in html
-    assert "You've reached your credit limit" in html
-    assert "Ask an admin" in html
-    assert "mailto:owner@acme.test" in html
+    assert_shows(
+        html,
+        "Limit reached",
+        "progress-danger",
+        '<span class="figure">100%</span>',
+        "You've reached your credit limit",
+        "Ask an admin",
+        "mailto:owner@acme.test",
+    )
     assert "This action needs" not in html
 
 
@@ -409,11 +417,14 @@ def test_my_usage_shows_an_exhausted_organization(organization, owner, member):
 
     html = logged_in(member).get("/me/usage/").content.decode()
 
-    assert "Acme Inc allowance" in html
-    assert '<span class="badge badge-danger">Exhausted</span>' in html
-    assert "credit-consuming actions are blocked until it resets" in html
-    assert "Your organization is out of credits" in html
-    assert "mailto:owner@acme.test" in html
+    assert_shows(
+        html,
+        "Acme Inc allowance",
+        '<span class="badge badge-danger">Exhausted</span>',
+        "credit-consuming actions are blocked until it resets",
+        "Your organization is out of credits",
+        "mailto:owner@acme.test",
+    )
 
 
 def test_my_usage_with_an_organization_with_credits_left(organization, member):

@@ -10,7 +10,6 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
-import time_machine
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -32,7 +31,7 @@ from billing.services import (
 )
 from tests.factories import MembershipFactory
 from tests.fixtures import logged_in
-from tests.helpers import limits_on, page_html, spend
+from tests.helpers import assert_shows, clock_held_at, limits_on, page_html, spend
 
 pytestmark = pytest.mark.django_db
 
@@ -41,10 +40,7 @@ NOW = datetime(2025, 6, 15, 12, 30, tzinfo=UTC)
 PERIOD_START = datetime(2025, 6, 1, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def frozen_time():
-    with time_machine.travel(NOW, tick=False):
-        yield
+frozen_time = clock_held_at(NOW)
 
 
 def chart_data(html: str) -> dict:
@@ -104,12 +100,15 @@ def test_usage_against_the_allowance(owner, member, organization):
     spend(member, "420.5")
 
     html = page_html(owner, "/usage/")
-    assert "<h1>Monitor usage</h1>" in html
-    assert "June 1 to June 30, 2025 (UTC)" in html
-    assert '<strong class="figure">420.5</strong> of 1,000 credits used' in html
-    assert '<span class="figure">42%</span>' in html
-    assert 'aria-valuenow="42"' in html
-    assert '<span class="badge badge-success">Within allowance</span>' in html
+    assert_shows(
+        html,
+        "<h1>Monitor usage</h1>",
+        "June 1 to June 30, 2025 (UTC)",
+        '<strong class="figure">420.5</strong> of 1,000 credits used',
+        '<span class="figure">42%</span>',
+        'aria-valuenow="42"',
+        '<span class="badge badge-success">Within allowance</span>',
+    )
     assert '<dd class="stat-value">579.5</dd>' in html  # remaining
     assert '<time datetime="2025-07-01T00:00:00+00:00">July 1, 2025, 00:00 UTC</time>' in html
 
@@ -193,11 +192,14 @@ def test_the_chart_is_drawn_by_a_static_script_with_a_fallback_table(owner, memb
     )
     assert 'aria-label="Bar chart of credits used per day from June 1 to June 30, 2025' in html
     # The chart's box is shown, and the table folded, by the script that draws it.
-    assert '<div class="usage-chart" hidden>' in html
-    assert '<details class="usage-chart-data" open>' in html
-    assert '<time datetime="2025-06-03">Tue, Jun 3</time></th><td class="num">7</td>' in html
-    assert '<time datetime="2025-06-02">Mon, Jun 2</time></th><td class="num">0</td>' in html
-    assert '<th scope="row">Total</th><td class="num">7</td>' in html
+    assert_shows(
+        html,
+        '<div class="usage-chart" hidden>',
+        '<details class="usage-chart-data" open>',
+        '<time datetime="2025-06-03">Tue, Jun 3</time></th><td class="num">7</td>',
+        '<time datetime="2025-06-02">Mon, Jun 2</time></th><td class="num">0</td>',
+        '<th scope="row">Total</th><td class="num">7</td>',
+    )
 
 
 def test_the_page_reads_totals_never_the_raw_events(owner, member):

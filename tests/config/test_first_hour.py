@@ -198,25 +198,20 @@ def test_the_tests_never_read_a_developers_env_file() -> None:
     production settings read the checkout's `.env` by default.
     """
     probe = "import importlib, sys; print(importlib.import_module(sys.argv[1]).ENV_FILE)"
-    env = _clean_env()
-    tests = subprocess.run(
-        [str(VENV_PYTHON), "-c", probe, "config.test_settings"],
-        cwd=ROOT,
-        env={**env, "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/headroom"},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert tests.stdout.strip() == ""
-    production = subprocess.run(
-        [str(VENV_PYTHON), "-c", probe, "config.settings"],
-        cwd=ROOT,
-        env={**env, "DEBUG": "true"},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert production.stdout.strip() == str(ROOT / ".env")
+
+    def env_file(settings_module: str, **environ: str) -> str:
+        return subprocess.run(
+            [str(VENV_PYTHON), "-c", probe, settings_module],
+            cwd=ROOT,
+            env=_clean_env(**environ),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    tests_database = "postgres://postgres@127.0.0.1:5432/headroom"
+    assert env_file("config.test_settings", DATABASE_URL=tests_database) == ""
+    assert env_file("config.settings", DEBUG="true") == str(ROOT / ".env")
 
 
 def test_env_example_lists_every_variable_of_the_readme_configuration_table() -> None:
