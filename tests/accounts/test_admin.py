@@ -251,6 +251,30 @@ def change_url(organization) -> str:
     return reverse("admin:accounts_organization_change", args=[organization.pk])
 
 
+def alert_row(alert, **changes) -> dict:
+    """The alerts inline's row for `alert` as it is, with `changes`."""
+    return {
+        "id": str(alert.pk),
+        "threshold_type": alert.threshold_type,
+        "threshold": format_credits(alert.threshold),
+        "notify": alert.notify,
+        **changes,
+    }
+
+
+def post_organization(client, organization, **form):
+    """The organization's change page, posted with organization_form(organization, **form)."""
+    return client.post(change_url(organization), organization_form(organization, **form))
+
+
+def assert_saved(client, organization, inline: str, **form) -> None:
+    """The change page, posted with `form`, is saved (a redirect); if not, the
+    failure shows the errors of the `inline` formset.
+    """
+    response = post_organization(client, organization, **form)
+    assert response.status_code == 302, inline_errors(response, inline)
+
+
 def inline_errors(response, prefix: str) -> str:
     [inline] = [
         inline
@@ -293,15 +317,12 @@ def test_the_organization_page_shows_its_alerts_and_limits(
 def test_adding_an_alert_inline_fires_at_once(staff_client, organization, owner):
     ingest(organization, 9)
 
-    response = staff_client.post(
-        change_url(organization),
-        organization_form(
-            organization,
-            alerts=[{"threshold_type": "absolute", "threshold": "8", "notify": "all_admins"}],
-        ),
+    assert_saved(
+        staff_client,
+        organization,
+        "alerts",
+        alerts=[{"threshold_type": "absolute", "threshold": "8", "notify": "all_admins"}],
     )
-
-    assert response.status_code == 302, inline_errors(response, "alerts")
     alert = OrganizationAlert.objects.get()
     assert Firing.objects.get(alert=alert).value == D(9)
 
@@ -311,24 +332,13 @@ def test_editing_an_alert_inline_re_arms_it(staff_client, organization, owner):
     ingest(organization, 6)
     assert Firing.objects.filter(alert=alert).count() == 1
 
-    response = staff_client.post(
-        change_url(organization),
-        organization_form(
-            organization,
-            alerts=[
-                {
-                    "id": str(alert.pk),
-                    "threshold_type": "absolute",
-                    "threshold": "6",
-                    "notify": "specific_admins",
-                    "admins": [owner.pk],
-                }
-            ],
-            alerts_initial=1,
-        ),
+    assert_saved(
+        staff_client,
+        organization,
+        "alerts",
+        alerts=[alert_row(alert, threshold="6", notify="specific_admins", admins=[owner.pk])],
+        alerts_initial=1,
     )
-
-    assert response.status_code == 302, inline_errors(response, "alerts")
     alert.refresh_from_db()
     assert (alert.threshold, alert.generation, list(alert.admins.all())) == (D(6), 2, [owner])
     assert Firing.objects.filter(alert=alert).count() == 2
@@ -337,24 +347,13 @@ def test_editing_an_alert_inline_re_arms_it(staff_client, organization, owner):
 def test_deleting_an_alert_inline(staff_client, organization):
     alert = absolute_alert(organization, 5)
 
-    response = staff_client.post(
-        change_url(organization),
-        organization_form(
-            organization,
-            alerts=[
-                {
-                    "id": str(alert.pk),
-                    "threshold_type": "absolute",
-                    "threshold": "5",
-                    "notify": "all_admins",
-                    "DELETE": "on",
-                }
-            ],
-            alerts_initial=1,
-        ),
+    assert_saved(
+        staff_client,
+        organization,
+        "alerts",
+        alerts=[alert_row(alert, DELETE="on")],
+        alerts_initial=1,
     )
-
-    assert response.status_code == 302, inline_errors(response, "alerts")
     assert not OrganizationAlert.objects.exists()
 
 
@@ -362,19 +361,17 @@ def test_inline_alert_admins_must_be_admins_of_the_organization(
     staff_client, organization, member, outsider
 ):
     for wrong in (outsider, member):
-        response = staff_client.post(
-            change_url(organization),
-            organization_form(
-                organization,
-                alerts=[
-                    {
-                        "threshold_type": "absolute",
-                        "threshold": "5",
-                        "notify": "specific_admins",
-                        "admins": [wrong.pk],
-                    }
-                ],
-            ),
+        response = post_organization(
+            staff_client,
+            organization,
+            alerts=[
+                {
+                    "threshold_type": "absolute",
+                    "threshold": "5",
+                    "notify": "specific_admins",
+                    "admins": [wrong.pk],
+                }
+            ],
         )
 
         assert response.status_code == 200
@@ -384,26 +381,20 @@ def test_inline_alert_admins_must_be_admins_of_the_organization(
 
 def test_at_most_25_alerts_inline(staff_client, organization):
     alerts = [absolute_alert(organization, n) for n in range(1, 25)]
-    existing = [
-        {"id": str(a.pk), "threshold_type": "absolute", "threshold": str(n), "notify": "all_admins"}
-        for n, a in enumerate(alerts, start=1)
-    ]
+    existing = [alert_row(alert) for alert in alerts]
     new = {"threshold_type": "absolute", "threshold": "99", "notify": "all_admins"}
 
-    refused = staff_client.post(
-        change_url(organization),
-        organization_form(organization, alerts=[*existing, new, new], alerts_initial=24),
+    refused = post_organization(
+        staff_client, organization, alerts=[*existing, new, new], alerts_initial=24
     )
     assert refused.status_code == 200
     assert "at most 25 alerts" in inline_errors(refused, "alerts")
     assert OrganizationAlert.objects.count() == 24
 
     existing[0]["DELETE"] = "on"
-    accepted = staff_client.post(
-        change_url(organization),
-        organization_form(organization, alerts=[*existing, new, new], alerts_initial=24),
+    assert_saved(
+        staff_client, organization, "alerts", alerts=[*existing, new, new], alerts_initial=24
     )
-    assert accepted.status_code == 302, inline_errors(accepted, "alerts")
     assert OrganizationAlert.objects.count() == 25
 
 
@@ -414,23 +405,20 @@ def test_lowering_the_default_limit_inline_marks_members_over_budget(
     spend(member, 30)
     assert over_budget(organization) == set()
 
-    response = staff_client.post(
-        change_url(organization),
-        organization_form(
-            organization,
-            policy=[
-                {
-                    "id": str(policy.pk),
-                    "enabled": "on",
-                    "default_limit": "25",
-                    "admins": [owner.pk],
-                }
-            ],
-            policy_initial=1,
-        ),
+    assert_saved(
+        staff_client,
+        organization,
+        "user_limit_policy",
+        policy=[
+            {
+                "id": str(policy.pk),
+                "enabled": "on",
+                "default_limit": "25",
+                "admins": [owner.pk],
+            }
+        ],
+        policy_initial=1,
     )
-
-    assert response.status_code == 302, inline_errors(response, "user_limit_policy")
     policy.refresh_from_db()
     assert (policy.default_limit, list(policy.admins.all())) == (D(25), [owner])
     assert over_budget(organization) == {member.external_id}
@@ -441,17 +429,12 @@ def test_lowering_the_default_limit_inline_marks_members_over_budget(
 def test_adding_a_policy_inline(staff_client, organization, member):
     spend(member, 30)
 
-    response = staff_client.post(
-        change_url(organization),
-        organization_form(
-            organization,
-            policy=[
-                {"enabled": "on", "default_limit": "10", "excluded_sources": ["agent_external"]}
-            ],
-        ),
+    assert_saved(
+        staff_client,
+        organization,
+        "user_limit_policy",
+        policy=[{"enabled": "on", "default_limit": "10", "excluded_sources": ["agent_external"]}],
     )
-
-    assert response.status_code == 302, inline_errors(response, "user_limit_policy")
     policy = UserLimitPolicy.objects.get(organization=organization)
     assert (policy.enabled, policy.excluded_sources) == (True, ["agent_external"])
     assert over_budget(organization) == {member.external_id}
@@ -462,9 +445,8 @@ def test_inline_policy_admins_must_be_admins_of_the_organization(
     staff_client, organization, member, outsider
 ):
     for wrong in (outsider, member):
-        response = staff_client.post(
-            change_url(organization),
-            organization_form(organization, policy=[{"enabled": "on", "admins": [wrong.pk]}]),
+        response = post_organization(
+            staff_client, organization, policy=[{"enabled": "on", "admins": [wrong.pk]}]
         )
 
         assert response.status_code == 200
@@ -481,31 +463,27 @@ def test_custom_limits_inline(staff_client, organization, owner, member, outside
     assert over_budget(organization) == {member.external_id}
 
     # A member of another organization is a form error, not a 500.
-    refused = staff_client.post(
-        change_url(organization),
-        organization_form(
-            organization,
-            custom_limits=[
-                {"id": str(unlimited.pk)},
-                {"membership": str(outsider.pk), "limit": "5"},
-            ],
-            custom_limits_initial=1,
-        ),
+    refused = post_organization(
+        staff_client,
+        organization,
+        custom_limits=[
+            {"id": str(unlimited.pk)},
+            {"membership": str(outsider.pk), "limit": "5"},
+        ],
+        custom_limits_initial=1,
     )
     assert refused.status_code == 200
     assert "is not a member of this organization" in inline_errors(refused, "custom_limits")
 
     # Raise the member's limit, put the owner under one: both re-evaluated.
-    response = staff_client.post(
-        change_url(organization),
-        organization_form(
-            organization,
-            custom_limits=[
-                {"id": str(unlimited.pk), "limit": "20"},
-                {"membership": str(member.pk), "limit": "500"},
-            ],
-            custom_limits_initial=1,
-        ),
+    response = post_organization(
+        staff_client,
+        organization,
+        custom_limits=[
+            {"id": str(unlimited.pk), "limit": "20"},
+            {"membership": str(member.pk), "limit": "500"},
+        ],
+        custom_limits_initial=1,
     )
     assert response.status_code == 302, inline_errors(response, "custom_limits")
     assert dict(CustomLimit.objects.values_list("membership", "limit")) == {
@@ -518,18 +496,16 @@ def test_custom_limits_inline(staff_client, organization, owner, member, outside
 
     # Remove the member's custom limit: back under the default of 10, over budget.
     custom = CustomLimit.objects.get(membership=member)
-    response = staff_client.post(
-        change_url(organization),
-        organization_form(
-            organization,
-            custom_limits=[
-                {"id": str(unlimited.pk), "limit": "20"},
-                {"id": str(custom.pk), "limit": "500", "DELETE": "on"},
-            ],
-            custom_limits_initial=2,
-        ),
+    assert_saved(
+        staff_client,
+        organization,
+        "custom_limits",
+        custom_limits=[
+            {"id": str(unlimited.pk), "limit": "20"},
+            {"id": str(custom.pk), "limit": "500", "DELETE": "on"},
+        ],
+        custom_limits_initial=2,
     )
-    assert response.status_code == 302, inline_errors(response, "custom_limits")
     assert not CustomLimit.objects.filter(membership=member).exists()
     assert over_budget(organization) == {owner.external_id, member.external_id}
 
