@@ -1,11 +1,16 @@
 """The one set of helpers for tests: spending, consuming and ingesting usage
 (through the services, or through the HTTP API with a client), turning
-limits and alerts on, and reading pages and API errors.
+limits and alerts on, a held clock, delivery and scheduled tasks, the Django
+admin, forms and pages.
 
 Application functions are imported here, and tests call these helpers, so
 that when an application module moves only this file's imports change.
-Organizations and members come from `tests.factories` and the fixtures in
-`tests.fixtures` (the owner/member/outsider trio).
+
+Elsewhere in tests/: organizations and members come from `factories.py` and
+the fixtures of `fixtures.py` (the owner/member/outsider trio, `deliver`,
+`api`, and the helpers logged_in, ApiClient, run_at_once, run_in_threads);
+local servers posing as Postmark and webhook receivers are in `stubs.py`;
+real processes in `processes.py`; Chromium in `browser.py`.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from accounts.models import Membership, User
 from alerts.models import DeliveryStatus, Notification, OrganizationAlert, UserAlertPolicy
 from alerts.services import alert_create, user_alert_policy_update
 from billing.models import UserLimitPolicy
+from billing.selectors import current_period, member_usage_get
 from billing.services import (
     Decision,
     IngestResult,
@@ -124,6 +130,14 @@ def consume(
         source=source,
         idempotency_key=key,
     ).decision
+
+
+def counted(membership: Membership) -> Decimal:
+    """What counts towards `membership`'s limit this period (excluded sources not)."""
+    _, counted_usage = member_usage_get(
+        membership=membership, period=current_period(membership.organization)
+    )
+    return counted_usage
 
 
 # Usage through the HTTP API (`api` is a tests.fixtures.ApiClient)
@@ -276,10 +290,9 @@ def user_alerts_form(**fields: Any) -> dict[str, Any]:
     return form_data("user_alerts", **{"enabled": "on", "threshold": "100", **fields})
 
 
-def page_html(who: Membership | User | Client, path: str, **extra: Any) -> str:
-    """The HTML of `path` for `who` (a member or user, logged in; or a client), asserting a 200."""
-    client = who if isinstance(who, Client) else logged_in(who)
-    response = client.get(path, **extra)
+def page_html(who: Membership | User, path: str) -> str:
+    """The HTML of `path` for `who` (a member or a user), logged in; asserts a 200."""
+    response = logged_in(who).get(path)
     assert response.status_code == 200, response.content[:2000]
     return str(response.content.decode())
 

@@ -154,12 +154,11 @@ def test_raising_the_allowance_in_the_admin_evaluates_alerts(
     from accounts.models import User
     from alerts.models import Firing
     from alerts.services import alert_create
-    from billing.services import UsageInput, usage_ingest
 
     staff = User.objects.create_superuser("staff-eval@headroom.test", "pw-123456789")
     client.force_login(staff)
     alert_create(organization=organization, threshold_type="percentage", threshold=Decimal(50))
-    usage_ingest(organization=organization, events=[UsageInput("k", Decimal(60))])
+    ingest(organization, 60, key="k")
     assert not Firing.objects.exists()  # no allowance yet: a percentage cannot fire
     form = organization_form(organization, credit_allowance="100")
     with django_capture_on_commit_callbacks(execute=True):

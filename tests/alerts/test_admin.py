@@ -19,13 +19,13 @@ from alerts.models import (
 )
 from alerts.services import alert_create
 from alerts.webhooks import webhook_endpoint_create
-from billing.services import UsageInput, usage_ingest
 from tests.factories import AdminMembershipFactory, OrganizationFactory
 from tests.helpers import (
     absolute_alert,
     admin_models,
     admin_url,
     assert_admin_pages_load,
+    ingest,
     user_alerts_on,
 )
 
@@ -40,10 +40,7 @@ def history(organization, owner, member):
     webhook_endpoint_create(
         organization=organization, url="https://hooks.example.com/", events=["alert.triggered"]
     )
-    usage_ingest(
-        organization=organization,
-        events=[UsageInput(idempotency_key="k", credits=Decimal(6), user=member.external_id)],
-    )
+    ingest(organization, 6, user=member, key="k")
     email = Notification.objects.get(channel=Channel.EMAIL, recipient=owner.user.email)
     DeliveryAttempt.objects.create(
         notification=email, finished_at=timezone.now(), error="Provider unavailable (503)"
@@ -166,9 +163,7 @@ class TestResend:
 
 class TestAlertForms:
     def test_adding_an_alert_goes_through_the_service(self, staff_client, organization, owner):
-        usage_ingest(
-            organization=organization, events=[UsageInput(idempotency_key="k", credits=Decimal(9))]
-        )
+        ingest(organization, 9, key="k")
 
         response = staff_client.post(
             admin_url(OrganizationAlert, "add"),
@@ -188,9 +183,7 @@ class TestAlertForms:
         assert Firing.objects.filter(alert=alert).exists()
 
     def test_adding_a_quiet_alert(self, staff_client, organization, owner):
-        usage_ingest(
-            organization=organization, events=[UsageInput(idempotency_key="k", credits=Decimal(9))]
-        )
+        ingest(organization, 9, key="k")
         staff_client.post(
             admin_url(OrganizationAlert, "add"),
             {
@@ -369,10 +362,7 @@ class TestQueryCounts:
                 url="https://hooks.example.com/",
                 events=["alert.triggered"],
             )
-            usage_ingest(
-                organization=organization,
-                events=[UsageInput("k", Decimal(2), user=admin_membership.external_id)],
-            )
+            ingest(organization, 2, user=admin_membership, key="k")
             for notification in Notification.objects.filter(organization=organization):
                 DeliveryAttempt.objects.create(notification=notification, error="503")
 

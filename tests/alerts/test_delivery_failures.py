@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from decimal import Decimal
 from unittest import mock
 
 import pytest
@@ -23,8 +22,7 @@ from alerts.delivery import (
     notifications_requeue_stale,
 )
 from alerts.models import DeliveryAttempt, DeliveryStatus, Notification
-from billing.services import UsageInput, usage_ingest
-from tests.helpers import absolute_alert, assert_waits_for_a_retry
+from tests.helpers import absolute_alert, assert_waits_for_a_retry, ingest
 
 pytestmark = pytest.mark.django_db
 
@@ -33,7 +31,7 @@ pytestmark = pytest.mark.django_db
 def email(organization, owner):
     """One pending email to the owner, about an alert that fired."""
     absolute_alert(organization, 1)
-    usage_ingest(organization=organization, events=[UsageInput("k", Decimal(5))])
+    ingest(organization, 5, key="k")
     return Notification.objects.get()
 
 

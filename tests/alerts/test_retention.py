@@ -20,8 +20,7 @@ from alerts.models import (
 )
 from alerts.retention import notifications_prune
 from billing.models import UsageEvent
-from billing.services import UsageInput, usage_ingest
-from tests.helpers import run_daily_task
+from tests.helpers import ingest, run_daily_task
 
 pytestmark = pytest.mark.django_db
 
@@ -67,7 +66,7 @@ def notification(organization, firing, name, status, *, created, sent=None, trie
 
 def test_finished_notifications_older_than_the_window_go_with_their_attempts(organization, firing):
     assert settings.NOTIFICATION_RETENTION_DAYS == 90
-    usage_ingest(organization=organization, events=[UsageInput("k", Decimal(5))])
+    ingest(organization, 5, key="k")
     ledger = list(UsageEvent.objects.values_list("pk", "credits"))
     old = 100 * DAY
     pruned = [

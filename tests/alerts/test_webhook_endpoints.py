@@ -3,7 +3,6 @@ from __future__ import annotations
 import base64
 import socket
 from datetime import UTC, datetime
-from decimal import Decimal
 
 import pytest
 from django.utils import timezone
@@ -17,10 +16,9 @@ from alerts.webhooks import (
     webhook_endpoint_delete,
     webhook_url_validate,
 )
-from billing.services import UsageInput, usage_ingest
 from config.errors import InvalidInput
 from tests.fixtures import ApiClient
-from tests.helpers import assert_error
+from tests.helpers import assert_error, ingest
 
 pytestmark = pytest.mark.django_db
 
@@ -299,10 +297,7 @@ class TestServices:
         )
         alert_create(organization=organization, threshold_type="absolute", threshold=5)
 
-        usage_ingest(
-            organization=organization,
-            events=[UsageInput(idempotency_key="k", credits=Decimal(5))],
-        )
+        ingest(organization, 5, key="k")
 
         [webhook] = Notification.objects.filter(channel=Channel.WEBHOOK)
         assert webhook.recipient == str(subscribed.pk)

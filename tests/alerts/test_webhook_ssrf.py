@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -18,8 +17,7 @@ from alerts import delivery
 from alerts.delivery import address_is_public, notification_deliver
 from alerts.models import DeliveryStatus, Notification
 from alerts.webhooks import webhook_endpoint_create
-from billing.services import UsageInput, usage_ingest
-from tests.helpers import absolute_alert
+from tests.helpers import absolute_alert, ingest
 from tests.stubs import webhook_receiver
 
 pytestmark = pytest.mark.django_db
@@ -55,7 +53,7 @@ def webhook_to(organization, url):
     """Register an endpoint at `url` (checked now), fire an alert, return its webhook."""
     webhook_endpoint_create(organization=organization, url=url, events=["alert.triggered"])
     absolute_alert(organization, 1)
-    usage_ingest(organization=organization, events=[UsageInput("k", Decimal(5))])
+    ingest(organization, 5, key="k")
     return Notification.objects.get(channel="webhook")
 
 

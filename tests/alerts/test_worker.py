@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from decimal import Decimal
 from unittest import mock
 from urllib.parse import parse_qs, urlsplit
 
@@ -27,10 +26,9 @@ from alerts.delivery import (
 )
 from alerts.models import DeliveryAttempt, DeliveryStatus, Notification
 from alerts.webhooks import webhook_endpoint_create
-from billing.services import UsageInput, usage_ingest
 from config.celery import app
 from tests.factories import AdminMembershipFactory
-from tests.helpers import absolute_alert, assert_waits_for_a_retry, post_usage
+from tests.helpers import absolute_alert, assert_waits_for_a_retry, ingest, post_usage
 from tests.stubs import postmark_stub, wait_until, webhook_receiver
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -166,7 +164,7 @@ def test_after_a_cut_short_attempt_a_failing_message_search_sends_nothing_and_re
     organization, owner, settings
 ):
     absolute_alert(organization, 1)
-    usage_ingest(organization=organization, events=[UsageInput("a", Decimal(5))])
+    ingest(organization, 5, key="a")
     notification = Notification.objects.get()
     # What a worker that died mid-send leaves: its claim, now expired, and an
     # attempt that never finished.

@@ -28,7 +28,13 @@ from billing.services import (
 )
 from tests.factories import MembershipFactory
 from tests.fixtures import over_budget
-from tests.helpers import admin_models, admin_url, assert_admin_pages_load, limits_on
+from tests.helpers import (
+    admin_models,
+    admin_url,
+    assert_admin_pages_load,
+    ingest,
+    limits_on,
+)
 
 BILLING_MODELS = admin_models("billing")
 
@@ -127,7 +133,7 @@ class TestTheLedgerIsReadOnly:
 
 class TestSearchAndFilters:
     def test_usage_events(self, staff_client, ledger, member, outsider):
-        usage_ingest(organization=outsider.organization, events=[UsageInput("run-1", D(1))])
+        ingest(outsider.organization, 1, key="run-1")
         changelist = admin_url(UsageEvent, "changelist")
 
         def keys(**params):
@@ -197,9 +203,7 @@ class TestLimitsPolicyEdits:
         self, staff_client, organization, owner, member
     ):
         limits_on(organization, 100)
-        usage_ingest(
-            organization=organization, events=[UsageInput("k", D(30), user=member.external_id)]
-        )
+        ingest(organization, 30, user=member, key="k")
         policy = UserLimitPolicy.objects.get()
         assert over_budget(organization) == set()
 
@@ -216,9 +220,7 @@ class TestLimitsPolicyEdits:
         assert limit_firings(member).get().threshold_credits == D(25)
 
     def test_adding_a_policy(self, staff_client, organization, member):
-        usage_ingest(
-            organization=organization, events=[UsageInput("k", D(30), user=member.external_id)]
-        )
+        ingest(organization, 30, user=member, key="k")
 
         response = staff_client.post(
             admin_url(UserLimitPolicy, "add"),
@@ -238,10 +240,7 @@ class TestLimitsPolicyEdits:
 
     def test_excluding_a_source_recounts(self, staff_client, organization, member):
         limits_on(organization, 100)
-        usage_ingest(
-            organization=organization,
-            events=[UsageInput("k", D(30), user=member.external_id, source="workflow")],
-        )
+        ingest(organization, 30, user=member, source="workflow", key="k")
         policy = UserLimitPolicy.objects.get()
 
         staff_client.post(
@@ -301,9 +300,7 @@ class TestCustomLimitEdits:
     @pytest.fixture
     def spent(self, organization, member):
         limits_on(organization, 100)
-        usage_ingest(
-            organization=organization, events=[UsageInput("k", D(30), user=member.external_id)]
-        )
+        ingest(organization, 30, user=member, key="k")
 
     def test_adding_a_lower_custom_limit(self, staff_client, spent, organization, member):
         response = staff_client.post(
@@ -340,9 +337,7 @@ class TestCustomLimitEdits:
         limits_on(organization, 10)
         custom = custom_limit_set(organization=organization, membership=member, limit=None)
         other = custom_limit_set(organization=organization, membership=owner, limit=None)
-        usage_ingest(
-            organization=organization, events=[UsageInput("k", D(30), user=member.external_id)]
-        )
+        ingest(organization, 30, user=member, key="k")
         assert over_budget(organization) == set()
 
         response = staff_client.post(

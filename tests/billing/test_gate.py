@@ -26,7 +26,7 @@ from billing.services import (
 from config.errors import Conflict
 from tests.factories import MembershipFactory
 from tests.fixtures import run_in_threads
-from tests.helpers import consume
+from tests.helpers import consume, counted, ingest
 
 pytestmark = pytest.mark.django_db
 
@@ -38,12 +38,6 @@ def set_limits(organization, *, default=None, excluded=(), enabled=True):
         organization=organization,
         defaults={"enabled": enabled, "default_limit": default, "excluded_sources": list(excluded)},
     )
-
-
-def counted(membership):
-    return member_usage_get(membership=membership, period=current_period(membership.organization))[
-        1
-    ]
 
 
 class TestExactness:
@@ -126,9 +120,7 @@ class TestPerUserLimits:
 
     def test_excluded_source_allowed_even_when_over_budget(self, organization, member):
         set_limits(organization, default=D(5), excluded=["workflow"])
-        usage_ingest(
-            organization=organization, events=[UsageInput("a", D(9), user=member.external_id)]
-        )
+        ingest(organization, 9, user=member, key="a")
         assert not consume(organization, member, 1).allowed
         assert consume(organization, member, 1, source="workflow").allowed
 
@@ -242,24 +234,17 @@ class TestIdempotency:
         assert raised.value.code == "idempotency_key_reused"
 
     def test_ingest_and_consume_share_keys(self, organization, member):
-        usage_ingest(
-            organization=organization, events=[UsageInput("shared", D(1), user=member.external_id)]
-        )
+        ingest(organization, 1, user=member, key="shared")
         with pytest.raises(Conflict):
             consume(organization, member, 1, key="shared")
         consume(organization, member, 1, key="consumed")
         with pytest.raises(Conflict):
-            usage_ingest(
-                organization=organization,
-                events=[UsageInput("consumed", D(1), user=member.external_id)],
-            )
+            ingest(organization, 1, user=member, key="consumed")
         assert counted(member) == D(2)
 
     def test_ingest_key_is_refused_to_a_consume_the_gate_would_refuse(self, organization, member):
         set_limits(organization, default=D(5))
-        usage_ingest(
-            organization=organization, events=[UsageInput("shared", D(1), user=member.external_id)]
-        )
+        ingest(organization, 1, user=member, key="shared")
         with pytest.raises(Conflict):
             consume(organization, member, 9, key="shared")
         assert not ConsumeAnswer.objects.exists()
@@ -269,9 +254,7 @@ class TestIdempotency:
         set_limits(organization, default=D(5))
         assert not consume(organization, member, 9, key="k").allowed
         with pytest.raises(Conflict) as raised:
-            usage_ingest(
-                organization=organization, events=[UsageInput("k", D(9), user=member.external_id)]
-            )
+            ingest(organization, 9, user=member, key="k")
         assert (raised.value.status, raised.value.code) == (409, "idempotency_key_reused")
         assert raised.value.field == "events[0].idempotency_key"
         assert not UsageEvent.objects.exists()
@@ -300,7 +283,7 @@ class TestIdempotency:
         ) == D(4)
 
     def test_ingest_key_reused_with_another_body_refuses_the_batch(self, organization, member):
-        usage_ingest(organization=organization, events=[UsageInput("e1", D(3))])
+        ingest(organization, 3, key="e1")
         with pytest.raises(Conflict) as raised:
             usage_ingest(
                 organization=organization, events=[UsageInput("e2", D(1)), UsageInput("e1", D(4))]
@@ -324,9 +307,7 @@ class TestIngest:
         organization.credit_allowance = D(10)
         organization.save()
         set_limits(organization, default=D(1))
-        result = usage_ingest(
-            organization=organization, events=[UsageInput("big", D(500), user=member.external_id)]
-        )
+        result = ingest(organization, 500, user=member, key="big")
         assert result.accepted == 1
         assert counted(member) == D(500)
         assert MemberUsage.objects.get().limit_reached_at is not None

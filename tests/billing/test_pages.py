@@ -17,13 +17,13 @@ from django.views.decorators.http import require_http_methods
 from accounts.models import Membership, Organization
 from billing.credits import format_credits
 from billing.models import MemberUsage, UsageEvent
-from billing.selectors import admins_to_ask, current_period, member_usage_get
+from billing.selectors import admins_to_ask
 from billing.services import custom_limit_set, limit_policy_update
 from billing.web import GatedHttpRequest, credit_gate
 from config.dbretry import ConcurrentUpdate
 from tests.factories import AdminMembershipFactory, MembershipFactory
 from tests.fixtures import logged_in
-from tests.helpers import assert_shows, clock_held_at, limits_on, page_html, spend
+from tests.helpers import assert_shows, clock_held_at, counted, limits_on, page_html, spend
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
 
@@ -53,13 +53,6 @@ urlpatterns = [path("host/", host_view), path("", include("config.urls"))]
 
 
 frozen_time = clock_held_at(NOW)
-
-
-def counted(membership: Membership) -> Decimal:
-    _, counted_usage = member_usage_get(
-        membership=membership, period=current_period(membership.organization)
-    )
-    return counted_usage
 
 
 def run_assistant(client: Client, prompt: str = "Summarize my week", **headers: str):

@@ -31,7 +31,7 @@ from billing.services import (
 )
 from tests.factories import MembershipFactory
 from tests.fixtures import logged_in
-from tests.helpers import assert_shows, clock_held_at, limits_on, page_html, spend
+from tests.helpers import assert_shows, clock_held_at, ingest, limits_on, page_html, spend
 
 pytestmark = pytest.mark.django_db
 
@@ -160,10 +160,7 @@ def test_chart_data_has_every_day_of_the_period(owner, member, other_organizatio
     spend(member, "0.5", at=datetime(2025, 6, 2, 23, 59, tzinfo=UTC))
     spend(member, 10, at=datetime(2025, 6, 15, 8, 0, tzinfo=UTC))
     spend(member, 99, at=datetime(2025, 5, 31, 23, 59, tzinfo=UTC))  # the period before
-    usage_ingest(
-        organization=other_organization,
-        events=[UsageInput(idempotency_key="x", credits=D(55), timestamp=NOW)],
-    )
+    ingest(other_organization, 55, key="x", at=NOW)
 
     data = chart_data(logged_in(owner).get("/usage/").content.decode())
 

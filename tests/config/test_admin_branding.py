@@ -17,7 +17,7 @@ from billing.services import UsageInput, usage_ingest
 from config.admin_site import CreditsAdminMixin, HeadroomAdminSite, is_credits_field
 from tests.accounts.test_admin import change_url, organization_form
 from tests.factories import OrganizationFactory
-from tests.helpers import absolute_alert, user_alerts_on
+from tests.helpers import absolute_alert, ingest, user_alerts_on
 
 pytestmark = pytest.mark.django_db
 
@@ -80,7 +80,7 @@ def test_the_usage_lists_show_credits_without_trailing_zeros(staff_client, organ
 
 
 def test_read_only_pages_show_credits_without_trailing_zeros(staff_client, organization, member):
-    usage_ingest(organization=organization, events=[UsageInput("a", D("0.5"))])
+    ingest(organization, "0.5", key="a")
     event = UsageEvent.objects.get()
 
     response = staff_client.get(reverse("admin:billing_usageevent_change", args=[event.pk]))

@@ -22,10 +22,10 @@ from accounts.services import api_key_create, api_key_revoke
 from alerts.models import OrganizationAlert, UserAlertPolicy, WebhookEndpoint
 from alerts.webhooks import webhook_endpoint_create
 from billing.models import CustomLimit, MemberUsage, UsageEvent, UserLimitPolicy
-from billing.services import UsageInput, custom_limit_set, usage_ingest
+from billing.services import custom_limit_set
 from config.api import api as ninja_api
 from tests.fixtures import ApiClient, logged_in
-from tests.helpers import absolute_alert, limits_on
+from tests.helpers import absolute_alert, ingest, limits_on
 
 pytestmark = pytest.mark.django_db
 
@@ -41,10 +41,7 @@ def world(organization, owner, member, outsider, other_organization) -> dict[str
     endpoint, _ = webhook_endpoint_create(
         organization=organization, url="http://127.0.0.1:9/hook", events=["alert.triggered"]
     )
-    usage_ingest(
-        organization=organization,
-        events=[UsageInput(idempotency_key="seed", credits=D(60), user=member.external_id)],
-    )
+    ingest(organization, 60, user=member, key="seed")
     absolute_alert(other_organization, 10)
     _, acme_key = api_key_create(organization=organization)
     _, globex_key = api_key_create(organization=other_organization)
