@@ -23,15 +23,10 @@ from billing.models import (
     SourceUsage,
     UsageEvent,
 )
-from billing.services import (
-    UsageInput,
-    custom_limit_set,
-    usage_consume,
-    usage_ingest,
-)
+from billing.services import custom_limit_set
 from tests.factories import MembershipFactory
 from tests.fixtures import logged_in
-from tests.helpers import assert_shows, clock_held_at, ingest, limits_on, page_html, spend
+from tests.helpers import assert_shows, clock_held_at, consume, ingest, limits_on, page_html, spend
 
 pytestmark = pytest.mark.django_db
 
@@ -278,10 +273,7 @@ def test_usage_by_source_lists_every_source_with_its_share(owner, member, organi
     spend(member, 30)
     spend(member, 10, source="workflow")
     spend(member, 60, source="agent_external")
-    usage_ingest(  # usage without a user counts too
-        organization=organization,
-        events=[UsageInput(idempotency_key="api", credits=D(100), source="api")],
-    )
+    ingest(organization, 100, source="api", key="api")  # usage without a user counts too
 
     html = logged_in(owner).get("/usage/").content.decode()
 
@@ -342,8 +334,7 @@ def test_export_csv_leaves_out_members_whose_usage_was_undone(owner, member, org
     organization.credit_allowance = D(5)
     organization.save()
     spend(owner, 5)
-    refused = usage_consume(organization=organization, membership=member, credits=D(1))
-    assert not refused.decision.allowed
+    assert not consume(organization, member, 1).allowed
     assert MemberUsage.objects.filter(membership=member, used=0).exists()
 
     rows = csv_rows(logged_in(owner).get("/usage/export.csv"))
