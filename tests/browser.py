@@ -16,7 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.factories import DEFAULT_PASSWORD
 
 # Playwright's sync API runs an event loop in this thread; Django would
 # otherwise refuse database access from the tests and fixtures around it.
@@ -65,6 +67,38 @@ def page_fixture(browser: Browser) -> Iterator[Page]:
     page = context.new_page()
     yield page
     context.close()
+
+
+def log_in(page: Page, base_url: str, email: str, *, next_path: str | None = None) -> None:
+    """Log in through the login form as `email` (a factory user's password),
+    going on to `next_path` when given.
+    """
+    page.goto(f"{base_url}/accounts/login/" + (f"?next={next_path}" if next_path else ""))
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(DEFAULT_PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+
+
+def open_settings_page(page: Page, base_url: str, name: str, path: str) -> None:
+    """Log in as the owner (owner@acme.test) and follow the sidebar's link
+    `name` to the settings page at `path`, titled `name`.
+    """
+    log_in(page, base_url, "owner@acme.test")
+    page.get_by_role("link", name=name).click()
+    expect(page).to_have_url(f"{base_url}{path}")
+    expect(page.get_by_role("heading", name=name, level=1)).to_be_visible()
+
+
+def watch_csp(page: Page) -> list[str]:
+    """The Content Security Policy violations the page's console reports, as they come."""
+    violations: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            violations.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    return violations
 
 
 def screenshot(page: Page, name: str) -> Path:

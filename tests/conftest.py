@@ -2,4 +2,9 @@
 
 from __future__ import annotations
 
-from tests.fixtures import *  # noqa: F403
+import pytest
+
+# Their asserts report like the tests' own (pytest rewrites test modules only).
+pytest.register_assert_rewrite("tests.fixtures", "tests.helpers")
+
+from tests.fixtures import *  # noqa: E402, F403

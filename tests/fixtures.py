@@ -4,6 +4,7 @@ outsider who is admin of another organization; an API client for each key.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Callable
@@ -70,6 +71,19 @@ def other_organization(db: None) -> Organization:
 @pytest.fixture
 def outsider(other_organization: Organization) -> Membership:
     return AdminMembershipFactory(organization=other_organization, user__email="admin@globex.test")
+
+
+@pytest.fixture
+def deliver(django_capture_on_commit_callbacks: Any) -> Callable[..., Any]:
+    """`deliver(write, *args, **kwargs)`: run a write, then the deliveries it
+    queued on commit; the write's answer.
+    """
+
+    def run(write: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        with django_capture_on_commit_callbacks(execute=True):
+            return write(*args, **kwargs)
+
+    return run
 
 
 def logged_in(who: Membership | User) -> Client:
@@ -158,3 +172,9 @@ def run_at_once(*calls: Callable[[], Any]) -> list[Any]:
         thread.join(timeout=60)
     assert not errors, errors
     return answers
+
+
+def run_in_threads(count: int, work: Callable[[int], Any]) -> list[Any]:
+    """`work(0)` to `work(count - 1)`, each in its own thread, all released
+    together (as run_at_once); their answers, in order."""
+    return run_at_once(*(functools.partial(work, index) for index in range(count)))

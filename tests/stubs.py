@@ -1,19 +1,27 @@
 """Local HTTP servers posing as the outside world: an email provider with
-Postmark's API, and a webhook receiver. Both on 127.0.0.1, both able to fail
-on purpose, both recording what they were sent.
+Postmark's API, and a webhook receiver (plain or over TLS). All on
+127.0.0.1, able to fail on purpose, recording what they were sent. The
+richer Postmark stand-in of the fault tests (tests/faults/services.py) is
+served and answers through the same pieces.
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+Answer = tuple[int, dict[str, Any]]
 
 
 @dataclass
@@ -34,6 +42,17 @@ class StubServer:
     fail_next: int = 0
     failure_status: int = 503
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def port(self) -> int:
+        return int(urlsplit(self.url).port or 0)
+
+    def record(self, path: str, headers: dict[str, str], body: bytes, outcome: str) -> Received:
+        """Keep a request, its `outcome` in the header x-stub-outcome."""
+        received = Received(path, {**headers, "x-stub-outcome": outcome}, body, time.monotonic())
+        with self.lock:
+            self.received.append(received)
+        return received
 
     def accepted(self) -> list[Received]:
         with self.lock:
@@ -67,29 +86,60 @@ def wait_until(
         time.sleep(interval)
 
 
-def _handler(stub: StubServer, answer: Any) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that logs nothing and answers JSON."""
 
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            with stub.lock:
-                failing = stub.fail_next > 0
-                if failing:
-                    stub.fail_next -= 1
-                headers["x-stub-outcome"] = "failed" if failing else "accepted"
-                stub.received.append(Received(self.path, headers, body, time.monotonic()))
-            status, payload = (
-                (stub.failure_status, {"Message": "unavailable"}) if failing else answer(body)
-            )
-            data = json.dumps(payload).encode()
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def lowered_headers(self) -> dict[str, str]:
+        return {k.lower(): v for k, v in self.headers.items()}
+
+    def read_body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length", 0)))
+
+    def answer_json(self, status: int, payload: Any) -> None:
+        data = json.dumps(payload).encode()
+        try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+        except OSError:
+            pass  # the sender is gone
+
+
+def _handler(
+    stub: StubServer,
+    answer: Callable[[bytes], Answer],
+    search: Callable[[str], Answer] | None = None,
+) -> type[BaseHTTPRequestHandler]:
+    """POSTs are recorded and answered by `answer(body)` (or fail, while
+    `stub.fail_next` lasts); GETs, only with `search`, by `search(path)`.
+    """
+
+    class Handler(QuietHandler):
+        def do_POST(self) -> None:
+            body = self.read_body()
+            with stub.lock:
+                failing = stub.fail_next > 0
+                if failing:
+                    stub.fail_next -= 1
+            stub.record(
+                self.path, self.lowered_headers(), body, "failed" if failing else "accepted"
+            )
+            if failing:
+                self.answer_json(stub.failure_status, {"Message": "unavailable"})
+            else:
+                self.answer_json(*answer(body))
+
+        def do_GET(self) -> None:
+            if search is None:
+                self.send_error(HTTPStatus.NOT_IMPLEMENTED, "Unsupported method ('GET')")
+                return
+            stub.record(self.path, self.lowered_headers(), b"", "searched")
+            self.answer_json(*search(self.path))
 
     return Handler
 
@@ -98,12 +148,21 @@ S = TypeVar("S", bound=StubServer)
 
 
 @contextmanager
-def _serve(stub: S, handler: type[BaseHTTPRequestHandler]) -> Iterator[S]:
+def serve(
+    stub: S, handler: type[BaseHTTPRequestHandler], *, tls: tuple[Path, Path] | None = None
+) -> Iterator[S]:
     """Serve `handler` (which records into `stub`) on a free loopback port, in
-    a thread, until the block ends; `stub.url` is set to its address.
+    a thread, until the block ends; `stub.url` is set to its address. With
+    `tls` (a certificate and its key), over HTTPS.
     """
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    stub.url = f"http://127.0.0.1:{server.server_address[1]}/"
+    scheme = "http"
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
+    stub.url = f"{scheme}://127.0.0.1:{server.server_address[1]}/"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -113,27 +172,37 @@ def _serve(stub: S, handler: type[BaseHTTPRequestHandler]) -> Iterator[S]:
         server.server_close()
 
 
-def _postmark_answer(body: bytes) -> tuple[int, dict[str, Any]]:
+def postmark_sent(body: bytes, message_id: str | None = None) -> Answer:
+    """Postmark's answer to an email it accepted."""
     message = json.loads(body)
     return 200, {
         "To": message.get("To"),
         "SubmittedAt": "2026-01-01T00:00:00Z",
-        "MessageID": str(uuid.uuid4()),
+        "MessageID": message_id or str(uuid.uuid4()),
         "ErrorCode": 0,
         "Message": "OK",
     }
 
 
+def postmark_unavailable(status: int) -> Answer:
+    return status, {"ErrorCode": 0, "Message": "unavailable"}
+
+
 @contextmanager
-def postmark_stub() -> Iterator[StubServer]:
-    """Anymail's Postmark backend pointed here (ANYMAIL_POSTMARK_API_URL) sends to it."""
+def postmark_stub(*, search_status: int | None = None) -> Iterator[StubServer]:
+    """Anymail's Postmark backend pointed here (ANYMAIL_POSTMARK_API_URL) sends
+    to it. With `search_status`, its outbound message search (a GET) answers
+    that status as unavailable; without, it has no search.
+    """
     stub = StubServer(url="")
-    with _serve(stub, _handler(stub, _postmark_answer)):
+    search = None if search_status is None else lambda path: postmark_unavailable(search_status)
+    with serve(stub, _handler(stub, postmark_sent, search)):
         yield stub
 
 
 @contextmanager
-def webhook_receiver() -> Iterator[StubServer]:
+def webhook_receiver(*, tls: tuple[Path, Path] | None = None) -> Iterator[StubServer]:
+    """A webhook receiver answering 200; with `tls` (a certificate and its key), over HTTPS."""
     stub = StubServer(url="")
-    with _serve(stub, _handler(stub, lambda body: (200, {"ok": True}))):
+    with serve(stub, _handler(stub, lambda body: (200, {"ok": True})), tls=tls):
         yield stub

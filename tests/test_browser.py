@@ -5,17 +5,10 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser import browser_fixture, page_fixture, screenshot  # noqa: F401
-from tests.factories import DEFAULT_PASSWORD, MembershipFactory
+from tests.browser import browser_fixture, log_in, page_fixture, screenshot  # noqa: F401
+from tests.factories import MembershipFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def log_in(page: Page, base_url: str, email: str) -> None:
-    page.goto(f"{base_url}/accounts/login/")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Log in").click()
 
 
 def test_login_page(live_server, page: Page):

@@ -14,8 +14,7 @@ from django.urls import reverse
 from accounts.models import ApiKey, Membership, Organization, Role, User
 from accounts.services import api_key_authenticate, api_key_create
 from alerts.models import Firing, FiringKind, OrganizationAlert
-from alerts.services.changes import custom_limit_set, limit_policy_update
-from alerts.services.configuration import alert_create
+from alerts.services.changes import custom_limit_set
 from alerts.services.ingest import UsageInput, usage_ingest
 from alerts.webhooks import webhook_endpoint_create
 from billing.models import CustomLimit, UserLimitPolicy
@@ -23,6 +22,7 @@ from config.admin_kit import INLINE_ROWS_MAX as CUSTOM_LIMITS_INLINE_MAX
 from config.credits import format_credits
 from tests.factories import AdminMembershipFactory, MembershipFactory, OrganizationFactory
 from tests.fixtures import over_budget
+from tests.helpers import absolute_alert, ingest, limits_on, spend
 
 REGISTERED = sorted(admin.site._registry.items(), key=lambda item: item[0]._meta.label)
 
@@ -155,12 +155,11 @@ def test_raising_the_allowance_in_the_admin_evaluates_alerts(
     from accounts.models import User
     from alerts.models import Firing
     from alerts.services.configuration import alert_create
-    from alerts.services.ingest import UsageInput, usage_ingest
 
     staff = User.objects.create_superuser("staff-eval@headroom.test", "pw-123456789")
     client.force_login(staff)
     alert_create(organization=organization, threshold_type="percentage", threshold=Decimal(50))
-    usage_ingest(organization=organization, events=[UsageInput("k", Decimal(60))])
+    ingest(organization, 60, key="k")
     assert not Firing.objects.exists()  # no allowance yet: a percentage cannot fire
     form = organization_form(organization, credit_allowance="100")
     with django_capture_on_commit_callbacks(execute=True):
@@ -173,7 +172,7 @@ def test_raising_the_allowance_in_the_admin_evaluates_alerts(
 def test_changing_a_role_in_the_admin_evaluates_alerts(
     staff_client, organization, owner, member, django_capture_on_commit_callbacks
 ):
-    spend(organization, 20)
+    ingest(organization, 20)
     # Past its threshold and not fired yet: created directly, as alert_create
     # would evaluate it at once. Only an evaluation of the organization fires it.
     alert = OrganizationAlert.objects.create(
@@ -252,6 +251,30 @@ def change_url(organization) -> str:
     return reverse("admin:accounts_organization_change", args=[organization.pk])
 
 
+def alert_row(alert, **changes) -> dict:
+    """The alerts inline's row for `alert` as it is, with `changes`."""
+    return {
+        "id": str(alert.pk),
+        "threshold_type": alert.threshold_type,
+        "threshold": format_credits(alert.threshold),
+        "notify": alert.notify,
+        **changes,
+    }
+
+
+def post_organization(client, organization, **form):
+    """The organization's change page, posted with organization_form(organization, **form)."""
+    return client.post(change_url(organization), organization_form(organization, **form))
+
+
+def assert_saved(client, organization, inline: str, **form) -> None:
+    """The change page, posted with `form`, is saved (a redirect); if not, the
+    failure shows the errors of the `inline` formset.
+    """
+    response = post_organization(client, organization, **form)
+    assert response.status_code == 302, inline_errors(response, inline)
+
+
 def inline_errors(response, prefix: str) -> str:
     [inline] = [
         inline
@@ -261,27 +284,11 @@ def inline_errors(response, prefix: str) -> str:
     return str(inline.formset.errors) + str(inline.formset.non_form_errors())
 
 
-def spend(organization, credits, *, user=None, key="k") -> None:
-    usage_ingest(organization=organization, events=[UsageInput(key, D(credits), user=user)])
-
-
 def test_the_organization_page_shows_its_alerts_and_limits(
     staff_client, organization, owner, member
 ):
-    alert = alert_create(
-        organization=organization,
-        threshold_type="absolute",
-        threshold=D(75),
-        notify="specific_admins",
-        admins=[owner],
-    )
-    limit_policy_update(
-        organization=organization,
-        enabled=True,
-        default_limit=D(40),
-        admins=[owner],
-        excluded_sources=["workflow"],
-    )
+    alert = absolute_alert(organization, 75, admins=[owner])
+    limits_on(organization, 40, admins=[owner], excluded_sources=["workflow"])
     custom = custom_limit_set(organization=organization, membership=member, limit=D("12.5"))
 
     response = staff_client.get(change_url(organization))
@@ -308,70 +315,45 @@ def test_the_organization_page_shows_its_alerts_and_limits(
 
 
 def test_adding_an_alert_inline_fires_at_once(staff_client, organization, owner):
-    spend(organization, 9)
+    ingest(organization, 9)
 
-    response = staff_client.post(
-        change_url(organization),
-        organization_form(
-            organization,
-            alerts=[{"threshold_type": "absolute", "threshold": "8", "notify": "all_admins"}],
-        ),
+    assert_saved(
+        staff_client,
+        organization,
+        "alerts",
+        alerts=[{"threshold_type": "absolute", "threshold": "8", "notify": "all_admins"}],
     )
-
-    assert response.status_code == 302, inline_errors(response, "alerts")
     alert = OrganizationAlert.objects.get()
     assert Firing.objects.get(alert=alert).value == D(9)
 
 
 def test_editing_an_alert_inline_re_arms_it(staff_client, organization, owner):
-    alert = alert_create(organization=organization, threshold_type="absolute", threshold=D(5))
-    spend(organization, 6)
+    alert = absolute_alert(organization, 5)
+    ingest(organization, 6)
     assert Firing.objects.filter(alert=alert).count() == 1
 
-    response = staff_client.post(
-        change_url(organization),
-        organization_form(
-            organization,
-            alerts=[
-                {
-                    "id": str(alert.pk),
-                    "threshold_type": "absolute",
-                    "threshold": "6",
-                    "notify": "specific_admins",
-                    "admins": [owner.pk],
-                }
-            ],
-            alerts_initial=1,
-        ),
+    assert_saved(
+        staff_client,
+        organization,
+        "alerts",
+        alerts=[alert_row(alert, threshold="6", notify="specific_admins", admins=[owner.pk])],
+        alerts_initial=1,
     )
-
-    assert response.status_code == 302, inline_errors(response, "alerts")
     alert.refresh_from_db()
     assert (alert.threshold, alert.generation, list(alert.admins.all())) == (D(6), 2, [owner])
     assert Firing.objects.filter(alert=alert).count() == 2
 
 
 def test_deleting_an_alert_inline(staff_client, organization):
-    alert = alert_create(organization=organization, threshold_type="absolute", threshold=D(5))
+    alert = absolute_alert(organization, 5)
 
-    response = staff_client.post(
-        change_url(organization),
-        organization_form(
-            organization,
-            alerts=[
-                {
-                    "id": str(alert.pk),
-                    "threshold_type": "absolute",
-                    "threshold": "5",
-                    "notify": "all_admins",
-                    "DELETE": "on",
-                }
-            ],
-            alerts_initial=1,
-        ),
+    assert_saved(
+        staff_client,
+        organization,
+        "alerts",
+        alerts=[alert_row(alert, DELETE="on")],
+        alerts_initial=1,
     )
-
-    assert response.status_code == 302, inline_errors(response, "alerts")
     assert not OrganizationAlert.objects.exists()
 
 
@@ -379,19 +361,17 @@ def test_inline_alert_admins_must_be_admins_of_the_organization(
     staff_client, organization, member, outsider
 ):
     for wrong in (outsider, member):
-        response = staff_client.post(
-            change_url(organization),
-            organization_form(
-                organization,
-                alerts=[
-                    {
-                        "threshold_type": "absolute",
-                        "threshold": "5",
-                        "notify": "specific_admins",
-                        "admins": [wrong.pk],
-                    }
-                ],
-            ),
+        response = post_organization(
+            staff_client,
+            organization,
+            alerts=[
+                {
+                    "threshold_type": "absolute",
+                    "threshold": "5",
+                    "notify": "specific_admins",
+                    "admins": [wrong.pk],
+                }
+            ],
         )
 
         assert response.status_code == 200
@@ -400,57 +380,45 @@ def test_inline_alert_admins_must_be_admins_of_the_organization(
 
 
 def test_at_most_25_alerts_inline(staff_client, organization):
-    alerts = [
-        alert_create(organization=organization, threshold_type="absolute", threshold=D(n))
-        for n in range(1, 25)
-    ]
-    existing = [
-        {"id": str(a.pk), "threshold_type": "absolute", "threshold": str(n), "notify": "all_admins"}
-        for n, a in enumerate(alerts, start=1)
-    ]
+    alerts = [absolute_alert(organization, n) for n in range(1, 25)]
+    existing = [alert_row(alert) for alert in alerts]
     new = {"threshold_type": "absolute", "threshold": "99", "notify": "all_admins"}
 
-    refused = staff_client.post(
-        change_url(organization),
-        organization_form(organization, alerts=[*existing, new, new], alerts_initial=24),
+    refused = post_organization(
+        staff_client, organization, alerts=[*existing, new, new], alerts_initial=24
     )
     assert refused.status_code == 200
     assert "at most 25 alerts" in inline_errors(refused, "alerts")
     assert OrganizationAlert.objects.count() == 24
 
     existing[0]["DELETE"] = "on"
-    accepted = staff_client.post(
-        change_url(organization),
-        organization_form(organization, alerts=[*existing, new, new], alerts_initial=24),
+    assert_saved(
+        staff_client, organization, "alerts", alerts=[*existing, new, new], alerts_initial=24
     )
-    assert accepted.status_code == 302, inline_errors(accepted, "alerts")
     assert OrganizationAlert.objects.count() == 25
 
 
 def test_lowering_the_default_limit_inline_marks_members_over_budget(
     staff_client, organization, owner, member
 ):
-    policy = limit_policy_update(organization=organization, enabled=True, default_limit=D(100))
-    spend(organization, 30, user=member.external_id)
+    policy = limits_on(organization, 100)
+    spend(member, 30)
     assert over_budget(organization) == set()
 
-    response = staff_client.post(
-        change_url(organization),
-        organization_form(
-            organization,
-            policy=[
-                {
-                    "id": str(policy.pk),
-                    "enabled": "on",
-                    "default_limit": "25",
-                    "admins": [owner.pk],
-                }
-            ],
-            policy_initial=1,
-        ),
+    assert_saved(
+        staff_client,
+        organization,
+        "user_limit_policy",
+        policy=[
+            {
+                "id": str(policy.pk),
+                "enabled": "on",
+                "default_limit": "25",
+                "admins": [owner.pk],
+            }
+        ],
+        policy_initial=1,
     )
-
-    assert response.status_code == 302, inline_errors(response, "user_limit_policy")
     policy.refresh_from_db()
     assert (policy.default_limit, list(policy.admins.all())) == (D(25), [owner])
     assert over_budget(organization) == {member.external_id}
@@ -459,19 +427,14 @@ def test_lowering_the_default_limit_inline_marks_members_over_budget(
 
 
 def test_adding_a_policy_inline(staff_client, organization, member):
-    spend(organization, 30, user=member.external_id)
+    spend(member, 30)
 
-    response = staff_client.post(
-        change_url(organization),
-        organization_form(
-            organization,
-            policy=[
-                {"enabled": "on", "default_limit": "10", "excluded_sources": ["agent_external"]}
-            ],
-        ),
+    assert_saved(
+        staff_client,
+        organization,
+        "user_limit_policy",
+        policy=[{"enabled": "on", "default_limit": "10", "excluded_sources": ["agent_external"]}],
     )
-
-    assert response.status_code == 302, inline_errors(response, "user_limit_policy")
     policy = UserLimitPolicy.objects.get(organization=organization)
     assert (policy.enabled, policy.excluded_sources) == (True, ["agent_external"])
     assert over_budget(organization) == {member.external_id}
@@ -482,9 +445,8 @@ def test_inline_policy_admins_must_be_admins_of_the_organization(
     staff_client, organization, member, outsider
 ):
     for wrong in (outsider, member):
-        response = staff_client.post(
-            change_url(organization),
-            organization_form(organization, policy=[{"enabled": "on", "admins": [wrong.pk]}]),
+        response = post_organization(
+            staff_client, organization, policy=[{"enabled": "on", "admins": [wrong.pk]}]
         )
 
         assert response.status_code == 200
@@ -494,38 +456,34 @@ def test_inline_policy_admins_must_be_admins_of_the_organization(
 
 
 def test_custom_limits_inline(staff_client, organization, owner, member, outsider):
-    limit_policy_update(organization=organization, enabled=True, default_limit=D(10))
+    limits_on(organization, 10)
     unlimited = custom_limit_set(organization=organization, membership=owner, limit=None)
-    spend(organization, 30, user=member.external_id)
-    spend(organization, 30, user=owner.external_id, key="k2")
+    spend(member, 30)
+    spend(owner, 30)
     assert over_budget(organization) == {member.external_id}
 
     # A member of another organization is a form error, not a 500.
-    refused = staff_client.post(
-        change_url(organization),
-        organization_form(
-            organization,
-            custom_limits=[
-                {"id": str(unlimited.pk)},
-                {"membership": str(outsider.pk), "limit": "5"},
-            ],
-            custom_limits_initial=1,
-        ),
+    refused = post_organization(
+        staff_client,
+        organization,
+        custom_limits=[
+            {"id": str(unlimited.pk)},
+            {"membership": str(outsider.pk), "limit": "5"},
+        ],
+        custom_limits_initial=1,
     )
     assert refused.status_code == 200
     assert "is not a member of this organization" in inline_errors(refused, "custom_limits")
 
     # Raise the member's limit, put the owner under one: both re-evaluated.
-    response = staff_client.post(
-        change_url(organization),
-        organization_form(
-            organization,
-            custom_limits=[
-                {"id": str(unlimited.pk), "limit": "20"},
-                {"membership": str(member.pk), "limit": "500"},
-            ],
-            custom_limits_initial=1,
-        ),
+    response = post_organization(
+        staff_client,
+        organization,
+        custom_limits=[
+            {"id": str(unlimited.pk), "limit": "20"},
+            {"membership": str(member.pk), "limit": "500"},
+        ],
+        custom_limits_initial=1,
     )
     assert response.status_code == 302, inline_errors(response, "custom_limits")
     assert dict(CustomLimit.objects.values_list("membership", "limit")) == {
@@ -538,18 +496,16 @@ def test_custom_limits_inline(staff_client, organization, owner, member, outside
 
     # Remove the member's custom limit: back under the default of 10, over budget.
     custom = CustomLimit.objects.get(membership=member)
-    response = staff_client.post(
-        change_url(organization),
-        organization_form(
-            organization,
-            custom_limits=[
-                {"id": str(unlimited.pk), "limit": "20"},
-                {"id": str(custom.pk), "limit": "500", "DELETE": "on"},
-            ],
-            custom_limits_initial=2,
-        ),
+    assert_saved(
+        staff_client,
+        organization,
+        "custom_limits",
+        custom_limits=[
+            {"id": str(unlimited.pk), "limit": "20"},
+            {"id": str(custom.pk), "limit": "500", "DELETE": "on"},
+        ],
+        custom_limits_initial=2,
     )
-    assert response.status_code == 302, inline_errors(response, "custom_limits")
     assert not CustomLimit.objects.filter(membership=member).exists()
     assert over_budget(organization) == {owner.external_id, member.external_id}
 
@@ -584,18 +540,12 @@ def test_organization_page_queries_do_not_grow_with_alerts_and_limits(
     staff_client, organization, owner, django_assert_max_num_queries
 ):
     second_admin = AdminMembershipFactory(organization=organization)
-    limit_policy_update(
-        organization=organization, enabled=True, default_limit=D(5), admins=[owner, second_admin]
-    )
+    limits_on(organization, 5, admins=[owner, second_admin])
 
     def add(alerts: int, custom_limits: int) -> None:
         for _ in range(alerts):
-            alert_create(
-                organization=organization,
-                threshold_type="absolute",
-                threshold=D(1000 + OrganizationAlert.objects.count()),
-                notify="specific_admins",
-                admins=[owner, second_admin],
+            absolute_alert(
+                organization, 1000 + OrganizationAlert.objects.count(), admins=[owner, second_admin]
             )
         for membership in MembershipFactory.create_batch(custom_limits, organization=organization):
             custom_limit_set(organization=organization, membership=membership, limit=D(7))
@@ -669,7 +619,7 @@ def test_the_organization_list_costs_the_same_for_2_or_50(
         for _ in range(count):
             index = len(expected)
             organization = OrganizationFactory(anchor_day=1 + index % 28)
-            spend(organization, index + 1)
+            ingest(organization, index + 1)
             expected[organization.slug] = D(index + 1)
 
     changelist = reverse("admin:accounts_organization_changelist")
@@ -697,7 +647,7 @@ def test_organization_search_and_filters(staff_client, organization, other_organ
     assert slugs(q="glob") == ["globex"]
     assert slugs(allowance="set") == ["globex"]
     assert slugs(allowance="none") == ["acme"]
-    spend(organization, 5)
+    ingest(organization, 5)
     assert slugs(o="4") == ["globex", "acme"]  # by usage this period
     assert slugs(o="-4") == ["acme", "globex"]
 
@@ -764,9 +714,9 @@ def test_the_organization_page_links_to_its_records(
     staff_client, organization, owner, member, outsider
 ):
     for org, membership in ((organization, member), (outsider.organization, outsider)):
-        alert_create(organization=org, threshold_type="absolute", threshold=D(1))
+        absolute_alert(org, 1)
         custom_limit_set(organization=org, membership=membership, limit=D(5))
-        spend(org, 2, user=membership.external_id)
+        spend(membership, 2)
         api_key_create(organization=org)
         webhook_endpoint_create(
             organization=org, url="https://hooks.example.com/", events=["alert.triggered"]
@@ -788,8 +738,8 @@ def test_the_organization_page_links_to_its_records(
 
 
 def test_deleting_an_organization_without_usage(staff_client, organization, owner, member):
-    alert_create(organization=organization, threshold_type="absolute", threshold=D(5))
-    limit_policy_update(organization=organization, enabled=True, default_limit=D(5))
+    absolute_alert(organization, 5)
+    limits_on(organization, 5)
     custom_limit_set(organization=organization, membership=member, limit=D(9))
     delete = reverse("admin:accounts_organization_delete", args=[organization.pk])
 
@@ -801,7 +751,7 @@ def test_deleting_an_organization_without_usage(staff_client, organization, owne
 
 
 def test_an_organization_with_usage_keeps_its_ledger(staff_client, organization, member):
-    spend(organization, 2, user=member.external_id)
+    spend(member, 2)
     delete = reverse("admin:accounts_organization_delete", args=[organization.pk])
 
     confirm = staff_client.get(delete)

@@ -10,20 +10,9 @@ from accounts.models import ApiKey, Membership, User
 from accounts.services import api_key_create, api_key_revoke
 from tests.factories import MembershipFactory
 from tests.fixtures import ApiClient
+from tests.helpers import assert_error
 
 pytestmark = pytest.mark.django_db
-
-
-def assert_error(response, status: int, code: str | None = None, field: str | None = None):
-    assert response.status_code == status, response.content
-    error = response.json()["error"]
-    assert set(error) == {"code", "message", "field"}
-    assert error["message"]
-    if code is not None:
-        assert error["code"] == code
-    if field is not None:
-        assert error["field"] == field
-    return error
 
 
 class TestAuthentication:

@@ -10,10 +10,11 @@ import pytest
 
 from accounts.models import AuditEvent
 from alerts.services.changes import custom_limit_delete, custom_limit_set, limit_policy_update
-from alerts.services.configuration import alert_create, alert_update, user_alert_policy_update
+from alerts.services.configuration import alert_update
 from billing.models import CustomLimit
 from tests.factories import UserFactory
 from tests.fixtures import logged_in
+from tests.helpers import absolute_alert, limits_on, user_alerts_on
 
 pytestmark = pytest.mark.django_db
 
@@ -89,9 +90,7 @@ def test_changes_through_the_api_name_the_key(api, owner):
 
 
 def test_changes_outside_a_request_are_by_the_system(organization, owner, member):
-    user_alert_policy_update(
-        organization=organization, enabled=True, threshold=D(50), notify_user=True
-    )
+    user_alerts_on(organization, 50, notify_user=True)
     custom_limit_set(organization=organization, membership=member, limit=D(10))
     custom_limit_set(organization=organization, membership=member, limit=None)
     custom_limit_delete(custom_limit=CustomLimit.objects.get(membership=member))
@@ -114,8 +113,8 @@ def test_changes_outside_a_request_are_by_the_system(organization, owner, member
 
 
 def test_a_save_that_changes_nothing_records_nothing(organization, owner):
-    alert = alert_create(organization=organization, threshold_type="absolute", threshold=D(5))
-    limit_policy_update(organization=organization, enabled=True, default_limit=D(5))
+    alert = absolute_alert(organization, 5)
+    limits_on(organization, 5)
     count = AuditEvent.objects.count()
 
     alert_update(alert=alert, threshold=D(5))
@@ -126,7 +125,7 @@ def test_a_save_that_changes_nothing_records_nothing(organization, owner):
 
 def test_edits_in_the_django_admin_name_the_staff_member(organization, owner):
     staff = UserFactory(email="staff@headroom.test", is_staff=True, is_superuser=True)
-    alert = alert_create(organization=organization, threshold_type="absolute", threshold=D(5))
+    alert = absolute_alert(organization, 5)
 
     response = logged_in(staff).post(
         f"/admin/alerts/organizationalert/{alert.pk}/change/",
@@ -146,7 +145,7 @@ def test_edits_in_the_django_admin_name_the_staff_member(organization, owner):
 
 def test_the_trail_is_visible_and_read_only_in_the_django_admin(organization, owner):
     staff = UserFactory(email="staff@headroom.test", is_staff=True, is_superuser=True)
-    alert_create(organization=organization, threshold_type="absolute", threshold=D(5))
+    absolute_alert(organization, 5)
     event = AuditEvent.objects.get()
     client = logged_in(staff)
 

@@ -11,30 +11,21 @@ from playwright.sync_api import Page, expect
 
 from accounts.models import ApiKey, Membership, Role
 from accounts.services import api_key_authenticate
-from tests.browser import browser_fixture, page_fixture, screenshot  # noqa: F401
+from tests.browser import (  # noqa: F401
+    browser_fixture,
+    open_settings_page,
+    page_fixture,
+    screenshot,
+    watch_csp,
+)
 from tests.factories import MembershipFactory
-from tests.test_browser import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def watch_csp(page: Page) -> list[str]:
-    violations: list[str] = []
-    page.on(
-        "console",
-        lambda message: (
-            violations.append(message.text) if "Content Security Policy" in message.text else None
-        ),
-    )
-    return violations
-
-
 def test_admin_creates_an_api_key_sees_it_once_and_revokes_it(live_server, page: Page, owner):
     csp_violations = watch_csp(page)
-    log_in(page, live_server.url, "owner@acme.test")
-    page.get_by_role("link", name="API Keys").click()
-    expect(page).to_have_url(f"{live_server.url}/settings/api-keys/")
-    expect(page.get_by_role("heading", name="API Keys", level=1)).to_be_visible()
+    open_settings_page(page, live_server.url, "API Keys", "/settings/api-keys/")
     expect(page.get_by_text("No API keys yet")).to_be_visible()
 
     # No name: refused in place, nothing stored.
@@ -94,10 +85,7 @@ def test_admin_searches_changes_a_role_and_removes_a_member(live_server, page: P
     )
     for i in range(30):
         MembershipFactory(organization=organization, user__name=f"Team member {i:02}")
-    log_in(page, live_server.url, "owner@acme.test")
-    page.get_by_role("link", name="Members").click()
-    expect(page).to_have_url(f"{live_server.url}/settings/members/")
-    expect(page.get_by_role("heading", name="Members", level=1)).to_be_visible()
+    open_settings_page(page, live_server.url, "Members", "/settings/members/")
     rows = page.locator("#member-list tbody tr")
     expect(rows).to_have_count(25)
     expect(page.locator("#member-list")).to_contain_text("Page 1 of 2 · 33 in all")

@@ -11,6 +11,7 @@ from accounts.models import Organization
 from accounts.web import ADMIN_REQUIRED_MESSAGE, SESSION_ORGANIZATION_KEY
 from tests.factories import DEFAULT_PASSWORD, MembershipFactory, UserFactory
 from tests.fixtures import logged_in
+from tests.helpers import assert_shows, page_html
 
 ADMIN_PAGES = ["/settings/limits/", "/usage/"]
 
@@ -139,18 +140,24 @@ def test_members_get_403_on_admin_pages(member, path):
     assert ADMIN_REQUIRED_MESSAGE == "Only Admins can configure credit alerts and limits."
 
 
-def test_limits_page_shows_the_allowance(owner, organization):
-    organization.credit_allowance = Decimal("2500")
+@pytest.mark.parametrize(
+    ("path", "allowance", "shown"),
+    [
+        (
+            "/settings/limits/",
+            "2500",
+            ("Limits &amp; Alerts", "Acme Inc", "2,500", "Credit-consuming actions are blocked"),
+        ),
+        ("/usage/", "1234.5", ("Monitor usage", "1,234.5")),
+    ],
+)
+def test_the_page_shows_the_allowance(owner, organization, path, allowance, shown):
+    organization.credit_allowance = Decimal(allowance)
     organization.save()
 
-    response = logged_in(owner).get("/settings/limits/")
-
-    assert response.status_code == 200
-    html = response.content.decode()
-    assert "Limits &amp; Alerts" in html
-    assert "Acme Inc" in html
-    assert "2,500" in html
-    assert "Credit-consuming actions are blocked" in html
+    html = page_html(owner, path)
+    for text in shown:
+        assert text in html
 
 
 def test_limits_page_without_allowance_says_so(owner):
@@ -159,25 +166,16 @@ def test_limits_page_without_allowance_says_so(owner):
     assert "No allowance set" in html
 
 
-def test_usage_page_shows_the_allowance(owner, organization):
-    organization.credit_allowance = Decimal("1234.5")
-    organization.save()
-
-    response = logged_in(owner).get("/usage/")
-
-    assert response.status_code == 200
-    html = response.content.decode()
-    assert "Monitor usage" in html
-    assert "1,234.5" in html
-
-
 def test_sidebar_has_the_usage_section(owner):
     html = logged_in(owner).get("/settings/limits/").content.decode()
 
-    assert "Organization Settings" in html
-    assert ">Usage<" in html
-    assert '<a href="/settings/limits/" aria-current="page">Limits &amp; Alerts</a>' in html
-    assert '<a href="/usage/">Monitor usage</a>' in html
+    assert_shows(
+        html,
+        "Organization Settings",
+        ">Usage<",
+        '<a href="/settings/limits/" aria-current="page">Limits &amp; Alerts</a>',
+        '<a href="/usage/">Monitor usage</a>',
+    )
 
 
 def test_pages_load_htmx_from_static_and_send_the_csrf_token(owner):

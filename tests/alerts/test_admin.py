@@ -5,8 +5,6 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.contrib import admin
-from django.urls import reverse
 from django.utils import timezone
 
 from alerts.models import (
@@ -19,35 +17,30 @@ from alerts.models import (
     UserAlertPolicy,
     WebhookEndpoint,
 )
-from alerts.services.configuration import alert_create, user_alert_policy_update
-from alerts.services.ingest import UsageInput, usage_ingest
+from alerts.services.configuration import alert_create
 from alerts.webhooks import webhook_endpoint_create
 from tests.factories import AdminMembershipFactory, OrganizationFactory
-
-ALERTS_MODELS = sorted(
-    (model for model in admin.site._registry if model._meta.app_label == "alerts"),
-    key=lambda model: model._meta.model_name,
+from tests.helpers import (
+    absolute_alert,
+    admin_models,
+    admin_url,
+    assert_admin_pages_load,
+    ingest,
+    user_alerts_on,
 )
 
-
-def url(model, view, *args):
-    return reverse(f"admin:alerts_{model._meta.model_name}_{view}", args=args)
+ALERTS_MODELS = admin_models("alerts")
 
 
 @pytest.fixture
 def history(organization, owner, member):
     """One of everything: an alert that fired, its email and an attempt, an endpoint."""
     alert = alert_create(organization=organization, threshold_type="absolute", threshold=5)
-    user_alert_policy_update(
-        organization=organization, enabled=True, threshold=Decimal(3), notify_user=True
-    )
+    user_alerts_on(organization, 3, notify_user=True)
     webhook_endpoint_create(
         organization=organization, url="https://hooks.example.com/", events=["alert.triggered"]
     )
-    usage_ingest(
-        organization=organization,
-        events=[UsageInput(idempotency_key="k", credits=Decimal(6), user=member.external_id)],
-    )
+    ingest(organization, 6, user=member, key="k")
     email = Notification.objects.get(channel=Channel.EMAIL, recipient=owner.user.email)
     DeliveryAttempt.objects.create(
         notification=email, finished_at=timezone.now(), error="Provider unavailable (503)"
@@ -68,53 +61,47 @@ def test_the_alerts_models_are_registered():
 
 @pytest.mark.parametrize("model", ALERTS_MODELS, ids=[m.__name__ for m in ALERTS_MODELS])
 def test_changelist_add_and_change_pages_load(staff_client, history, model):
-    changelist = staff_client.get(url(model, "changelist"))
-    assert changelist.status_code == 200
-    assert changelist.context["cl"].result_count == model.objects.count() > 0
-
-    if admin.site._registry[model].has_add_permission(changelist.wsgi_request):
-        assert staff_client.get(url(model, "add")).status_code == 200
-
-    for obj in model.objects.all():
-        assert staff_client.get(url(model, "change", obj.pk)).status_code == 200
+    assert_admin_pages_load(staff_client, model)
 
 
 def test_history_and_logs_are_read_only(staff_client, history):
     for model in (Firing, DeliveryAttempt, Notification):
-        assert staff_client.get(url(model, "add")).status_code == 403
-        page = staff_client.get(url(model, "change", model.objects.first().pk))
+        assert staff_client.get(admin_url(model, "add")).status_code == 403
+        page = staff_client.get(admin_url(model, "change", model.objects.first().pk))
         assert 'name="_save"' not in page.content.decode()
 
 
 def test_filters_search_and_date_hierarchy(staff_client, history, organization, outsider):
     alert_create(organization=outsider.organization, threshold_type="absolute", threshold=9)
 
-    found = staff_client.get(url(OrganizationAlert, "changelist"), {"q": "acme"})
+    found = staff_client.get(admin_url(OrganizationAlert, "changelist"), {"q": "acme"})
     assert list(found.context["cl"].result_list) == [history]
 
-    kinds = staff_client.get(url(Firing, "changelist"), {"kind": "user_alert"})
+    kinds = staff_client.get(admin_url(Firing, "changelist"), {"kind": "user_alert"})
     assert {f.kind for f in kinds.context["cl"].result_list} == {"user_alert"}
     year = timezone.now().year
-    by_year = staff_client.get(url(Firing, "changelist"), {"triggered_at__year": year})
+    by_year = staff_client.get(admin_url(Firing, "changelist"), {"triggered_at__year": year})
     assert by_year.status_code == 200
 
-    pending = staff_client.get(url(Notification, "changelist"), {"status": "pending"})
+    pending = staff_client.get(admin_url(Notification, "changelist"), {"status": "pending"})
     assert pending.context["cl"].result_count == Notification.objects.count()
-    by_recipient = staff_client.get(url(Notification, "changelist"), {"q": "owner@acme"})
+    by_recipient = staff_client.get(admin_url(Notification, "changelist"), {"q": "owner@acme"})
     assert [n.recipient for n in by_recipient.context["cl"].result_list] == ["owner@acme.test"]
 
 
 def test_the_notification_page_shows_its_attempts(staff_client, history):
     attempt = DeliveryAttempt.objects.get()
-    page = staff_client.get(url(Notification, "change", attempt.notification_id)).content.decode()
+    page = staff_client.get(
+        admin_url(Notification, "change", attempt.notification_id)
+    ).content.decode()
     assert "Provider unavailable (503)" in page
     assert "owner@acme.test" in page
 
 
 def test_webhook_secrets_stay_out_of_the_pages(staff_client, history):
     endpoint = WebhookEndpoint.objects.get()
-    listed = staff_client.get(url(WebhookEndpoint, "changelist")).content.decode()
-    changed = staff_client.get(url(WebhookEndpoint, "change", endpoint.pk)).content.decode()
+    listed = staff_client.get(admin_url(WebhookEndpoint, "changelist")).content.decode()
+    changed = staff_client.get(admin_url(WebhookEndpoint, "change", endpoint.pk)).content.decode()
     assert "https://hooks.example.com/" in listed
     assert endpoint.secret not in listed
     assert endpoint.secret not in changed
@@ -136,7 +123,7 @@ class TestResend:
 
         with django_capture_on_commit_callbacks() as callbacks:
             response = staff_client.post(
-                url(Notification, "changelist"),
+                admin_url(Notification, "changelist"),
                 {
                     "action": "resend_selected",
                     "_selected_action": [sent.pk, failed.pk, sending.pk],
@@ -165,7 +152,7 @@ class TestResend:
 
         with django_capture_on_commit_callbacks(execute=True):
             staff_client.post(
-                url(Notification, "changelist"),
+                admin_url(Notification, "changelist"),
                 {"action": "resend_selected", "_selected_action": [email.pk]},
             )
 
@@ -176,12 +163,10 @@ class TestResend:
 
 class TestAlertForms:
     def test_adding_an_alert_goes_through_the_service(self, staff_client, organization, owner):
-        usage_ingest(
-            organization=organization, events=[UsageInput(idempotency_key="k", credits=Decimal(9))]
-        )
+        ingest(organization, 9, key="k")
 
         response = staff_client.post(
-            url(OrganizationAlert, "add"),
+            admin_url(OrganizationAlert, "add"),
             {
                 "organization": organization.pk,
                 "threshold_type": "absolute",
@@ -198,11 +183,9 @@ class TestAlertForms:
         assert Firing.objects.filter(alert=alert).exists()
 
     def test_adding_a_quiet_alert(self, staff_client, organization, owner):
-        usage_ingest(
-            organization=organization, events=[UsageInput(idempotency_key="k", credits=Decimal(9))]
-        )
+        ingest(organization, 9, key="k")
         staff_client.post(
-            url(OrganizationAlert, "add"),
+            admin_url(OrganizationAlert, "add"),
             {
                 "organization": organization.pk,
                 "threshold_type": "absolute",
@@ -216,7 +199,7 @@ class TestAlertForms:
 
     def test_editing_the_threshold_re_arms(self, staff_client, history, owner):
         response = staff_client.post(
-            url(OrganizationAlert, "change", history.pk),
+            admin_url(OrganizationAlert, "change", history.pk),
             {"threshold_type": "absolute", "threshold": "6", "notify": "all_admins"},
         )
 
@@ -235,7 +218,7 @@ class TestAlertForms:
     )
     def test_bad_alerts_are_form_errors(self, staff_client, organization, owner, data, field):
         response = staff_client.post(
-            url(OrganizationAlert, "add"), {"organization": organization.pk, **data}
+            admin_url(OrganizationAlert, "add"), {"organization": organization.pk, **data}
         )
 
         assert response.status_code == 200
@@ -246,7 +229,7 @@ class TestAlertForms:
         self, staff_client, organization, owner, outsider
     ):
         response = staff_client.post(
-            url(OrganizationAlert, "add"),
+            admin_url(OrganizationAlert, "add"),
             {
                 "organization": organization.pk,
                 "threshold_type": "absolute",
@@ -264,7 +247,7 @@ class TestAlertForms:
         for threshold in range(1, 26):
             alert_create(organization=organization, threshold_type="absolute", threshold=threshold)
         response = staff_client.post(
-            url(OrganizationAlert, "add"),
+            admin_url(OrganizationAlert, "add"),
             {
                 "organization": organization.pk,
                 "threshold_type": "absolute",
@@ -276,12 +259,12 @@ class TestAlertForms:
 
     def test_user_alert_policy(self, staff_client, organization, owner):
         refused = staff_client.post(
-            url(UserAlertPolicy, "add"), {"organization": organization.pk, "enabled": "on"}
+            admin_url(UserAlertPolicy, "add"), {"organization": organization.pk, "enabled": "on"}
         )
         assert "Set a threshold" in str(refused.context["adminform"].form.errors)
 
         response = staff_client.post(
-            url(UserAlertPolicy, "add"),
+            admin_url(UserAlertPolicy, "add"),
             {
                 "organization": organization.pk,
                 "enabled": "on",
@@ -297,7 +280,7 @@ class TestAlertForms:
         assert list(policy.admins.all()) == [owner]
 
         staff_client.post(
-            url(UserAlertPolicy, "change", policy.pk), {"threshold": "50", "admins": []}
+            admin_url(UserAlertPolicy, "change", policy.pk), {"threshold": "50", "admins": []}
         )
         policy.refresh_from_db()
         assert (policy.enabled, policy.threshold, policy.generation) == (False, Decimal(50), 3)
@@ -307,7 +290,7 @@ class TestAlertForms:
 class TestWebhookForms:
     def test_adding_an_endpoint_shows_the_secret_once(self, staff_client, organization):
         response = staff_client.post(
-            url(WebhookEndpoint, "add"),
+            admin_url(WebhookEndpoint, "add"),
             {
                 "organization": organization.pk,
                 "url": "https://hooks.example.com/in",
@@ -322,14 +305,14 @@ class TestWebhookForms:
         endpoint = WebhookEndpoint.objects.get()
         assert endpoint.secret == secret
         assert endpoint.events == ["alert.triggered", "user_limit.reached"]
-        again = staff_client.get(url(WebhookEndpoint, "change", endpoint.pk))
+        again = staff_client.get(admin_url(WebhookEndpoint, "change", endpoint.pk))
         assert secret not in again.content.decode()
 
     def test_private_urls_are_refused(self, staff_client, organization, settings):
         settings.WEBHOOKS_ALLOW_PRIVATE_URLS = False
 
         response = staff_client.post(
-            url(WebhookEndpoint, "add"),
+            admin_url(WebhookEndpoint, "add"),
             {
                 "organization": organization.pk,
                 "url": "http://127.0.0.1/x",
@@ -349,7 +332,7 @@ class TestWebhookForms:
         )
 
         response = staff_client.post(
-            url(WebhookEndpoint, "change", endpoint.pk),
+            admin_url(WebhookEndpoint, "change", endpoint.pk),
             {
                 "url": "https://h.com/",
                 "events": ["alert.triggered"],
@@ -372,28 +355,14 @@ class TestQueryCounts:
         for _ in range(count):
             organization = OrganizationFactory()
             admin_membership = AdminMembershipFactory(organization=organization)
-            alert_create(
-                organization=organization,
-                threshold_type="absolute",
-                threshold=Decimal(1),
-                notify="specific_admins",
-                admins=[admin_membership],
-            )
-            user_alert_policy_update(
-                organization=organization,
-                enabled=True,
-                threshold=Decimal(1),
-                admins=[admin_membership],
-            )
+            absolute_alert(organization, 1, admins=[admin_membership])
+            user_alerts_on(organization, 1, admins=[admin_membership])
             webhook_endpoint_create(
                 organization=organization,
                 url="https://hooks.example.com/",
                 events=["alert.triggered"],
             )
-            usage_ingest(
-                organization=organization,
-                events=[UsageInput("k", Decimal(2), user=admin_membership.external_id)],
-            )
+            ingest(organization, 2, user=admin_membership, key="k")
             for notification in Notification.objects.filter(organization=organization):
                 DeliveryAttempt.objects.create(notification=notification, error="503")
 
@@ -401,11 +370,11 @@ class TestQueryCounts:
     def test_changelists(self, staff_client, django_assert_max_num_queries, model):
         self.make_history(2)
         with django_assert_max_num_queries(12) as few:
-            assert staff_client.get(url(model, "changelist")).status_code == 200
+            assert staff_client.get(admin_url(model, "changelist")).status_code == 200
 
         self.make_history(23)
         with django_assert_max_num_queries(12) as many:
-            response = staff_client.get(url(model, "changelist"))
+            response = staff_client.get(admin_url(model, "changelist"))
 
         assert response.context["cl"].result_count == model.objects.count() >= 25
         assert len(many) == len(few)
@@ -414,15 +383,9 @@ class TestQueryCounts:
         self, staff_client, organization, owner, django_assert_max_num_queries
     ):
         admins = [owner, *AdminMembershipFactory.create_batch(30, organization=organization)]
-        alert = alert_create(
-            organization=organization,
-            threshold_type="absolute",
-            threshold=Decimal(5),
-            notify="specific_admins",
-            admins=admins,
-        )
+        alert = absolute_alert(organization, 5, admins=admins)
 
         with django_assert_max_num_queries(10):
-            response = staff_client.get(url(OrganizationAlert, "change", alert.pk))
+            response = staff_client.get(admin_url(OrganizationAlert, "change", alert.pk))
 
         assert response.content.decode().count(" in Acme Inc (admin)</option>") == 31

@@ -23,9 +23,8 @@ from accounts.models import AuditEvent
 from accounts.services import api_key_create
 from alerts import api as alerts_api
 from alerts.models import Firing, OrganizationAlert
-from alerts.services.configuration import alert_create
-from alerts.services.ingest import UsageInput, usage_ingest
 from tests.fixtures import ApiClient, run_at_once
+from tests.helpers import absolute_alert, ingest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -50,11 +49,8 @@ def clients(organization, owner):
 
 @pytest.fixture
 def alert(organization, owner, member):
-    usage_ingest(
-        organization=organization,
-        events=[UsageInput("spent", D(40), user=member.external_id)],
-    )
-    return alert_create(organization=organization, threshold_type="absolute", threshold=D(100))
+    ingest(organization, 40, user=member, key="spent")
+    return absolute_alert(organization, 100)
 
 
 def _audits(alert: OrganizationAlert) -> list[AuditEvent]:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -8,31 +7,17 @@ import pytest
 import time_machine
 
 from alerts.models import MAX_ORGANIZATION_ALERTS, Firing, OrganizationAlert, UserAlertPolicy
-from alerts.services.changes import limit_policy_update, organization_update
+from alerts.services.changes import organization_update
 from alerts.services.configuration import alert_create
-from alerts.services.ingest import UsageInput, usage_ingest
-from tests.accounts.test_api import assert_error
 from tests.factories import AdminMembershipFactory
 from tests.fixtures import ApiClient
+from tests.helpers import assert_error, ingest, limits_on, spend
 
 pytestmark = pytest.mark.django_db
 
 ALERTS = "/api/v1/alerts"
 USER_ALERTS = "/api/v1/user-alerts"
 EVENTS = "/api/v1/alert-events"
-
-
-def ingest(organization, credits, *, key=None, user=None):
-    usage_ingest(
-        organization=organization,
-        events=[
-            UsageInput(
-                idempotency_key=key or uuid.uuid4().hex,
-                credits=Decimal(credits),
-                user=user,
-            )
-        ],
-    )
 
 
 def same_moment(text, moment):
@@ -519,9 +504,9 @@ class TestAlertEvents:
 
     def test_user_alert_and_user_limit_firings_name_the_user(self, api, organization, member):
         api.put(USER_ALERTS, {"enabled": True, "threshold": 10, "notify_user": True})
-        limit_policy_update(organization=organization, enabled=True, default_limit=Decimal(20))
+        limits_on(organization, 20)
 
-        ingest(organization, 25, user=member.external_id)
+        spend(member, 25)
 
         events = api.get(EVENTS).json()["data"]
         by_kind = {event["kind"]: event for event in events}
@@ -549,7 +534,7 @@ class TestAlertEvents:
         alert = alert_create(organization=organization, threshold_type="absolute", threshold=5)
         alert_create(organization=organization, threshold_type="absolute", threshold=6)
         api.put(USER_ALERTS, {"enabled": True, "threshold": 1, "notify_user": True})
-        ingest(organization, 10, user=member.external_id)
+        spend(member, 10)
 
         kinds = [e["kind"] for e in api.get(f"{EVENTS}?kind=user_alert").json()["data"]]
         assert kinds == ["user_alert"]
@@ -587,7 +572,7 @@ class TestAlertEvents:
         api.put(USER_ALERTS, {"enabled": True, "threshold": 1, "notify_user": True})
         for index in range(5):
             other = AdminMembershipFactory(organization=organization)
-            ingest(organization, 2, user=other.external_id, key=f"u-{index}")
+            spend(other, 2, key=f"u-{index}")
         with django_assert_max_num_queries(2):
             events = api.get(EVENTS).json()["data"]
         assert len(events) == 5

@@ -14,9 +14,8 @@ from playwright.sync_api import Page, expect
 from alerts.models import OrganizationAlert, UserAlertPolicy
 from alerts.services.ingest import UsageInput, usage_ingest
 from billing.models import CustomLimit, UserLimitPolicy
-from tests.browser import browser_fixture, page_fixture, screenshot  # noqa: F401
+from tests.browser import browser_fixture, log_in, page_fixture, screenshot  # noqa: F401
 from tests.factories import AdminMembershipFactory, MembershipFactory
-from tests.test_browser import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

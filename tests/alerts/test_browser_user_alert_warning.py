@@ -4,16 +4,13 @@ typed, and saving with "Notify at once" off tells nobody already past.
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 import pytest
 from playwright.sync_api import Page, expect
 
 from alerts.models import Firing, UserAlertPolicy
-from alerts.services.ingest import UsageInput, usage_ingest
-from tests.browser import browser_fixture, page_fixture, screenshot  # noqa: F401
+from tests.browser import browser_fixture, log_in, page_fixture, screenshot  # noqa: F401
 from tests.factories import MembershipFactory
-from tests.test_browser import log_in
+from tests.helpers import ingest
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -22,10 +19,7 @@ def test_the_note_warns_before_saving_and_unticked_tells_nobody(live_server, pag
     organization = owner.organization
     for index, credits in enumerate([150, 12500, 40]):
         member = MembershipFactory(organization=organization, user__email=f"m{index}@acme.test")
-        usage_ingest(
-            organization=organization,
-            events=[UsageInput(f"b{index}", Decimal(credits), user=member.external_id)],
-        )
+        ingest(organization, credits, user=member, key=f"b{index}")
     log_in(page, live_server.url, "owner@acme.test")
     expect(page).to_have_url(f"{live_server.url}/settings/limits/")
 

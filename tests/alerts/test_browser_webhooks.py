@@ -13,8 +13,13 @@ from django.utils import timezone
 from playwright.sync_api import Page, expect
 
 from alerts.models import Channel, DeliveryAttempt, DeliveryStatus, Notification, WebhookEndpoint
-from tests.browser import browser_fixture, page_fixture, screenshot  # noqa: F401
-from tests.test_browser import log_in
+from tests.browser import (  # noqa: F401
+    browser_fixture,
+    open_settings_page,
+    page_fixture,
+    screenshot,
+    watch_csp,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -22,19 +27,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 def test_admin_adds_an_endpoint_sees_its_secret_once_and_a_delivery_then_removes_it(
     live_server, page: Page, owner
 ):
-    csp_violations: list[str] = []
-    page.on(
-        "console",
-        lambda message: (
-            csp_violations.append(message.text)
-            if "Content Security Policy" in message.text
-            else None
-        ),
-    )
-    log_in(page, live_server.url, "owner@acme.test")
-    page.get_by_role("link", name="Webhooks").click()
-    expect(page).to_have_url(f"{live_server.url}/settings/webhooks/")
-    expect(page.get_by_role("heading", name="Webhooks", level=1)).to_be_visible()
+    csp_violations = watch_csp(page)
+    open_settings_page(page, live_server.url, "Webhooks", "/settings/webhooks/")
     expect(page.get_by_text("No webhook endpoints yet")).to_be_visible()
 
     # A bad URL and no event: both refused in place, nothing stored.

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from decimal import Decimal
 from unittest import mock
 
 import pytest
@@ -23,8 +22,7 @@ from alerts.outbox import (
     notification_deliver,
     notifications_requeue_stale,
 )
-from alerts.services.configuration import alert_create
-from alerts.services.ingest import UsageInput, usage_ingest
+from tests.helpers import absolute_alert, assert_waits_for_a_retry, ingest
 
 pytestmark = pytest.mark.django_db
 
@@ -32,8 +30,8 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def email(organization, owner):
     """One pending email to the owner, about an alert that fired."""
-    alert_create(organization=organization, threshold_type="absolute", threshold=Decimal(1))
-    usage_ingest(organization=organization, events=[UsageInput("k", Decimal(5))])
+    absolute_alert(organization, 1)
+    ingest(organization, 5, key="k")
     return Notification.objects.get()
 
 
@@ -52,16 +50,13 @@ class TestAnErrorThatIsNotTheProvidersIsAFailedAttempt:
     def test_it_is_recorded_logged_and_retried_with_backoff(self, email, caplog):
         with (
             mock.patch("alerts.transports.alert_email_build", side_effect=template_error),
-            caplog.at_level(logging.ERROR, logger="alerts.delivery"),
+            caplog.at_level(logging.ERROR, logger="alerts.outbox"),
         ):
             notification_deliver(notification_id=email.pk)
 
-        email.refresh_from_db()
-        assert email.status == DeliveryStatus.PENDING
-        assert email.claimed_until is None
-        assert email.attempts == 1
-        assert email.next_attempt_at > timezone.now()
-        assert email.last_error == "ValueError: the template needs 'primary'"
+        assert_waits_for_a_retry(
+            email, attempts=1, error="ValueError: the template needs 'primary'"
+        )
         [attempt] = email.delivery_attempts.all()
         assert not attempt.succeeded and attempt.finished_at is not None
         assert attempt.error == "ValueError: the template needs 'primary'"
@@ -72,7 +67,7 @@ class TestAnErrorThatIsNotTheProvidersIsAFailedAttempt:
     def test_after_the_last_attempt_it_is_failed_and_never_claimed_again(self, email, caplog):
         with (
             mock.patch("alerts.transports.alert_email_build", side_effect=template_error),
-            caplog.at_level(logging.ERROR, logger="alerts.delivery"),
+            caplog.at_level(logging.ERROR, logger="alerts.outbox"),
         ):
             for attempt in range(1, MAX_ATTEMPTS + 1):
                 due_now(email)

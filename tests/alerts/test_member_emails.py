@@ -7,15 +7,13 @@ Every link starts with SITE_URL.
 from __future__ import annotations
 
 import re
-from decimal import Decimal
 
 import pytest
 from django.core import mail
 
 from alerts.models import Notification
-from alerts.services.configuration import user_alert_policy_update
-from alerts.services.ingest import UsageInput, usage_ingest
 from alerts.transports import alert_email_build
+from tests.helpers import spend, user_alerts_on
 
 SITE = "http://127.0.0.1:8765"
 URL = re.compile(r"https?://[^\s\"'<>]+")
@@ -24,22 +22,6 @@ URL = re.compile(r"https?://[^\s\"'<>]+")
 @pytest.fixture(autouse=True)
 def site_url(settings):
     settings.SITE_URL = SITE
-
-
-@pytest.fixture
-def deliver(django_capture_on_commit_callbacks):
-    def run(write, *args, **kwargs):
-        with django_capture_on_commit_callbacks(execute=True):
-            return write(*args, **kwargs)
-
-    return run
-
-
-def spend(organization, credits, *, user, key):
-    return usage_ingest(
-        organization=organization,
-        events=[UsageInput(key, Decimal(credits), user=user.external_id, source="assistant")],
-    )
 
 
 def parts(message):
@@ -56,15 +38,8 @@ def email_to(address):
 @pytest.fixture
 def crossed(organization, owner, member, deliver):
     """The member crosses a per-user alert that tells them and the owner."""
-    deliver(
-        user_alert_policy_update,
-        organization=organization,
-        enabled=True,
-        threshold=Decimal(100),
-        notify_user=True,
-        admins=[owner],
-    )
-    deliver(spend, organization, 120, user=member, key="k1")
+    deliver(user_alerts_on, organization, 100, admins=[owner], notify_user=True)
+    deliver(spend, member, 120, key="k1")
     assert len(mail.outbox) == 2
 
 
@@ -105,15 +80,8 @@ def test_the_relation_is_kept_in_the_payload(crossed, owner, member):
 
 
 def test_an_admin_chosen_who_crosses_is_told_once_as_an_admin(organization, owner, deliver):
-    deliver(
-        user_alert_policy_update,
-        organization=organization,
-        enabled=True,
-        threshold=Decimal(100),
-        notify_user=True,
-        admins=[owner],
-    )
-    deliver(spend, organization, 120, user=owner, key="k1")
+    deliver(user_alerts_on, organization, 100, admins=[owner], notify_user=True)
+    deliver(spend, owner, 120, key="k1")
     (message,) = mail.outbox
     text, _ = parts(message)
     assert "/settings/limits/" in text
@@ -131,15 +99,8 @@ def test_a_payload_without_a_relation_is_an_admins(crossed, member):
 
 
 def test_figures_in_emails_group_their_thousands(organization, owner, member, deliver):
-    deliver(
-        user_alert_policy_update,
-        organization=organization,
-        enabled=True,
-        threshold=Decimal(12500),
-        notify_user=True,
-        admins=[owner],
-    )
-    deliver(spend, organization, "12500.5", user=member, key="big")
+    deliver(user_alerts_on, organization, 12500, admins=[owner], notify_user=True)
+    deliver(spend, member, "12500.5", key="big")
 
     for address in (member.user.email, owner.user.email):
         message = email_to(address)

@@ -8,17 +8,28 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-import time_machine
+from django.http import HttpResponse
+from django.test import Client
 
 from accounts.models import Membership, Organization, Role, User
 from alerts.models import Firing, OrganizationAlert, UserAlertPolicy
-from alerts.services.changes import custom_limit_set, limit_policy_update
+from alerts.services.changes import custom_limit_set
 from alerts.services.configuration import alert_create
 from alerts.services.ingest import UsageInput, usage_ingest
 from billing.models import CustomLimit, MemberUsage, UserLimitPolicy
 from billing.selectors import limit_policy_get
 from tests.factories import AdminMembershipFactory, MembershipFactory
 from tests.fixtures import logged_in
+from tests.helpers import (
+    absolute_alert,
+    assert_shows,
+    clock_held_at,
+    form_data,
+    limits_on,
+    page_html,
+    spend,
+    user_alerts_form,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -27,34 +38,24 @@ NOW = datetime(2025, 6, 15, 12, 30, tzinfo=UTC)
 HTMX = {"HX-Request": "true"}
 
 
-@pytest.fixture(autouse=True)
-def frozen_time():
-    with time_machine.travel(NOW, tick=False):
-        yield
+frozen_time = clock_held_at(NOW)
 
 
-def spend(membership: Membership, credits: str | int, key: str = "") -> None:
-    usage_ingest(
-        organization=membership.organization,
-        events=[
-            UsageInput(
-                idempotency_key=key or f"{membership.pk}-{credits}",
-                credits=D(credits),
-                user=membership.external_id,
-            )
-        ],
-    )
+def assert_saved(who: Membership, path: str, form: dict, message: str) -> None:
+    """`form`, posted to `path` by `who` with htmx, is saved: a 200 saying `message`."""
+    response = logged_in(who).post(path, form, headers=HTMX)
+    assert response.status_code == 200
+    assert message in response.content.decode()
 
 
 def alert_form(**fields: str | list[str]) -> dict[str, str | list[str]]:
-    data: dict[str, str | list[str]] = {
-        "alert-threshold_type": "percentage",
-        "alert-threshold": "75",
-        "alert-notify": "all_admins",
-        "alert-fire_if_already_exceeded": "on",
+    defaults = {
+        "threshold_type": "percentage",
+        "threshold": "75",
+        "notify": "all_admins",
+        "fire_if_already_exceeded": "on",
     }
-    data.update({f"alert-{name}": value for name, value in fields.items()})
-    return data
+    return form_data("alert", **{**defaults, **fields})
 
 
 @pytest.fixture
@@ -68,10 +69,7 @@ def allowance(organization: Organization) -> Organization:
 
 
 def test_the_page_has_every_section_and_label(owner):
-    response = logged_in(owner).get("/settings/limits/")
-
-    assert response.status_code == 200
-    html = response.content.decode()
+    html = page_html(owner, "/settings/limits/")
     for text in (
         "Organization Alerts",
         "Add alert",
@@ -89,11 +87,14 @@ def test_the_page_has_every_section_and_label(owner):
     ):
         assert text in html, text
     # Real labels for the toggles and fields
-    assert '<label for="id_user_alerts-enabled">Credit Usage Alerts</label>' in html
-    assert '<label for="id_user_limits-enabled">Per-User Credit Limits</label>' in html
-    assert '<label for="id_custom_limit-user">User</label>' in html
-    assert '<label for="id_custom_limit-credit_limit">Credit Limit</label>' in html
-    assert '<label for="id_custom_limit-unlimited">Unlimited</label>' in html
+    assert_shows(
+        html,
+        '<label for="id_user_alerts-enabled">Credit Usage Alerts</label>',
+        '<label for="id_user_limits-enabled">Per-User Credit Limits</label>',
+        '<label for="id_custom_limit-user">User</label>',
+        '<label for="id_custom_limit-credit_limit">Credit Limit</label>',
+        '<label for="id_custom_limit-unlimited">Unlimited</label>',
+    )
     # Empty states say what to do
     assert "No organization alerts yet" in html
     assert "Per-user credit limits are off" in html
@@ -101,7 +102,7 @@ def test_the_page_has_every_section_and_label(owner):
 
 
 def test_members_get_the_403_page_on_every_url(member, owner):
-    alert = alert_create(organization=owner.organization, threshold_type="absolute", threshold=D(5))
+    alert = absolute_alert(owner.organization, 5)
     custom_limit_set(organization=owner.organization, membership=owner, limit=D(5))
     client = logged_in(member)
 
@@ -125,9 +126,7 @@ def test_members_get_the_403_page_on_every_url(member, owner):
 
 
 def test_another_organizations_alert_and_limit_are_404(owner, outsider):
-    theirs = alert_create(
-        organization=outsider.organization, threshold_type="absolute", threshold=D(5)
-    )
+    theirs = absolute_alert(outsider.organization, 5)
     custom_limit_set(organization=outsider.organization, membership=outsider, limit=D(5))
     client = logged_in(owner)
 
@@ -164,10 +163,7 @@ def test_adding_an_alert_answers_with_the_changed_sections(owner, allowance):
     assert "closeDialog" in response["HX-Trigger"]
     html = response.content.decode()
     assert 'id="organization-alerts"' in html and 'hx-swap-oob="true"' in html
-    assert 'id="alert-history"' in html
-    assert "Alert added." in html
-    assert "<strong>75%</strong>" in html
-    assert "750 credits" in html
+    assert_shows(html, 'id="alert-history"', "Alert added.", "<strong>75%</strong>", "750 credits")
     alert = OrganizationAlert.objects.get()
     assert (alert.threshold_type, alert.threshold, alert.notify) == ("percentage", 75, "all_admins")
 
@@ -271,9 +267,7 @@ def test_specific_admins_are_saved_and_shown(owner):
 
 def test_the_26th_alert_is_refused_with_a_clear_error(owner):
     for threshold in range(1, 26):
-        alert_create(
-            organization=owner.organization, threshold_type="absolute", threshold=D(threshold)
-        )
+        absolute_alert(owner.organization, threshold)
     client = logged_in(owner)
 
     page = client.get("/settings/limits/").content.decode()
@@ -310,9 +304,7 @@ def test_the_edit_form_warns_and_editing_rearms(owner, allowance, member):
 
 
 def test_a_bad_edit_changes_nothing(owner):
-    alert = alert_create(
-        organization=owner.organization, threshold_type="absolute", threshold=D(50)
-    )
+    alert = absolute_alert(owner.organization, 50)
 
     response = logged_in(owner).post(
         f"/settings/limits/alerts/{alert.pk}/", alert_form(threshold="abc"), headers=HTMX
@@ -324,9 +316,7 @@ def test_a_bad_edit_changes_nothing(owner):
 
 
 def test_deleting_an_alert_asks_first(owner):
-    alert = alert_create(
-        organization=owner.organization, threshold_type="absolute", threshold=D(50)
-    )
+    alert = absolute_alert(owner.organization, 50)
     client = logged_in(owner)
 
     confirm = client.get(f"/settings/limits/alerts/{alert.pk}/delete/", headers=HTMX)
@@ -355,21 +345,10 @@ def test_without_htmx_forms_work_as_plain_pages(owner):
 # Credit usage alerts
 
 
-def user_alerts_form(**fields: str | list[str]) -> dict[str, str | list[str]]:
-    data: dict[str, str | list[str]] = {"user_alerts-enabled": "on", "user_alerts-threshold": "100"}
-    data.update({f"user_alerts-{name}": value for name, value in fields.items()})
-    return data
-
-
 def test_saving_credit_usage_alerts(owner):
-    response = logged_in(owner).post(
-        "/settings/limits/user-alerts/",
-        user_alerts_form(notify_user="on", admins=[str(owner.pk)]),
-        headers=HTMX,
-    )
+    form = user_alerts_form(notify_user="on", admins=[str(owner.pk)])
 
-    assert response.status_code == 200
-    assert "Credit usage alerts saved." in response.content.decode()
+    assert_saved(owner, "/settings/limits/user-alerts/", form, "Credit usage alerts saved.")
     policy = UserAlertPolicy.objects.get()
     assert (policy.enabled, policy.threshold, policy.notify_user) == (True, 100, True)
     assert list(policy.admins.all()) == [owner]
@@ -404,23 +383,13 @@ def test_saved_credit_usage_alerts_show_on_the_page(owner):
 
 
 def limits_form(**fields: str | list[str]) -> dict[str, str | list[str]]:
-    data: dict[str, str | list[str]] = {
-        "user_limits-enabled": "on",
-        "user_limits-default_limit": "500",
-    }
-    data.update({f"user_limits-{name}": value for name, value in fields.items()})
-    return data
+    return form_data("user_limits", **{"enabled": "on", "default_limit": "500", **fields})
 
 
 def test_saving_per_user_limits_with_exclusions(owner):
-    response = logged_in(owner).post(
-        "/settings/limits/user-limits/",
-        limits_form(exclude_workflows="on", admins=[str(owner.pk)]),
-        headers=HTMX,
-    )
+    form = limits_form(exclude_workflows="on", admins=[str(owner.pk)])
 
-    assert response.status_code == 200
-    assert "Per-user credit limits saved." in response.content.decode()
+    assert_saved(owner, "/settings/limits/user-limits/", form, "Per-user credit limits saved.")
     policy = UserLimitPolicy.objects.get()
     assert (policy.enabled, policy.default_limit) == (True, 500)
     assert policy.excluded_sources == ["workflow"]
@@ -451,16 +420,15 @@ def test_bad_limits_are_refused_inline(owner):
     assert not limit_policy_get(organization=owner.organization).enabled
 
 
-def custom_form(**fields: str) -> dict[str, str]:
-    return {f"custom_limit-{name}": value for name, value in fields.items()}
+def post_custom_limit(client: Client, **fields: str) -> HttpResponse:
+    """The Add Custom Limit form, posted with htmx."""
+    return client.post(
+        "/settings/limits/custom-limits/", form_data("custom_limit", **fields), headers=HTMX
+    )
 
 
 def test_adding_an_unlimited_custom_limit(owner, member):
-    response = logged_in(owner).post(
-        "/settings/limits/custom-limits/",
-        custom_form(user=str(member.pk), unlimited="on"),
-        headers=HTMX,
-    )
+    response = post_custom_limit(logged_in(owner), user=str(member.pk), unlimited="on")
 
     assert response.status_code == 200
     html = response.content.decode()
@@ -479,9 +447,7 @@ def test_adding_an_unlimited_custom_limit(owner, member):
     ],
 )
 def test_a_bad_custom_limit_is_refused_inline(owner, member, fields, message):
-    response = logged_in(owner).post(
-        "/settings/limits/custom-limits/", custom_form(user=str(member.pk), **fields), headers=HTMX
-    )
+    response = post_custom_limit(logged_in(owner), user=str(member.pk), **fields)
 
     assert response.status_code == 422
     assert message in response.content.decode()
@@ -489,11 +455,7 @@ def test_a_bad_custom_limit_is_refused_inline(owner, member, fields, message):
 
 
 def test_a_custom_limit_for_someone_outside_the_organization_is_refused(owner, outsider):
-    response = logged_in(owner).post(
-        "/settings/limits/custom-limits/",
-        custom_form(user=str(outsider.pk), credit_limit="10"),
-        headers=HTMX,
-    )
+    response = post_custom_limit(logged_in(owner), user=str(outsider.pk), credit_limit="10")
 
     assert response.status_code == 422
     assert "Select a valid choice." in response.content.decode()
@@ -526,7 +488,7 @@ def test_editing_and_removing_a_custom_limit(owner, member):
 
 def test_users_exceeding_is_paginated(owner):
     organization = owner.organization
-    limit_policy_update(organization=organization, enabled=True, default_limit=D(10))
+    limits_on(organization, 10)
     members = [MembershipFactory(organization=organization) for _ in range(30)]
     usage_ingest(
         organization=organization,
@@ -600,9 +562,7 @@ def big_organization(owner: Organization) -> Organization:
         Membership(organization=organization, user=user, role=Role.MEMBER, external_id=user.email)
         for user in users
     )
-    limit_policy_update(
-        organization=organization, enabled=True, default_limit=D(40), admins=[owner]
-    )
+    limits_on(organization, 40, admins=[owner])
     for member in members[:40]:
         custom_limit_set(organization=organization, membership=member, limit=None)
     usage_ingest(
@@ -652,11 +612,7 @@ def test_the_htmx_answers_query_counts_are_bounded_with_2000_members(
             "/settings/limits/?exceeding_page=3", headers={**HTMX, "HX-Target": "users-exceeding"}
         )
     with django_assert_max_num_queries(45):
-        response = client.post(
-            "/settings/limits/custom-limits/",
-            custom_form(user=str(member.pk), credit_limit="5"),
-            headers=HTMX,
-        )
+        response = post_custom_limit(client, user=str(member.pk), credit_limit="5")
     assert response.status_code == 200
 
 

@@ -19,9 +19,8 @@ from alerts.models import (
     Notification,
 )
 from alerts.retention import notifications_prune
-from alerts.services.ingest import UsageInput, usage_ingest
 from billing.models import UsageEvent
-from config.celery import app
+from tests.helpers import ingest, run_daily_task
 
 pytestmark = pytest.mark.django_db
 
@@ -67,7 +66,7 @@ def notification(organization, firing, name, status, *, created, sent=None, trie
 
 def test_finished_notifications_older_than_the_window_go_with_their_attempts(organization, firing):
     assert settings.NOTIFICATION_RETENTION_DAYS == 90
-    usage_ingest(organization=organization, events=[UsageInput("k", Decimal(5))])
+    ingest(organization, 5, key="k")
     ledger = list(UsageEvent.objects.values_list("pk", "credits"))
     old = 100 * DAY
     pruned = [
@@ -127,15 +126,6 @@ def test_a_shorter_window(organization, firing, settings):
 
 def test_the_beat_schedule_runs_the_pruning(organization, firing):
     notification(organization, firing, "old", "failed", created=100 * DAY)
-    [entry] = [
-        entry
-        for entry in settings.CELERY_BEAT_SCHEDULE.values()
-        if entry["task"] == "alerts.tasks.prune_notifications"
-    ]
-    assert entry["schedule"] <= 24 * 60 * 60
-    app.loader.import_default_modules()  # as a worker does when it starts: finds the tasks
-
-    with time_machine.travel(NOW, tick=False):
-        app.tasks[entry["task"]].delay()
+    run_daily_task("alerts.tasks.prune_notifications", at=NOW)
 
     assert not Notification.objects.exists()

@@ -13,9 +13,9 @@ from django.urls import reverse
 
 from alerts.models import Firing, UserAlertPolicy
 from alerts.services.configuration import user_alert_policy_update
-from alerts.services.ingest import UsageInput, usage_ingest
 from tests.factories import MembershipFactory
 from tests.fixtures import logged_in
+from tests.helpers import spend, user_alerts_form, user_alerts_on
 
 pytestmark = pytest.mark.django_db
 
@@ -23,20 +23,6 @@ HTMX = {"HX-Request": "true"}
 NOTE = {**HTMX, "HX-Target": "user-alerts-already-past"}
 SAVE = "/settings/limits/user-alerts/"
 API = "/api/v1/user-alerts"
-_keys = iter(range(10**9))
-
-
-def spend(membership, credits):
-    usage_ingest(
-        organization=membership.organization,
-        events=[UsageInput(f"w{next(_keys)}", Decimal(credits), user=membership.external_id)],
-    )
-
-
-def form(**fields):
-    data = {"user_alerts-enabled": "on", "user_alerts-threshold": "100"}
-    data.update({f"user_alerts-{name}": value for name, value in fields.items()})
-    return data
 
 
 @pytest.fixture
@@ -48,15 +34,6 @@ def team(organization, owner, member):
     below = MembershipFactory(organization=organization, user__email="below@acme.test")
     spend(below, 60)
     return {"past": [member, past], "below": below}
-
-
-@pytest.fixture
-def deliver(django_capture_on_commit_callbacks):
-    def run(call, *args, **kwargs):
-        with django_capture_on_commit_callbacks(execute=True):
-            return call(*args, **kwargs)
-
-    return run
 
 
 # What the page says before saving
@@ -100,7 +77,7 @@ def test_the_page_says_how_many_members_are_already_past(owner, team):
 def test_the_note_follows_the_form_as_it_is_filled_in(owner, team, fields, says):
     fields = {k: (str(owner.pk) if v == "ADMIN" else v) for k, v in fields.items()}
 
-    response = logged_in(owner).get("/settings/limits/", form(**fields), headers=NOTE)
+    response = logged_in(owner).get("/settings/limits/", user_alerts_form(**fields), headers=NOTE)
 
     html = response.content.decode()
     assert response.status_code == 200
@@ -112,31 +89,35 @@ def test_the_note_follows_the_form_as_it_is_filled_in(owner, team, fields, says)
 def test_the_note_counts_for_the_threshold_typed(owner, team):
     client = logged_in(owner)
 
-    html = client.get("/settings/limits/", form(threshold="10000"), headers=NOTE).content.decode()
+    html = client.get(
+        "/settings/limits/", user_alerts_form(threshold="10000"), headers=NOTE
+    ).content.decode()
     assert "1 member is already past 10,000 credits this period" in html
 
-    html = client.get("/settings/limits/", form(threshold="50000"), headers=NOTE).content.decode()
+    html = client.get(
+        "/settings/limits/", user_alerts_form(threshold="50000"), headers=NOTE
+    ).content.decode()
     assert "No member is past 50,000 credits this period yet." in html
 
-    html = client.get("/settings/limits/", form(threshold=""), headers=NOTE).content.decode()
+    html = client.get(
+        "/settings/limits/", user_alerts_form(threshold=""), headers=NOTE
+    ).content.decode()
     assert "already past" not in html
 
 
 def test_members_already_told_are_not_counted_again(owner, team, deliver):
-    deliver(
-        user_alert_policy_update,
-        organization=owner.organization,
-        enabled=True,
-        threshold=Decimal(100),
-        admins=[owner],
-    )
+    deliver(user_alerts_on, owner.organization, 100, admins=[owner])
     assert Firing.objects.count() == 2
 
-    html = logged_in(owner).get("/settings/limits/", form(), headers=NOTE).content.decode()
+    html = (
+        logged_in(owner).get("/settings/limits/", user_alerts_form(), headers=NOTE).content.decode()
+    )
     assert "No member is past 100 credits this period yet." in html
     # A new threshold is a new arming: members past it are counted again.
     html = (
-        logged_in(owner).get("/settings/limits/", form(threshold="120"), headers=NOTE).content
+        logged_in(owner)
+        .get("/settings/limits/", user_alerts_form(threshold="120"), headers=NOTE)
+        .content
     ).decode()
     assert "2 members are already past 120 credits this period" in html
 
@@ -151,7 +132,9 @@ def test_unticked_tells_nobody_now_but_a_member_who_crosses_later(
     client = logged_in(owner)
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(
-            SAVE, form(notify_user="on", admins=[str(owner.pk)]), headers=HTMX if htmx else {}
+            SAVE,
+            user_alerts_form(notify_user="on", admins=[str(owner.pk)]),
+            headers=HTMX if htmx else {},
         )
     assert response.status_code == (200 if htmx else 302)
     assert mail.outbox == []
@@ -177,7 +160,7 @@ def test_ticked_tells_the_members_already_past_at_once(
     with django_capture_on_commit_callbacks(execute=True):
         response = logged_in(owner).post(
             SAVE,
-            form(notify_user="on", fire_if_already_exceeded="on"),
+            user_alerts_form(notify_user="on", fire_if_already_exceeded="on"),
             headers=HTMX,
         )
     assert response.status_code == 200
@@ -186,14 +169,7 @@ def test_ticked_tells_the_members_already_past_at_once(
 
 def test_a_quiet_choice_is_kept_by_later_changes_elsewhere(owner, team, deliver):
     organization = owner.organization
-    deliver(
-        user_alert_policy_update,
-        organization=organization,
-        enabled=True,
-        threshold=Decimal(100),
-        admins=[owner],
-        fire_if_already_exceeded=False,
-    )
+    deliver(user_alerts_on, organization, 100, admins=[owner], fire_if_already_exceeded=False)
     # A change that re-evaluates every alert (here the policy's own, without
     # saying anything about notifying at once) does not tell them either.
     deliver(user_alert_policy_update, organization=organization, notify_user=True)
@@ -209,7 +185,7 @@ def test_a_quiet_choice_is_kept_by_later_changes_elsewhere(owner, team, deliver)
 @pytest.mark.parametrize("htmx", [True, False])
 def test_a_policy_that_tells_nobody_is_refused_in_the_page(owner, team, htmx):
     response = logged_in(owner).post(
-        SAVE, form(fire_if_already_exceeded="on"), headers=HTMX if htmx else {}
+        SAVE, user_alerts_form(fire_if_already_exceeded="on"), headers=HTMX if htmx else {}
     )
 
     assert response.status_code == 422

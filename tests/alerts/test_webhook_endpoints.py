@@ -3,7 +3,6 @@ from __future__ import annotations
 import base64
 import socket
 from datetime import UTC, datetime
-from decimal import Decimal
 
 import pytest
 from django.utils import timezone
@@ -11,7 +10,6 @@ from standardwebhooks.webhooks import Webhook
 
 from alerts.models import Channel, Notification, WebhookEndpoint
 from alerts.services.configuration import alert_create
-from alerts.services.ingest import UsageInput, usage_ingest
 from alerts.webhooks import (
     MAX_WEBHOOK_ENDPOINTS,
     webhook_endpoint_create,
@@ -19,8 +17,8 @@ from alerts.webhooks import (
     webhook_url_validate,
 )
 from config.errors import InvalidInput
-from tests.accounts.test_api import assert_error
 from tests.fixtures import ApiClient
+from tests.helpers import assert_error, ingest
 
 pytestmark = pytest.mark.django_db
 
@@ -299,10 +297,7 @@ class TestServices:
         )
         alert_create(organization=organization, threshold_type="absolute", threshold=5)
 
-        usage_ingest(
-            organization=organization,
-            events=[UsageInput(idempotency_key="k", credits=Decimal(5))],
-        )
+        ingest(organization, 5, key="k")
 
         [webhook] = Notification.objects.filter(channel=Channel.WEBHOOK)
         assert webhook.recipient == str(subscribed.pk)

@@ -15,6 +15,7 @@ from django.utils import timezone
 from alerts.models import Channel, DeliveryAttempt, Notification, WebhookEndpoint
 from alerts.webhooks import MAX_WEBHOOK_ENDPOINTS, webhook_endpoint_create
 from tests.fixtures import logged_in
+from tests.helpers import page_html
 
 pytestmark = pytest.mark.django_db
 
@@ -48,10 +49,7 @@ def delivery(
 
 
 def test_the_page_has_its_sections_and_labels(owner):
-    response = logged_in(owner).get(PAGE)
-
-    assert response.status_code == 200
-    html = response.content.decode()
+    html = page_html(owner, PAGE)
     for text in (
         "<h1>Webhooks</h1>",
         "Add endpoint",

@@ -7,14 +7,8 @@ no test can reach outside this machine.
 
 from __future__ import annotations
 
-import http.server
 import socket
-import ssl
 import subprocess
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -22,10 +16,9 @@ import pytest
 from alerts import transports
 from alerts.models import DeliveryStatus, Notification
 from alerts.outbox import notification_deliver
-from alerts.services.configuration import alert_create
-from alerts.services.ingest import UsageInput, usage_ingest
 from alerts.transports import address_is_public
 from alerts.webhooks import webhook_endpoint_create
+from tests.helpers import absolute_alert, ingest
 from tests.stubs import webhook_receiver
 
 pytestmark = pytest.mark.django_db
@@ -60,8 +53,8 @@ def rebinding_dns(monkeypatch):
 def webhook_to(organization, url):
     """Register an endpoint at `url` (checked now), fire an alert, return its webhook."""
     webhook_endpoint_create(organization=organization, url=url, events=["alert.triggered"])
-    alert_create(organization=organization, threshold_type="absolute", threshold=Decimal(1))
-    usage_ingest(organization=organization, events=[UsageInput("k", Decimal(5))])
+    absolute_alert(organization, 1)
+    ingest(organization, 5, key="k")
     return Notification.objects.get(channel="webhook")
 
 
@@ -165,35 +158,6 @@ def certificate(tmp_path: Path):
     return make
 
 
-@contextmanager
-def tls_receiver(cert: Path, key: Path) -> Iterator[tuple[int, list[str]]]:
-    """An HTTPS server on 127.0.0.1 answering 200 to POSTs; yields its port and the paths."""
-    received: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_POST(self):
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            received.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1], received
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture
 def loopback_counts_as_public(monkeypatch, settings, rebinding_dns):
     """The check on, but 127.0.0.1 let through, so that a local HTTPS server
@@ -213,12 +177,12 @@ def test_tls_is_verified_against_the_host_name(
 ):  # fmt: skip
     cert, key = certificate(certificate_name)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trusted, for the name it carries
-    with tls_receiver(cert, key) as (port, received):
-        webhook = webhook_to(organization, f"https://hooks.rebind.test:{port}/hook")
+    with webhook_receiver(tls=(cert, key)) as receiver:
+        webhook = webhook_to(organization, f"https://hooks.rebind.test:{receiver.port}/hook")
 
         notification_deliver(notification_id=webhook.pk)
 
-        assert received == (["/hook"] if delivered else [])
+        assert [r.path for r in receiver.received] == (["/hook"] if delivered else [])
     webhook.refresh_from_db()
     if delivered:
         assert webhook.status == DeliveryStatus.SENT

@@ -6,16 +6,8 @@ stopped on cue here (tests/faults kills real ones).
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
-from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 from unittest import mock
 from urllib.parse import parse_qs, urlsplit
 
@@ -27,13 +19,12 @@ from standardwebhooks.webhooks import Webhook
 
 from alerts.models import DeliveryAttempt, DeliveryStatus, Notification
 from alerts.outbox import CUT_SHORT, notification_deliver, notifications_requeue_stale
-from alerts.services.configuration import alert_create
-from alerts.services.ingest import UsageInput, usage_ingest
 from alerts.transports import EMAIL_METADATA_KEY, webhook_message_id
 from alerts.webhooks import webhook_endpoint_create
 from config.celery import app
 from tests.factories import AdminMembershipFactory
-from tests.stubs import Received, StubServer, postmark_stub, wait_until, webhook_receiver
+from tests.helpers import absolute_alert, assert_waits_for_a_retry, ingest, post_usage
+from tests.stubs import postmark_stub, wait_until, webhook_receiver
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -65,22 +56,14 @@ def worker():
         root.handlers[:] = handlers
 
 
-def ingest(api, key, credits, **extra):
-    response = api.post(
-        "/api/v1/usage", {"events": [{"idempotency_key": key, "credits": credits, **extra}]}
-    )
-    assert response.status_code == 202, response.content
-    return response
-
-
 def test_usage_crossing_a_threshold_emails_each_admin_once(
     api, organization, owner, provider, worker
 ):
     second = AdminMembershipFactory(organization=organization)
-    alert_create(organization=organization, threshold_type="absolute", threshold=Decimal(100))
-    ingest(api, "a", 60)
-    ingest(api, "b", 60)
-    ingest(api, "c", 60)
+    absolute_alert(organization, 100)
+    post_usage(api, {"idempotency_key": "a", "credits": 60}, status=202)
+    post_usage(api, {"idempotency_key": "b", "credits": 60}, status=202)
+    post_usage(api, {"idempotency_key": "c", "credits": 60}, status=202)
     emails = provider.wait_for(2)
     assert sorted(email.json()["To"] for email in emails) == sorted(
         [owner.user.email, second.user.email]
@@ -98,8 +81,8 @@ def test_provider_failing_three_times_then_succeeding_delivers_exactly_once(
     api, organization, owner, provider, worker
 ):
     provider.fail_next = 3
-    alert_create(organization=organization, threshold_type="absolute", threshold=Decimal(1))
-    ingest(api, "a", 5)
+    absolute_alert(organization, 1)
+    post_usage(api, {"idempotency_key": "a", "credits": 5}, status=202)
     (email,) = provider.wait_for(1, seconds=60)
     assert email.json()["To"] == owner.user.email
     assert len(provider.received) == 4
@@ -120,10 +103,8 @@ def test_webhook_retried_with_the_same_id_and_signed(api, organization, owner, p
         endpoint, secret = webhook_endpoint_create(
             organization=organization, url=receiver.url + "hooks", events=["alert.triggered"]
         )
-        alert = alert_create(
-            organization=organization, threshold_type="absolute", threshold=Decimal(10)
-        )
-        ingest(api, "a", 10)
+        alert = absolute_alert(organization, 10)
+        post_usage(api, {"idempotency_key": "a", "credits": 10}, status=202)
         (delivery,) = receiver.wait_for(1, seconds=60)
         assert len(receiver.received) == 3
         assert len({r.headers["webhook-id"] for r in receiver.received}) == 1
@@ -155,11 +136,13 @@ def test_webhook_retried_with_the_same_id_and_signed(api, organization, owner, p
 def test_a_task_lost_while_redis_is_down_is_recovered_by_the_sweep(
     api, organization, owner, provider, worker
 ):
-    alert_create(organization=organization, threshold_type="absolute", threshold=Decimal(1))
+    absolute_alert(organization, 1)
     with mock.patch(
         "alerts.outbox.deliver_notification.delay", side_effect=OperationalError("Redis is down")
     ):
-        ingest(api, "a", 5)  # the write succeeds even though nothing could be queued
+        post_usage(
+            api, {"idempotency_key": "a", "credits": 5}, status=202
+        )  # the write succeeds even though nothing could be queued
     notification = Notification.objects.get()
     assert notification.status == DeliveryStatus.PENDING
     assert provider.received == []
@@ -171,62 +154,12 @@ def test_a_task_lost_while_redis_is_down_is_recovered_by_the_sweep(
 # After an attempt cut short
 
 
-@contextmanager
-def postmark_with_failing_search(status: int) -> Iterator[StubServer]:
-    """Postmark's API on 127.0.0.1 whose outbound message search answers
-    `status`; emails are recorded and accepted, so one sent blind would show.
-    """
-    stub = StubServer(url="")
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def answer(self, code: int, payload: dict[str, Any], body: bytes = b"") -> None:
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            with stub.lock:
-                stub.received.append(Received(self.path, headers, body, time.monotonic()))
-            data = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:
-            self.answer(status, {"ErrorCode": 0, "Message": "unavailable"})
-
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            message = json.loads(body)
-            self.answer(
-                200,
-                {
-                    "To": message.get("To"),
-                    "MessageID": "sent-blind",
-                    "ErrorCode": 0,
-                    "Message": "OK",
-                },
-                body,
-            )
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    stub.url = f"http://127.0.0.1:{server.server_address[1]}/"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield stub
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.mark.django_db  # not a transaction: nothing is queued on commit
 def test_after_a_cut_short_attempt_a_failing_message_search_sends_nothing_and_retries_later(
     organization, owner, settings
 ):
-    alert_create(organization=organization, threshold_type="absolute", threshold=Decimal(1))
-    usage_ingest(organization=organization, events=[UsageInput("a", Decimal(5))])
+    absolute_alert(organization, 1)
+    ingest(organization, 5, key="a")
     notification = Notification.objects.get()
     # What a worker that died mid-send leaves: its claim, now expired, and an
     # attempt that never finished.
@@ -236,8 +169,9 @@ def test_after_a_cut_short_attempt_a_failing_message_search_sends_nothing_and_re
     )
     DeliveryAttempt.objects.create(notification=notification, started_at=long_ago)
 
+    # Its message search fails; an email sent blind would be recorded, and show.
     with (
-        postmark_with_failing_search(500) as provider,
+        postmark_stub(search_status=500) as provider,
         mock.patch("alerts.outbox.deliver_notification.apply_async") as queued,
     ):
         settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
@@ -253,13 +187,8 @@ def test_after_a_cut_short_attempt_a_failing_message_search_sends_nothing_and_re
     ]
     assert search.headers["x-postmark-server-token"] == "test-token"
     # Back to pending, for a later retry, queued to run then.
-    notification.refresh_from_db()
-    assert notification.status == DeliveryStatus.PENDING
-    assert notification.claimed_until is None
-    assert notification.attempts == 2
-    assert notification.next_attempt_at > timezone.now()
+    assert_waits_for_a_retry(notification, attempts=2, error="Message search: HTTP 500")
     assert notification.provider_message_id == ""
-    assert notification.last_error == "Message search: HTTP 500"
     queued.assert_called_once()
     assert queued.call_args.args == ((notification.pk,),)
     assert queued.call_args.kwargs["countdown"] > 0

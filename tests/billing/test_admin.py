@@ -7,7 +7,6 @@ from __future__ import annotations
 from decimal import Decimal as D
 
 import pytest
-from django.contrib import admin
 from django.urls import reverse
 
 from alerts.models import Firing, FiringKind
@@ -25,15 +24,15 @@ from billing.models import (
 from billing.selectors import current_period
 from tests.factories import MembershipFactory
 from tests.fixtures import over_budget
-
-BILLING_MODELS = sorted(
-    (model for model in admin.site._registry if model._meta.app_label == "billing"),
-    key=lambda model: model._meta.model_name,
+from tests.helpers import (
+    admin_models,
+    admin_url,
+    assert_admin_pages_load,
+    ingest,
+    limits_on,
 )
 
-
-def url(model, view, *args):
-    return reverse(f"admin:billing_{model._meta.model_name}_{view}", args=args)
+BILLING_MODELS = admin_models("billing")
 
 
 def limit_firings(member):
@@ -43,13 +42,7 @@ def limit_firings(member):
 @pytest.fixture
 def ledger(organization, owner, member):
     """A row of every billing model."""
-    limit_policy_update(
-        organization=organization,
-        enabled=True,
-        default_limit=D(100),
-        admins=[owner],
-        excluded_sources=["workflow"],
-    )
+    limits_on(organization, 100, admins=[owner], excluded_sources=["workflow"])
     custom_limit_set(organization=organization, membership=member, limit=D(50))
     usage_ingest(
         organization=organization,
@@ -78,38 +71,29 @@ def test_every_billing_model_is_registered():
 
 @pytest.mark.parametrize("model", BILLING_MODELS, ids=[m.__name__ for m in BILLING_MODELS])
 def test_changelist_change_and_add_pages_load(staff_client, ledger, model):
-    changelist = staff_client.get(url(model, "changelist"))
-    assert changelist.status_code == 200
-    assert changelist.context["cl"].result_count == model.objects.count() > 0
-
-    for obj in model.objects.all():
-        page = staff_client.get(url(model, "change", obj.pk))
-        assert page.status_code == 200
-        assert str(obj) in page.content.decode()
-
-    if admin.site._registry[model].has_add_permission(changelist.wsgi_request):
-        assert staff_client.get(url(model, "add")).status_code == 200
+    for obj, html in assert_admin_pages_load(staff_client, model).items():
+        assert str(obj) in html
 
 
 class TestTheLedgerIsReadOnly:
     def test_usage_events_cannot_be_added_changed_or_deleted(self, staff_client, ledger):
         event = UsageEvent.objects.get(idempotency_key="run-1")
 
-        assert staff_client.get(url(UsageEvent, "add")).status_code == 403
-        assert staff_client.post(url(UsageEvent, "add"), {"credits": "1"}).status_code == 403
-        page = staff_client.get(url(UsageEvent, "change", event.pk)).content.decode()
+        assert staff_client.get(admin_url(UsageEvent, "add")).status_code == 403
+        assert staff_client.post(admin_url(UsageEvent, "add"), {"credits": "1"}).status_code == 403
+        page = staff_client.get(admin_url(UsageEvent, "change", event.pk)).content.decode()
         assert 'name="_save"' not in page
-        assert url(UsageEvent, "delete", event.pk) not in page
+        assert admin_url(UsageEvent, "delete", event.pk) not in page
         assert "&quot;run&quot;: 1" in page  # the properties, shown
-        refused = staff_client.post(url(UsageEvent, "change", event.pk), {"credits": "999"})
+        refused = staff_client.post(admin_url(UsageEvent, "change", event.pk), {"credits": "999"})
         assert refused.status_code == 403
-        assert staff_client.get(url(UsageEvent, "delete", event.pk)).status_code == 403
-        deleted = staff_client.post(url(UsageEvent, "delete", event.pk), {"post": "yes"})
+        assert staff_client.get(admin_url(UsageEvent, "delete", event.pk)).status_code == 403
+        deleted = staff_client.post(admin_url(UsageEvent, "delete", event.pk), {"post": "yes"})
         assert deleted.status_code == 403
-        changelist = staff_client.get(url(UsageEvent, "changelist"))
+        changelist = staff_client.get(admin_url(UsageEvent, "changelist"))
         assert "delete_selected" not in changelist.content.decode()
         staff_client.post(
-            url(UsageEvent, "changelist"),
+            admin_url(UsageEvent, "changelist"),
             {"action": "delete_selected", "_selected_action": [event.pk], "post": "yes"},
         )
 
@@ -120,12 +104,12 @@ class TestTheLedgerIsReadOnly:
     def test_consume_answers_and_totals_are_read_only(self, staff_client, ledger):
         for model in (ConsumeAnswer, MemberUsage, SourceUsage):
             obj = model.objects.first()
-            assert staff_client.get(url(model, "add")).status_code == 403
-            page = staff_client.get(url(model, "change", obj.pk)).content.decode()
+            assert staff_client.get(admin_url(model, "add")).status_code == 403
+            page = staff_client.get(admin_url(model, "change", obj.pk)).content.decode()
             assert 'name="_save"' not in page
-            assert staff_client.post(url(model, "delete", obj.pk), {"post": "yes"}).status_code == (
-                403
-            )
+            assert staff_client.post(
+                admin_url(model, "delete", obj.pk), {"post": "yes"}
+            ).status_code == (403)
             assert model.objects.filter(pk=obj.pk).exists()
 
     def test_totals_go_with_the_member_they_belong_to(self, staff_client, ledger, member):
@@ -145,8 +129,8 @@ class TestTheLedgerIsReadOnly:
 
 class TestSearchAndFilters:
     def test_usage_events(self, staff_client, ledger, member, outsider):
-        usage_ingest(organization=outsider.organization, events=[UsageInput("run-1", D(1))])
-        changelist = url(UsageEvent, "changelist")
+        ingest(outsider.organization, 1, key="run-1")
+        changelist = admin_url(UsageEvent, "changelist")
 
         def keys(**params):
             response = staff_client.get(changelist, params)
@@ -170,7 +154,7 @@ class TestSearchAndFilters:
             used=D(9),
             counted=D(9),
         )
-        changelist = url(MemberUsage, "changelist")
+        changelist = admin_url(MemberUsage, "changelist")
 
         def rows(**params):
             response = staff_client.get(changelist, params)
@@ -185,24 +169,26 @@ class TestSearchAndFilters:
         assert rows(limit_reached="no") == {(owner.external_id, D(9))}
         assert rows(q="owner@") == {(owner.external_id, D(9))}
 
-        sources = staff_client.get(url(SourceUsage, "changelist"), {"source": "workflow"})
+        sources = staff_client.get(admin_url(SourceUsage, "changelist"), {"source": "workflow"})
         assert [row.used for row in sources.context["cl"].result_list] == [D(4)]
 
     def test_consume_answers_and_custom_limits(self, staff_client, ledger, organization, owner):
         custom_limit_set(organization=organization, membership=owner, limit=None)
 
-        allowed = staff_client.get(url(ConsumeAnswer, "changelist"), {"outcome": "allowed"})
+        allowed = staff_client.get(admin_url(ConsumeAnswer, "changelist"), {"outcome": "allowed"})
         assert [a.idempotency_key for a in allowed.context["cl"].result_list] == ["c1"]
-        refused = staff_client.get(url(ConsumeAnswer, "changelist"), {"outcome": "refused"})
+        refused = staff_client.get(admin_url(ConsumeAnswer, "changelist"), {"outcome": "refused"})
         assert refused.context["cl"].result_count == 0
 
-        unlimited = staff_client.get(url(CustomLimit, "changelist"), {"unlimited": "yes"})
+        unlimited = staff_client.get(admin_url(CustomLimit, "changelist"), {"unlimited": "yes"})
         assert [c.membership for c in unlimited.context["cl"].result_list] == [owner]
         assert "unlimited" in unlimited.content.decode()
-        by_email = staff_client.get(url(CustomLimit, "changelist"), {"q": "member@acme"})
+        by_email = staff_client.get(admin_url(CustomLimit, "changelist"), {"q": "member@acme"})
         assert [c.limit for c in by_email.context["cl"].result_list] == [D(50)]
 
-        policies = staff_client.get(url(UserLimitPolicy, "changelist"), {"enabled__exact": "1"})
+        policies = staff_client.get(
+            admin_url(UserLimitPolicy, "changelist"), {"enabled__exact": "1"}
+        )
         assert [p.organization for p in policies.context["cl"].result_list] == [organization]
 
 
@@ -212,15 +198,13 @@ class TestLimitsPolicyEdits:
     def test_lowering_the_default_limit_marks_members_over_budget(
         self, staff_client, organization, owner, member
     ):
-        limit_policy_update(organization=organization, enabled=True, default_limit=D(100))
-        usage_ingest(
-            organization=organization, events=[UsageInput("k", D(30), user=member.external_id)]
-        )
+        limits_on(organization, 100)
+        ingest(organization, 30, user=member, key="k")
         policy = UserLimitPolicy.objects.get()
         assert over_budget(organization) == set()
 
         response = staff_client.post(
-            url(UserLimitPolicy, "change", policy.pk),
+            admin_url(UserLimitPolicy, "change", policy.pk),
             {"enabled": "on", "default_limit": "25", "admins": [owner.pk]},
         )
 
@@ -232,12 +216,10 @@ class TestLimitsPolicyEdits:
         assert limit_firings(member).get().threshold_credits == D(25)
 
     def test_adding_a_policy(self, staff_client, organization, member):
-        usage_ingest(
-            organization=organization, events=[UsageInput("k", D(30), user=member.external_id)]
-        )
+        ingest(organization, 30, user=member, key="k")
 
         response = staff_client.post(
-            url(UserLimitPolicy, "add"),
+            admin_url(UserLimitPolicy, "add"),
             {
                 "organization": organization.pk,
                 "enabled": "on",
@@ -253,15 +235,12 @@ class TestLimitsPolicyEdits:
         assert limit_firings(member).exists()
 
     def test_excluding_a_source_recounts(self, staff_client, organization, member):
-        limit_policy_update(organization=organization, enabled=True, default_limit=D(100))
-        usage_ingest(
-            organization=organization,
-            events=[UsageInput("k", D(30), user=member.external_id, source="workflow")],
-        )
+        limits_on(organization, 100)
+        ingest(organization, 30, user=member, source="workflow", key="k")
         policy = UserLimitPolicy.objects.get()
 
         staff_client.post(
-            url(UserLimitPolicy, "change", policy.pk),
+            admin_url(UserLimitPolicy, "change", policy.pk),
             {"enabled": "on", "default_limit": "100", "excluded_sources": ["workflow"]},
         )
 
@@ -278,7 +257,8 @@ class TestLimitsPolicyEdits:
     )
     def test_bad_values_are_form_errors(self, staff_client, organization, data, field, message):
         response = staff_client.post(
-            url(UserLimitPolicy, "add"), {"organization": organization.pk, "enabled": "on", **data}
+            admin_url(UserLimitPolicy, "add"),
+            {"organization": organization.pk, "enabled": "on", **data},
         )
 
         assert response.status_code == 200
@@ -290,7 +270,7 @@ class TestLimitsPolicyEdits:
     ):
         for wrong in (outsider, member):
             response = staff_client.post(
-                url(UserLimitPolicy, "add"),
+                admin_url(UserLimitPolicy, "add"),
                 {"organization": organization.pk, "enabled": "on", "admins": [owner.pk, wrong.pk]},
             )
 
@@ -302,7 +282,9 @@ class TestLimitsPolicyEdits:
     def test_one_policy_per_organization(self, staff_client, organization):
         limit_policy_update(organization=organization, enabled=False)
 
-        response = staff_client.post(url(UserLimitPolicy, "add"), {"organization": organization.pk})
+        response = staff_client.post(
+            admin_url(UserLimitPolicy, "add"), {"organization": organization.pk}
+        )
 
         assert response.status_code == 200
         assert "already exists" in str(response.context["adminform"].form.errors)
@@ -313,14 +295,12 @@ class TestCustomLimitEdits:
 
     @pytest.fixture
     def spent(self, organization, member):
-        limit_policy_update(organization=organization, enabled=True, default_limit=D(100))
-        usage_ingest(
-            organization=organization, events=[UsageInput("k", D(30), user=member.external_id)]
-        )
+        limits_on(organization, 100)
+        ingest(organization, 30, user=member, key="k")
 
     def test_adding_a_lower_custom_limit(self, staff_client, spent, organization, member):
         response = staff_client.post(
-            url(CustomLimit, "add"),
+            admin_url(CustomLimit, "add"),
             {"organization": organization.pk, "membership": member.pk, "limit": "20"},
         )
 
@@ -332,17 +312,17 @@ class TestCustomLimitEdits:
     def test_changing_and_deleting(self, staff_client, spent, organization, member):
         custom = custom_limit_set(organization=organization, membership=member, limit=D(200))
 
-        staff_client.post(url(CustomLimit, "change", custom.pk), {"limit": "10"})
+        staff_client.post(admin_url(CustomLimit, "change", custom.pk), {"limit": "10"})
         assert over_budget(organization) == {member.external_id}
         assert limit_firings(member).exists()
 
-        staff_client.post(url(CustomLimit, "change", custom.pk), {"limit": ""})
+        staff_client.post(admin_url(CustomLimit, "change", custom.pk), {"limit": ""})
         custom.refresh_from_db()
         assert custom.limit is None  # unlimited
         assert over_budget(organization) == set()
 
         custom_limit_set(organization=organization, membership=member, limit=D(500))
-        response = staff_client.post(url(CustomLimit, "delete", custom.pk), {"post": "yes"})
+        response = staff_client.post(admin_url(CustomLimit, "delete", custom.pk), {"post": "yes"})
         assert response.status_code == 302
         assert not CustomLimit.objects.exists()
         assert over_budget(organization) == set()
@@ -350,16 +330,14 @@ class TestCustomLimitEdits:
     def test_deleting_back_to_a_lower_default_re_evaluates(
         self, staff_client, organization, member, owner
     ):
-        limit_policy_update(organization=organization, enabled=True, default_limit=D(10))
+        limits_on(organization, 10)
         custom = custom_limit_set(organization=organization, membership=member, limit=None)
         other = custom_limit_set(organization=organization, membership=owner, limit=None)
-        usage_ingest(
-            organization=organization, events=[UsageInput("k", D(30), user=member.external_id)]
-        )
+        ingest(organization, 30, user=member, key="k")
         assert over_budget(organization) == set()
 
         response = staff_client.post(
-            url(CustomLimit, "changelist"),
+            admin_url(CustomLimit, "changelist"),
             {"action": "delete_selected", "_selected_action": [custom.pk, other.pk], "post": "yes"},
         )
 
@@ -371,7 +349,7 @@ class TestCustomLimitEdits:
 
     def test_the_member_must_belong_to_the_organization(self, staff_client, organization, outsider):
         response = staff_client.post(
-            url(CustomLimit, "add"),
+            admin_url(CustomLimit, "add"),
             {"organization": organization.pk, "membership": outsider.pk, "limit": "5"},
         )
 
@@ -384,7 +362,7 @@ class TestCustomLimitEdits:
         custom_limit_set(organization=organization, membership=member, limit=D(5))
 
         response = staff_client.post(
-            url(CustomLimit, "add"),
+            admin_url(CustomLimit, "add"),
             {"organization": organization.pk, "membership": member.pk, "limit": "9"},
         )
 
@@ -394,7 +372,7 @@ class TestCustomLimitEdits:
 
     def test_a_zero_limit_is_a_form_error(self, staff_client, organization, member):
         response = staff_client.post(
-            url(CustomLimit, "add"),
+            admin_url(CustomLimit, "add"),
             {"organization": organization.pk, "membership": member.pk, "limit": "0"},
         )
 
@@ -407,7 +385,7 @@ class TestQueryCounts:
 
     @staticmethod
     def spend(organization, members, start):
-        limit_policy_update(organization=organization, enabled=True, default_limit=D(1))
+        limits_on(organization, 1)
         for membership in members:
             custom_limit_set(organization=organization, membership=membership, limit=D(2))
         usage_ingest(
@@ -434,11 +412,11 @@ class TestQueryCounts:
         members = MembershipFactory.create_batch(60, organization=organization)
         self.spend(organization, members[:2], start=0)
         with django_assert_max_num_queries(12) as few:
-            assert staff_client.get(url(model, "changelist")).status_code == 200
+            assert staff_client.get(admin_url(model, "changelist")).status_code == 200
 
         self.spend(organization, members[2:], start=2)
         with django_assert_max_num_queries(12) as many:
-            response = staff_client.get(url(model, "changelist"))
+            response = staff_client.get(admin_url(model, "changelist"))
 
         # Every row is counted and rendered on the one page, so the many rows are measured.
         changelist = response.context["cl"]

@@ -24,8 +24,8 @@ from billing.selectors import (
     organizations_with_usage_this_period,
 )
 from tests.accounts.test_admin import change_url, organization_form
-from tests.billing.test_gate import consume
 from tests.fixtures import logged_in
+from tests.helpers import consume
 
 
 def utc(*args: int) -> datetime:

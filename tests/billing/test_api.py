@@ -7,25 +7,20 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from alerts.services.configuration import alert_create
 from billing.models import CustomLimit, UsageEvent
-from tests.accounts.test_api import assert_error
 from tests.factories import AdminMembershipFactory, MembershipFactory
+from tests.helpers import absolute_alert, assert_error, post_usage
 
 pytestmark = pytest.mark.django_db
-
-
-def ingest(api, *events):
-    return api.post("/api/v1/usage", {"events": list(events)})
 
 
 class TestIngest:
     def test_accepts_and_reports_duplicates(self, api, member):
         event = {"idempotency_key": "e1", "user": member.external_id, "credits": 2.5}
-        response = ingest(api, event, {"idempotency_key": "e2", "credits": "1"})
+        response = post_usage(api, event, {"idempotency_key": "e2", "credits": "1"})
         assert response.status_code == 202, response.content
         assert response.json() == {"accepted": 2, "duplicates": 0}
-        assert ingest(api, event).json() == {"accepted": 0, "duplicates": 1}
+        assert post_usage(api, event).json() == {"accepted": 0, "duplicates": 1}
         assert UsageEvent.objects.count() == 2
 
     def test_every_field(self, api, member):
@@ -39,7 +34,7 @@ class TestIngest:
             "timestamp": moment.isoformat(),
             "properties": {"agent": "researcher"},
         }
-        assert ingest(api, event).status_code == 202
+        assert post_usage(api, event).status_code == 202
         stored = UsageEvent.objects.get()
         assert (stored.credits, stored.source, stored.timestamp) == (
             Decimal("0.000001"),
@@ -49,7 +44,7 @@ class TestIngest:
         assert stored.properties == {"agent": "researcher"}
 
     def test_invalid_event_refuses_the_whole_batch_naming_its_index(self, api):
-        response = ingest(
+        response = post_usage(
             api, {"idempotency_key": "ok", "credits": 1}, {"idempotency_key": "bad", "credits": -1}
         )
         error = assert_error(response, 422, field="events[1].credits")
@@ -75,11 +70,11 @@ class TestIngest:
         ],
     )
     def test_bad_events(self, api, event, field):
-        assert_error(ingest(api, event), 422, field=field)
+        assert_error(post_usage(api, event), 422, field=field)
 
     def test_unknown_user(self, api):
         assert_error(
-            ingest(api, {"idempotency_key": "k", "credits": 1, "user": "ghost"}),
+            post_usage(api, {"idempotency_key": "k", "credits": 1, "user": "ghost"}),
             422,
             "unknown_user",
             "events[0].user",
@@ -89,11 +84,13 @@ class TestIngest:
         soon = (timezone.now() + timedelta(minutes=4)).isoformat()
         later = (timezone.now() + timedelta(minutes=6)).isoformat()
         assert (
-            ingest(api, {"idempotency_key": "soon", "credits": 1, "timestamp": soon}).status_code
+            post_usage(
+                api, {"idempotency_key": "soon", "credits": 1, "timestamp": soon}
+            ).status_code
             == 202
         )
         assert_error(
-            ingest(api, {"idempotency_key": "late", "credits": 1, "timestamp": later}),
+            post_usage(api, {"idempotency_key": "late", "credits": 1, "timestamp": later}),
             422,
             "timestamp_in_future",
             "events[0].timestamp",
@@ -106,13 +103,13 @@ class TestIngest:
 
     def test_a_thousand_events(self, api):
         events = [{"idempotency_key": f"k{i}", "credits": "0.5"} for i in range(1000)]
-        assert ingest(api, *events).json() == {"accepted": 1000, "duplicates": 0}
+        assert post_usage(api, *events).json() == {"accepted": 1000, "duplicates": 0}
         assert api.get("/api/v1/usage/summary").json()["used"] == "500"
 
     def test_key_reused_with_another_body_is_409(self, api):
-        ingest(api, {"idempotency_key": "k", "credits": 1})
+        post_usage(api, {"idempotency_key": "k", "credits": 1})
         assert_error(
-            ingest(api, {"idempotency_key": "k", "credits": 2}),
+            post_usage(api, {"idempotency_key": "k", "credits": 2}),
             409,
             "idempotency_key_reused",
             "events[0].idempotency_key",
@@ -121,7 +118,9 @@ class TestIngest:
     def test_ingest_is_never_refused_for_limits(self, api, organization, member):
         api.patch("/api/v1/organization", {"credit_allowance": 1})
         api.put("/api/v1/user-limits", {"enabled": True, "default_limit": 1})
-        response = ingest(api, {"idempotency_key": "k", "credits": 100, "user": member.external_id})
+        response = post_usage(
+            api, {"idempotency_key": "k", "credits": 100, "user": member.external_id}
+        )
         assert response.json() == {"accepted": 1, "duplicates": 0}
 
 
@@ -189,7 +188,7 @@ class TestConsume:
         the day, the ledger row, the source, the alert configuration, the
         answer under its key, COMMIT.
         """
-        alert_create(organization=organization, threshold_type="absolute", threshold=Decimal(900))
+        absolute_alert(organization, 900)
         body = {"user": member.external_id, "credits": 1, "idempotency_key": "warm"}
         assert api.post("/api/v1/consume", body).status_code == 200
         with django_assert_num_queries(12):
@@ -206,7 +205,7 @@ class TestConsume:
         assert_error(response, 409, "idempotency_key_reused")
 
     def test_ingest_key_cannot_be_consumed(self, api, member):
-        ingest(api, {"idempotency_key": "shared", "credits": 1})
+        post_usage(api, {"idempotency_key": "shared", "credits": 1})
         response = api.post(
             "/api/v1/consume",
             {"user": member.external_id, "credits": 1, "idempotency_key": "shared"},
@@ -260,7 +259,7 @@ class TestSummary:
             "/api/v1/user-limits",
             {"enabled": True, "default_limit": "100", "excluded_sources": ["workflow"]},
         )
-        ingest(
+        post_usage(
             api,
             {"idempotency_key": "a", "credits": 10, "user": member.external_id},
             {
@@ -335,7 +334,7 @@ class TestLimitPolicy:
 
     def test_changing_exclusions_recounts_this_period(self, api, member):
         api.put("/api/v1/user-limits", {"enabled": True, "default_limit": 10})
-        ingest(
+        post_usage(
             api,
             {
                 "idempotency_key": "w",
@@ -400,7 +399,7 @@ class TestExceeding:
         api.put("/api/v1/user-limits", {"enabled": True, "default_limit": 10})
         api.put(f"/api/v1/user-limits/custom/{heavy.external_id}", {"limit": 100})
         api.put(f"/api/v1/user-limits/custom/{unlimited.external_id}", {"limit": None})
-        ingest(
+        post_usage(
             api,
             {"idempotency_key": "1", "credits": 10, "user": member.external_id},
             {"idempotency_key": "2", "credits": 9, "user": owner.external_id},
@@ -420,5 +419,5 @@ class TestExceeding:
         assert users[heavy.external_id]["limit"] == "20" and users[heavy.external_id]["crossed_at"]
 
     def test_empty_when_limits_are_off(self, api, member):
-        ingest(api, {"idempotency_key": "1", "credits": 10, "user": member.external_id})
+        post_usage(api, {"idempotency_key": "1", "credits": 10, "user": member.external_id})
         assert api.get("/api/v1/user-limits/exceeding").json() == {"data": [], "next_cursor": None}

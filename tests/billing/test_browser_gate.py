@@ -9,33 +9,11 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from accounts.models import Membership, Organization
-from alerts.services.changes import limit_policy_update
-from alerts.services.ingest import UsageInput, usage_ingest
 from billing.selectors import current_period
-from tests.browser import browser_fixture, page_fixture, screenshot  # noqa: F401
-from tests.factories import DEFAULT_PASSWORD
+from tests.browser import browser_fixture, log_in, page_fixture, screenshot  # noqa: F401
+from tests.helpers import limits_on, spend
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def log_in(page: Page, base_url: str, email: str) -> None:
-    page.goto(f"{base_url}/accounts/login/")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-
-
-def spend(membership: Membership, credits: int) -> None:
-    usage_ingest(
-        organization=membership.organization,
-        events=[
-            UsageInput(
-                idempotency_key=f"earlier-{membership.pk}",
-                credits=Decimal(credits),
-                user=membership.external_id,
-            )
-        ],
-    )
 
 
 def reset_text(organization: Organization) -> str:
@@ -47,9 +25,7 @@ def reset_text(organization: Organization) -> str:
 def limits(organization: Organization, owner: Membership) -> None:
     owner.user.name = "Olivia Owner"
     owner.user.save(update_fields=["name"])
-    limit_policy_update(
-        organization=organization, enabled=True, default_limit=Decimal(500), admins=[owner]
-    )
+    limits_on(organization, 500, admins=[owner])
 
 
 @pytest.mark.usefixtures("limits")

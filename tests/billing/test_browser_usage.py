@@ -14,11 +14,12 @@ from django.utils import timezone
 from playwright.sync_api import Browser, Page, expect
 
 from accounts.models import Membership, Organization
-from alerts.services.changes import custom_limit_set, limit_policy_update
+from alerts.services.changes import custom_limit_set
 from alerts.services.ingest import UsageInput, usage_ingest
 from billing.selectors import current_period
-from tests.browser import browser_fixture, page_fixture, screenshot  # noqa: F401
-from tests.factories import DEFAULT_PASSWORD, MembershipFactory
+from tests.browser import browser_fixture, log_in, page_fixture, screenshot  # noqa: F401
+from tests.factories import MembershipFactory
+from tests.helpers import limits_on
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -45,13 +46,6 @@ def wait_for_chart(page: Page, seconds: float = 10) -> None:
         time.sleep(0.05)
 
 
-def log_in(page: Page, base_url: str, email: str, *, next_path: str = "/usage/") -> None:
-    page.goto(f"{base_url}/accounts/login/?next={next_path}")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-
-
 @pytest.fixture(autouse=True)
 def server_clock():
     with time_machine.travel(MID_PERIOD, tick=True):
@@ -67,12 +61,7 @@ def usage(organization: Organization, owner: Membership, member: Membership) -> 
     owner.user.save(update_fields=["name"])
     member.user.name = "Max Member"
     member.user.save(update_fields=["name"])
-    limit_policy_update(
-        organization=organization,
-        enabled=True,
-        default_limit=Decimal(800),
-        excluded_sources=["workflow"],
-    )
+    limits_on(organization, 800, excluded_sources=["workflow"])
     colleagues = [
         MembershipFactory(
             organization=organization,
@@ -107,7 +96,7 @@ def usage(organization: Organization, owner: Membership, member: Membership) -> 
 @pytest.mark.usefixtures("usage")
 def test_an_admin_monitors_usage_and_exports_csv(live_server, page: Page, organization):
     page.emulate_media(reduced_motion="reduce")  # no animation: a steady screenshot
-    log_in(page, live_server.url, "owner@acme.test")
+    log_in(page, live_server.url, "owner@acme.test", next_path="/usage/")
 
     expect(page).to_have_url(f"{live_server.url}/usage/")
     expect(page.get_by_role("heading", name="Monitor usage", level=1)).to_be_visible()
@@ -163,7 +152,7 @@ def test_an_admin_monitors_usage_and_exports_csv(live_server, page: Page, organi
 def test_monitor_usage_on_a_phone(live_server, page: Page):
     page.emulate_media(reduced_motion="reduce")
     page.set_viewport_size({"width": 390, "height": 844})
-    log_in(page, live_server.url, "owner@acme.test")
+    log_in(page, live_server.url, "owner@acme.test", next_path="/usage/")
 
     expect(page.get_by_role("heading", name="Monitor usage", level=1)).to_be_visible()
     wait_for_chart(page)
@@ -176,7 +165,7 @@ def test_monitor_usage_on_a_phone(live_server, page: Page):
 
 def test_monitor_usage_without_allowance_or_usage(live_server, page: Page, owner):
     page.emulate_media(reduced_motion="reduce")
-    log_in(page, live_server.url, "owner@acme.test")
+    log_in(page, live_server.url, "owner@acme.test", next_path="/usage/")
 
     expect(page.get_by_text("No credit allowance is set")).to_be_visible()
     expect(page.get_by_role("heading", name="No usage yet this period")).to_be_visible()
@@ -192,7 +181,7 @@ def test_without_javascript_the_figures_are_a_table(live_server, browser: Browse
     )
     page = context.new_page()
     try:
-        log_in(page, live_server.url, "owner@acme.test")
+        log_in(page, live_server.url, "owner@acme.test", next_path="/usage/")
 
         expect(page.get_by_role("heading", name="Monitor usage", level=1)).to_be_visible()
         figures = page.get_by_role("table", name="Credits used per day")

@@ -5,21 +5,20 @@ in the same transaction, on ingest and on consume; exact; never counted twice.
 from __future__ import annotations
 
 import importlib
-import threading
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
 import time_machine
 from django.apps import apps
-from django.db import connection
 
-from alerts.services.consume import usage_consume
 from alerts.services.ingest import UsageInput, usage_ingest
 from billing.models import DailyUsage, OrganizationUsage, UsageEvent, UserLimitPolicy
 from billing.periods import period_containing
 from billing.selectors import DayUsage, current_period, daily_usage_list, period_days
 from tests.factories import MembershipFactory, OrganizationFactory
+from tests.fixtures import run_in_threads
+from tests.helpers import clock_held_at, consume
 
 pytestmark = pytest.mark.django_db
 
@@ -27,10 +26,7 @@ D = Decimal
 NOW = datetime(2026, 3, 20, 15, 0, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def frozen_time():
-    with time_machine.travel(NOW, tick=False):
-        yield
+frozen_time = clock_held_at(NOW)
 
 
 def days_of(organization) -> dict[date, Decimal]:
@@ -43,16 +39,6 @@ def days_of(organization) -> dict[date, Decimal]:
 
 def event(key: str, credits: str, moment: datetime, **extra) -> UsageInput:
     return UsageInput(idempotency_key=key, credits=D(credits), timestamp=moment, **extra)
-
-
-def consume(organization, membership, credits, *, key=None, source="assistant"):
-    return usage_consume(
-        organization=organization,
-        membership=membership,
-        credits=D(credits),
-        source=source,
-        idempotency_key=key,
-    ).decision
 
 
 # Ingest
@@ -299,31 +285,18 @@ def test_backfill_of_existing_usage(organization, other_organization, member):
 def test_concurrent_consumes_and_ingests_keep_the_day_exact():
     organization = OrganizationFactory(credit_allowance=D(50))
     members = MembershipFactory.create_batch(4, organization=organization)
-    barrier = threading.Barrier(24)
-    errors: list[Exception] = []
 
     def work(index: int) -> None:
-        try:
-            barrier.wait(timeout=10)
-            if index % 3 == 0:
-                usage_ingest(
-                    organization=organization,
-                    events=[event(f"i{index}", "1", NOW, user=members[index % 4].external_id)],
-                )
-            else:
-                consume(organization, members[index % 4], 5, key=f"c{index}")
-        except Exception as error:  # pragma: no cover - reported below
-            errors.append(error)
-        finally:
-            connection.close()
+        if index % 3 == 0:
+            usage_ingest(
+                organization=organization,
+                events=[event(f"i{index}", "1", NOW, user=members[index % 4].external_id)],
+            )
+        else:
+            consume(organization, members[index % 4], 5, key=f"c{index}")
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(24)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    run_in_threads(24, work)
 
-    assert not errors, errors
     period_total = OrganizationUsage.objects.get(organization=organization).used
     assert D(8) < period_total < D(88)  # every ingest counted, some consumes refused
     assert days_of(organization) == {date(2026, 3, 20): period_total}

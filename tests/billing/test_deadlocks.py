@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 from django.db import connection, transaction
-from django.db.models import Sum
+from django.db.models import QuerySet, Sum
 
 from accounts.models import Membership, Organization
 from accounts.services import api_key_create
@@ -37,6 +37,7 @@ from billing.models import DailyUsage, MemberUsage, OrganizationUsage, SourceUsa
 from config import dbretry
 from tests.factories import MembershipFactory
 from tests.fixtures import ApiClient, run_at_once
+from tests.helpers import post_consume, post_usage
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -74,43 +75,27 @@ def _retries(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [record for record in caplog.records if record.name == dbretry.logger.name]
 
 
+def _sums(rows: QuerySet[Any], by: str, *, amount: str = "used") -> dict[Any, Decimal]:
+    """{value of `by`: sum of `amount`} over `rows`."""
+    return dict(rows.values(by).annotate(total=Sum(amount)).values_list(by, "total"))
+
+
 def assert_totals_equal_the_ledger(organization: Organization) -> Decimal:
     """Every running total is the sum of the ledger's rows: nothing counted twice."""
     events = UsageEvent.objects.filter(organization=organization, meter="credits")
     total = events.aggregate(total=Sum("credits"))["total"] or D(0)
-    by_member = dict(
-        events.exclude(membership=None)
-        .values("membership_id")
-        .annotate(total=Sum("credits"))
-        .values_list("membership_id", "total")
-    )
-    by_source = dict(
-        events.values("source").annotate(total=Sum("credits")).values_list("source", "total")
-    )
+    by_member = _sums(events.exclude(membership=None), "membership_id", amount="credits")
+    by_source = _sums(events, "source", amount="credits")
     assert OrganizationUsage.objects.filter(organization=organization).aggregate(total=Sum("used"))[
         "total"
     ] == (total or None)
     assert DailyUsage.objects.filter(organization=organization).aggregate(total=Sum("used"))[
         "total"
     ] == (total or None)
-    assert (
-        dict(
-            MemberUsage.objects.filter(organization=organization)
-            .values("membership_id")
-            .annotate(total=Sum("used"))
-            .values_list("membership_id", "total")
-        )
-        == by_member
+    assert _sums(MemberUsage.objects.filter(organization=organization), "membership_id") == (
+        by_member
     )
-    assert (
-        dict(
-            SourceUsage.objects.filter(organization=organization)
-            .values("source")
-            .annotate(total=Sum("used"))
-            .values_list("source", "total")
-        )
-        == by_source
-    )
+    assert _sums(SourceUsage.objects.filter(organization=organization), "source") == by_source
     return total
 
 
@@ -201,10 +186,7 @@ def test_a_consume_of_a_key_a_batch_holds(organization, caplog, monkeypatch):
 
         def consume(key: str = events[-1]["idempotency_key"]) -> Any:
             assert keys_held.wait(timeout=20)
-            return consumer.post(
-                "/api/v1/consume",
-                {"user": member.external_id, "credits": 2, "idempotency_key": key},
-            )
+            return post_consume(consumer, member, 2, key=key)
 
         def release_once_the_consume_waits() -> None:
             assert keys_held.wait(timeout=20)
@@ -212,7 +194,7 @@ def test_a_consume_of_a_key_a_batch_holds(organization, caplog, monkeypatch):
             release.set()
 
         ingested, consumed, _ = run_at_once(
-            lambda events=events: ingester.post("/api/v1/usage", {"events": events}),
+            lambda events=events: post_usage(ingester, *events),
             consume,
             release_once_the_consume_waits,
         )
@@ -235,8 +217,7 @@ def test_an_ingest_and_a_consume_of_one_key_at_any_moment(organization, caplog):
     member = MembershipFactory(organization=organization)
     ingester, consumer = _clients(organization, 2)
     started = time.monotonic()
-    warm_up = ingester.post("/api/v1/usage", {"events": _batch("warm", [member])})
-    assert warm_up.status_code == 202
+    post_usage(ingester, *_batch("warm", [member]), status=202)
     duration = time.monotonic() - started
     rounds = 12
     winners = []
@@ -247,13 +228,10 @@ def test_an_ingest_and_a_consume_of_one_key_at_any_moment(organization, caplog):
 
         def consume(delay: float = delay, key: str = shared_key) -> Any:
             time.sleep(delay)
-            return consumer.post(
-                "/api/v1/consume",
-                {"user": member.external_id, "credits": 2, "idempotency_key": key},
-            )
+            return post_consume(consumer, member, 2, key=key)
 
         ingested, consumed = run_at_once(
-            lambda events=events: ingester.post("/api/v1/usage", {"events": events}), consume
+            lambda events=events: post_usage(ingester, *events), consume
         )
         statuses = (ingested.status_code, consumed.status_code)
         assert statuses in {(202, 409), (409, 200)}, (
@@ -332,15 +310,12 @@ def _deadlock_on_purpose(
 
 
 def _consume(client: ApiClient, member: Membership, key: str) -> Callable[[], Any]:
-    return lambda: client.post(
-        "/api/v1/consume", {"user": member.external_id, "credits": 3, "idempotency_key": key}
-    )
+    return lambda: post_consume(client, member, 3, key=key)
 
 
 def _ingest(client: ApiClient, member: Membership, key: str) -> Callable[[], Any]:
-    return lambda: client.post(
-        "/api/v1/usage",
-        {"events": [{"idempotency_key": key, "user": member.external_id, "credits": 3}]},
+    return lambda: post_usage(
+        client, {"idempotency_key": key, "user": member.external_id, "credits": 3}
     )
 
 

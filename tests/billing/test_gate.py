@@ -1,12 +1,10 @@
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 import time_machine
-from django.db import connection
 
 from alerts.services.consume import usage_consume
 from alerts.services.ingest import UsageInput, usage_ingest
@@ -28,6 +26,8 @@ from billing.selectors import (
 )
 from config.errors import Conflict
 from tests.factories import MembershipFactory
+from tests.fixtures import run_in_threads
+from tests.helpers import consume, counted, ingest
 
 pytestmark = pytest.mark.django_db
 
@@ -39,22 +39,6 @@ def set_limits(organization, *, default=None, excluded=(), enabled=True):
         organization=organization,
         defaults={"enabled": enabled, "default_limit": default, "excluded_sources": list(excluded)},
     )
-
-
-def consume(organization, membership, credits, source="assistant", key=None):
-    return usage_consume(
-        organization=organization,
-        membership=membership,
-        credits=D(credits),
-        source=source,
-        idempotency_key=key,
-    ).decision
-
-
-def counted(membership):
-    return member_usage_get(membership=membership, period=current_period(membership.organization))[
-        1
-    ]
 
 
 class TestExactness:
@@ -137,9 +121,7 @@ class TestPerUserLimits:
 
     def test_excluded_source_allowed_even_when_over_budget(self, organization, member):
         set_limits(organization, default=D(5), excluded=["workflow"])
-        usage_ingest(
-            organization=organization, events=[UsageInput("a", D(9), user=member.external_id)]
-        )
+        ingest(organization, 9, user=member, key="a")
         assert not consume(organization, member, 1).allowed
         assert consume(organization, member, 1, source="workflow").allowed
 
@@ -253,24 +235,17 @@ class TestIdempotency:
         assert raised.value.code == "idempotency_key_reused"
 
     def test_ingest_and_consume_share_keys(self, organization, member):
-        usage_ingest(
-            organization=organization, events=[UsageInput("shared", D(1), user=member.external_id)]
-        )
+        ingest(organization, 1, user=member, key="shared")
         with pytest.raises(Conflict):
             consume(organization, member, 1, key="shared")
         consume(organization, member, 1, key="consumed")
         with pytest.raises(Conflict):
-            usage_ingest(
-                organization=organization,
-                events=[UsageInput("consumed", D(1), user=member.external_id)],
-            )
+            ingest(organization, 1, user=member, key="consumed")
         assert counted(member) == D(2)
 
     def test_ingest_key_is_refused_to_a_consume_the_gate_would_refuse(self, organization, member):
         set_limits(organization, default=D(5))
-        usage_ingest(
-            organization=organization, events=[UsageInput("shared", D(1), user=member.external_id)]
-        )
+        ingest(organization, 1, user=member, key="shared")
         with pytest.raises(Conflict):
             consume(organization, member, 9, key="shared")
         assert not ConsumeAnswer.objects.exists()
@@ -280,9 +255,7 @@ class TestIdempotency:
         set_limits(organization, default=D(5))
         assert not consume(organization, member, 9, key="k").allowed
         with pytest.raises(Conflict) as raised:
-            usage_ingest(
-                organization=organization, events=[UsageInput("k", D(9), user=member.external_id)]
-            )
+            ingest(organization, 9, user=member, key="k")
         assert (raised.value.status, raised.value.code) == (409, "idempotency_key_reused")
         assert raised.value.field == "events[0].idempotency_key"
         assert not UsageEvent.objects.exists()
@@ -311,7 +284,7 @@ class TestIdempotency:
         ) == D(4)
 
     def test_ingest_key_reused_with_another_body_refuses_the_batch(self, organization, member):
-        usage_ingest(organization=organization, events=[UsageInput("e1", D(3))])
+        ingest(organization, 3, key="e1")
         with pytest.raises(Conflict) as raised:
             usage_ingest(
                 organization=organization, events=[UsageInput("e2", D(1)), UsageInput("e1", D(4))]
@@ -335,9 +308,7 @@ class TestIngest:
         organization.credit_allowance = D(10)
         organization.save()
         set_limits(organization, default=D(1))
-        result = usage_ingest(
-            organization=organization, events=[UsageInput("big", D(500), user=member.external_id)]
-        )
+        result = ingest(organization, 500, user=member, key="big")
         assert result.accepted == 1
         assert counted(member) == D(500)
         assert MemberUsage.objects.get().limit_reached_at is not None
@@ -436,33 +407,13 @@ class TestPeriods:
         }
 
 
-def _in_threads(count, work):
-    barrier = threading.Barrier(count)
-    results, errors = [], []
-
-    def run(index):
-        try:
-            barrier.wait(timeout=10)
-            results.append(work(index))
-        except Exception as error:
-            errors.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not errors, errors
-    return results
-
-
 @pytest.mark.django_db(transaction=True)
 class TestConcurrency:
     def test_forty_concurrent_consumers_never_pass_a_user_limit(self, organization, member):
         set_limits(organization, default=D(100))
-        results = _in_threads(40, lambda i: consume(organization, member, 5, key=f"c{i}").allowed)
+        results = run_in_threads(
+            40, lambda i: consume(organization, member, 5, key=f"c{i}").allowed
+        )
         assert results.count(True) == 20
         assert counted(member) == D(100)
         assert UsageEvent.objects.count() == 20
@@ -471,7 +422,7 @@ class TestConcurrency:
         organization.credit_allowance = D(100)
         organization.save()
         members = MembershipFactory.create_batch(8, organization=organization)
-        results = _in_threads(
+        results = run_in_threads(
             40, lambda i: consume(organization, members[i % 8], 5, key=f"o{i}").allowed
         )
         assert results.count(True) == 20
@@ -481,7 +432,7 @@ class TestConcurrency:
         assert sum(MemberUsage.objects.values_list("used", flat=True)) == D(100)
 
     def test_concurrent_retries_of_one_key_record_once(self, organization, member):
-        results = _in_threads(10, lambda i: consume(organization, member, 5, key="same").allowed)
+        results = run_in_threads(10, lambda i: consume(organization, member, 5, key="same").allowed)
         assert results == [True] * 10
         assert counted(member) == D(5)
         assert UsageEvent.objects.count() == 1
@@ -492,7 +443,7 @@ class TestConcurrency:
         the refusal replayed, and no row is left.
         """
         set_limits(organization, default=D(4))
-        results = _in_threads(10, lambda i: consume(organization, member, 5, key="same").reason)
+        results = run_in_threads(10, lambda i: consume(organization, member, 5, key="same").reason)
         assert results == [USER_LIMIT_REACHED] * 10
         assert not UsageEvent.objects.exists()
         assert ConsumeAnswer.objects.get().status_code == 402

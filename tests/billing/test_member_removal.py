@@ -14,12 +14,12 @@ from django.urls import reverse
 
 from accounts.models import Membership, Organization
 from alerts.models import Firing, FiringKind
-from alerts.services.changes import limit_policy_update
 from alerts.services.consume import usage_consume
 from alerts.services.ingest import UsageInput, usage_ingest
 from billing.models import DailyUsage, MemberUsage, SourceUsage, UsageEvent
 from billing.selectors import current_period, organization_used, usage_by_source
 from tests.fixtures import ApiClient, logged_in
+from tests.helpers import limits_on
 
 pytestmark = pytest.mark.django_db
 
@@ -31,7 +31,7 @@ def usage(organization: Organization, owner: Membership, member: Membership) -> 
     """The member used 15 credits from two sources and reached their limit
     (12); the owner and a caller without a user used some too.
     """
-    limit_policy_update(organization=organization, enabled=True, default_limit=D(12))
+    limits_on(organization, 12)
     usage_ingest(
         organization=organization,
         events=[

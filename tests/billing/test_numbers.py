@@ -12,22 +12,12 @@ from decimal import Decimal
 import pytest
 from django.template import Context, Template
 
-from alerts.services.ingest import UsageInput, usage_ingest
 from tests.fixtures import logged_in
+from tests.helpers import spend
 
 pytestmark = pytest.mark.django_db
 
 D = Decimal
-_keys = iter(range(10**9))
-
-
-def spend(membership, credits, source="assistant"):
-    usage_ingest(
-        organization=membership.organization,
-        events=[
-            UsageInput(f"n{next(_keys)}", D(credits), user=membership.external_id, source=source)
-        ],
-    )
 
 
 def render(template: str, **context) -> str:

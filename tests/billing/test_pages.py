@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-import time_machine
 from django.http import HttpResponse
 from django.template import Context, Template
 from django.test import Client
@@ -17,14 +16,14 @@ from django.views.decorators.http import require_http_methods
 
 from accounts.models import Membership, Organization
 from alerts.services.changes import custom_limit_set, limit_policy_update
-from alerts.services.ingest import UsageInput, usage_ingest
 from billing.models import MemberUsage, UsageEvent
-from billing.selectors import admins_to_ask, current_period, member_usage_get
+from billing.selectors import admins_to_ask
 from billing.web import GatedHttpRequest, credit_gate
 from config.credits import format_credits
 from config.dbretry import ConcurrentUpdate
 from tests.factories import AdminMembershipFactory, MembershipFactory
 from tests.fixtures import logged_in
+from tests.helpers import assert_shows, clock_held_at, counted, limits_on, page_html, spend
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
 
@@ -53,31 +52,7 @@ def host_view(request: GatedHttpRequest) -> HttpResponse:
 urlpatterns = [path("host/", host_view), path("", include("config.urls"))]
 
 
-@pytest.fixture(autouse=True)
-def frozen_time():
-    with time_machine.travel(NOW, tick=False):
-        yield
-
-
-def spend(membership: Membership, credits: str | int, *, source: str = "assistant", key: str = ""):
-    usage_ingest(
-        organization=membership.organization,
-        events=[
-            UsageInput(
-                idempotency_key=key or f"{membership.pk}-{source}-{credits}",
-                credits=D(credits),
-                user=membership.external_id,
-                source=source,
-            )
-        ],
-    )
-
-
-def counted(membership: Membership) -> Decimal:
-    _, counted_usage = member_usage_get(
-        membership=membership, period=current_period(membership.organization)
-    )
-    return counted_usage
+frozen_time = clock_held_at(NOW)
 
 
 def run_assistant(client: Client, prompt: str = "Summarize my week", **headers: str):
@@ -100,7 +75,7 @@ def test_an_allowed_run_executes_the_view_and_records_the_usage(member):
 
 
 def test_an_allowed_run_shows_usage_limit_and_remaining_after_it(member, organization):
-    limit_policy_update(organization=organization, enabled=True, default_limit=D(100))
+    limits_on(organization, 100)
     spend(member, 20)
 
     html = run_assistant(logged_in(member)).content.decode()
@@ -127,14 +102,14 @@ def test_htmx_run_returns_only_the_result(member):
 
 
 def test_the_page_itself_is_free(member):
-    response = logged_in(member).get("/assistant/")
-
-    assert response.status_code == 200
-    html = response.content.decode()
-    assert '<label for="id_prompt">Prompt</label>' in html
-    assert "Run assistant" in html
-    assert "5 credits per run" in html
-    assert 'hx-post="/assistant/"' in html
+    html = page_html(member, "/assistant/")
+    assert_shows(
+        html,
+        '<label for="id_prompt">Prompt</label>',
+        "Run assistant",
+        "5 credits per run",
+        'hx-post="/assistant/"',
+    )
     assert not UsageEvent.objects.exists()
 
 
@@ -189,9 +164,7 @@ def test_the_gate_refuses_bad_settings_when_a_view_is_decorated():
 
 @pytest.fixture
 def member_at_limit(organization: Organization, owner: Membership, member: Membership):
-    limit_policy_update(
-        organization=organization, enabled=True, default_limit=D(500), admins=[owner]
-    )
+    limits_on(organization, 500, admins=[owner])
     spend(member, 500)
     return member
 
@@ -232,21 +205,22 @@ def test_refused_for_the_organization_shows_its_usage_and_allowance(organization
 
     assert response.status_code == 402
     html = response.content.decode()
-    assert "Your organization is out of credits" in html
-    assert "Your organization has used 998 of its 1,000 credits" in html
-    assert "Organization usage this period" in html
-    assert '<strong class="figure">998</strong> of 1,000 credits' in html
-    assert "(the organization's allowance)" in html
-    assert "Credits reset" in html
-    assert "July 1, 2025, 00:00 UTC" in html
+    assert_shows(
+        html,
+        "Your organization is out of credits",
+        "Your organization has used 998 of its 1,000 credits",
+        "Organization usage this period",
+        '<strong class="figure">998</strong> of 1,000 credits',
+        "(the organization's allowance)",
+        "Credits reset",
+        "July 1, 2025, 00:00 UTC",
+    )
     assert counted(member) == 0
 
 
 def test_the_policy_admins_are_the_ones_to_ask(organization, owner, member):
     other_admin = AdminMembershipFactory(organization=organization, user__email="cfo@acme.test")
-    limit_policy_update(
-        organization=organization, enabled=True, default_limit=D(1), admins=[other_admin]
-    )
+    limits_on(organization, 1, admins=[other_admin])
 
     html = run_assistant(logged_in(member)).content.decode()
 
@@ -258,7 +232,7 @@ def test_all_admins_are_asked_when_the_policy_names_none(organization, owner, me
     AdminMembershipFactory(organization=organization, user__email="cfo@acme.test")
     MembershipFactory(organization=organization, user__email="colleague@acme.test")
     AdminMembershipFactory(user__email="admin@elsewhere.test")
-    limit_policy_update(organization=organization, enabled=True, default_limit=D(1))
+    limits_on(organization, 1)
 
     html = run_assistant(logged_in(member)).content.decode()
 
@@ -337,7 +311,7 @@ def test_the_gated_host_view_alone_also_sends_anonymous_visitors_to_log_in(db):
 def test_an_allowed_run_makes_a_bounded_number_of_queries(
     member, organization, django_assert_max_num_queries
 ):
-    limit_policy_update(organization=organization, enabled=True, default_limit=D(100))
+    limits_on(organization, 100)
     client = logged_in(member)
     client.get("/assistant/")  # the first visit stores the organization in the session
 
@@ -371,22 +345,20 @@ def test_a_refusal_makes_a_bounded_number_of_queries(
 
 
 def test_my_usage_shows_counted_usage_against_the_limit(organization, member):
-    limit_policy_update(
-        organization=organization, enabled=True, default_limit=D(500), excluded_sources=["workflow"]
-    )
+    limits_on(organization, 500, excluded_sources=["workflow"])
     spend(member, 420)
     spend(member, 80, source="workflow")
 
-    response = logged_in(member).get("/me/usage/")
-
-    assert response.status_code == 200
-    html = response.content.decode()
-    assert "<h1>My usage</h1>" in html
-    assert '<strong class="figure">420</strong> of 500 credits used' in html
-    assert '<span class="figure">84%</span>' in html
-    assert 'aria-valuenow="84"' in html
-    assert "progress-warning" in html
-    assert "Nearly used" in html
+    html = page_html(member, "/me/usage/")
+    assert_shows(
+        html,
+        "<h1>My usage</h1>",
+        '<strong class="figure">420</strong> of 500 credits used',
+        '<span class="figure">84%</span>',
+        'aria-valuenow="84"',
+        "progress-warning",
+        "Nearly used",
+    )
     # remaining, total incl. excluded sources, which sources are excluded
     assert '<span class="figure">80</span> credits' in html
     assert '<span class="figure">500</span> credits' in html  # total, all sources
@@ -406,7 +378,7 @@ def test_my_usage_without_a_limit_says_no_limit(organization, member):
 
 
 def test_my_usage_with_an_unlimited_custom_limit(organization, member):
-    limit_policy_update(organization=organization, enabled=True, default_limit=D(10))
+    limits_on(organization, 10)
     custom_limit_set(organization=organization, membership=member, limit=None)
     spend(member, 50)
 
@@ -419,12 +391,15 @@ def test_my_usage_with_an_unlimited_custom_limit(organization, member):
 def test_my_usage_over_budget_shows_whom_to_ask(member_at_limit):
     html = logged_in(member_at_limit).get("/me/usage/").content.decode()
 
-    assert "Limit reached" in html
-    assert "progress-danger" in html
-    assert '<span class="figure">100%</span>' in html
-    assert "You've reached your credit limit" in html
-    assert "Ask an admin" in html
-    assert "mailto:owner@acme.test" in html
+    assert_shows(
+        html,
+        "Limit reached",
+        "progress-danger",
+        '<span class="figure">100%</span>',
+        "You've reached your credit limit",
+        "Ask an admin",
+        "mailto:owner@acme.test",
+    )
     assert "This action needs" not in html
 
 
@@ -435,11 +410,14 @@ def test_my_usage_shows_an_exhausted_organization(organization, owner, member):
 
     html = logged_in(member).get("/me/usage/").content.decode()
 
-    assert "Acme Inc allowance" in html
-    assert '<span class="badge badge-danger">Exhausted</span>' in html
-    assert "credit-consuming actions are blocked until it resets" in html
-    assert "Your organization is out of credits" in html
-    assert "mailto:owner@acme.test" in html
+    assert_shows(
+        html,
+        "Acme Inc allowance",
+        '<span class="badge badge-danger">Exhausted</span>',
+        "credit-consuming actions are blocked until it resets",
+        "Your organization is out of credits",
+        "mailto:owner@acme.test",
+    )
 
 
 def test_my_usage_with_an_organization_with_credits_left(organization, member):

@@ -6,29 +6,21 @@ was pruned is still not counted twice.
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 import time_machine
 from django.conf import settings
-from django.db import connection
 
 from billing.models import ConsumeAnswer, UsageEvent
 from billing.retention import consume_answers_prune
-from config.celery import app
-from tests.accounts.test_api import assert_error
+from tests.fixtures import run_at_once
+from tests.helpers import assert_error, post_consume, run_daily_task
 
 pytestmark = pytest.mark.django_db
 
 NOW = datetime(2026, 6, 15, 12, tzinfo=UTC)
-
-
-def consume(api, member, key, credits=3):
-    return api.post(
-        "/api/v1/consume", {"user": member.external_id, "credits": credits, "idempotency_key": key}
-    )
 
 
 def answers(organization, created_at, count, prefix="old"):
@@ -54,7 +46,7 @@ def test_answers_older_than_the_window_go_and_the_ledger_stays(api, member):
         ("today", timedelta(0)),
     ]:
         with time_machine.travel(NOW - age, tick=False):
-            assert consume(api, member, key).status_code == 200
+            assert post_consume(api, member, 3, key=key).status_code == 200
 
     with time_machine.travel(NOW, tick=False):
         assert consume_answers_prune() == 2
@@ -69,7 +61,7 @@ def test_answers_older_than_the_window_go_and_the_ledger_stays(api, member):
 def test_a_longer_window_keeps_them_longer(api, member, settings):
     settings.IDEMPOTENCY_RETENTION_DAYS = 60
     with time_machine.travel(NOW - timedelta(days=59), tick=False):
-        consume(api, member, "k")
+        post_consume(api, member, 3, key="k")
     with time_machine.travel(NOW, tick=False):
         assert consume_answers_prune() == 0
     assert ConsumeAnswer.objects.count() == 1
@@ -81,14 +73,14 @@ def test_a_retry_after_its_answer_was_pruned_is_not_counted_twice(api, member):
     it is answered 409 `idempotency_key_expired`, never 500, never counted.
     """
     with time_machine.travel(NOW - timedelta(days=40), tick=False):
-        first = consume(api, member, "k")
+        first = post_consume(api, member, 3, key="k")
         assert first.status_code == 200
         # Within the window the same request gets the same answer back.
-        assert consume(api, member, "k").json() == first.json()
+        assert post_consume(api, member, 3, key="k").json() == first.json()
 
     with time_machine.travel(NOW, tick=False):
         assert consume_answers_prune() == 1
-        retry = consume(api, member, "k")
+        retry = post_consume(api, member, 3, key="k")
         summary = api.get("/api/v1/usage/summary").json()
 
     assert_error(retry, 409, "idempotency_key_expired", "idempotency_key")
@@ -100,10 +92,10 @@ def test_a_retry_after_its_answer_was_pruned_is_not_counted_twice(api, member):
 
 def test_a_pruned_key_with_another_body_is_still_reused(api, member):
     with time_machine.travel(NOW - timedelta(days=40), tick=False):
-        assert consume(api, member, "k").status_code == 200
+        assert post_consume(api, member, 3, key="k").status_code == 200
     with time_machine.travel(NOW, tick=False):
         consume_answers_prune()
-        other = consume(api, member, "k", credits=4)
+        other = post_consume(api, member, 4, key="k")
     assert_error(other, 409, "idempotency_key_reused", "idempotency_key")
 
 
@@ -121,41 +113,18 @@ def test_batches_and_running_twice(organization):
 @pytest.mark.django_db(transaction=True)
 def test_two_runs_at_once_share_the_work(organization):
     answers(organization, NOW - timedelta(days=40), 60)
-    barrier = threading.Barrier(2)
-    counts: list[int] = []
-    errors: list[BaseException] = []
 
-    def run():
-        try:
-            barrier.wait(timeout=10)
-            counts.append(consume_answers_prune(now=NOW, batch_size=5))
-        except BaseException as error:
-            errors.append(error)
-        finally:
-            connection.close()
+    def prune() -> int:
+        return consume_answers_prune(now=NOW, batch_size=5)
 
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    counts = run_at_once(prune, prune)
 
-    assert errors == []
     assert sum(counts) == 60
     assert not ConsumeAnswer.objects.exists()
 
 
 def test_the_beat_schedule_runs_the_pruning(organization):
     answers(organization, NOW - timedelta(days=40), 2)
-    [entry] = [
-        entry
-        for entry in settings.CELERY_BEAT_SCHEDULE.values()
-        if entry["task"] == "billing.tasks.prune_consume_answers"
-    ]
-    assert entry["schedule"] <= 24 * 60 * 60
-    app.loader.import_default_modules()  # as a worker does when it starts: finds the tasks
-
-    with time_machine.travel(NOW, tick=False):
-        app.tasks[entry["task"]].delay()
+    run_daily_task("billing.tasks.prune_consume_answers", at=NOW)
 
     assert not ConsumeAnswer.objects.exists()

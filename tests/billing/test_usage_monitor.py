@@ -10,15 +10,12 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
-import time_machine
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Membership, Organization, Role, User
-from alerts.services.changes import custom_limit_set, limit_policy_update
-from alerts.services.consume import usage_consume
-from alerts.services.ingest import UsageInput, usage_ingest
+from alerts.services.changes import custom_limit_set
 from billing.models import (
     CustomLimit,
     DailyUsage,
@@ -29,6 +26,7 @@ from billing.models import (
 )
 from tests.factories import MembershipFactory
 from tests.fixtures import logged_in
+from tests.helpers import assert_shows, clock_held_at, consume, ingest, limits_on, page_html, spend
 
 pytestmark = pytest.mark.django_db
 
@@ -37,34 +35,7 @@ NOW = datetime(2025, 6, 15, 12, 30, tzinfo=UTC)
 PERIOD_START = datetime(2025, 6, 1, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def frozen_time():
-    with time_machine.travel(NOW, tick=False):
-        yield
-
-
-_keys = iter(range(1_000_000))
-
-
-def spend(
-    membership: Membership,
-    credits: str | int,
-    *,
-    source: str = "assistant",
-    at: datetime | None = None,
-) -> None:
-    usage_ingest(
-        organization=membership.organization,
-        events=[
-            UsageInput(
-                idempotency_key=f"spend-{next(_keys)}",
-                credits=D(credits),
-                user=membership.external_id,
-                source=source,
-                timestamp=at,
-            )
-        ],
-    )
+frozen_time = clock_held_at(NOW)
 
 
 def chart_data(html: str) -> dict:
@@ -123,16 +94,16 @@ def test_usage_against_the_allowance(owner, member, organization):
     organization.save()
     spend(member, "420.5")
 
-    response = logged_in(owner).get("/usage/")
-
-    assert response.status_code == 200
-    html = response.content.decode()
-    assert "<h1>Monitor usage</h1>" in html
-    assert "June 1 to June 30, 2025 (UTC)" in html
-    assert '<strong class="figure">420.5</strong> of 1,000 credits used' in html
-    assert '<span class="figure">42%</span>' in html
-    assert 'aria-valuenow="42"' in html
-    assert '<span class="badge badge-success">Within allowance</span>' in html
+    html = page_html(owner, "/usage/")
+    assert_shows(
+        html,
+        "<h1>Monitor usage</h1>",
+        "June 1 to June 30, 2025 (UTC)",
+        '<strong class="figure">420.5</strong> of 1,000 credits used',
+        '<span class="figure">42%</span>',
+        'aria-valuenow="42"',
+        '<span class="badge badge-success">Within allowance</span>',
+    )
     assert '<dd class="stat-value">579.5</dd>' in html  # remaining
     assert '<time datetime="2025-07-01T00:00:00+00:00">July 1, 2025, 00:00 UTC</time>' in html
 
@@ -184,10 +155,7 @@ def test_chart_data_has_every_day_of_the_period(owner, member, other_organizatio
     spend(member, "0.5", at=datetime(2025, 6, 2, 23, 59, tzinfo=UTC))
     spend(member, 10, at=datetime(2025, 6, 15, 8, 0, tzinfo=UTC))
     spend(member, 99, at=datetime(2025, 5, 31, 23, 59, tzinfo=UTC))  # the period before
-    usage_ingest(
-        organization=other_organization,
-        events=[UsageInput(idempotency_key="x", credits=D(55), timestamp=NOW)],
-    )
+    ingest(other_organization, 55, key="x", at=NOW)
 
     data = chart_data(logged_in(owner).get("/usage/").content.decode())
 
@@ -216,11 +184,14 @@ def test_the_chart_is_drawn_by_a_static_script_with_a_fallback_table(owner, memb
     )
     assert 'aria-label="Bar chart of credits used per day from June 1 to June 30, 2025' in html
     # The chart's box is shown, and the table folded, by the script that draws it.
-    assert '<div class="usage-chart" hidden>' in html
-    assert '<details class="usage-chart-data" open>' in html
-    assert '<time datetime="2025-06-03">Tue, Jun 3</time></th><td class="num">7</td>' in html
-    assert '<time datetime="2025-06-02">Mon, Jun 2</time></th><td class="num">0</td>' in html
-    assert '<th scope="row">Total</th><td class="num">7</td>' in html
+    assert_shows(
+        html,
+        '<div class="usage-chart" hidden>',
+        '<details class="usage-chart-data" open>',
+        '<time datetime="2025-06-03">Tue, Jun 3</time></th><td class="num">7</td>',
+        '<time datetime="2025-06-02">Mon, Jun 2</time></th><td class="num">0</td>',
+        '<th scope="row">Total</th><td class="num">7</td>',
+    )
 
 
 def test_the_page_reads_totals_never_the_raw_events(owner, member):
@@ -240,12 +211,7 @@ def test_the_page_reads_totals_never_the_raw_events(owner, member):
 
 
 def test_top_users_are_the_ten_heaviest_with_their_limits(owner, organization):
-    limit_policy_update(
-        organization=organization,
-        enabled=True,
-        default_limit=D(100),
-        excluded_sources=["workflow"],
-    )
+    limits_on(organization, 100, excluded_sources=["workflow"])
     members = [
         MembershipFactory(
             organization=organization,
@@ -307,10 +273,7 @@ def test_usage_by_source_lists_every_source_with_its_share(owner, member, organi
     spend(member, 30)
     spend(member, 10, source="workflow")
     spend(member, 60, source="agent_external")
-    usage_ingest(  # usage without a user counts too
-        organization=organization,
-        events=[UsageInput(idempotency_key="api", credits=D(100), source="api")],
-    )
+    ingest(organization, 100, source="api", key="api")  # usage without a user counts too
 
     html = logged_in(owner).get("/usage/").content.decode()
 
@@ -335,12 +298,7 @@ def test_usage_by_source_lists_every_source_with_its_share(owner, member, organi
 
 
 def test_export_csv_columns_and_rows(owner, member, organization):
-    limit_policy_update(
-        organization=organization,
-        enabled=True,
-        default_limit=D(500),
-        excluded_sources=["workflow"],
-    )
+    limits_on(organization, 500, excluded_sources=["workflow"])
     colleague = MembershipFactory(
         organization=organization, user__email="colleague@acme.test", external_id="u-42"
     )
@@ -376,8 +334,7 @@ def test_export_csv_leaves_out_members_whose_usage_was_undone(owner, member, org
     organization.credit_allowance = D(5)
     organization.save()
     spend(owner, 5)
-    refused = usage_consume(organization=organization, membership=member, credits=D(1))
-    assert not refused.decision.allowed
+    assert not consume(organization, member, 1).allowed
     assert MemberUsage.objects.filter(membership=member, used=0).exists()
 
     rows = csv_rows(logged_in(owner).get("/usage/export.csv"))
@@ -425,7 +382,7 @@ def large_organization(organization: Organization, owner: Membership) -> Organiz
         )
         for index, user in enumerate(users)
     )
-    limit_policy_update(organization=organization, enabled=True, default_limit=D(1000))
+    limits_on(organization, 1000)
     CustomLimit.objects.bulk_create(
         CustomLimit(organization=organization, membership=membership, limit=D(2000))
         for membership in memberships[:50]
@@ -509,7 +466,7 @@ def test_my_usage_names_the_periods_last_day_and_the_time_left(member):
 
 
 def test_the_blocked_notice_says_how_long_until_it_resets(organization, owner, member):
-    limit_policy_update(organization=organization, enabled=True, default_limit=D(5))
+    limits_on(organization, 5)
     spend(member, 5)
 
     response = logged_in(member).post("/assistant/", {"prompt": "One more"})

@@ -12,12 +12,12 @@ from django.urls import reverse
 
 from accounts.admin import OrganizationAdmin
 from accounts.models import Organization
-from alerts.services.configuration import alert_create, user_alert_policy_update
 from alerts.services.ingest import UsageInput, usage_ingest
 from billing.models import DailyUsage, MemberUsage, OrganizationUsage, SourceUsage, UsageEvent
 from config.admin_site import CreditsAdminMixin, HeadroomAdminSite, is_credits_field
 from tests.accounts.test_admin import change_url, organization_form
 from tests.factories import OrganizationFactory
+from tests.helpers import absolute_alert, ingest, user_alerts_on
 
 pytestmark = pytest.mark.django_db
 
@@ -80,7 +80,7 @@ def test_the_usage_lists_show_credits_without_trailing_zeros(staff_client, organ
 
 
 def test_read_only_pages_show_credits_without_trailing_zeros(staff_client, organization, member):
-    usage_ingest(organization=organization, events=[UsageInput("a", D("0.5"))])
+    ingest(organization, "0.5", key="a")
     event = UsageEvent.objects.get()
 
     response = staff_client.get(reverse("admin:billing_usageevent_change", args=[event.pk]))
@@ -94,10 +94,8 @@ def test_read_only_pages_show_credits_without_trailing_zeros(staff_client, organ
 def test_change_forms_show_credits_without_trailing_zeros(staff_client, organization, owner):
     organization.credit_allowance = D(100)
     organization.save()
-    alert = alert_create(organization=organization, threshold_type="absolute", threshold=D("0.5"))
-    user_alert_policy_update(
-        organization=organization, enabled=True, threshold=D(40), notify_user=True
-    )
+    alert = absolute_alert(organization, "0.5")
+    user_alerts_on(organization, 40, notify_user=True)
 
     html = staff_client.get(change_url(organization)).content.decode()
     assert 'name="credit_allowance" value="100"' in html

@@ -7,20 +7,13 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser import browser_fixture, page_fixture  # noqa: F401
-from tests.test_browser import log_in
+from tests.browser import browser_fixture, log_in, page_fixture, watch_csp  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def test_no_csp_violation_on_the_pages(live_server, page: Page, owner):
-    violations: list[str] = []
-    page.on(
-        "console",
-        lambda message: (
-            violations.append(message.text) if "Content Security Policy" in message.text else None
-        ),
-    )
+    violations = watch_csp(page)
     log_in(page, live_server.url, "owner@acme.test")
 
     page.get_by_role("button", name="Add alert").click()

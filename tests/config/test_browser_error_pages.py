@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser import browser_fixture, page_fixture, screenshot  # noqa: F401
-from tests.test_browser import log_in
+from tests.browser import browser_fixture, log_in, page_fixture, screenshot  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

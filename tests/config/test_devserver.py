@@ -30,6 +30,7 @@ import psycopg
 import pytest
 
 from alerts.models import MAX_ORGANIZATION_ALERTS
+from tests.processes import ProcessOutput, free_port, status_once_up
 
 ROOT = Path(__file__).resolve().parents[2]
 DEVSERVER_DATABASE = "headroom_devserver_check"
@@ -47,12 +48,6 @@ MAX_DATABASE_CONNECTIONS = 20
 DEMO_MEMBERS = ("admin@acme.test", "priya@acme.test", "sam@acme.test", "chen@acme.test")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _read_until(process: subprocess.Popen[str], marker: str, seconds: float) -> list[str]:
     lines: list[str] = []
     deadline = time.monotonic() + seconds
@@ -67,18 +62,6 @@ def _read_until(process: subprocess.Popen[str], marker: str, seconds: float) -> 
         if marker in line:
             return lines
     raise AssertionError(f"{marker!r} not printed; got:\n" + "\n".join(lines))
-
-
-def _get(url: str, seconds: float = 30) -> int:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return response.status
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
 
 
 def _descendants(pid: int) -> set[int]:
@@ -156,52 +139,33 @@ def _stop_and_check(process: subprocess.Popen[str], port: int) -> None:
 
 
 def test_make_run_embedded_mode(tmp_path):
-    port = _free_port()
+    port = free_port()
     process = _run_make(_base_env(port))
     try:
         lines = _read_until(process, "Admin login:", seconds=240)
         assert "SQLite" in lines[0] and "DATABASE_URL is not set" in lines[0]
         assert "in-process" in lines[1] and "REDIS_URL is not set" in lines[1]
         assert any("admin@acme.test" in line for line in lines)
-        assert _get(f"http://127.0.0.1:{port}/accounts/login/") == 200
+        assert status_once_up(f"http://127.0.0.1:{port}/accounts/login/") == 200
     finally:
         _stop_and_check(process, port)
 
 
 def test_make_run_with_postgres_and_redis_starts_a_worker():
-    port = _free_port()
+    port = free_port()
     env = _base_env(port) | _fresh_postgres_and_redis()
     process = _run_make(env)
     try:
         lines = _read_until(process, "ready.", seconds=240)  # Celery's "celery@host ready."
         assert "PostgreSQL" in lines[0] and "Celery worker" in lines[1]
         assert any("admin@acme.test" in line for line in lines)
-        assert _get(f"http://127.0.0.1:{port}/accounts/login/") == 200
+        assert status_once_up(f"http://127.0.0.1:{port}/accounts/login/") == 200
     finally:
         _stop_and_check(process, port)
         _drop_database()
 
 
 # A real server: idle keep-alive clients, a burst of consumes, DEBUG off.
-
-
-class _Output:
-    """Reads make run's output to the end once the test has what it waited
-    for: a pipe left full would block the server's access log, and so the server.
-    """
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._drain, args=(process,), daemon=True)
-        self._thread.start()
-
-    def _drain(self, process: subprocess.Popen[str]) -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def tail(self, count: int = 40) -> str:
-        return "\n".join(self.lines[-count:])
 
 
 def _create_api_key(env: dict[str, str]) -> str:
@@ -352,7 +316,7 @@ def _idle_clients_then_a_burst(port: int, key: str) -> Load:
     return load
 
 
-def _assert_held(load: Load, output: _Output) -> None:
+def _assert_held(load: Load, output: ProcessOutput) -> None:
     logs = f"\nmake run's output ends with:\n{output.tail()}"
     assert load.idle_first == Counter({200: IDLE_CLIENTS}), f"{load.idle_first}{logs}"
     assert set(load.consumes) <= {200, 402}, f"{load.consumes}{logs}"
@@ -392,13 +356,13 @@ class _ConnectionCount:
 
 
 def test_make_run_embedded_mode_holds_idle_clients_and_a_burst() -> None:
-    port = _free_port()
+    port = free_port()
     env = _base_env(port)
     process = _run_make(env)
     try:
         _read_until(process, "Headroom is at", seconds=240)
-        output = _Output(process)
-        assert _get(f"http://127.0.0.1:{port}/accounts/login/") == 200
+        output = ProcessOutput(process)
+        assert status_once_up(f"http://127.0.0.1:{port}/accounts/login/") == 200
 
         load = _idle_clients_then_a_burst(port, _create_api_key(env))
 
@@ -408,13 +372,13 @@ def test_make_run_embedded_mode_holds_idle_clients_and_a_burst() -> None:
 
 
 def test_make_run_with_postgres_holds_idle_clients_and_a_burst_on_few_connections() -> None:
-    port = _free_port()
+    port = free_port()
     env = _base_env(port) | _fresh_postgres_and_redis()
     process = _run_make(env)
     try:
         _read_until(process, "ready.", seconds=240)  # the Celery worker's
-        output = _Output(process)
-        assert _get(f"http://127.0.0.1:{port}/accounts/login/") == 200
+        output = ProcessOutput(process)
+        assert status_once_up(f"http://127.0.0.1:{port}/accounts/login/") == 200
         key = _create_api_key(env)
 
         with _ConnectionCount(DEVSERVER_DATABASE) as connections:
@@ -430,14 +394,14 @@ def test_make_run_with_postgres_holds_idle_clients_and_a_burst_on_few_connection
 
 
 def test_make_run_with_debug_off_serves_pages_and_static_files_without_a_secret_key() -> None:
-    port = _free_port()
+    port = free_port()
     env = _base_env(port) | {"DEBUG": "0"}  # and no SECRET_KEY, ALLOWED_HOSTS or SITE_URL
     process = _run_make(env)
     try:
         _read_until(process, "Headroom is at", seconds=240)
-        output = _Output(process)
+        output = ProcessOutput(process)
         base = f"http://127.0.0.1:{port}"
-        assert _get(f"{base}/accounts/login/") == 200, output.tail()
+        assert status_once_up(f"{base}/accounts/login/") == 200, output.tail()
         with urllib.request.urlopen(f"{base}/accounts/login/", timeout=10) as response:
             page = response.read().decode()
         # The page names its stylesheet by the hashed name of the manifest.

@@ -15,7 +15,6 @@ import shlex
 import signal
 import sqlite3
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -29,7 +28,7 @@ from django.test import Client
 from accounts.models import Membership
 from billing.models import UsageEvent
 from config.devserver import write_env_file
-from tests.config.test_devserver import _free_port, _get
+from tests.processes import ProcessOutput, free_port, status_once_up
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -66,32 +65,6 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-class _Console:
-    """Everything `make run` prints, read on a thread so that it never blocks."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._drain, args=(process,), daemon=True)
-        self._thread.start()
-
-    def _drain(self, process: subprocess.Popen[str]) -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_for(self, marker: str, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if any(marker in line for line in self.lines):
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"{marker!r} not printed; got:\n" + "\n".join(self.lines))
-
-    def finish(self) -> list[str]:
-        self._thread.join(timeout=30)
-        return self.lines
-
-
 def _post(url: str, key: str, body: object) -> tuple[int, dict[str, object]]:
     request = urllib.request.Request(
         url,
@@ -118,7 +91,7 @@ def _manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 
 def test_make_run_then_the_readme_commands_in_a_shell(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env_file = tmp_path / ".env"
     database = tmp_path / "db.sqlite3"
     process = subprocess.Popen(
@@ -132,10 +105,10 @@ def test_make_run_then_the_readme_commands_in_a_shell(tmp_path: Path) -> None:
         text=True,
         start_new_session=True,
     )
-    console = _Console(process)
+    console = ProcessOutput(process)
     try:
         console.wait_for("Headroom is at", seconds=240)
-        assert _get(f"http://127.0.0.1:{port}/accounts/login/") == 200
+        assert status_once_up(f"http://127.0.0.1:{port}/accounts/login/") == 200
         (key_line,) = [line for line in console.lines if line.startswith("Demo API key (shown")]
         demo_key = key_line.rsplit(" ", 1)[-1]
         # Taylor is at 420 of 500: 100 more reaches the limit, and the admin is emailed.
@@ -225,25 +198,20 @@ def test_the_tests_never_read_a_developers_env_file() -> None:
     production settings read the checkout's `.env` by default.
     """
     probe = "import importlib, sys; print(importlib.import_module(sys.argv[1]).ENV_FILE)"
-    env = _clean_env()
-    tests = subprocess.run(
-        [str(VENV_PYTHON), "-c", probe, "config.test_settings"],
-        cwd=ROOT,
-        env={**env, "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/headroom"},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert tests.stdout.strip() == ""
-    production = subprocess.run(
-        [str(VENV_PYTHON), "-c", probe, "config.settings"],
-        cwd=ROOT,
-        env={**env, "DEBUG": "true"},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert production.stdout.strip() == str(ROOT / ".env")
+
+    def env_file(settings_module: str, **environ: str) -> str:
+        return subprocess.run(
+            [str(VENV_PYTHON), "-c", probe, settings_module],
+            cwd=ROOT,
+            env=_clean_env(**environ),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    tests_database = "postgres://postgres@127.0.0.1:5432/headroom"
+    assert env_file("config.test_settings", DATABASE_URL=tests_database) == ""
+    assert env_file("config.settings", DEBUG="true") == str(ROOT / ".env")
 
 
 def test_env_example_lists_every_variable_of_the_readme_configuration_table() -> None:

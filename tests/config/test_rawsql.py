@@ -11,11 +11,12 @@ from accounts.models import ApiKey, Membership, Organization
 from accounts.selectors import membership_get
 from accounts.services import api_key_authenticate, api_key_create
 from alerts.models import OrganizationAlert, UserAlertPolicy
-from alerts.services.configuration import alert_create, user_alert_policy_update
+from alerts.services.configuration import alert_create
 from alerts.services.rules import _alert_configuration
 from billing.models import CustomLimit, UserLimitPolicy
 from billing.selectors import limit_rules_get
 from config import rawsql
+from tests.helpers import absolute_alert, user_alerts_on
 
 pytestmark = pytest.mark.django_db
 
@@ -73,11 +74,9 @@ def test_limit_rules_with_custom_limits_unlimited_and_none(organization, owner, 
 
 def test_alert_configuration(organization, owner):
     assert _alert_configuration(organization) == ([], None)
-    alert_create(organization=organization, threshold_type="absolute", threshold=Decimal(50))
+    absolute_alert(organization, 50)
     alert_create(organization=organization, threshold_type="percentage", threshold=Decimal(80))
-    user_alert_policy_update(
-        organization=organization, enabled=True, threshold=Decimal(5), admins=[owner]
-    )
+    user_alerts_on(organization, 5, admins=[owner])
 
     alerts, policy = _alert_configuration(organization)
 

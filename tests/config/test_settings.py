@@ -102,38 +102,49 @@ def _load_settings(**environ: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_settings_defaults_for_a_newcomer():
-    result = _load_settings(DEBUG="1")
+@pytest.mark.parametrize(
+    ("environ", "loaded"),
+    [
+        pytest.param(
+            {"DEBUG": "1"},
+            [
+                "True",
+                "django.db.backends.sqlite3",
+                "True",
+                "None",
+                "config.console_email.EmailBackend",
+                "False",
+            ],
+            id="defaults_for_a_newcomer",
+        ),
+        pytest.param(
+            {
+                "SECRET_KEY": "s3cret",
+                "ALLOWED_HOSTS": "headroom.example.com",
+                "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/headroom",
+                "REDIS_URL": "redis://127.0.0.1:6379/0",
+                "ANYMAIL_POSTMARK_SERVER_TOKEN": "pm-token",
+                "EMAIL_BACKEND": "anymail.backends.postmark.EmailBackend",
+                "WEBHOOKS_ALLOW_PRIVATE_URLS": "on",
+            },
+            [
+                "False",
+                "django.db.backends.postgresql",
+                "False",
+                "pm-token",
+                "anymail.backends.postmark.EmailBackend",
+                "True",
+            ],
+            id="from_the_environment",
+        ),
+    ],
+)
+def test_settings(environ, loaded):
+    """DEBUG, the database engine, eager tasks, the Postmark token, the email
+    backend and private webhook URLs, as the settings load them."""
+    result = _load_settings(**environ)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [
-        "True",
-        "django.db.backends.sqlite3",
-        "True",
-        "None",
-        "config.console_email.EmailBackend",
-        "False",
-    ]
-
-
-def test_settings_from_the_environment():
-    result = _load_settings(
-        SECRET_KEY="s3cret",
-        ALLOWED_HOSTS="headroom.example.com",
-        DATABASE_URL="postgres://postgres@127.0.0.1:5432/headroom",
-        REDIS_URL="redis://127.0.0.1:6379/0",
-        ANYMAIL_POSTMARK_SERVER_TOKEN="pm-token",
-        EMAIL_BACKEND="anymail.backends.postmark.EmailBackend",
-        WEBHOOKS_ALLOW_PRIVATE_URLS="on",
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [
-        "False",
-        "django.db.backends.postgresql",
-        "False",
-        "pm-token",
-        "anymail.backends.postmark.EmailBackend",
-        "True",
-    ]
+    assert result.stdout.split() == loaded
 
 
 @pytest.mark.parametrize(

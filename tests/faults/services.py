@@ -42,7 +42,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.stubs import Received, StubServer, _serve, wait_until
+from tests.processes import free_port
+from tests.stubs import (
+    QuietHandler,
+    Received,
+    StubServer,
+    postmark_sent,
+    postmark_unavailable,
+    serve,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -63,12 +72,6 @@ FAST_TIMINGS: dict[str, Any] = {
         }
     },
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- processes ---------------------------------------------------------------
@@ -374,25 +377,11 @@ def _client_gone(connection: socket.socket) -> bool:
 
 
 def _provider_handler(provider: Provider) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def _answer(self, status: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode()
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-            except OSError:
-                pass  # the sender is gone
-
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             url = urlsplit(self.path)
             if url.path.rstrip("/") != "/messages/outbound":
-                self._answer(404, {"ErrorCode": 404, "Message": "not here"})
+                self.answer_json(404, {"ErrorCode": 404, "Message": "not here"})
                 return
             wanted = {
                 key.removeprefix("metadata_"): values[0]
@@ -409,13 +398,13 @@ def _provider_handler(provider: Provider) -> type[BaseHTTPRequestHandler]:
                     if all((message.get("Metadata") or {}).get(k) == v for k, v in wanted.items())
                 ]
             if failing:
-                self._answer(provider.failure_status, {"ErrorCode": 0, "Message": "unavailable"})
+                self.answer_json(*postmark_unavailable(provider.failure_status))
                 return
-            self._answer(200, {"TotalCount": len(found), "Messages": found})
+            self.answer_json(200, {"TotalCount": len(found), "Messages": found})
 
         def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            headers = {k.lower(): v for k, v in self.headers.items()}
+            body = self.read_body()
+            headers = self.lowered_headers()
             with provider.lock:
                 provider.arrivals += 1
                 held = provider.hold_next > 0
@@ -424,7 +413,7 @@ def _provider_handler(provider: Provider) -> type[BaseHTTPRequestHandler]:
             if held:
                 time.sleep(provider.hold_seconds)
                 if _client_gone(self.connection):
-                    self._record(headers, body, "abandoned")
+                    provider.record(self.path, headers, body, "abandoned")
                     self.close_connection = True
                     return
             with provider.lock:
@@ -436,36 +425,21 @@ def _provider_handler(provider: Provider) -> type[BaseHTTPRequestHandler]:
                 )
             if failing:
                 headers["x-stub-failure"] = "dropped" if drop else str(provider.failure_status)
-            received = self._record(headers, body, "failed" if failing else "accepted")
+            received = provider.record(
+                self.path, headers, body, "failed" if failing else "accepted"
+            )
             if drop:
                 self.close_connection = True  # no answer at all: a connection reset
                 return
             if failing:
-                self._answer(provider.failure_status, {"ErrorCode": 0, "Message": "unavailable"})
+                self.answer_json(*postmark_unavailable(provider.failure_status))
                 return
             message_id = str(uuid.uuid4())
             with provider.lock:
                 provider.messages.append((json.loads(body), message_id))
             if hook is not None:
                 hook(received)
-            message = json.loads(body)
-            self._answer(
-                200,
-                {
-                    "To": message.get("To"),
-                    "SubmittedAt": "2026-01-01T00:00:00Z",
-                    "MessageID": message_id,
-                    "ErrorCode": 0,
-                    "Message": "OK",
-                },
-            )
-
-        def _record(self, headers: dict[str, str], body: bytes, outcome: str) -> Received:
-            headers["x-stub-outcome"] = outcome
-            received = Received(self.path, headers, body, time.monotonic())
-            with provider.lock:
-                provider.received.append(received)
-            return received
+            self.answer_json(*postmark_sent(body, message_id))
 
     return Handler
 
@@ -473,7 +447,7 @@ def _provider_handler(provider: Provider) -> type[BaseHTTPRequestHandler]:
 @contextlib.contextmanager
 def provider_stand_in() -> Iterator[Provider]:
     provider = Provider(url="")
-    with _serve(provider, _provider_handler(provider)):
+    with serve(provider, _provider_handler(provider)):
         yield provider
 
 

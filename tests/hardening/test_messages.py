@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alerts.services.configuration import alert_create
-from tests.accounts.test_api import assert_error
+from tests.helpers import assert_error
 
 pytestmark = pytest.mark.django_db
 

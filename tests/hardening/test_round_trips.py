@@ -20,11 +20,11 @@ from django.test import Client
 
 from accounts.models import AuditEvent, Membership, Organization
 from alerts.models import UserAlertPolicy
-from alerts.services.changes import custom_limit_set, limit_policy_update
-from alerts.services.configuration import user_alert_policy_update
+from alerts.services.changes import custom_limit_set
 from billing.models import CustomLimit, UserLimitPolicy
 from config.api import api as ninja_api
 from tests.fixtures import ApiClient
+from tests.helpers import limits_on, user_alerts_on
 
 pytestmark = pytest.mark.django_db
 
@@ -43,20 +43,8 @@ OTHER_VALUES = {"user": "owner@acme.test"}
 @pytest.fixture
 def world(organization: Organization, owner: Membership, member: Membership) -> None:
     """Every `PUT`'s object exists, with values other than the defaults."""
-    user_alert_policy_update(
-        organization=organization,
-        enabled=True,
-        threshold=D("10.5"),
-        notify_user=True,
-        admins=[owner],
-    )
-    limit_policy_update(
-        organization=organization,
-        enabled=True,
-        default_limit=D(100),
-        admins=[owner],
-        excluded_sources=["workflow"],
-    )
+    user_alerts_on(organization, "10.5", admins=[owner], notify_user=True)
+    limits_on(organization, 100, admins=[owner], excluded_sources=["workflow"])
     custom_limit_set(organization=organization, membership=member, limit=D(77))
 
 

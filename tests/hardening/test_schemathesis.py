@@ -51,12 +51,13 @@ from schemathesis.specs.openapi.checks import (
 from accounts.models import Membership, Organization
 from accounts.services import api_key_create
 from alerts.models import Notification, WebhookEndpoint
-from alerts.services.changes import custom_limit_set, limit_policy_update
+from alerts.services.changes import custom_limit_set
 from alerts.services.configuration import alert_create, user_alert_policy_update
 from alerts.services.consume import usage_consume
 from alerts.services.ingest import UsageInput, usage_ingest
 from billing.models import UsageEvent
 from tests.factories import AdminMembershipFactory, MembershipFactory, OrganizationFactory
+from tests.helpers import absolute_alert, limits_on, user_alerts_on
 
 # Schemathesis's generated test hides its fixtures from pytest-django: the
 # mark is what tells it to set up the test database.
@@ -231,13 +232,7 @@ def world(db: None) -> World:
         MembershipFactory(organization=organization, external_id=external_id)
         for external_id in ("alice", "bob", "carol/with-slash", "dana")
     ]
-    limit_policy_update(
-        organization=organization,
-        enabled=True,
-        default_limit=Decimal(100),
-        admins=[owner],
-        excluded_sources=["workflow"],
-    )
+    limits_on(organization, 100, admins=[owner], excluded_sources=["workflow"])
     custom_limit_set(organization=organization, membership=members[0], limit=Decimal("12.5"))
     custom_limit_set(organization=organization, membership=members[1], limit=None)
     user_alert_policy_update(
@@ -251,13 +246,7 @@ def world(db: None) -> World:
     )
     alerts = [
         alert_create(organization=organization, threshold_type="percentage", threshold=Decimal(5)),
-        alert_create(
-            organization=organization,
-            threshold_type="absolute",
-            threshold=Decimal(500),
-            notify="specific_admins",
-            admins=[owner],
-        ),
+        absolute_alert(organization, 500, admins=[owner]),
     ]
     usage_ingest(
         organization=organization,
@@ -494,13 +483,7 @@ def test_properties_that_cannot_be_kept_are_refused(
 def test_an_admin_of_the_user_alert_policy_can_cross_its_threshold(
     api: Any, organization: Organization, owner: Membership
 ) -> None:
-    user_alert_policy_update(
-        organization=organization,
-        enabled=True,
-        threshold=Decimal(10),
-        notify_user=True,
-        admins=[owner],
-    )
+    user_alerts_on(organization, 10, admins=[owner], notify_user=True)
 
     response = api.post(
         "/api/v1/consume",

@@ -19,8 +19,8 @@ from django.test import Client
 
 from billing.api import MAX_BATCH, MAX_PROPERTIES_BYTES
 from billing.models import UsageEvent
-from tests.accounts.test_api import assert_error
 from tests.factories import MembershipFactory
+from tests.helpers import assert_error
 
 pytestmark = pytest.mark.django_db
 

@@ -20,13 +20,12 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from accounts.models import ApiKey, Membership
 from accounts.services import api_key_create, api_key_revoke
 from alerts.models import OrganizationAlert, UserAlertPolicy, WebhookEndpoint
-from alerts.services.changes import custom_limit_set, limit_policy_update
-from alerts.services.configuration import alert_create
-from alerts.services.ingest import UsageInput, usage_ingest
+from alerts.services.changes import custom_limit_set
 from alerts.webhooks import webhook_endpoint_create
 from billing.models import CustomLimit, MemberUsage, UsageEvent, UserLimitPolicy
 from config.api import api as ninja_api
 from tests.fixtures import ApiClient, logged_in
+from tests.helpers import absolute_alert, ingest, limits_on
 
 pytestmark = pytest.mark.django_db
 
@@ -36,17 +35,14 @@ ACME_MARKERS = ("member@acme.test", "owner@acme.test", '"acme"', "Acme Inc")
 
 @pytest.fixture
 def world(organization, owner, member, outsider, other_organization) -> dict[str, Any]:
-    limit_policy_update(organization=organization, enabled=True, default_limit=D(100))
+    limits_on(organization, 100)
     custom_limit_set(organization=organization, membership=member, limit=D(50))
-    alert = alert_create(organization=organization, threshold_type="absolute", threshold=D(10))
+    alert = absolute_alert(organization, 10)
     endpoint, _ = webhook_endpoint_create(
         organization=organization, url="http://127.0.0.1:9/hook", events=["alert.triggered"]
     )
-    usage_ingest(
-        organization=organization,
-        events=[UsageInput(idempotency_key="seed", credits=D(60), user=member.external_id)],
-    )
-    alert_create(organization=other_organization, threshold_type="absolute", threshold=D(10))
+    ingest(organization, 60, user=member, key="seed")
+    absolute_alert(other_organization, 10)
     _, acme_key = api_key_create(organization=organization)
     _, globex_key = api_key_create(organization=other_organization)
     return {"alert": alert, "endpoint": endpoint, "acme_key": acme_key, "globex_key": globex_key}
