@@ -27,7 +27,6 @@ from alerts.models import (
     Firing,
     Notification,
     OrganizationAlert,
-    ThresholdType,
     UserAlertPolicy,
     WebhookEndpoint,
 )
@@ -58,7 +57,7 @@ from config.admin_site import CreditsAdminMixin
 from config.errors import InvalidInput
 
 # The services refuse the alert past the cap; the forms say so before saving.
-TOO_MANY_ALERTS = f"An organization can have at most {MAX_ORGANIZATION_ALERTS} alerts."
+TOO_MANY_ALERTS = configuration.TOO_MANY_ALERTS
 
 
 class MembershipChoicesMixin(RelatedChoicesMixin):
@@ -260,13 +259,10 @@ class UserAlertPolicyAdminForm(ServiceValidatedForm):
         fields = ("organization", "enabled", "threshold", "notify_user", "admins")
 
     def validate(self, organization: Organization, data: dict[str, Any]) -> None:
-        threshold = data["threshold"]
-        if threshold is not None:
-            # A member's threshold is a number of credits.
-            with self.service_errors():
-                configuration.validate_threshold(ThresholdType.ABSOLUTE, threshold)
-        elif data.get("enabled"):
-            self.add_error("threshold", "Set a threshold to turn per-user alerts on.")
+        with self.service_errors():
+            configuration.validate_user_alert_threshold(
+                enabled=bool(data.get("enabled")), threshold=data["threshold"]
+            )
         admins = list(data["admins"])
         validate_admins(organization=organization, admins=admins)
         configuration.validate_user_alert_recipients(

@@ -30,6 +30,8 @@ from config.credits import format_credits
 from config.dbretry import retry_on_conflict
 from config.errors import InvalidInput, NotFound
 
+TOO_MANY_ALERTS = f"An organization can have at most {MAX_ORGANIZATION_ALERTS} alerts."
+
 
 def validate_threshold(threshold_type: str, threshold: Decimal) -> None:
     if threshold_type not in ThresholdType.values:
@@ -85,11 +87,7 @@ def alert_create(
             organization=organization,
             existing=OrganizationAlert.objects.filter(organization=organization),
             cap=MAX_ORGANIZATION_ALERTS,
-            refusal=InvalidInput(
-                f"An organization can have at most {MAX_ORGANIZATION_ALERTS} alerts.",
-                code="too_many_alerts",
-                field="threshold",
-            ),
+            refusal=InvalidInput(TOO_MANY_ALERTS, code="too_many_alerts", field="threshold"),
         )
         alert = OrganizationAlert.objects.create(
             organization=organization,
@@ -228,6 +226,20 @@ def _user_alert_policy_snapshot(
     }
 
 
+def validate_user_alert_threshold(*, enabled: bool, threshold: Decimal | None) -> None:
+    """A member's threshold is a number of credits, more than 0; an enabled
+    policy needs one.
+    """
+    if threshold is not None:
+        validate_threshold(ThresholdType.ABSOLUTE, threshold)
+    elif enabled:
+        raise InvalidInput(
+            "Set a threshold to turn per-user alerts on.",
+            code="threshold_required",
+            field="threshold",
+        )
+
+
 def validate_user_alert_recipients(
     *, enabled: bool, notify_user: bool, admins: Sequence[Membership]
 ) -> None:
@@ -266,10 +278,8 @@ def user_alert_policy_update(
     made before, except that a new threshold notifies at once (as an edited
     organization alert does). An enabled policy must tell someone.
     """
-    if threshold is not None and threshold <= 0:
-        raise InvalidInput(
-            "The threshold must be greater than 0.", code="invalid_threshold", field="threshold"
-        )
+    if threshold is not None:
+        validate_user_alert_threshold(enabled=False, threshold=threshold)
     if admins is not None:
         validate_admins(organization=organization, admins=admins)
     with transaction.atomic():
@@ -282,12 +292,7 @@ def user_alert_policy_update(
             None if clear_threshold else (threshold if threshold is not None else policy.threshold)
         )
         new_enabled = enabled if enabled is not None else policy.enabled
-        if new_enabled and new_threshold is None:
-            raise InvalidInput(
-                "Set a threshold to turn per-user alerts on.",
-                code="threshold_required",
-                field="threshold",
-            )
+        validate_user_alert_threshold(enabled=new_enabled, threshold=new_threshold)
         new_notify_user = notify_user if notify_user is not None else policy.notify_user
         validate_user_alert_recipients(
             enabled=new_enabled,
