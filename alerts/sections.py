@@ -79,7 +79,8 @@ class AlreadyPast:
     already past its threshold, said before saving (the note under the field).
     """
 
-    count: int
+    count: int  # past the threshold and not told yet: whom saving would email
+    past: int  # past the threshold, told or not
     threshold: Decimal
     enabled: bool
     notify_user: bool
@@ -104,10 +105,12 @@ def already_past(
     policy = configuration.user_alert_policy_get(organization=organization)
     # A new threshold is a new arming: nobody has been told at it yet.
     generation = policy.generation if threshold == policy.threshold else policy.generation + 1
+    past, untold = members_past_user_alert_threshold(
+        organization=organization, period=period, threshold=threshold, generation=generation
+    )
     return AlreadyPast(
-        count=members_past_user_alert_threshold(
-            organization=organization, period=period, threshold=threshold, generation=generation
-        ),
+        count=untold,
+        past=past,
         threshold=threshold,
         enabled=bool(values.get("enabled")),
         notify_user=bool(values.get("notify_user")),

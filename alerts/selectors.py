@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import CharField, Exists, OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models import CharField, Count, Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.db.models.functions import Cast
 
 from accounts.models import Membership, Organization
@@ -98,10 +98,10 @@ def firings_of_period(*, organization: Organization, period: Period) -> QuerySet
 
 def members_past_user_alert_threshold(
     *, organization: Organization, period: Period, threshold: Decimal, generation: int
-) -> int:
-    """How many members are at or past `threshold` in `period` and not yet told
-    at this arming (`generation`) of the per-user alert: who saving it would
-    email at once. One query.
+) -> tuple[int, int]:
+    """How many members are at or past `threshold` in `period`, and how many
+    of them are not yet told at this arming (`generation`) of the per-user
+    alert: who saving it would email at once. One query.
     """
     told = Firing.objects.filter(
         organization=organization,
@@ -111,13 +111,14 @@ def members_past_user_alert_threshold(
         # The dedupe key ends with the arming it fired at (alerts/services/rules.py).
         dedupe_key__endswith=f":{generation}",
     )
-    return (
+    counts = (
         MemberUsage.objects.filter(
             organization=organization, period_start=period.start, used__gte=threshold
         )
-        .exclude(Exists(told))
-        .count()
+        .annotate(told=Exists(told))
+        .aggregate(past=Count("id"), untold=Count("id", filter=Q(told=False)))
     )
+    return counts["past"], counts["untold"]
 
 
 # Webhook endpoints and their deliveries

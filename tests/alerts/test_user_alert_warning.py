@@ -112,7 +112,9 @@ def test_members_already_told_are_not_counted_again(owner, team, deliver):
     html = (
         logged_in(owner).get("/settings/limits/", user_alerts_form(), headers=NOTE).content.decode()
     )
-    assert "No member is past 100 credits this period yet." in html
+    # Not "no member is past it": two are, and the history shows them told.
+    assert "All 2 members past 100 credits this period have been told." in html
+    assert "No member is past" not in html
     # A new threshold is a new arming: members past it are counted again.
     html = (
         logged_in(owner)
