@@ -17,16 +17,17 @@ from accounts.forms import AdminUserChangeForm, AdminUserCreationForm, Membershi
 from accounts.models import ApiKey, AuditEvent, Membership, Organization, Role, User
 from accounts.services import api_key_create, api_key_revoke
 from alerts.models import OrganizationAlert
+from alerts.services.changes import organization_update
 from alerts.services.rules import alerts_evaluate_organization
 from billing.models import CustomLimit, UserLimitPolicy
 from billing.selectors import current_period, organizations_with_usage_this_period
-from billing.services.anchor import organization_anchor_day_set
 from config.admin_kit import (
     INLINE_ROWS_MAX,
     AddPageFieldsMixin,
     DeletedWithOwnerAdmin,
     InlinesOnPageMixin,
     SecretShownOnceMixin,
+    copy_into,
     json_display,
     null_filter,
 )
@@ -149,20 +150,25 @@ class OrganizationAdmin(
     def save_model(
         self, request: HttpRequest, obj: Organization, form: ModelForm, change: bool
     ) -> None:
-        if change and "anchor_day" in form.changed_data:
-            # Through the service: the period under way keeps its end.
-            organization_anchor_day_set(organization=obj, anchor_day=obj.anchor_day)
-        super().save_model(request, obj, form, change)
-
-    def save_related(
-        self, request: HttpRequest, form: ModelForm, formsets: Any, change: bool
-    ) -> None:
-        # The inlines save their alerts and limits through the services.
-        super().save_related(request, form, formsets, change)
-        # The allowance or the anchor day may have changed: alerts are
-        # evaluated as when the same change comes through the API.
-        if change:
-            alerts_evaluate_organization(organization=form.instance)
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        # Through the service the API uses: the anchor day moves without
+        # touching the period under way, and a new allowance or period
+        # re-evaluates the alerts, in one transaction. It compares with the
+        # organization as stored (`obj` already holds the form's values).
+        data = form.cleaned_data
+        stored = Organization.objects.get(pk=obj.pk)
+        organization_update(
+            organization=stored,
+            slug=data["slug"],
+            name=data["name"],
+            credit_allowance=data["credit_allowance"],
+            clear_allowance=data["credit_allowance"] is None,
+            anchor_day=data["anchor_day"],
+            block_when_exhausted=data["block_when_exhausted"],
+        )
+        copy_into(obj, stored)
 
 
 @admin.register(Membership)
