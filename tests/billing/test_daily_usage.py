@@ -4,13 +4,11 @@ in the same transaction, on ingest and on consume; exact; never counted twice.
 
 from __future__ import annotations
 
-import importlib
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
 import time_machine
-from django.apps import apps
 
 from alerts.services.ingest import UsageInput, usage_ingest
 from billing.models import DailyUsage, OrganizationUsage, UsageEvent, UserLimitPolicy
@@ -247,35 +245,6 @@ def test_period_days_follow_the_anchor_day():
     days = period_days(period)
 
     assert (days[0], days[-1], len(days)) == (date(2026, 2, 15), date(2026, 3, 14), 28)
-
-
-def test_backfill_of_existing_usage(organization, other_organization, member):
-    """The migration that adds the daily totals computes them from the ledger."""
-    migration = importlib.import_module("billing.migrations.0003_daily_usage_totals")
-    usage_ingest(
-        organization=organization,
-        events=[
-            event("a", "1.25", datetime(2026, 3, 1, 1, 0, tzinfo=UTC), user=member.external_id),
-            event("b", "2", datetime(2026, 3, 1, 23, 0, tzinfo=UTC)),
-            event("c", "9", datetime(2026, 3, 1, 23, 0, tzinfo=UTC), meter="tokens"),
-            event("d", "3", datetime(2026, 2, 27, 5, 0, tzinfo=UTC)),
-        ],
-    )
-    consume(organization, member, 4)
-    usage_ingest(
-        organization=other_organization, events=[event("x", "6", datetime(2026, 3, 1, tzinfo=UTC))]
-    )
-    kept = {org.pk: days_of(org) for org in (organization, other_organization)}
-    DailyUsage.objects.all().delete()
-
-    migration.backfill_daily_usage(apps, None)
-
-    assert {org.pk: days_of(org) for org in (organization, other_organization)} == kept
-    assert kept[organization.pk] == {
-        date(2026, 2, 27): D(3),
-        date(2026, 3, 1): D("3.25"),
-        date(2026, 3, 20): D(4),
-    }
 
 
 # Concurrency: the day row is taken after the organization row, by everyone.
