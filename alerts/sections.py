@@ -21,7 +21,7 @@ from alerts.forms import (
     LimitPolicyForm,
     UserAlertPolicyForm,
 )
-from alerts.models import MAX_ORGANIZATION_ALERTS
+from alerts.models import MAX_ORGANIZATION_ALERTS, UserAlertPolicy
 from alerts.selectors import (
     alerts_with_status,
     firings_of_period,
@@ -89,9 +89,11 @@ class AlreadyPast:
 
 
 def already_past(
-    organization: Organization, period: Period, form: UserAlertPolicyForm
+    organization: Organization, period: Period, form: UserAlertPolicyForm, policy: UserAlertPolicy
 ) -> AlreadyPast | None:
-    """From the form as it stands (typed, posted or as saved); None without a threshold."""
+    """From the form as it stands (typed, posted or as saved) against the
+    policy as saved; None without a threshold.
+    """
     if form.is_bound:
         form.is_valid()  # cleaned_data keeps every field that is valid
         values = form.cleaned_data
@@ -102,7 +104,6 @@ def already_past(
     threshold = values.get("threshold")
     if threshold is None:
         return None
-    policy = configuration.user_alert_policy_get(organization=organization)
     # A new threshold is a new arming: nobody has been told at it yet.
     generation = policy.generation if threshold == policy.threshold else policy.generation + 1
     past, untold = members_past_user_alert_threshold(
@@ -122,8 +123,8 @@ def already_past(
 def _user_alerts_context(
     organization: Organization, period: Period, form: UserAlertPolicyForm | None = None
 ) -> dict[str, Any]:
+    policy = configuration.user_alert_policy_get(organization=organization)
     if form is None:
-        policy = configuration.user_alert_policy_get(organization=organization)
         form = UserAlertPolicyForm(
             organization=organization,
             prefix="user_alerts",
@@ -135,7 +136,10 @@ def _user_alerts_context(
                 "fire_if_already_exceeded": policy.quiet_period_start != period.start,
             },
         )
-    return {"user_alert_form": form, "already_past": already_past(organization, period, form)}
+    return {
+        "user_alert_form": form,
+        "already_past": already_past(organization, period, form, policy),
+    }
 
 
 def _user_limits_context(

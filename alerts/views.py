@@ -66,7 +66,14 @@ def limits_settings(request: OrganizationHttpRequest) -> HttpResponse:
         return render(
             request,
             "alerts/_user_alerts_already_past.html",
-            {"already_past": already_past(organization, current_period(organization), form)},
+            {
+                "already_past": already_past(
+                    organization,
+                    current_period(organization),
+                    form,
+                    configuration.user_alert_policy_get(organization=organization),
+                )
+            },
         )
     return page_response(request)
 
