@@ -1,8 +1,9 @@
 """Member limits: the per-user limits policy and each member's own limit.
 
-A change here can put members over budget at once: `mark_members_over_budget`
-notes when, in the change's transaction. Alerts are re-evaluated by the
-caller, alerts.services.changes, in the same transaction.
+A change here can put members over budget at once: `_mark_members_over_budget`
+notes when, in the change's transaction. The callers are the wrappers of
+alerts.services.changes: they run these inside their own transaction, retry
+it on a deadlock (config/dbretry.py) and re-evaluate the alerts in it.
 """
 
 from __future__ import annotations
@@ -31,11 +32,9 @@ from billing.periods import organization_period
 from billing.rules import ZERO, over_budget
 from billing.selectors import limit_rules_get
 from config.credits import credits_field, format_credits
-from config.dbretry import retry_on_conflict
 from config.errors import InvalidInput
 
 
-@retry_on_conflict
 def limit_policy_update(
     *,
     organization: Organization,
@@ -139,7 +138,6 @@ def _mark_members_over_budget(*, organization: Organization) -> None:
         ledger.mark_limits_reached(member_usage_ids=reached, now=timezone.now())
 
 
-@retry_on_conflict
 def custom_limit_set(
     *, organization: Organization, membership: Membership, limit: Decimal | None
 ) -> CustomLimit:
@@ -162,7 +160,6 @@ def custom_limit_set(
     return custom
 
 
-@retry_on_conflict
 def custom_limit_delete(*, custom_limit: CustomLimit) -> None:
     with transaction.atomic():
         organization = custom_limit.organization
