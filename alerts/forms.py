@@ -1,11 +1,10 @@
 """The forms of the Limits & Alerts page. They parse and check input; the
 rules (thresholds, recipients, who may be chosen) live in the services, whose
-`InvalidInput` errors `add_service_error` shows on the field at fault.
+`InvalidInput` errors `config.forms.add_service_error` shows on the field at fault.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -16,7 +15,6 @@ from accounts.models import Membership, Organization, Role
 from alerts.models import Recipients, ThresholdType
 from billing.models import Source
 from config.credits import CreditsFormField
-from config.errors import ServiceError
 
 
 def _admins_of(organization: Organization) -> Any:
@@ -29,25 +27,6 @@ def _switch(label: str) -> forms.BooleanField:
         required=False,
         widget=forms.CheckboxInput(attrs={"class": "switch", "role": "switch"}),
     )
-
-
-def add_service_error(form: forms.Form, error: ServiceError) -> None:
-    """Show a service's refusal on the field it names, or above the form."""
-    form.add_error(error.field if error.field in form.fields else None, error.message)
-
-
-def form_saved(form: forms.Form, save: Callable[[dict[str, Any]], object]) -> bool:
-    """Whether the form is valid and `save`, a service given its cleaned
-    data, took it; a refusal of the service is shown on the form.
-    """
-    if not form.is_valid():
-        return False
-    try:
-        save(form.cleaned_data)
-    except ServiceError as error:
-        add_service_error(form, error)
-        return False
-    return True
 
 
 class OrganizationAlertForm(forms.Form):

@@ -23,7 +23,6 @@ from alerts.forms import (
     LimitPolicyForm,
     OrganizationAlertForm,
     UserAlertPolicyForm,
-    form_saved,
 )
 from alerts.models import OrganizationAlert, Recipients
 from alerts.sections import (
@@ -51,6 +50,7 @@ from billing.selectors import (
     custom_limits_list,
 )
 from config.credits import format_credits
+from config.forms import form_saved
 
 
 @require_http_methods(["GET"])

@@ -30,7 +30,6 @@ from accounts.web import (
     status_message,
 )
 from alerts import webhooks
-from alerts.forms import add_service_error
 from alerts.models import WebhookEndpoint
 from alerts.selectors import (
     RECENT_DELIVERIES,
@@ -39,6 +38,7 @@ from alerts.selectors import (
     webhook_endpoints_list,
 )
 from config.errors import ServiceError
+from config.forms import add_service_error
 
 ENDPOINTS = "webhook-endpoints"
 ADD = "webhook-add"

@@ -9,7 +9,7 @@ imports another's.
   `json_display`.
 - List filters of fixed options: `LookupListFilter`, `null_filter`.
 - Writes through the services: `ServiceValidatedForm` (the services'
-  validators, their `InvalidInput` shown as form errors by `as_form_error`),
+  validators, their `InvalidInput` shown on the field it names by `config.forms.add_service_error`),
   `SavedThroughServicesMixin` and `SavedThroughServicesFormSet`, `copy_into`,
   `SecretShownOnceMixin`; `AddPageFieldsMixin` for what the add page asks.
 - Pickers: `RelatedChoicesMixin`, `ChosenLabelsAutocomplete`.
@@ -36,6 +36,7 @@ from django.utils.html import format_html
 
 from config.admin_site import CreditsAdminMixin
 from config.errors import InvalidInput
+from config.forms import add_service_error
 
 if TYPE_CHECKING:
     _ModelAdminBase = BaseModelAdmin[Any]
@@ -148,12 +149,8 @@ def null_filter(
 # Writes through the services
 
 
-def as_form_error(error: InvalidInput, fields: Any = ()) -> ValidationError:
-    """A service's input error as a form's: on the field it names when that is
-    one of `fields`, else on the field being cleaned (or the whole form).
-    """
-    if error.field is not None and error.field in fields:
-        return ValidationError({error.field: error.message})
+def as_form_error(error: InvalidInput) -> ValidationError:
+    """A service's input error raised from a field's clean: on that field."""
     return ValidationError(error.message)
 
 
@@ -194,7 +191,7 @@ class ServiceValidatedForm(forms.ModelForm):
         try:
             yield
         except InvalidInput as error:
-            self.add_error(None, as_form_error(error, self.fields))
+            add_service_error(self, error)
 
 
 def copy_into(target: Any, source: Any) -> None:
