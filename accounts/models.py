@@ -93,6 +93,10 @@ class Organization(models.Model):
     anchor_history = models.JSONField(default=list, blank=True, editable=False)
     # Periods follow `anchor_day` month by month from here on (null: always).
     regular_periods_from = models.DateTimeField(null=True, blank=True, editable=False)
+    # Set when the organization first gets a credit grant, a balance alert or
+    # an auto top-up (billing.services.grants): from then on every write
+    # computes its credit balance (SPEC §9); before, writes pay nothing for it.
+    credit_balance_kept_since = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

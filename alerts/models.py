@@ -88,10 +88,77 @@ class UserAlertPolicy(models.Model):
         return f"Per-user alerts of {self.organization}"
 
 
+MAX_BALANCE_ALERTS = 10
+
+
+class BalanceAlertType(models.TextChoices):
+    DEPLETED = "depleted", "Depleted"
+    DROPPED = "dropped", "Dropped below"
+    RECOVERED = "recovered", "Recovered"
+
+
+class BalanceAlertStatus(models.TextChoices):
+    ARMED = "armed", "Armed"
+    IN_ALARM = "in_alarm", "In alarm"
+
+
+class BalanceAlert(models.Model):
+    """An alert on the organization's credit balance (SPEC §9).
+
+    One state machine for the three types: `armed` until the balance meets
+    the alert's condition (0 for `depleted`, below `threshold` for
+    `dropped`, above 0 for `recovered`), when it fires once and is
+    `in_alarm`; the balance leaving the condition re-arms it. `fired`
+    counts its firings: the dedupe key of the next one.
+    """
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="balance_alerts"
+    )
+    type = models.CharField(max_length=16, choices=BalanceAlertType.choices)
+    threshold = credits_field(null=True, blank=True)
+    notify = models.CharField(
+        max_length=16, choices=Recipients.choices, default=Recipients.ALL_ADMINS
+    )
+    admins = models.ManyToManyField(Membership, blank=True, related_name="+")
+    status = models.CharField(
+        max_length=16, choices=BalanceAlertStatus.choices, default=BalanceAlertStatus.ARMED
+    )
+    triggered_at = models.DateTimeField(null=True, blank=True)
+    fired = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["type", "threshold", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(models.Q(type="dropped") & models.Q(threshold__gt=0))
+                | (~models.Q(type="dropped") & models.Q(threshold__isnull=True)),
+                name="balance_alert_threshold_only_when_dropped",
+            )
+        ]
+
+    def __str__(self) -> str:
+        if self.type == BalanceAlertType.DROPPED and self.threshold is not None:
+            return f"{self.organization}: balance below {format_credits(self.threshold)}"
+        return f"{self.organization}: balance {self.type}"
+
+
 class FiringKind(models.TextChoices):
     ORGANIZATION_ALERT = "organization_alert", "Organization alert"
     USER_ALERT = "user_alert", "User alert"
     USER_LIMIT = "user_limit", "User limit reached"
+    BALANCE_DEPLETED = "balance_depleted", "Balance depleted"
+    BALANCE_DROPPED = "balance_dropped", "Balance dropped"
+    BALANCE_RECOVERED = "balance_recovered", "Balance recovered"
+
+
+BALANCE_FIRING_KINDS = {
+    BalanceAlertType.DEPLETED: FiringKind.BALANCE_DEPLETED,
+    BalanceAlertType.DROPPED: FiringKind.BALANCE_DROPPED,
+    BalanceAlertType.RECOVERED: FiringKind.BALANCE_RECOVERED,
+}
 
 
 class Firing(models.Model):
@@ -103,6 +170,9 @@ class Firing(models.Model):
     kind = models.CharField(max_length=24, choices=FiringKind.choices)
     alert = models.ForeignKey(
         OrganizationAlert, on_delete=models.SET_NULL, null=True, blank=True, related_name="firings"
+    )
+    balance_alert = models.ForeignKey(
+        BalanceAlert, on_delete=models.SET_NULL, null=True, blank=True, related_name="firings"
     )
     membership = models.ForeignKey(
         Membership, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
@@ -221,4 +291,13 @@ EVENT_TYPES = {
     FiringKind.ORGANIZATION_ALERT: "alert.triggered",
     FiringKind.USER_ALERT: "user_alert.triggered",
     FiringKind.USER_LIMIT: "user_limit.reached",
+    FiringKind.BALANCE_DEPLETED: "credit_balance.depleted",
+    FiringKind.BALANCE_DROPPED: "credit_balance.dropped",
+    FiringKind.BALANCE_RECOVERED: "credit_balance.recovered",
 }
+
+# Events that are not firings of an alert: written to the outbox directly.
+CREDIT_GRANT_CREATED = "credit_grant.created"
+CREDIT_GRANT_EXPIRING = "credit_grant.expiring"
+TOP_UP_LIMIT_REACHED = "credit_balance.top_up_limit_reached"
+CREDIT_EVENT_TYPES = (CREDIT_GRANT_CREATED, CREDIT_GRANT_EXPIRING, TOP_UP_LIMIT_REACHED)

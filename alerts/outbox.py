@@ -35,7 +35,9 @@ from django.utils import timezone
 
 from accounts.models import Membership, Organization, Role
 from alerts.models import (
+    BALANCE_FIRING_KINDS,
     EVENT_TYPES,
+    BalanceAlert,
     Channel,
     DeliveryAttempt,
     DeliveryStatus,
@@ -47,7 +49,7 @@ from alerts.models import (
     UserAlertPolicy,
     WebhookEndpoint,
 )
-from alerts.transports import TRANSPORTS, TransportError, taken_by_provider
+from alerts.transports import CREDIT_EMAIL, TRANSPORTS, TransportError, taken_by_provider
 from billing.periods import Period
 from billing.selectors import admins_to_ask
 from config.credits import format_credits
@@ -79,6 +81,7 @@ def _recipients(
     told_as_admin: set[str] = set()
     all_admins: list[Membership] | None = None
     specific: dict[int, list[Membership]] = {}
+    specific_balance: dict[int, list[Membership]] = {}
     alert_ids = [f.alert_id for f in firings if f.alert_id is not None]
     if alert_ids:
         through = OrganizationAlert.admins.through
@@ -86,22 +89,29 @@ def _recipients(
             "membership__user"
         ):
             specific.setdefault(row.organizationalert_id, []).append(row.membership)
+    balance_alert_ids = [f.balance_alert_id for f in firings if f.balance_alert_id is not None]
+    if balance_alert_ids:
+        balance_through = BalanceAlert.admins.through
+        for balance_row in balance_through.objects.filter(
+            balancealert_id__in=balance_alert_ids
+        ).select_related("membership__user"):
+            specific_balance.setdefault(balance_row.balancealert_id, []).append(
+                balance_row.membership
+            )
     user_policy: tuple[list[Membership], bool] | None = None
     limit_policy_admins: list[Membership] | None = None
     for firing in firings:
         people: list[Membership]
         about_themselves: Membership | None = None
-        if firing.kind == FiringKind.ORGANIZATION_ALERT:
-            assert firing.alert is not None
-            if firing.alert.notify == Recipients.SPECIFIC_ADMINS:
-                people = [m for m in specific.get(firing.alert.pk, []) if m.role == Role.ADMIN]
+        if firing.kind == FiringKind.ORGANIZATION_ALERT or firing.kind in BALANCE_KINDS:
+            alert = firing.alert or firing.balance_alert
+            assert alert is not None
+            if alert.notify == Recipients.SPECIFIC_ADMINS:
+                chosen = specific if firing.alert else specific_balance
+                people = [m for m in chosen.get(alert.pk, []) if m.role == Role.ADMIN]
             else:  # all admins, resolved now
                 if all_admins is None:
-                    all_admins = list(
-                        Membership.objects.filter(
-                            organization=organization, role=Role.ADMIN
-                        ).select_related("user")
-                    )
+                    all_admins = _all_admins(organization)
                 people = all_admins
         elif firing.kind == FiringKind.USER_ALERT:
             if user_policy is None:
@@ -131,6 +141,29 @@ def _recipients(
     }
 
 
+def _all_admins(organization: Organization) -> list[Membership]:
+    return list(
+        Membership.objects.filter(organization=organization, role=Role.ADMIN).select_related("user")
+    )
+
+
+BALANCE_KINDS = frozenset(BALANCE_FIRING_KINDS.values())
+# Which of a write's firings an email leads with: the most severe. Usage
+# alerts by the highest threshold; balance alerts depleted, then the lowest
+# threshold dropped below, then recovered.
+_BALANCE_SEVERITY = {
+    FiringKind.BALANCE_DEPLETED: 0,
+    FiringKind.BALANCE_DROPPED: 1,
+    FiringKind.BALANCE_RECOVERED: 2,
+}
+
+
+def severity(firing: Firing) -> tuple[int, Decimal]:
+    if firing.kind in _BALANCE_SEVERITY:
+        return (_BALANCE_SEVERITY[FiringKind(firing.kind)], firing.threshold_credits)
+    return (-1, -firing.threshold_credits)
+
+
 def _tell(by_email: dict[str, list[Firing]], email: str, firing: Firing) -> None:
     told = by_email.setdefault(email, [])
     if firing not in told:  # an admin who is also the member is told once
@@ -149,7 +182,7 @@ def firing_summary(firing: Firing) -> dict[str, Any]:
     return {
         "firing_id": firing.pk,
         "kind": firing.kind,
-        "alert_id": firing.alert_id,
+        "alert_id": firing.alert_id or firing.balance_alert_id,
         "user": firing.user_external_id or None,
         "user_email": firing.membership.user.email if firing.membership else None,
         "threshold_type": firing.threshold_type or None,
@@ -166,6 +199,18 @@ def firing_summary(firing: Firing) -> dict[str, Any]:
 
 def webhook_payload(organization: Organization, firing: Firing) -> dict[str, Any]:
     """The Standard Webhooks payload of one firing."""
+    if firing.kind in BALANCE_KINDS:
+        return {
+            "type": EVENT_TYPES[FiringKind(firing.kind)],
+            "timestamp": _iso(firing.triggered_at),
+            "data": {
+                "organization": organization.slug,
+                "alert_id": firing.balance_alert_id,
+                "threshold": format_credits(firing.threshold) if firing.threshold else None,
+                "balance": format_credits(firing.value),
+                "value": format_credits(firing.value),
+            },
+        }
     return {
         "type": EVENT_TYPES[FiringKind(firing.kind)],
         "timestamp": firing.triggered_at.isoformat().replace("+00:00", "Z"),
@@ -191,7 +236,7 @@ def notifications_write(
     summaries = {firing.pk: firing_summary(firing) for firing in firings}
     notifications: list[tuple[Notification, list[Firing]]] = []
     for email, (told, relation) in _recipients(organization, firings, members).items():
-        ordered = sorted(told, key=lambda f: f.threshold_credits, reverse=True)
+        ordered = sorted(told, key=severity)
         notifications.append(
             (
                 Notification(
@@ -241,6 +286,63 @@ def notifications_write(
         ]
     )
     for notification in created:
+        deliver_notification_on_commit(notification.pk)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _event_value(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format_credits(value)
+    if isinstance(value, datetime):
+        return _iso(value)
+    return value
+
+
+def credit_event_write(
+    organization: Organization, event_type: str, data: dict[str, Any], *, email_admins: bool
+) -> None:
+    """An event of the credit balance that is not an alert's firing (a grant
+    created or expiring, the top-up limit reached): one webhook event per
+    endpoint that takes it, and, with `email_admins`, one email per admin.
+    In the caller's transaction, delivered like every notification.
+    """
+    group_key = uuid.uuid4().hex
+    now = timezone.now()
+    data = {"organization": organization.slug, **{k: _event_value(v) for k, v in data.items()}}
+    notifications = [
+        Notification(
+            organization=organization,
+            group_key=group_key,
+            channel=Channel.WEBHOOK,
+            recipient=str(endpoint.pk),
+            event_type=event_type,
+            payload={"type": event_type, "timestamp": _iso(now), "data": data},
+        )
+        for endpoint in WebhookEndpoint.objects.filter(
+            organization=organization, disabled_at__isnull=True
+        )
+        if event_type in endpoint.events
+    ]
+    if email_admins:
+        notifications += [
+            Notification(
+                organization=organization,
+                group_key=group_key,
+                channel=Channel.EMAIL,
+                recipient=admin.user.email,
+                event_type=CREDIT_EMAIL,
+                payload={
+                    "organization": {"name": organization.name, "slug": organization.slug},
+                    "event": event_type,
+                    "data": data,
+                },
+            )
+            for admin in _all_admins(organization)
+        ]
+    for notification in Notification.objects.bulk_create(notifications):
         deliver_notification_on_commit(notification.pk)
 
 

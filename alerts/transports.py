@@ -49,6 +49,51 @@ class TransportError(Exception):
         self.status = status
 
 
+CREDIT_EMAIL = "credit_email"
+CREDIT_TEMPLATE = "emails/credit_notice"
+
+
+def credit_email_context(payload: dict[str, Any]) -> dict[str, Any]:
+    """What a credit notice says: a grant made by auto top-up, credits about
+    to expire, the top-up limit reached (alerts/outbox.py, credit_event_write).
+    """
+    data = dict(payload["data"])
+    for name in ("expires_at", "effective_at", "period_start"):
+        if data.get(name):
+            data[f"{name}_at"] = datetime.fromisoformat(data[name].replace("Z", "+00:00"))
+    event = payload["event"]
+    if event == "credit_grant.created":
+        headline = f"{readable_credits(data['credits'])} credits were added by auto top-up"
+    elif event == "credit_grant.expiring":
+        headline = f"{readable_credits(data['remaining'])} credits expire soon"
+    else:
+        headline = "Auto top-up reached its limit for this billing period"
+    return {
+        "organization": payload["organization"],
+        "event": event,
+        "data": data,
+        "headline": headline,
+        "action_url": f"{settings.SITE_URL}/credits/",
+        "action_label": "Manage credits",
+    }
+
+
+def credit_email_build(
+    *, recipient: str, payload: dict[str, Any], message_uid: str
+) -> EmailMultiAlternatives:
+    context = credit_email_context(payload)
+    subject = " ".join(render_to_string(f"{CREDIT_TEMPLATE}.subject.txt", context).split())
+    message = EmailMultiAlternatives(
+        subject=subject,
+        body=render_to_string(f"{CREDIT_TEMPLATE}.txt", context),
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=[recipient],
+        headers={"X-Headroom-Notification": message_uid},
+    )
+    message.attach_alternative(render_to_string(f"{CREDIT_TEMPLATE}.html", context), "text/html")
+    return message
+
+
 @dataclass(frozen=True)
 class Sent:
     provider_message_id: str = ""
@@ -56,7 +101,8 @@ class Sent:
 
 
 def _send_email(notification: Notification) -> Sent:
-    message = alert_email_build(
+    build = credit_email_build if notification.event_type == CREDIT_EMAIL else alert_email_build
+    message = build(
         recipient=notification.recipient,
         payload=notification.payload,
         message_uid=str(notification.uid),
@@ -288,8 +334,21 @@ def taken_by_provider(notification: Notification) -> Sent | None:
 TEMPLATE = "emails/alert"
 
 
+BALANCE_DESCRIPTIONS = {
+    "balance_depleted": "The credit balance is used up",
+    "balance_recovered": "Credits are available again",
+}
+
+
 def _describe(firing: dict[str, Any], *, to_member: bool) -> str:
     kind = firing["kind"]
+    if kind == "balance_dropped":
+        return (
+            f"The credit balance dropped below {readable_credits(firing['threshold_credits'])} "
+            "credits"
+        )
+    if kind in BALANCE_DESCRIPTIONS:
+        return BALANCE_DESCRIPTIONS[kind]
     if to_member and kind == "user_alert":
         return (
             f"You have used {readable_credits(firing['value'])} credits this billing period, "
@@ -313,7 +372,11 @@ def alert_email_context(payload: dict[str, Any]) -> dict[str, Any]:
     # payloads have no `recipient` and were all written for admins.
     to_member = payload.get("recipient", "admin") == "member"
     firings = [
-        dict(firing, description=_describe(firing, to_member=to_member))
+        dict(
+            firing,
+            description=_describe(firing, to_member=to_member),
+            is_balance=firing["kind"].startswith("balance_"),
+        )
         for firing in payload["firings"]
     ]
     for firing in firings:
@@ -321,6 +384,8 @@ def alert_email_context(payload: dict[str, Any]) -> dict[str, Any]:
         firing["period_end_at"] = datetime.fromisoformat(firing["period_end"])
     if to_member:  # Limits & Alerts is admin-only: a member is sent to their own usage
         action_url, action_label = f"{settings.SITE_URL}/me/usage/", "See your usage"
+    elif firings[0]["is_balance"]:
+        action_url, action_label = f"{settings.SITE_URL}/credits/", "Manage credits"
     else:
         action_url, action_label = f"{settings.SITE_URL}/settings/limits/", "Review Limits & Alerts"
     return {

@@ -19,11 +19,11 @@ from django.db import transaction
 
 from accounts.models import Organization
 from accounts.services import organization_cap_check
-from alerts.models import EVENT_TYPES, WebhookEndpoint
+from alerts.models import CREDIT_EVENT_TYPES, EVENT_TYPES, WebhookEndpoint
 from alerts.transports import url_is_public
 from config.errors import InvalidInput
 
-WEBHOOK_EVENT_TYPES: tuple[str, ...] = tuple(EVENT_TYPES.values())
+WEBHOOK_EVENT_TYPES: tuple[str, ...] = (*EVENT_TYPES.values(), *CREDIT_EVENT_TYPES)
 MAX_URL_LENGTH = WebhookEndpoint._meta.get_field("url").max_length or 2000
 # Every firing writes one notification per subscribed endpoint: bound the fan-out.
 MAX_WEBHOOK_ENDPOINTS = 20

@@ -302,6 +302,37 @@ def add_to_organization(
     return _credits_result(row[0]) if row else None
 
 
+def undo_organization_increment(
+    *, organization_id: int, period_start: datetime, credits: Decimal
+) -> None:
+    """Take back what `add_to_organization` added, within the same transaction
+    (the row is still locked).
+    """
+    OrganizationUsage.objects.filter(
+        organization_id=organization_id, period_start=period_start
+    ).update(used=F("used") - credits)
+
+
+def lock_organization_total(*, organization_id: int, period_start: datetime) -> Decimal:
+    """Lock the organization's total row of a period (creating it at 0) and
+    return its usage: the lock of the organization's credit balance, taken by
+    whatever changes the balance without moving the total (a grant, a void,
+    an expiry), in the lock order's place of the organization's rows.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {ORGANIZATION_USAGE} AS t (organization_id, period_start, used)
+            VALUES (%s, %s, 0)
+            ON CONFLICT (organization_id, period_start) DO UPDATE SET used = t.used
+            RETURNING used
+            """,
+            [organization_id, _moment_param(period_start)],
+        )
+        row = cursor.fetchone()
+    return _credits_result(row[0])
+
+
 def add_to_organization_periods(
     *, organization_id: int, credits_by_period: dict[datetime, Decimal]
 ) -> dict[datetime, Decimal]:

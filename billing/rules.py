@@ -11,7 +11,7 @@ and the marks the ledger keeps (`limit_reached_at`, written in SQL as
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -46,6 +46,7 @@ class Decision:
     limit: Decimal | None
     resets_at: datetime
     message: str = ""
+    balance: Decimal | None = None  # the organization's, when it is what refuses
 
     @property
     def remaining(self) -> Decimal | None:
@@ -60,6 +61,8 @@ class Decision:
             "used": format_credits(self.used),
             "limit": None if self.limit is None else format_credits(self.limit),
         }
+        if self.balance is not None:
+            answer["balance"] = format_credits(self.balance)
         if self.allowed:
             answer["remaining"] = None if self.remaining is None else format_credits(self.remaining)
         answer["resets_at"] = self.resets_at.isoformat().replace("+00:00", "Z")
@@ -81,6 +84,7 @@ class Decision:
             limit=None if answer["limit"] is None else Decimal(answer["limit"]),
             resets_at=resets_at,
             message=answer.get("message", ""),
+            balance=Decimal(answer["balance"]) if answer.get("balance") is not None else None,
         )
 
 
@@ -95,19 +99,28 @@ def gate_decide(
     member_counted: Decimal,
     member_limit: Decimal | None,
     organization_used_now: Decimal,
-    allowance: Decimal | None,
+    balance: Decimal | None,
     block_when_exhausted: bool,
     period: Period,
 ) -> Decision:
-    """SPEC §3: allowed iff (the source is excluded, or the member has no limit,
-    or counted + cost <= limit) and (the organization does not block, or has
-    no allowance, or its usage + cost <= allowance). The member's limit is
-    the reason given when both refuse. `used` is as it stands, before `cost`.
+    """SPEC §3 and §9: allowed iff (the source is excluded, or the member has
+    no limit, or counted + cost <= limit) and (the organization does not
+    block, or has no balance, or cost <= its balance: the allowance left this
+    period plus its active grants, billing/balance.py). The member's limit is
+    the reason given when both refuse. `used` is as it stands, before `cost`;
+    a refusal for the organization says `limit` = used + balance.
     """
     if counts and would_exceed(member_counted, cost, member_limit):
         return _refused(USER_LIMIT_REACHED, member_counted, member_limit, period)
-    if block_when_exhausted and would_exceed(organization_used_now, cost, allowance):
-        return _refused(ORGANIZATION_CREDITS_EXHAUSTED, organization_used_now, allowance, period)
+    if block_when_exhausted and would_exceed(ZERO, cost, balance):
+        assert balance is not None
+        refusal = _refused(
+            ORGANIZATION_CREDITS_EXHAUSTED,
+            organization_used_now,
+            organization_used_now + balance,
+            period,
+        )
+        return replace(refusal, balance=balance)
     return Decision.allowing(used=member_counted, limit=member_limit, period=period)
 
 

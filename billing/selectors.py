@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from accounts.models import ANCHOR_DAY_MAX, ANCHOR_DAY_MIN, Membership, Organization, Role
 from accounts.selectors import member_name_expression
+from billing.balance import balance_now
 from billing.models import (
     CustomLimit,
     DailyUsage,
@@ -332,13 +333,16 @@ def gate_decision_now(
     the database refused a consume (alerts/services/consume.py).
     """
     _, counted = member_usage_get(membership=membership, period=period)
+    used = organization_used(organization=organization, period=period)
     return gate_decide(
         cost=credits,
         counts=rules.counts(source),
         member_counted=counted,
         member_limit=rules.limit_for(membership.pk),
-        organization_used_now=organization_used(organization=organization, period=period),
-        allowance=period.allowance(organization.credit_allowance),
+        organization_used_now=used,
+        balance=balance_now(
+            organization=organization, period=period, used=used, now=timezone.now()
+        ),
         block_when_exhausted=organization.block_when_exhausted,
         period=period,
     )

@@ -11,6 +11,7 @@ from django.views.decorators.http import require_http_methods
 
 from accounts.models import Organization
 from accounts.web import OrganizationHttpRequest, admin_required, organization_required
+from billing.balance import balance_now
 from billing.forms import AssistantForm
 from billing.models import Source
 from billing.periods import Period
@@ -184,7 +185,9 @@ def my_usage(request: OrganizationHttpRequest) -> HttpResponse:
         member_counted=counted,
         member_limit=limit,
         organization_used_now=organization_used_now,
-        allowance=allowance,
+        balance=balance_now(
+            organization=organization, period=period, used=organization_used_now, now=timezone.now()
+        ),
         block_when_exhausted=organization.block_when_exhausted,
         period=period,
     )

@@ -235,6 +235,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     },
     # Retention (alerts/retention.py, billing/retention.py): hourly, so that
     # each run has an hour's worth to delete, in batches.
+    # Credit balances (SPEC §9): grants becoming effective or expiring,
+    # expiry notices, a new period's allowance, within a minute of the moment.
+    "check-credit-balances": {
+        "task": "alerts.tasks.check_credit_balances",
+        "schedule": 60.0,
+    },
     "prune-notifications": {
         "task": "alerts.tasks.prune_notifications",
         "schedule": 60.0 * 60,
@@ -248,6 +254,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
 # are pruned after this many days; idempotency keys of consume are honoured at
 # least IDEMPOTENCY_RETENTION_DAYS (never fewer than 35) and then pruned.
 NOTIFICATION_RETENTION_DAYS = env_int(ENV, "NOTIFICATION_RETENTION_DAYS", default=90, minimum=1)
+# Admins are told this many days before a grant with credits left expires.
+GRANT_EXPIRY_NOTICE_DAYS = env_int(ENV, "GRANT_EXPIRY_NOTICE_DAYS", default=7, minimum=0)
 IDEMPOTENCY_RETENTION_DAYS = env_int(ENV, "IDEMPOTENCY_RETENTION_DAYS", default=35, minimum=35)
 # First retry of a failed delivery after about this many seconds, doubling each time.
 NOTIFICATION_RETRY_BASE_SECONDS = 10

@@ -23,8 +23,11 @@ from django.utils import timezone
 
 from accounts.models import Organization
 from accounts.selectors import member_ids_by_external_id
+from alerts.services.credits import BalanceChange, balance_changed
 from alerts.services.rules import MemberChange, UsageChange, alerts_on_usage
 from billing import ledger
+from billing.balance import balance_of, covered_by_allowance
+from billing.grants import draw
 from billing.idempotency import fingerprint, key_reused
 from billing.models import (
     DEFAULT_METER,
@@ -229,6 +232,7 @@ def _add_to_totals(
     }
     if reached:
         ledger.mark_limits_reached(member_usage_ids=list(reached), now=now)
+    balance = _draw_beyond_allowance(organization, organization_totals, by_period, now)
     for period_start, used_after in organization_totals.items():
         alerts_on_usage(
             UsageChange(
@@ -251,3 +255,48 @@ def _add_to_totals(
                 ],
             )
         )
+    if balance is not None:
+        balance_changed(balance)
+
+
+def _draw_beyond_allowance(
+    organization: Organization,
+    organization_totals: dict[datetime, Decimal],
+    by_period: dict[datetime, Decimal],
+    now: datetime,
+) -> BalanceChange | None:
+    """Draw from the grants the part of this period's usage that its allowance
+    does not cover (never refused: what they do not cover is overage). Usage
+    of past periods draws nothing: a later grant does not cover past overage.
+    """
+    if organization.credit_balance_kept_since is None:
+        return None
+    period = organization_period(organization, now)
+    if period.start not in organization_totals:
+        return None
+    used_after, credits = organization_totals[period.start], by_period[period.start]
+    used_before = used_after - credits
+    allowance = period.allowance(organization.credit_allowance)
+    drawn = draw(
+        organization_id=organization.pk,
+        credits=credits - covered_by_allowance(allowance, used_before, credits),
+        now=now,
+        all_or_nothing=False,
+    )
+    return BalanceChange(
+        organization,
+        period,
+        before=balance_of(
+            allowance=allowance,
+            used=used_before,
+            grants_remaining=drawn.available,
+            any_grant=drawn.any_grant,
+        ),
+        after=balance_of(
+            allowance=allowance,
+            used=used_after,
+            grants_remaining=drawn.remaining_after,
+            any_grant=drawn.any_grant,
+        ),
+        now=now,
+    )

@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from accounts.models import Membership, Organization
 from alerts.models import (
+    BalanceAlert,
     Firing,
     FiringKind,
     OrganizationAlert,
@@ -89,6 +90,7 @@ class Candidate:
     value: Decimal
     alert: OrganizationAlert | None = None
     membership_id: int | None = None
+    balance_alert: BalanceAlert | None = None
 
 
 def threshold_credits(alert: OrganizationAlert, allowance: Decimal | None) -> Decimal | None:
@@ -319,6 +321,7 @@ def _insert_firings(
                 organization=organization,
                 kind=candidate.kind,
                 alert=candidate.alert,
+                balance_alert=candidate.balance_alert,
                 membership=membership,
                 user_external_id=membership.external_id if membership else "",
                 threshold_type=candidate.alert.threshold_type if candidate.alert else "",
@@ -338,6 +341,7 @@ def _insert_firings(
             "organization",
             "kind",
             "alert",
+            "balance_alert",
             "membership",
             "user_external_id",
             "threshold_type",

@@ -1,0 +1,104 @@
+"""The credit balance (SPEC §9): allowance left this period plus what the
+active grants hold. `balance_of` is its one definition; the write path
+(alerts/services/consume.py, ingest.py) computes it from the totals and the
+drawdown it just did, the pages and the API read it with `credit_balance_get`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.db.models import Sum
+
+from accounts.models import Organization
+from billing.grants import active_grants
+from billing.models import CreditGrant, CreditLedgerEntry, LedgerEntryType, OrganizationUsage
+from billing.periods import Period, organization_period
+
+ZERO = Decimal(0)
+
+
+def allowance_left(allowance: Decimal | None, used: Decimal) -> Decimal:
+    """What is left of a period's allowance (none: nothing)."""
+    return max((allowance or ZERO) - used, ZERO)
+
+
+def balance_of(
+    *, allowance: Decimal | None, used: Decimal, grants_remaining: Decimal, any_grant: bool
+) -> Decimal | None:
+    """The balance; None for an organization with no allowance that never had
+    a grant (it is not limited as a whole).
+    """
+    if allowance is None and not any_grant:
+        return None
+    return allowance_left(allowance, used) + grants_remaining
+
+
+def covered_by_allowance(
+    allowance: Decimal | None, used_before: Decimal, credits: Decimal
+) -> Decimal:
+    """The part of a write of `credits` that the period's allowance covers."""
+    return min(credits, allowance_left(allowance, used_before))
+
+
+@dataclass(frozen=True)
+class CreditBalance:
+    balance: Decimal | None
+    allowance: Decimal | None
+    allowance_remaining: Decimal | None
+    grants_remaining: Decimal
+    overage: Decimal
+    period: Period
+    grants: list[CreditGrant]
+
+
+def credit_balance_get(*, organization: Organization, now: datetime) -> CreditBalance:
+    """The balance as it stands at `now`, with the active grants in drawdown order."""
+    period = organization_period(organization, now)
+    allowance = period.allowance(organization.credit_allowance)
+    used = (
+        OrganizationUsage.objects.filter(organization=organization, period_start=period.start)
+        .values_list("used", flat=True)
+        .first()
+    ) or ZERO
+    grants = list(active_grants(organization_id=organization.pk, now=now))
+    grants_remaining = sum((grant.remaining for grant in grants), ZERO)
+    any_grant = bool(grants) or CreditGrant.objects.filter(organization=organization).exists()
+    drawn = CreditLedgerEntry.objects.filter(
+        organization=organization,
+        type=LedgerEntryType.DRAWDOWN,
+        at__gte=period.start,
+        at__lt=period.end,
+    ).aggregate(total=Sum("credits"))["total"]
+    covered = (allowance or ZERO) + (-drawn if drawn else ZERO)
+    return CreditBalance(
+        balance=balance_of(
+            allowance=allowance, used=used, grants_remaining=grants_remaining, any_grant=any_grant
+        ),
+        allowance=allowance,
+        allowance_remaining=None if allowance is None else allowance_left(allowance, used),
+        grants_remaining=grants_remaining,
+        overage=max(used - covered, ZERO),
+        period=period,
+        grants=grants,
+    )
+
+
+def balance_now(
+    *, organization: Organization, period: Period, used: Decimal, now: datetime
+) -> Decimal | None:
+    """The balance for the gate's check, from the period's usage: one query
+    of the grants, none when the organization keeps no balance.
+    """
+    allowance = period.allowance(organization.credit_allowance)
+    if organization.credit_balance_kept_since is None:
+        return None if allowance is None else allowance_left(allowance, used)
+    grants = active_grants(organization_id=organization.pk, now=now).aggregate(
+        total=Sum("remaining")
+    )["total"]
+    any_grant = grants is not None or CreditGrant.objects.filter(organization=organization).exists()
+    return balance_of(
+        allowance=allowance, used=used, grants_remaining=grants or ZERO, any_grant=any_grant
+    )
