@@ -8,6 +8,7 @@ from celery import shared_task
 
 from alerts.outbox import notifications_requeue_stale
 from alerts.retention import notifications_prune
+from alerts.services.credits import credit_balances_check
 
 
 @shared_task(ignore_result=True)
@@ -18,3 +19,8 @@ def requeue_stale_notifications() -> int:
 @shared_task(ignore_result=True)
 def prune_notifications() -> int:
     return notifications_prune()
+
+
+@shared_task(ignore_result=True)
+def check_credit_balances() -> int:
+    return credit_balances_check()
