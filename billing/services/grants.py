@@ -131,16 +131,18 @@ def grant_insert(
         at=now,
     )
     balance_kept(organization=organization, now=now)
-    check_due_by(organization=organization, moment=_first_moment(row))
+    first = _first_moment(row, now)
+    if first is not None:
+        check_due_by(organization=organization, moment=first)
     return row
 
 
-def _first_moment(grant: CreditGrant) -> datetime:
+def _first_moment(grant: CreditGrant, now: datetime) -> datetime | None:
     """When the grant next changes the balance or calls for a notice."""
-    moments = [grant.effective_at]
+    moments = [grant.effective_at] if grant.effective_at > now else []
     if grant.expires_at is not None:
-        moments.append(grant.expires_at - expiry_notice_ahead())
-    return min(moments)
+        moments.append(max(grant.expires_at - expiry_notice_ahead(), now))
+    return min(moments) if moments else None
 
 
 def expiry_notice_ahead() -> timedelta:
