@@ -84,6 +84,12 @@ class TestDrawdownOrder:
             assert consume(organization, member, 4).allowed
         assert remaining(older, newer) == [0, 2]
 
+    def test_created_at_the_same_instant_the_first_made_is_drawn_first(self, organization, member):
+        with_allowance(organization, None)
+        first, second = grant(organization, 3), grant(organization, 3)
+        assert consume(organization, member, 4).allowed
+        assert remaining(first, second) == [0, 2]
+
     def test_a_drawdown_entry_covers_one_write(self, organization, member):
         with_allowance(organization, None)
         first, second = grant(organization, 2, priority=1), grant(organization, 5, priority=2)
