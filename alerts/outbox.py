@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from functools import partial
 from typing import Any
 
@@ -35,7 +35,6 @@ from django.utils import timezone
 
 from accounts.models import Membership, Organization, Role
 from alerts.models import (
-    BALANCE_FIRING_KINDS,
     EVENT_TYPES,
     BalanceAlert,
     Channel,
@@ -49,6 +48,7 @@ from alerts.models import (
     UserAlertPolicy,
     WebhookEndpoint,
 )
+from alerts.payloads import BALANCE_KINDS, firing_summary, iso, severity, webhook_payload
 from alerts.transports import CREDIT_EMAIL, TRANSPORTS, TransportError, taken_by_provider
 from billing.periods import Period
 from billing.selectors import admins_to_ask
@@ -147,83 +147,10 @@ def _all_admins(organization: Organization) -> list[Membership]:
     )
 
 
-BALANCE_KINDS = frozenset(BALANCE_FIRING_KINDS.values())
-# Which of a write's firings an email leads with: the most severe. Usage
-# alerts by the highest threshold; balance alerts depleted, then the lowest
-# threshold dropped below, then recovered.
-_BALANCE_SEVERITY = {
-    FiringKind.BALANCE_DEPLETED: 0,
-    FiringKind.BALANCE_DROPPED: 1,
-    FiringKind.BALANCE_RECOVERED: 2,
-}
-
-
-def severity(firing: Firing) -> tuple[int, Decimal]:
-    if firing.kind in _BALANCE_SEVERITY:
-        return (_BALANCE_SEVERITY[FiringKind(firing.kind)], firing.threshold_credits)
-    return (-1, -firing.threshold_credits)
-
-
 def _tell(by_email: dict[str, list[Firing]], email: str, firing: Firing) -> None:
     told = by_email.setdefault(email, [])
     if firing not in told:  # an admin who is also the member is told once
         told.append(firing)
-
-
-def firing_summary(firing: Firing) -> dict[str, Any]:
-    """What a message says about one firing (stored with the notification)."""
-    percent_of_allowance = (
-        format_credits(
-            (firing.value * 100 / firing.allowance).quantize(Decimal("0.1"), ROUND_HALF_UP)
-        )
-        if firing.allowance
-        else None
-    )
-    return {
-        "firing_id": firing.pk,
-        "kind": firing.kind,
-        "alert_id": firing.alert_id or firing.balance_alert_id,
-        "user": firing.user_external_id or None,
-        "user_email": firing.membership.user.email if firing.membership else None,
-        "threshold_type": firing.threshold_type or None,
-        "threshold": format_credits(firing.threshold),
-        "threshold_credits": format_credits(firing.threshold_credits),
-        "value": format_credits(firing.value),
-        "allowance": format_credits(firing.allowance) if firing.allowance is not None else None,
-        "percent_of_allowance": percent_of_allowance,
-        "period_start": firing.period_start.isoformat(),
-        "period_end": firing.period_end.isoformat(),
-        "triggered_at": firing.triggered_at.isoformat(),
-    }
-
-
-def webhook_payload(organization: Organization, firing: Firing) -> dict[str, Any]:
-    """The Standard Webhooks payload of one firing."""
-    if firing.kind in BALANCE_KINDS:
-        return {
-            "type": EVENT_TYPES[FiringKind(firing.kind)],
-            "timestamp": _iso(firing.triggered_at),
-            "data": {
-                "organization": organization.slug,
-                "alert_id": firing.balance_alert_id,
-                "threshold": format_credits(firing.threshold) if firing.threshold else None,
-                "balance": format_credits(firing.value),
-                "value": format_credits(firing.value),
-            },
-        }
-    return {
-        "type": EVENT_TYPES[FiringKind(firing.kind)],
-        "timestamp": firing.triggered_at.isoformat().replace("+00:00", "Z"),
-        "data": {
-            "organization": organization.slug,
-            "alert_id": firing.alert_id,
-            "user": firing.user_external_id or None,
-            "threshold": format_credits(firing.threshold),
-            "value": format_credits(firing.value),
-            "period_start": firing.period_start.isoformat().replace("+00:00", "Z"),
-            "period_end": firing.period_end.isoformat().replace("+00:00", "Z"),
-        },
-    }
 
 
 def notifications_write(
@@ -289,15 +216,11 @@ def notifications_write(
         deliver_notification_on_commit(notification.pk)
 
 
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
 def _event_value(value: Any) -> Any:
     if isinstance(value, Decimal):
         return format_credits(value)
     if isinstance(value, datetime):
-        return _iso(value)
+        return iso(value)
     return value
 
 
@@ -319,7 +242,7 @@ def credit_event_write(
             channel=Channel.WEBHOOK,
             recipient=str(endpoint.pk),
             event_type=event_type,
-            payload={"type": event_type, "timestamp": _iso(now), "data": data},
+            payload={"type": event_type, "timestamp": iso(now), "data": data},
         )
         for endpoint in WebhookEndpoint.objects.filter(
             organization=organization, disabled_at__isnull=True

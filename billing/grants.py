@@ -25,8 +25,8 @@ from decimal import Decimal
 from django.db import connection
 from django.db.models import F, Q, QuerySet, Sum
 
-from billing.ledger import _credits_param, _credits_result, _moment_param
 from billing.models import CreditGrant, CreditLedgerEntry, LedgerEntryType
+from billing.sqlvalues import credits_param, credits_result, moment_param
 
 CREDIT_GRANT = CreditGrant._meta.db_table
 CREDIT_LEDGER = CreditLedgerEntry._meta.db_table
@@ -81,8 +81,8 @@ def draw(*, organization_id: int, credits: Decimal, now: datetime, all_or_nothin
         return _draw_one_by_one(organization_id, credits, now, all_or_nothing)
     params = {
         "organization": organization_id,
-        "credits": _credits_param(credits),
-        "now": _moment_param(now),
+        "credits": credits_param(credits),
+        "now": moment_param(now),
         "all_or_nothing": all_or_nothing,
         "drawdown": LedgerEntryType.DRAWDOWN.value,
     }
@@ -127,7 +127,7 @@ def draw(*, organization_id: int, credits: Decimal, now: datetime, all_or_nothin
         )
         available, drawn, any_grant = cursor.fetchone()
     return Draw(
-        available=_credits_result(available), drawn=_credits_result(drawn), any_grant=any_grant
+        available=credits_result(available), drawn=credits_result(drawn), any_grant=any_grant
     )
 
 

@@ -30,8 +30,6 @@ from typing import Any
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 from django.db.models import Case, F, Value, When
-from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from billing.models import (
     ConsumeAnswer,
@@ -42,8 +40,14 @@ from billing.models import (
     UsageEvent,
 )
 from billing.rules import over_budget
+from billing.sqlvalues import (
+    credits_param,
+    credits_result,
+    moment_param,
+    moment_result,
+    sql_rows,
+)
 from config import rawsql
-from config.credits import CREDIT_DECIMAL_PLACES, CREDIT_MAX_DIGITS, CREDIT_QUANTUM
 
 CONSUME_ANSWER = ConsumeAnswer._meta.db_table
 DAILY_USAGE = DailyUsage._meta.db_table
@@ -51,67 +55,6 @@ MEMBER_USAGE = MemberUsage._meta.db_table
 ORGANIZATION_USAGE = OrganizationUsage._meta.db_table
 SOURCE_USAGE = SourceUsage._meta.db_table
 USAGE_EVENT = UsageEvent._meta.db_table
-
-
-def _credits_param(value: Decimal | None) -> Any:
-    if connection.vendor == "sqlite" and value is not None:
-        # Django hands SQLite decimals as text, and SQLite ranks every number
-        # below any text: a cap compared with one would never refuse. SQLite
-        # stores these columns as REAL anyway (the local demo database only).
-        return float(value)
-    return connection.ops.adapt_decimalfield_value(value, CREDIT_MAX_DIGITS, CREDIT_DECIMAL_PLACES)
-
-
-def _moment_param(value: datetime | None) -> Any:
-    return connection.ops.adapt_datetimefield_value(value)
-
-
-def _credits_result(value: Any) -> Decimal:
-    # PostgreSQL answers Decimal; SQLite (the local demo database) answers int or float.
-    return (value if isinstance(value, Decimal) else Decimal(str(value))).quantize(CREDIT_QUANTUM)
-
-
-def _moment_result(value: Any) -> datetime | None:
-    # PostgreSQL answers aware datetimes; SQLite naive ones (or text), in UTC.
-    if value is None:
-        return None
-    moment = value if isinstance(value, datetime) else parse_datetime(str(value))
-    if moment is not None and timezone.is_naive(moment):
-        moment = moment.replace(tzinfo=UTC)
-    return moment
-
-
-# Above this many values, PostgreSQL gets arrays rather than placeholders.
-UNNEST_ABOVE_VALUES = 100
-
-
-def _rows(types: Sequence[str], rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
-    """The rows to follow `INSERT INTO table (columns)`, and their parameters.
-
-    Many rows go to PostgreSQL as one array per column (`SELECT * FROM
-    unnest(…)`), so the statement has a parameter per column whatever their
-    number: a VALUES list of 11,000 placeholders cost more to build and parse
-    than the insert itself. A few rows (a consume's) go as a VALUES list,
-    which costs less to send than arrays. `types` are PostgreSQL's element
-    types; values go in as Python objects.
-    """
-    if connection.vendor == "postgresql" and len(rows) * len(types) > UNNEST_ABOVE_VALUES:
-        arrays = ", ".join(f"%s::{column_type}[]" for column_type in types)
-        columns = [list(column) for column in zip(*rows, strict=True)]
-        return f"SELECT * FROM unnest({arrays})", columns
-    row = "(" + ", ".join(["%s"] * len(types)) + ")"
-    params = [_param(value) for values in rows for value in values]
-    return f"VALUES {', '.join([row] * len(rows))}", params
-
-
-def _param(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return _credits_param(value)
-    if isinstance(value, datetime):
-        return _moment_param(value)
-    if isinstance(value, date):
-        return connection.ops.adapt_datefield_value(value)
-    return value
 
 
 @dataclass(frozen=True)
@@ -153,15 +96,15 @@ def add_to_member(
     params = [
         organization_id,
         increment.membership_id,
-        _moment_param(increment.period_start),
-        _credits_param(increment.used),
-        _credits_param(increment.counted),
-        _moment_param(now if reached_now else None),
-        _credits_param(limit),
-        _moment_param(now),
+        moment_param(increment.period_start),
+        credits_param(increment.used),
+        credits_param(increment.counted),
+        moment_param(now if reached_now else None),
+        credits_param(limit),
+        moment_param(now),
     ]
     if guard:
-        params.append(_credits_param(limit))
+        params.append(credits_param(limit))
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
@@ -188,10 +131,10 @@ def _member_totals(row: Sequence[Any]) -> MemberTotals:
     return MemberTotals(
         id=row[0],
         membership_id=row[1],
-        period_start=_moment_result(row[2]),  # type: ignore[arg-type]
-        used=_credits_result(row[3]),
-        counted=_credits_result(row[4]),
-        limit_reached_at=_moment_result(row[5]),
+        period_start=moment_result(row[2]),  # type: ignore[arg-type]
+        used=credits_result(row[3]),
+        counted=credits_result(row[4]),
+        limit_reached_at=moment_result(row[5]),
     )
 
 
@@ -221,7 +164,7 @@ def add_to_members(
     if not increments:
         return []
     ordered = sorted(increments, key=lambda i: (i.membership_id, i.period_start))
-    rows, params = _rows(
+    rows, params = sql_rows(
         ("bigint", "bigint", "timestamptz", "numeric", "numeric"),
         [(organization_id, i.membership_id, i.period_start, i.used, i.counted) for i in ordered],
     )
@@ -265,7 +208,7 @@ def mark_limits_reached(*, member_usage_ids: Sequence[int], now: datetime) -> No
                 {lock}
             )
             """,
-            [_moment_param(now), *params],
+            [moment_param(now), *params],
         )
 
 
@@ -284,9 +227,9 @@ def add_to_organization(
     if guarded and credits > allowance:  # type: ignore[operator]
         return None
     guard = "WHERE t.used + EXCLUDED.used <= %s" if guarded else ""
-    params = [organization_id, _moment_param(period_start), _credits_param(credits)]
+    params = [organization_id, moment_param(period_start), credits_param(credits)]
     if guarded:
-        params.append(_credits_param(allowance))
+        params.append(credits_param(allowance))
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
@@ -299,7 +242,7 @@ def add_to_organization(
             params,
         )
         row = cursor.fetchone()
-    return _credits_result(row[0]) if row else None
+    return credits_result(row[0]) if row else None
 
 
 def undo_organization_increment(
@@ -327,10 +270,10 @@ def lock_organization_total(*, organization_id: int, period_start: datetime) -> 
             ON CONFLICT (organization_id, period_start) DO UPDATE SET used = t.used
             RETURNING used
             """,
-            [organization_id, _moment_param(period_start)],
+            [organization_id, moment_param(period_start)],
         )
         row = cursor.fetchone()
-    return _credits_result(row[0])
+    return credits_result(row[0])
 
 
 def add_to_organization_periods(
@@ -339,7 +282,7 @@ def add_to_organization_periods(
     """Add to several periods' totals of one organization; returns the new totals."""
     if not credits_by_period:
         return {}
-    rows, params = _rows(
+    rows, params = sql_rows(
         ("bigint", "timestamptz", "numeric"),
         [(organization_id, start, credits_by_period[start]) for start in sorted(credits_by_period)],
     )
@@ -353,7 +296,7 @@ def add_to_organization_periods(
             """,
             params,
         )
-        return {_moment_result(row[0]): _credits_result(row[1]) for row in cursor.fetchall()}  # type: ignore[misc]
+        return {moment_result(row[0]): credits_result(row[1]) for row in cursor.fetchall()}  # type: ignore[misc]
 
 
 def add_to_sources(
@@ -363,7 +306,7 @@ def add_to_sources(
     if not increments:
         return
     keys = sorted(increments, key=lambda k: (k[0] or 0, k[1], k[2]))
-    rows, params = _rows(
+    rows, params = sql_rows(
         ("bigint", "bigint", "bigint", "timestamptz", "text", "numeric"),
         [
             (organization_id, membership_id, membership_id or 0, period_start, source, used)
@@ -392,7 +335,7 @@ def add_to_days(*, organization_id: int, credits_by_day: dict[date, Decimal]) ->
     """
     if not credits_by_day:
         return
-    rows, params = _rows(
+    rows, params = sql_rows(
         ("bigint", "date", "numeric"),
         [(organization_id, day, credits_by_day[day]) for day in sorted(credits_by_day)],
     )
@@ -436,7 +379,7 @@ def insert_events(*, organization_id: int, events: Sequence[NewEvent], now: date
     if not events:
         return set()
     events = sorted(events, key=lambda event: event.idempotency_key)
-    rows, params = _rows(
+    rows, params = sql_rows(
         (
             "bigint",
             "bigint",

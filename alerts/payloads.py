@@ -1,0 +1,91 @@
+"""What a message says about a firing: the summary stored with each email
+notification, the Standard Webhooks payload, and which firing an email
+leads with (alerts/outbox.py writes them).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from accounts.models import Organization
+from alerts.models import BALANCE_FIRING_KINDS, EVENT_TYPES, Firing, FiringKind
+from config.credits import format_credits
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+BALANCE_KINDS = frozenset(BALANCE_FIRING_KINDS.values())
+# Which of a write's firings an email leads with: the most severe. Usage
+# alerts by the highest threshold; balance alerts depleted, then the lowest
+# threshold dropped below, then recovered.
+_BALANCE_SEVERITY = {
+    FiringKind.BALANCE_DEPLETED: 0,
+    FiringKind.BALANCE_DROPPED: 1,
+    FiringKind.BALANCE_RECOVERED: 2,
+}
+
+
+def severity(firing: Firing) -> tuple[int, Decimal]:
+    if firing.kind in _BALANCE_SEVERITY:
+        return (_BALANCE_SEVERITY[FiringKind(firing.kind)], firing.threshold_credits)
+    return (-1, -firing.threshold_credits)
+
+
+def firing_summary(firing: Firing) -> dict[str, Any]:
+    """What a message says about one firing (stored with the notification)."""
+    percent_of_allowance = (
+        format_credits(
+            (firing.value * 100 / firing.allowance).quantize(Decimal("0.1"), ROUND_HALF_UP)
+        )
+        if firing.allowance
+        else None
+    )
+    return {
+        "firing_id": firing.pk,
+        "kind": firing.kind,
+        "alert_id": firing.alert_id or firing.balance_alert_id,
+        "user": firing.user_external_id or None,
+        "user_email": firing.membership.user.email if firing.membership else None,
+        "threshold_type": firing.threshold_type or None,
+        "threshold": format_credits(firing.threshold),
+        "threshold_credits": format_credits(firing.threshold_credits),
+        "value": format_credits(firing.value),
+        "allowance": format_credits(firing.allowance) if firing.allowance is not None else None,
+        "percent_of_allowance": percent_of_allowance,
+        "period_start": firing.period_start.isoformat(),
+        "period_end": firing.period_end.isoformat(),
+        "triggered_at": firing.triggered_at.isoformat(),
+    }
+
+
+def webhook_payload(organization: Organization, firing: Firing) -> dict[str, Any]:
+    """The Standard Webhooks payload of one firing."""
+    if firing.kind in BALANCE_KINDS:
+        return {
+            "type": EVENT_TYPES[FiringKind(firing.kind)],
+            "timestamp": iso(firing.triggered_at),
+            "data": {
+                "organization": organization.slug,
+                "alert_id": firing.balance_alert_id,
+                "threshold": format_credits(firing.threshold) if firing.threshold else None,
+                "balance": format_credits(firing.value),
+                "value": format_credits(firing.value),
+            },
+        }
+    return {
+        "type": EVENT_TYPES[FiringKind(firing.kind)],
+        "timestamp": firing.triggered_at.isoformat().replace("+00:00", "Z"),
+        "data": {
+            "organization": organization.slug,
+            "alert_id": firing.alert_id,
+            "user": firing.user_external_id or None,
+            "threshold": format_credits(firing.threshold),
+            "value": format_credits(firing.value),
+            "period_start": firing.period_start.isoformat().replace("+00:00", "Z"),
+            "period_end": firing.period_end.isoformat().replace("+00:00", "Z"),
+        },
+    }
