@@ -480,6 +480,21 @@ def test_top_ups_made_this_period_are_shown(owner, member, organization):
     assert CreditGrant.objects.filter(kind="top_up").count() == 1
 
 
+def test_top_ups_of_a_past_period_are_not_counted_in_this_one(owner, organization):
+    auto_top_up_set(
+        organization=organization,
+        settings=AutoTopUpInput(enabled=True, threshold=D(50), credits=D(100)),
+    )
+    AutoTopUp.objects.filter(organization=organization).update(
+        top_ups=3, period_start=datetime(2025, 5, 1, tzinfo=UTC)
+    )
+
+    html = section(page_html(owner, PAGE), "auto-top-up")
+
+    assert "<strong>0</strong> of 3 top-ups made this billing period" in html
+    assert "no more this period" not in html
+
+
 # Roles, tenancy, queries
 
 
