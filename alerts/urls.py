@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver, path
 
-from alerts import views, webhook_views
+from alerts import credit_views, views, webhook_views
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("settings/limits/", views.limits_settings, name="limits_settings"),
@@ -22,6 +22,19 @@ urlpatterns: list[URLPattern | URLResolver] = [
         views.custom_limit_remove,
         name="custom_limit_remove",
     ),
+    path("credits/", credit_views.credits_settings, name="credits_settings"),
+    path("credits/balance-alerts/new/", credit_views.balance_alert_add, name="balance_alert_add"),
+    path(
+        "credits/balance-alerts/<int:alert_id>/",
+        credit_views.balance_alert_edit,
+        name="balance_alert_edit",
+    ),
+    path(
+        "credits/balance-alerts/<int:alert_id>/delete/",
+        credit_views.balance_alert_delete,
+        name="balance_alert_delete",
+    ),
+    path("credits/auto-top-up/", credit_views.auto_top_up_save, name="auto_top_up_save"),
     path("settings/webhooks/", webhook_views.webhooks_settings, name="webhooks_settings"),
     path("settings/webhooks/new/", webhook_views.webhook_add, name="webhook_add"),
     path(

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_http_methods
 
 from accounts.models import Organization
 from accounts.web import OrganizationHttpRequest, admin_required, organization_required
-from billing.balance import balance_now
+from billing.balance import allowance_left, balance_now
 from billing.forms import AssistantForm
 from billing.models import Source
 from billing.periods import Period
@@ -179,15 +179,16 @@ def my_usage(request: OrganizationHttpRequest) -> HttpResponse:
     allowance = period.allowance(organization.credit_allowance)
     # Over budget means even the smallest action would be refused: the gate's
     # own rule, asked for one quantum, gives the notice a member would get.
+    balance = balance_now(
+        organization=organization, period=period, used=organization_used_now, now=timezone.now()
+    )
     standing = gate_decide(
         cost=CREDIT_QUANTUM,
         counts=True,
         member_counted=counted,
         member_limit=limit,
         organization_used_now=organization_used_now,
-        balance=balance_now(
-            organization=organization, period=period, used=organization_used_now, now=timezone.now()
-        ),
+        balance=balance,
         block_when_exhausted=organization.block_when_exhausted,
         period=period,
     )
@@ -212,7 +213,29 @@ def my_usage(request: OrganizationHttpRequest) -> HttpResponse:
         "organization_bar_percent": min(organization_percent or 0, 100),
         "organization_exhausted": over_budget(organization_used_now, allowance),
         "blocked": not standing.allowed,
+        "balance": _balance_limiting(organization, allowance, organization_used_now, balance),
     }
     if not standing.allowed:
         context |= blocked_notice_context(organization=organization, decision=standing)
     return render(request, "billing/my_usage.html", context)
+
+
+def _balance_limiting(
+    organization: Organization,
+    allowance: Decimal | None,
+    used: Decimal,
+    balance: Decimal | None,
+) -> dict[str, Decimal] | None:
+    """The organization's credit balance, as the gate just read it, when it
+    limits its members: the organization blocks and keeps a balance (it has
+    had grants, balance alerts or a top-up; an allowance alone is shown as
+    the allowance). Split into what is left of the allowance and of the grants.
+    """
+    if (
+        balance is None
+        or not organization.block_when_exhausted
+        or organization.credit_balance_kept_since is None
+    ):
+        return None
+    from_allowance = allowance_left(allowance, used)
+    return {"total": balance, "allowance": from_allowance, "grants": balance - from_allowance}

@@ -28,7 +28,7 @@ from accounts.models import Organization
 from accounts.web import OrganizationHttpRequest, View, organization_required
 from alerts.services.consume import usage_consume
 from billing.models import Source
-from billing.rules import USER_LIMIT_REACHED, Decision
+from billing.rules import ORGANIZATION_CREDITS_EXHAUSTED, USER_LIMIT_REACHED, Decision
 from billing.selectors import admins_to_ask
 from config.credits import parse_credits
 from config.dbretry import ConcurrentUpdate
@@ -135,10 +135,23 @@ def blocked_response(
 def blocked_notice_context(
     *, organization: Organization, decision: Decision, cost: Decimal | None = None
 ) -> dict[str, Any]:
-    """What the notice template needs: why, usage and limit, reset, whom to ask."""
+    """What the notice template needs: why, usage and limit, reset, whom to ask.
+
+    `balance_used_up`: the organization refused and keeps a credit balance
+    (grants, balance alerts or a top-up): the notice speaks of the balance,
+    which comes back with the next period's allowance (`allowance_returns`,
+    when there is one) or a new grant, rather than of the allowance alone.
+    """
+    balance_used_up = (
+        decision.reason == ORGANIZATION_CREDITS_EXHAUSTED
+        and decision.balance is not None
+        and organization.credit_balance_kept_since is not None
+    )
     return {
         "decision": decision,
         "user_limit_reached": decision.reason == USER_LIMIT_REACHED,
+        "balance_used_up": balance_used_up,
+        "allowance_returns": organization.credit_allowance is not None,
         "cost": cost,
         "admins": admins_to_ask(organization=organization),
     }

@@ -19,10 +19,11 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from accounts.models import ApiKey, Membership
 from accounts.services import api_key_create, api_key_revoke
-from alerts.models import OrganizationAlert, UserAlertPolicy, WebhookEndpoint
+from alerts.models import BalanceAlert, OrganizationAlert, UserAlertPolicy, WebhookEndpoint
 from alerts.services.changes import custom_limit_set
+from alerts.services.credit_settings import balance_alert_create
 from alerts.webhooks import webhook_endpoint_create
-from billing.models import CustomLimit, MemberUsage, UsageEvent, UserLimitPolicy
+from billing.models import AutoTopUp, CustomLimit, MemberUsage, UsageEvent, UserLimitPolicy
 from config.api import api as ninja_api
 from tests.fixtures import ApiClient, logged_in
 from tests.helpers import absolute_alert, ingest, limits_on
@@ -43,9 +44,18 @@ def world(organization, owner, member, outsider, other_organization) -> dict[str
     )
     ingest(organization, 60, user=member, key="seed")
     absolute_alert(other_organization, 10)
+    balance_alert = balance_alert_create(
+        organization=organization, alert_type="dropped", threshold=Decimal(5)
+    )
     _, acme_key = api_key_create(organization=organization)
     _, globex_key = api_key_create(organization=other_organization)
-    return {"alert": alert, "endpoint": endpoint, "acme_key": acme_key, "globex_key": globex_key}
+    return {
+        "alert": alert,
+        "endpoint": endpoint,
+        "balance_alert": balance_alert,
+        "acme_key": acme_key,
+        "globex_key": globex_key,
+    }
 
 
 def acme_state() -> tuple[Any, ...]:
@@ -75,6 +85,12 @@ def acme_state() -> tuple[Any, ...]:
             )
         ),
         sorted(WebhookEndpoint.objects.filter(organization__slug="acme").values_list("id")),
+        sorted(
+            BalanceAlert.objects.filter(organization__slug="acme").values_list(
+                "id", "type", "threshold"
+            )
+        ),
+        list(AutoTopUp.objects.filter(organization__slug="acme").values_list("enabled")),
         sorted(ApiKey.objects.filter(organization__slug="acme").values_list("id", "revoked_at")),
         UsageEvent.objects.filter(organization__slug="acme").count(),
         sorted(
@@ -289,6 +305,7 @@ def test_acmes_own_key_reaches_every_operation(world):
 def page_urls(world: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
     alert_id = world["alert"].pk
     endpoint_id = world["endpoint"].pk
+    balance_alert_id = world["balance_alert"].pk
     member_id = Membership.objects.get(user__email="member@acme.test").pk
     acme_key_id = ApiKey.objects.filter(organization__slug="acme").latest("created_at").pk
     return {
@@ -323,6 +340,14 @@ def page_urls(world: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
             ("post", "/settings/webhooks/new/"),
             ("get", f"/settings/webhooks/{endpoint_id}/remove/"),
             ("post", f"/settings/webhooks/{endpoint_id}/remove/"),
+            ("get", "/credits/"),
+            ("get", "/credits/balance-alerts/new/"),
+            ("post", "/credits/balance-alerts/new/"),
+            ("get", f"/credits/balance-alerts/{balance_alert_id}/"),
+            ("post", f"/credits/balance-alerts/{balance_alert_id}/"),
+            ("get", f"/credits/balance-alerts/{balance_alert_id}/delete/"),
+            ("post", f"/credits/balance-alerts/{balance_alert_id}/delete/"),
+            ("post", "/credits/auto-top-up/"),
         ],
         "member": [("get", "/"), ("get", "/me/usage/"), ("get", "/assistant/")],
     }
@@ -368,6 +393,11 @@ def test_the_matrix_covers_every_page(world):
         "webhooks_settings",
         "webhook_add",
         "webhook_remove",
+        "credits_settings",
+        "balance_alert_add",
+        "balance_alert_edit",
+        "balance_alert_delete",
+        "auto_top_up_save",
     }
     # A new page must join the matrix below: this list is what it covers.
     assert names == expected
