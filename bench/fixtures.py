@@ -153,6 +153,31 @@ def tenant_create(
     )
 
 
+def grants_add(tenant: Tenant, *, count: int = 3) -> None:
+    """Give the tenant `count` active grants (different priorities, one
+    expiring) and an allowance of 1 credit, through the services: from its
+    second credit on, every consume and ingest draws on the grants.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from alerts.services.credits import credit_grant_create
+    from billing.services.grants import GrantInput
+
+    organization = tenant.organization()
+    organization.credit_allowance = Decimal(1)
+    organization.save(update_fields=["credit_allowance"])
+    for index in range(count):
+        credit_grant_create(
+            organization=organization,
+            grant=GrantInput(
+                kind="purchased",
+                credits=BIG,
+                priority=10 + index,
+                expires_at=datetime.now(UTC) + timedelta(days=365) if index == 0 else None,
+            ),
+        )
+
+
 def organizations_fill(total: int, *, events_per_organization: int = 10) -> int:
     """Bring the number of organizations up to `total` with busy-looking ones:
     each with an admin, an API key, an alert, this period's totals and some
