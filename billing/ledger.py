@@ -9,8 +9,9 @@ row lock it already holds, so no interleaving can overshoot.
 Lock order, everywhere: the ledger's idempotency keys (by key), then member
 rows (by membership id and period), then the organization's rows (by
 period; the current one is also its credit balance's lock, billing/grants.py),
-then its grants (drawn in drawdown order), then its day rows (by day), then the per-source rows (by member,
-period and source); consume's answer key comes last. Consume and ingest
+then its grants (in drawdown order), then its day rows (by day), then the
+per-source rows (by member, period and source); consume's answer key comes
+last. Consume and ingest
 both follow it, so they cannot deadlock with each other or themselves. A
 multi-row statement takes its rows' locks in the order of its rows, so each
 one is given its rows sorted by the conflict key (an `unnest` is scanned in
