@@ -41,6 +41,7 @@ from billing.periods import Period, organization_period
 from billing.selectors import organization_used
 from billing.services import grants as grant_service
 from billing.services.grants import GrantInput
+from billing.sqlvalues import moment_param
 from config import rawsql
 from config.dbretry import retry_on_conflict
 
@@ -163,8 +164,8 @@ def _claim_firing(alert: BalanceAlert, now: datetime) -> int | None:
         """,
         [
             BalanceAlertStatus.IN_ALARM.value,
-            now,
-            now,
+            moment_param(now),
+            moment_param(now),
             alert.pk,
             BalanceAlertStatus.ARMED.value,
         ],
@@ -186,6 +187,7 @@ def _top_up(change: BalanceChange, top_up: AutoTopUp) -> CreditGrant | None:
     admins are told, once per period.
     """
     organization, period, now = change.organization, change.period, change.now
+    start = moment_param(period.start)
     counted = rawsql.fetch_all(
         f"""
         UPDATE {AutoTopUp._meta.db_table}
@@ -194,7 +196,7 @@ def _top_up(change: BalanceChange, top_up: AutoTopUp) -> CreditGrant | None:
             AND (period_start IS NULL OR period_start <> %s OR top_ups < max_per_period)
         RETURNING top_ups
         """,
-        [period.start, period.start, organization.pk, period.start],
+        [start, start, organization.pk, start],
     )
     if not counted:
         if (
