@@ -328,9 +328,11 @@ def gate_decision_now(
     source: str,
     period: Period,
     rules: LimitRules,
+    now: datetime | None = None,
 ) -> Decision:
     """The gate's rule applied to the totals as they stand: a check, and why
-    the database refused a consume (alerts/services/consume.py).
+    the database refused a consume (alerts/services/consume.py), at the
+    consume's own moment (a grant starts or ends counting at an instant).
     """
     _, counted = member_usage_get(membership=membership, period=period)
     used = organization_used(organization=organization, period=period)

@@ -86,6 +86,7 @@ class _Consume:
             source=self.source,
             period=self.period,
             rules=self.rules,
+            now=self.now,
         )
         assert not decision.allowed, "the database refused what the rule allows"
         return decision

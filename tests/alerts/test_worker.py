@@ -198,3 +198,38 @@ def test_after_a_cut_short_attempt_a_failing_message_search_sends_nothing_and_re
     assert cut_short.finished_at is not None
     assert (searched.error, searched.response_status) == ("Message search: HTTP 500", 500)
     assert not searched.succeeded and searched.finished_at is not None
+
+
+def test_a_depleted_balance_and_its_top_up_reach_admins_through_the_worker(
+    api, organization, owner, provider, worker
+):
+    from decimal import Decimal
+
+    from alerts.services.credit_settings import (
+        AutoTopUpInput,
+        auto_top_up_set,
+        balance_alert_create,
+    )
+
+    organization.credit_allowance = Decimal(10)
+    organization.save()
+    balance_alert_create(organization=organization, alert_type="depleted")
+    auto_top_up_set(
+        organization=organization,
+        settings=AutoTopUpInput(
+            enabled=True, threshold=Decimal(5), credits=Decimal(20), max_per_period=1
+        ),
+    )
+    post_usage(api, {"idempotency_key": "a", "credits": 10}, status=202)  # depleted, topped up
+    emails = provider.wait_for(1)
+    assert [email.json()["Subject"] for email in emails] == [
+        "[Acme Inc] 20 credits were added by auto top-up"
+    ]
+    post_usage(api, {"idempotency_key": "b", "credits": 25}, status=202)  # 20 -> 0, no top-up
+    emails = provider.wait_for(3)
+    assert sorted(email.json()["Subject"] for email in emails[1:]) == [
+        "[Acme Inc] Auto top-up reached its limit for this billing period",
+        "[Acme Inc] The credit balance is used up",
+    ]
+    wait_until(lambda: not Notification.objects.exclude(status=DeliveryStatus.SENT).exists())
+    assert len(provider.accepted()) == 3
