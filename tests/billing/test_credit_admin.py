@@ -96,6 +96,19 @@ def granted(organization: Organization, credits: str, **fields: Any) -> CreditGr
 # Issuing credits
 
 
+def test_the_grant_list_and_the_organization_lead_to_issuing_credits(staff_client, funded):
+    granted(funded, "300")
+    listed = staff_client.get(admin_url(CreditGrant, "changelist")).content.decode()
+    assert f'href="{admin_url(CreditGrant, "add")}" class="addlink">Issue credits</a>' in listed
+
+    page = staff_client.get(admin_url(Organization, "change", funded.pk)).content.decode()
+    link = f"{admin_url(CreditGrant, 'changelist')}?organization__id__exact={funded.pk}"
+    assert f'<a href="{link}">Credit grants</a>' in page
+    grants = staff_client.get(link)
+    assert grants.status_code == 200
+    assert grants.context["cl"].result_count == 1
+
+
 def test_the_issue_page_asks_for_a_promotional_grant(staff_client):
     page = staff_client.get(admin_url(CreditGrant, "add"))
 
