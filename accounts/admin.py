@@ -133,6 +133,7 @@ class OrganizationAdmin(
             ("billing_customlimit_changelist", f"Custom limits: {custom_limits}{shown}"),
             ("billing_memberusage_changelist", "Usage by member"),
             ("billing_usageevent_changelist", "Usage events"),
+            ("billing_creditgrant_changelist", "Credit grants"),
             ("alerts_firing_changelist", "Alert history"),
             ("alerts_notification_changelist", "Notifications"),
             ("alerts_webhookendpoint_changelist", "Webhook endpoints"),

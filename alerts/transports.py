@@ -63,9 +63,12 @@ def credit_email_context(payload: dict[str, Any]) -> dict[str, Any]:
             data[f"{name}_at"] = datetime.fromisoformat(data[name].replace("Z", "+00:00"))
     event = payload["event"]
     if event == "credit_grant.created":
-        headline = f"{readable_credits(data['credits'])} credits were added by auto top-up"
+        headline = f"Auto top-up added {readable_credits(data['credits'])} credits"
     elif event == "credit_grant.expiring":
-        headline = f"{readable_credits(data['remaining'])} credits expire soon"
+        expires = data["expires_at_at"]
+        headline = (
+            f"{readable_credits(data['remaining'])} credits expire on {expires:%b} {expires.day}"
+        )
     else:
         headline = "Auto top-up reached its limit for this billing period"
     return {

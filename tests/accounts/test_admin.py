@@ -15,9 +15,11 @@ from accounts.models import ApiKey, Membership, Organization, Role, User
 from accounts.services import api_key_authenticate, api_key_create
 from alerts.models import Firing, FiringKind, OrganizationAlert
 from alerts.services.changes import custom_limit_set
+from alerts.services.credits import credit_grant_create
 from alerts.services.ingest import UsageInput, usage_ingest
 from alerts.webhooks import webhook_endpoint_create
 from billing.models import CustomLimit, UserLimitPolicy
+from billing.services.grants import GrantInput
 from config.admin_kit import INLINE_ROWS_MAX as CUSTOM_LIMITS_INLINE_MAX
 from config.credits import format_credits
 from tests.factories import AdminMembershipFactory, MembershipFactory, OrganizationFactory
@@ -721,10 +723,11 @@ def test_the_organization_page_links_to_its_records(
         webhook_endpoint_create(
             organization=org, url="https://hooks.example.com/", events=["alert.triggered"]
         )
+        credit_grant_create(organization=org, grant=GrantInput(kind="promotional", credits=D(5)))
     page = staff_client.get(change_url(organization)).content.decode()
     links = re.findall(r'href="(/admin/[a-z]+/[a-z]+/(?:add/)?\?organization[_a-z]*=\d+)"', page)
 
-    assert len(links) == 9
+    assert len(links) == 10
     for link in links:
         response = staff_client.get(link.replace("&amp;", "&"))
         assert response.status_code == 200, link

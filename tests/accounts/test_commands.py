@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from decimal import Decimal
 from io import StringIO
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+import time_machine
 from django.contrib.auth import authenticate
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -25,9 +27,17 @@ from django.utils import timezone
 from accounts.management.commands.seed_demo import DEMO_PEOPLE
 from accounts.models import ApiKey, Membership, Organization, Role, User
 from accounts.services import api_key_authenticate
+from alerts.models import BalanceAlert, BalanceAlertStatus, BalanceAlertType, Recipients
 from alerts.services.changes import limit_policy_update
+from alerts.services.credit_settings import balance_alert_create
+from billing.balance import credit_balance_get
 from billing.models import (
+    CreditGrant,
+    CreditLedgerEntry,
     CustomLimit,
+    GrantKind,
+    GrantStatus,
+    LedgerEntryType,
     MemberUsage,
     OrganizationUsage,
     SourceUsage,
@@ -533,6 +543,100 @@ def test_seed_demo_completes_a_partly_seeded_organization(organization: Organiza
 
     assert Membership.objects.filter(organization=organization).count() == len(DEMO_PEOPLE)
     assert organization.api_keys.count() == 1
+
+
+def demo_credits_state() -> dict[str, object]:
+    """The grants, their ledger and the balance alerts seed_demo writes."""
+    return {
+        "grants": sorted(
+            CreditGrant.objects.values_list(
+                "pk", "kind", "credits", "remaining", "expires_at", "idempotency_key"
+            )
+        ),
+        "ledger": sorted(
+            CreditLedgerEntry.objects.values_list("pk", "grant_id", "type", "credits")
+        ),
+        "alerts": list(BalanceAlert.objects.values_list("pk", "type", "threshold", "notify")),
+    }
+
+
+@pytest.mark.django_db
+def test_seed_demo_grants_credits_and_sets_a_balance_alert() -> None:
+    output = run("seed_demo")
+
+    organization = Organization.objects.get(slug="acme")
+    now = timezone.now()
+    grants = {grant.kind: grant for grant in CreditGrant.objects.filter(organization=organization)}
+    assert set(grants) == {GrantKind.PURCHASED, GrantKind.PROMOTIONAL}
+    purchased, promotional = grants[GrantKind.PURCHASED], grants[GrantKind.PROMOTIONAL]
+    assert (purchased.credits, purchased.remaining, purchased.expires_at) == (
+        Decimal(5000),
+        Decimal(5000),
+        None,
+    )
+    assert (promotional.credits, promotional.remaining) == (Decimal(1000), Decimal(1000))
+    assert promotional.expires_at is not None
+    assert now + timedelta(days=7) < promotional.expires_at <= now + timedelta(days=20)
+    assert {purchased.status, promotional.status} == {GrantStatus.ACTIVE}
+    # Through the service: each grant has its ledger entry.
+    entries = CreditLedgerEntry.objects.filter(organization=organization)
+    assert sorted(entries.values_list("type", "credits")) == [
+        (LedgerEntryType.GRANT, Decimal(1000)),
+        (LedgerEntryType.GRANT, Decimal(5000)),
+    ]
+    balance = credit_balance_get(organization=organization, now=now)
+    assert balance.balance == Decimal(10000) - Decimal(3575) + Decimal(6000)
+    (alert,) = BalanceAlert.objects.filter(organization=organization)
+    assert (alert.type, alert.threshold, alert.notify, alert.status) == (
+        BalanceAlertType.DROPPED,
+        Decimal(2000),
+        Recipients.ALL_ADMINS,
+        BalanceAlertStatus.ARMED,
+    )
+    (line,) = [line for line in output if line.startswith("Credit balance:")]
+    assert line.startswith("Credit balance: 12,425 credits (6,425 left of the allowance, ")
+    assert "1,000 promotional expiring" in line and "5,000 purchased" in line
+    assert line.endswith("2 of 2 demo grants added; a balance alert below 2,000 credits added.")
+
+
+@pytest.mark.django_db
+def test_seed_demo_twice_grants_the_credits_and_sets_the_alert_once() -> None:
+    run("seed_demo")
+    state_after_first_run = demo_credits_state()
+
+    output = run("seed_demo")
+
+    assert demo_credits_state() == state_after_first_run
+    assert CreditGrant.objects.count() == 2
+    assert BalanceAlert.objects.count() == 1
+    (line,) = [line for line in output if line.startswith("Credit balance:")]
+    assert line.endswith(
+        "0 of 2 demo grants added; a balance alert below 2,000 credits already there."
+    )
+
+
+@pytest.mark.django_db
+def test_seed_demo_after_the_promotion_expired_does_not_grant_it_again() -> None:
+    run("seed_demo")
+    grants = sorted(CreditGrant.objects.values_list("pk", flat=True))
+
+    with time_machine.travel(timezone.now() + timedelta(days=40), tick=False):
+        output = run("seed_demo")
+
+    assert sorted(CreditGrant.objects.values_list("pk", flat=True)) == grants
+    assert any("0 of 2 demo grants added" in line for line in output)
+
+
+@pytest.mark.django_db
+def test_seed_demo_leaves_existing_balance_alerts_alone(
+    organization: Organization, owner: Membership
+) -> None:
+    mine = balance_alert_create(organization=organization, alert_type="depleted")
+
+    output = run("seed_demo")
+
+    assert list(BalanceAlert.objects.all()) == [mine]
+    assert any("balance alert below 2,000 credits already there" in line for line in output)
 
 
 def test_seed_demo_cli_refuses_arguments() -> None:

@@ -18,6 +18,7 @@ from alerts.models import (
     WebhookEndpoint,
 )
 from alerts.services.configuration import alert_create
+from alerts.services.credit_settings import balance_alert_create
 from alerts.webhooks import webhook_endpoint_create
 from tests.factories import AdminMembershipFactory, OrganizationFactory
 from tests.helpers import (
@@ -34,8 +35,11 @@ ALERTS_MODELS = admin_models("alerts")
 
 @pytest.fixture
 def history(organization, owner, member):
-    """One of everything: an alert that fired, its email and an attempt, an endpoint."""
+    """One of everything: an alert that fired, its email and an attempt, an
+    endpoint, a balance alert.
+    """
     alert = alert_create(organization=organization, threshold_type="absolute", threshold=5)
+    balance_alert_create(organization=organization, alert_type="depleted")
     user_alerts_on(organization, 3, notify_user=True)
     webhook_endpoint_create(
         organization=organization, url="https://hooks.example.com/", events=["alert.triggered"]
@@ -50,6 +54,7 @@ def history(organization, owner, member):
 
 def test_the_alerts_models_are_registered():
     assert {model.__name__ for model in ALERTS_MODELS} == {
+        "BalanceAlert",
         "DeliveryAttempt",
         "Firing",
         "Notification",
@@ -357,6 +362,7 @@ class TestQueryCounts:
             admin_membership = AdminMembershipFactory(organization=organization)
             absolute_alert(organization, 1, admins=[admin_membership])
             user_alerts_on(organization, 1, admins=[admin_membership])
+            balance_alert_create(organization=organization, alert_type="depleted")
             webhook_endpoint_create(
                 organization=organization,
                 url="https://hooks.example.com/",

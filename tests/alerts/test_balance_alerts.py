@@ -236,7 +236,7 @@ class TestTimeDrivenChanges:
         with time_machine.travel(notice_time, tick=False):
             deliver(credit_balances_check, now=notice_time)
             deliver(credit_balances_check, now=notice_time)
-        assert subjects() == ["[Acme Inc] 5 credits expire soon"]
+        assert subjects() == [f"[Acme Inc] 5 credits expire on {expires:%b} {expires.day}"]
         assert Notification.objects.filter(event_type="credit_email").count() == 1
 
 
@@ -253,7 +253,7 @@ class TestAutoTopUp:
         (top_up,) = CreditGrant.objects.filter(kind=GrantKind.TOP_UP)
         assert (top_up.credits, top_up.priority) == (D(20), 5)
         assert credit_balance_get(organization=organization, now=NOW).balance == D(24)
-        assert "20 credits were added by auto top-up" in subjects()[0]
+        assert "Auto top-up added 20 credits" in subjects()[0]
 
     def test_past_max_per_period_none_is_made_and_admins_are_told_once(
         self, organization, owner, member, deliver

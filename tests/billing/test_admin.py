@@ -12,6 +12,8 @@ from django.urls import reverse
 from alerts.models import Firing, FiringKind
 from alerts.services.changes import custom_limit_set, limit_policy_update
 from alerts.services.consume import usage_consume
+from alerts.services.credit_settings import AutoTopUpInput, auto_top_up_set
+from alerts.services.credits import credit_grant_create
 from alerts.services.ingest import UsageInput, usage_ingest
 from billing.models import (
     ConsumeAnswer,
@@ -22,6 +24,7 @@ from billing.models import (
     UserLimitPolicy,
 )
 from billing.selectors import current_period
+from billing.services.grants import GrantInput
 from tests.factories import MembershipFactory
 from tests.fixtures import over_budget
 from tests.helpers import (
@@ -54,11 +57,20 @@ def ledger(organization, owner, member):
         ],
     )
     usage_consume(organization=organization, membership=member, credits=D(2), idempotency_key="c1")
+    credit_grant_create(organization=organization, grant=GrantInput(kind="purchased", credits=D(9)))
+    auto_top_up_set(
+        organization=organization,
+        settings=AutoTopUpInput(enabled=True, threshold=D(1), credits=D(5)),
+    )
 
 
 def test_every_billing_model_is_registered():
     assert {model.__name__ for model in BILLING_MODELS} == {
+        "AutoTopUp",
+        "BalanceCheck",
         "ConsumeAnswer",
+        "CreditGrant",
+        "CreditLedgerEntry",
         "CustomLimit",
         "DailyUsage",
         "MemberUsage",

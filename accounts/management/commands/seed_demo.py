@@ -1,6 +1,6 @@
 """The demo organization `acme`: people to log in as, an API key, per-user
-limits and some usage this billing period; and a platform staff login for
-the Django admin.
+limits, some usage this billing period, credit grants and a balance alert;
+and a platform staff login for the Django admin.
 
 Each step creates only what is missing, so the command can be run on every
 start: a rerun changes nothing. New demo data is a new step in `handle`.
@@ -8,7 +8,7 @@ start: a rerun changes nothing. New demo data is a new step in `handle`.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -18,10 +18,15 @@ from django.utils import timezone
 from accounts.management.commands._base import OperatorCommand
 from accounts.models import ApiKey, Organization, Role, User
 from accounts.services import api_key_create, membership_create, organization_create
+from alerts.models import BalanceAlert, BalanceAlertType
 from alerts.services.changes import custom_limit_set, limit_policy_update
+from alerts.services.credit_settings import balance_alert_create
+from alerts.services.credits import credit_grant_create
 from alerts.services.ingest import UsageInput, usage_ingest
-from billing.models import MemberUsage, Source, UsageEvent, UserLimitPolicy
+from billing.balance import credit_balance_get
+from billing.models import CreditGrant, GrantKind, MemberUsage, Source, UsageEvent, UserLimitPolicy
 from billing.selectors import current_period, limit_rules_get_for_all_members
+from billing.services.grants import GrantInput
 
 DEMO_SLUG = "acme"
 DEMO_NAME = "Acme Inc"
@@ -97,6 +102,25 @@ DEMO_USAGE = (
 DEMO_USAGE_SHARES = (Decimal("0.1"), Decimal("0.2"), Decimal("0.3"), Decimal("0.4"))
 
 
+class DemoGrant(NamedTuple):
+    idempotency_key: str
+    kind: GrantKind
+    credits: Decimal
+    expires_in_days: int | None
+    note: str
+
+
+# Credits beyond the allowance: bought ones that never expire, and a
+# promotion that expires soon, so the expiring-credits notice has something
+# to say. Found again by their idempotency key on a rerun.
+DEMO_GRANTS = (
+    DemoGrant("demo-purchased", GrantKind.PURCHASED, Decimal(5000), None, "Demo: credit pack"),
+    DemoGrant("demo-promotional", GrantKind.PROMOTIONAL, Decimal(1000), 14, "Demo: welcome offer"),
+)
+# The balance alert: admins are emailed when the balance drops below this.
+DEMO_BALANCE_ALERT_THRESHOLD = Decimal(2000)
+
+
 class Command(OperatorCommand):
     help = "Create the demo organization 'acme' with admins, members and an API key (idempotent)."
 
@@ -108,6 +132,8 @@ class Command(OperatorCommand):
             raw_api_key = seed_api_key(organization)
             limits_configured = seed_limits(organization)
             usage_added = seed_usage(organization, now=now)
+            grants_added = seed_grants(organization, now=now)
+            balance_alert_added = seed_balance_alert(organization)
             staff_created = seed_staff()
             logins = demo_logins(organization, now=now)
 
@@ -120,6 +146,11 @@ class Command(OperatorCommand):
         self.stdout.write(
             f"Per-user limits: {'configured' if limits_configured else 'already configured'} "
             f"(default {DEMO_DEFAULT_LIMIT} credits, workflows excluded); {usage}."
+        )
+        self.stdout.write(
+            credits_phrase(organization, grants_added=grants_added)
+            + f"; a balance alert below {credits(DEMO_BALANCE_ALERT_THRESHOLD)} credits "
+            + ("added." if balance_alert_added else "already there.")
         )
         self.stdout.write(
             f"Admin login: {DEMO_ADMIN_EMAIL} / {DEMO_PASSWORD} "
@@ -251,6 +282,69 @@ def seed_usage(organization: Organization, *, now: datetime) -> int:
     if not events:
         return 0
     return usage_ingest(organization=organization, events=events).accepted
+
+
+def seed_grants(organization: Organization, *, now: datetime) -> int:
+    """Grant the demo credits not granted yet, through the service (ledger,
+    balance alerts, webhook); return how many were added. A rerun finds them
+    by key and adds nothing, even once the promotion has expired.
+    """
+    granted = set(
+        CreditGrant.objects.filter(
+            organization=organization,
+            idempotency_key__in=[grant.idempotency_key for grant in DEMO_GRANTS],
+        ).values_list("idempotency_key", flat=True)
+    )
+    missing = [grant for grant in DEMO_GRANTS if grant.idempotency_key not in granted]
+    for grant in missing:
+        credit_grant_create(
+            organization=organization,
+            grant=GrantInput(
+                kind=grant.kind,
+                credits=grant.credits,
+                expires_at=(
+                    None
+                    if grant.expires_in_days is None
+                    else now + timedelta(days=grant.expires_in_days)
+                ),
+                note=grant.note,
+                idempotency_key=grant.idempotency_key,
+            ),
+        )
+    return len(missing)
+
+
+def seed_balance_alert(organization: Organization) -> bool:
+    """A `dropped` balance alert for all admins, once: an organization that
+    has balance alerts keeps them as its admins left them.
+    """
+    if BalanceAlert.objects.filter(organization=organization).exists():
+        return False
+    balance_alert_create(
+        organization=organization,
+        alert_type=BalanceAlertType.DROPPED,
+        threshold=DEMO_BALANCE_ALERT_THRESHOLD,
+    )
+    return True
+
+
+def credits_phrase(organization: Organization, *, grants_added: int) -> str:
+    """The credit balance and what makes it, for the command's output (now:
+    the grants just made are effective from the moment they were made).
+    """
+    balance = credit_balance_get(organization=organization, now=timezone.now())
+    parts = []
+    if balance.allowance_remaining is not None:
+        parts.append(f"{credits(balance.allowance_remaining)} left of the allowance")
+    for grant in balance.grants:
+        expiring = (
+            f" expiring {grant.expires_at:%b} {grant.expires_at.day}" if grant.expires_at else ""
+        )
+        parts.append(f"{credits(grant.remaining)} {grant.kind}{expiring}")
+    return (
+        f"Credit balance: {credits(balance.balance or Decimal(0))} credits ({', '.join(parts)}); "
+        f"{grants_added} of {len(DEMO_GRANTS)} demo grants added"
+    )
 
 
 def seed_staff() -> bool:
