@@ -223,7 +223,7 @@ def test_a_depleted_balance_and_its_top_up_reach_admins_through_the_worker(
     post_usage(api, {"idempotency_key": "a", "credits": 10}, status=202)  # depleted, topped up
     emails = provider.wait_for(1)
     assert [email.json()["Subject"] for email in emails] == [
-        "[Acme Inc] 20 credits were added by auto top-up"
+        "[Acme Inc] Auto top-up added 20 credits"
     ]
     post_usage(api, {"idempotency_key": "b", "credits": 25}, status=202)  # 20 -> 0, no top-up
     emails = provider.wait_for(3)
