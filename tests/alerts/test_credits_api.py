@@ -17,7 +17,7 @@ from alerts.api import FiringKindName, WebhookEventName
 from alerts.models import MAX_BALANCE_ALERTS, BalanceAlert, FiringKind
 from alerts.services.changes import organization_update
 from alerts.services.credit_settings import balance_alert_create
-from alerts.services.credits import credit_grant_create
+from alerts.services.credits import credit_balances_check, credit_grant_create
 from alerts.webhooks import WEBHOOK_EVENT_TYPES
 from billing.models import AutoTopUp, CreditGrant, CreditLedgerEntry
 from billing.services.grants import GrantInput
@@ -287,6 +287,8 @@ class TestGrantList:
         }
         ingest(organization, 2, user=member)
         api.post(f"{GRANTS}/{made['voided'].pk}/void")
+        credit_balances_check(now=NOW)  # writes the expiry: `remaining` 0, still `expired`
+        assert made["expired"].entries.filter(type="expiry").exists()
 
         every = {item["id"]: item["status"] for item in api.get(GRANTS).json()["data"]}
         assert every == {grant.pk: status for status, grant in made.items()}
