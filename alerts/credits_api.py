@@ -24,7 +24,14 @@ from alerts.services import credit_settings
 from alerts.services.credits import credit_grant_create, credit_grant_void
 from billing.balance import credit_balance_get
 from billing.grants import status_is
-from billing.models import AutoTopUp, CreditGrant, CreditLedgerEntry
+from billing.models import (
+    GRANT_PRIORITY_DEFAULT,
+    GRANT_PRIORITY_MAX,
+    GRANT_PRIORITY_MIN,
+    AutoTopUp,
+    CreditGrant,
+    CreditLedgerEntry,
+)
 from billing.services.grants import GrantInput, grant_get
 from config.apikit import Page, StrictSchema, paginate, round_trip_put
 from config.credits import Credits, CreditsOut
@@ -101,7 +108,10 @@ class GrantCreate(StrictSchema):
     kind: GrantKindName
     credits: Credits
     priority: StrictInt = Field(
-        default=50, ge=1, le=100, description="1-100; lower is drawn first."
+        default=GRANT_PRIORITY_DEFAULT,
+        ge=GRANT_PRIORITY_MIN,
+        le=GRANT_PRIORITY_MAX,
+        description="1-100; lower is drawn first.",
     )
     effective_at: datetime | None = Field(
         default=None, description="Default: now. Without an offset: UTC."
@@ -191,7 +201,7 @@ class AutoTopUpIn(StrictSchema):
         default=None, description="Top up when a write takes the balance below this."
     )
     credits: Credits | None = Field(default=None, description="The top-up grant's credits.")
-    priority: StrictInt | None = Field(default=None, ge=1, le=100)
+    priority: StrictInt | None = Field(default=None, ge=GRANT_PRIORITY_MIN, le=GRANT_PRIORITY_MAX)
     expires_after_days: StrictInt | None = Field(
         default=None, ge=1, le=MAX_EXPIRES_AFTER_DAYS, description="Null: top-ups never expire."
     )
@@ -254,7 +264,8 @@ def credit_grant_list(request: HttpRequest, query: Query[GrantQuery]) -> dict[st
     tags=TAGS,
     description=(
         "Creates a grant: 201. A repeat with the same `idempotency_key` and the same body "
-        "answers 200 with the grant the first request made (nothing more is granted); the "
+        "answers 200 with the grant the first request made, as it stands now (nothing more "
+        "is granted); the "
         "same key with another body is a 409 `idempotency_key_reused`."
     ),
 )

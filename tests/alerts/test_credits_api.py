@@ -11,7 +11,9 @@ from typing import Any, get_args
 
 import pytest
 import time_machine
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from alerts.api import FiringKindName, WebhookEventName
 from alerts.models import MAX_BALANCE_ALERTS, BalanceAlert, FiringKind
@@ -384,6 +386,26 @@ class TestBalanceAlerts:
         page = api.get(f"{ALERTS}?limit=6")
         rest = api.get(f"{ALERTS}?cursor={page.json()['next_cursor']}")
         assert len(ids(page) + ids(rest)) == MAX_BALANCE_ALERTS
+
+    def test_the_list_costs_the_same_queries_however_many_alerts(self, api, organization, owner):
+        def queries() -> int:
+            with CaptureQueriesContext(connection) as captured:
+                assert api.get(ALERTS).status_code == 200
+            return len(captured)
+
+        recipients = {"notify": "specific_admins", "admins": [owner]}
+        balance_alert_create(organization=organization, alert_type="depleted", **recipients)
+        queries()  # the key's first request of the test records its use
+        one = queries()
+        for threshold in (1, 2, 3):
+            balance_alert_create(
+                organization=organization,
+                alert_type="dropped",
+                threshold=D(threshold),
+                **recipients,
+            )
+
+        assert queries() == one
 
     def test_patch_changes_what_is_sent(self, api, organization, owner):
         second = AdminMembershipFactory(organization=organization, external_id="admin-2")
