@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+from django.db.models import Q
 from django.http import HttpRequest
 from ninja import Query, Router, Schema, Status
 from pydantic import Field, StrictBool, field_validator
@@ -29,8 +30,26 @@ router = Router()
 
 ThresholdTypeName = Literal["percentage", "absolute"]
 NotifyName = Literal["all_admins", "specific_admins"]
-FiringKindName = Literal["organization_alert", "user_alert", "user_limit"]
-WebhookEventName = Literal["alert.triggered", "user_alert.triggered", "user_limit.reached"]
+FiringKindName = Literal[
+    "organization_alert",
+    "user_alert",
+    "user_limit",
+    "balance_depleted",
+    "balance_dropped",
+    "balance_recovered",
+]
+# alerts.webhooks.WEBHOOK_EVENT_TYPES (tests/alerts/test_credits_api.py checks they agree).
+WebhookEventName = Literal[
+    "alert.triggered",
+    "user_alert.triggered",
+    "user_limit.reached",
+    "credit_balance.depleted",
+    "credit_balance.dropped",
+    "credit_balance.recovered",
+    "credit_balance.top_up_limit_reached",
+    "credit_grant.created",
+    "credit_grant.expiring",
+]
 
 
 def _not_null(value: Any) -> Any:
@@ -104,11 +123,16 @@ class UserAlertPolicyIn(StrictSchema):
 class AlertEventOut(Schema):
     id: int
     kind: FiringKindName
-    alert_id: int | None
+    alert_id: int | None = Field(
+        description="The organization alert (`organization_alert`) or the balance alert "
+        "(`balance_*`) that fired; null for the others and for a deleted alert."
+    )
     user: str | None
     threshold: CreditsOut
     threshold_credits: CreditsOut
-    value: CreditsOut
+    value: CreditsOut = Field(
+        description="Usage when it fired; for `balance_*`, the balance after the change."
+    )
     triggered_at: datetime
     period_start: datetime
 
@@ -120,7 +144,10 @@ class AlertEventList(Schema):
 
 class AlertEventQuery(Page):
     kind: FiringKindName | None = None
-    alert_id: int | None = None
+    alert_id: int | None = Field(
+        default=None,
+        description="An organization alert's or a balance alert's id: with `kind`, to tell which.",
+    )
 
 
 class WebhookEndpointOut(Schema):
@@ -280,7 +307,7 @@ def _event_out(firing: Firing) -> dict[str, Any]:
     return {
         "id": firing.pk,
         "kind": firing.kind,
-        "alert_id": firing.alert_id,
+        "alert_id": firing.alert_id or firing.balance_alert_id,
         "user": user or None,
         "threshold": firing.threshold,
         "threshold_credits": firing.threshold_credits,
@@ -298,7 +325,7 @@ def alert_event_list(request: HttpRequest, query: Query[AlertEventQuery]) -> dic
     if query.kind is not None:
         firings = firings.filter(kind=query.kind)
     if query.alert_id is not None:
-        firings = firings.filter(alert_id=query.alert_id)
+        firings = firings.filter(Q(alert_id=query.alert_id) | Q(balance_alert_id=query.alert_id))
     return paginate(
         firings, query, lambda rows: [_event_out(firing) for firing in rows], newest_first=True
     )

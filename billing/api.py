@@ -141,6 +141,11 @@ class RefusedOut(Schema):
     message: str
     used: CreditsOut
     limit: CreditsOut | None
+    balance: CreditsOut | None = Field(
+        default=None,
+        description="For `organization_credits_exhausted` with a credit balance: the balance "
+        "before the action (`limit` is `used` + `balance`).",
+    )
     resets_at: datetime
 
 

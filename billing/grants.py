@@ -25,7 +25,7 @@ from decimal import Decimal
 from django.db import connection
 from django.db.models import F, Q, QuerySet, Sum
 
-from billing.models import CreditGrant, CreditLedgerEntry, LedgerEntryType
+from billing.models import CreditGrant, CreditLedgerEntry, GrantStatus, LedgerEntryType
 from billing.sqlvalues import credits_param, credits_result, moment_param
 
 CREDIT_GRANT = CreditGrant._meta.db_table
@@ -41,6 +41,25 @@ def active_at(now: datetime) -> Q:
     return Q(voided_at__isnull=True, remaining__gt=0, effective_at__lte=now) & (
         Q(expires_at__isnull=True) | Q(expires_at__gt=now)
     )
+
+
+def status_is(status: str, now: datetime) -> Q:
+    """The grants whose `status_at(now)` is `status`, as a filter (the API's
+    list filters by it).
+    """
+    if status == GrantStatus.VOIDED:
+        return Q(voided_at__isnull=False)
+    if status == GrantStatus.PENDING:
+        return Q(voided_at__isnull=True, effective_at__gt=now)
+    started = Q(voided_at__isnull=True, effective_at__lte=now)
+    if status == GrantStatus.EXPIRED:
+        return started & Q(expires_at__lte=now)
+    unexpired = Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+    if status == GrantStatus.DEPLETED:
+        return started & unexpired & Q(remaining=0)
+    if status == GrantStatus.ACTIVE:
+        return active_at(now)
+    raise ValueError(f"Not a grant status: {status!r}")
 
 
 def active_grants(*, organization_id: int, now: datetime) -> QuerySet[CreditGrant]:

@@ -16,6 +16,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from accounts.api import router as accounts_router
 from accounts.apiauth import ApiKeyAuth
 from alerts.api import router as alerts_router
+from alerts.credits_api import router as credits_router
 from billing.api import router as billing_router
 from config.apikit import ApiError, DecimalJsonParser
 from config.errors import ErrorOut, InvalidInput, ServiceError, error_response
@@ -200,6 +201,7 @@ api = HeadroomApi(
 api.add_router("", accounts_router)
 api.add_router("", billing_router)
 api.add_router("", alerts_router)
+api.add_router("", credits_router)
 
 
 def _field_of(location: tuple[Any, ...] | list[Any]) -> str | None:

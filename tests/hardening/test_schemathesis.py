@@ -27,6 +27,7 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,11 @@ from alerts.models import Notification, WebhookEndpoint
 from alerts.services.changes import custom_limit_set
 from alerts.services.configuration import alert_create, user_alert_policy_update
 from alerts.services.consume import usage_consume
+from alerts.services.credit_settings import AutoTopUpInput, auto_top_up_set, balance_alert_create
+from alerts.services.credits import credit_grant_create
 from alerts.services.ingest import UsageInput, usage_ingest
 from billing.models import UsageEvent
+from billing.services.grants import GrantInput
 from tests.factories import AdminMembershipFactory, MembershipFactory, OrganizationFactory
 from tests.helpers import absolute_alert, limits_on, user_alerts_on
 
@@ -123,10 +127,18 @@ class World:
     users: list[str]
     alert_ids: list[int]
     webhook_endpoint_ids: list[int]
+    grant_ids: list[int]
+    balance_alert_ids: list[int]
 
 
 # The objects of the organization set up for the current test, for path parameters.
-KNOWN: dict[str, list[Any]] = {"user": [], "alert": [], "webhook": []}
+KNOWN: dict[str, list[Any]] = {
+    "user": [],
+    "alert": [],
+    "webhook": [],
+    "grant": [],
+    "balance_alert": [],
+}
 
 
 # Loaded at collection, as a client would: from the document the application serves.
@@ -139,13 +151,18 @@ with override_settings(ALLOWED_HOSTS=["localhost"]):
 @schema.hook
 def flatmap_path_parameters(context: Any, path_parameters: dict[str, Any]) -> Any:
     """Half the time, name an object that exists in the organization."""
-    path = context.operation.path if context.operation else ""
+    # The operation's path as the document has it: "/api/v1/alerts/{id}".
+    path = (context.operation.path if context.operation else "").removeprefix("/api/v1")
     if "{user}" in path and KNOWN["user"]:
         real = st.sampled_from(KNOWN["user"]).map(lambda user: {"user": user})
     elif path.startswith("/alerts/") and KNOWN["alert"]:
         real = st.sampled_from(KNOWN["alert"]).map(lambda pk: {"id": pk})
     elif path.startswith("/webhook-endpoints/") and KNOWN["webhook"]:
         real = st.sampled_from(KNOWN["webhook"]).map(lambda pk: {"id": pk})
+    elif path.startswith("/credit-grants/") and KNOWN["grant"]:
+        real = st.sampled_from(KNOWN["grant"]).map(lambda pk: {"id": pk})
+    elif path.startswith("/balance-alerts/") and KNOWN["balance_alert"]:
+        real = st.sampled_from(KNOWN["balance_alert"]).map(lambda pk: {"id": pk})
     else:
         return st.just(path_parameters)
     return st.one_of(st.just(path_parameters), real)
@@ -248,6 +265,37 @@ def world(db: None) -> World:
         alert_create(organization=organization, threshold_type="percentage", threshold=Decimal(5)),
         absolute_alert(organization, 500, admins=[owner]),
     ]
+    # The credit balance (SPEC §9): grants (one expiring, one voided later by
+    # the fuzzing, maybe), balance alerts of each type, an auto top-up.
+    grants = [
+        credit_grant_create(organization=organization, grant=GrantInput(**fields)).grant
+        for fields in (
+            {"kind": "purchased", "credits": Decimal(200), "idempotency_key": "seed-grant"},
+            {
+                "kind": "promotional",
+                "credits": Decimal("12.5"),
+                "priority": 10,
+                "expires_at": datetime.now(UTC) + timedelta(days=3),
+                "note": "Welcome",
+            },
+        )
+    ]
+    balance_alerts = [
+        balance_alert_create(organization=organization, alert_type="depleted"),
+        balance_alert_create(
+            organization=organization,
+            alert_type="dropped",
+            threshold=Decimal(900),
+            notify="specific_admins",
+            admins=[owner],
+        ),
+        balance_alert_create(organization=organization, alert_type="recovered"),
+    ]
+    auto_top_up_set(
+        organization=organization,
+        settings=AutoTopUpInput(enabled=True, threshold=Decimal(50), credits=Decimal(100)),
+    )
+    organization.refresh_from_db()  # it keeps a credit balance now
     usage_ingest(
         organization=organization,
         events=[
@@ -277,6 +325,8 @@ def world(db: None) -> World:
         user=[*users, "nobody"],
         alert=[alert.pk for alert in alerts],
         webhook=[endpoint.pk],
+        grant=[grant.pk for grant in grants],
+        balance_alert=[alert.pk for alert in balance_alerts],
     )
     return World(
         organization=organization,
@@ -284,6 +334,8 @@ def world(db: None) -> World:
         users=users,
         alert_ids=[alert.pk for alert in alerts],
         webhook_endpoint_ids=[endpoint.pk],
+        grant_ids=[grant.pk for grant in grants],
+        balance_alert_ids=[alert.pk for alert in balance_alerts],
     )
 
 
@@ -330,7 +382,7 @@ UNAUTHENTICATED = (
 
 def _operations() -> list[Any]:
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) >= 29
+    assert len(operations) >= 42
     return operations
 
 

@@ -21,9 +21,19 @@ from accounts.models import ApiKey, Membership
 from accounts.services import api_key_create, api_key_revoke
 from alerts.models import BalanceAlert, OrganizationAlert, UserAlertPolicy, WebhookEndpoint
 from alerts.services.changes import custom_limit_set
-from alerts.services.credit_settings import balance_alert_create
+from alerts.services.credit_settings import AutoTopUpInput, auto_top_up_set, balance_alert_create
+from alerts.services.credits import credit_grant_create
 from alerts.webhooks import webhook_endpoint_create
-from billing.models import AutoTopUp, CustomLimit, MemberUsage, UsageEvent, UserLimitPolicy
+from billing.models import (
+    AutoTopUp,
+    CreditGrant,
+    CreditLedgerEntry,
+    CustomLimit,
+    MemberUsage,
+    UsageEvent,
+    UserLimitPolicy,
+)
+from billing.services.grants import GrantInput
 from config.api import api as ninja_api
 from tests.fixtures import ApiClient, logged_in
 from tests.helpers import absolute_alert, ingest, limits_on
@@ -43,15 +53,34 @@ def world(organization, owner, member, outsider, other_organization) -> dict[str
         organization=organization, url="http://127.0.0.1:9/hook", events=["alert.triggered"]
     )
     ingest(organization, 60, user=member, key="seed")
-    absolute_alert(other_organization, 10)
+    # The credit balance's objects (SPEC §9): a grant whose note, and an alert
+    # whose admins, would show Acme's markers if they leaked.
+    grant = credit_grant_create(
+        organization=organization,
+        grant=GrantInput(kind="purchased", credits=D(1000), note="Acme Inc", idempotency_key="g"),
+    ).grant
     balance_alert = balance_alert_create(
-        organization=organization, alert_type="dropped", threshold=Decimal(5)
+        organization=organization,
+        alert_type="dropped",
+        threshold=D(5),
+        notify="specific_admins",
+        admins=[owner],
+    )
+    auto_top_up_set(
+        organization=organization,
+        settings=AutoTopUpInput(enabled=True, threshold=D(2), credits=D(50)),
+    )
+    absolute_alert(other_organization, 10)
+    credit_grant_create(
+        organization=other_organization,
+        grant=GrantInput(kind="purchased", credits=D(7), idempotency_key="globex-g"),
     )
     _, acme_key = api_key_create(organization=organization)
     _, globex_key = api_key_create(organization=other_organization)
     return {
         "alert": alert,
         "endpoint": endpoint,
+        "grant": grant,
         "balance_alert": balance_alert,
         "acme_key": acme_key,
         "globex_key": globex_key,
@@ -85,16 +114,31 @@ def acme_state() -> tuple[Any, ...]:
             )
         ),
         sorted(WebhookEndpoint.objects.filter(organization__slug="acme").values_list("id")),
-        sorted(
-            BalanceAlert.objects.filter(organization__slug="acme").values_list(
-                "id", "type", "threshold"
-            )
-        ),
-        list(AutoTopUp.objects.filter(organization__slug="acme").values_list("enabled")),
         sorted(ApiKey.objects.filter(organization__slug="acme").values_list("id", "revoked_at")),
         UsageEvent.objects.filter(organization__slug="acme").count(),
         sorted(
             MemberUsage.objects.filter(organization__slug="acme").values_list("used", "counted")
+        ),
+        sorted(
+            CreditGrant.objects.filter(organization__slug="acme").values_list(
+                "id", "remaining", "voided_at"
+            )
+        ),
+        CreditLedgerEntry.objects.filter(organization__slug="acme").count(),
+        sorted(
+            BalanceAlert.objects.filter(organization__slug="acme").values_list(
+                "id", "type", "threshold", "notify", "status"
+            )
+        ),
+        sorted(
+            BalanceAlert.admins.through.objects.filter(
+                balancealert__organization__slug="acme"
+            ).values_list("balancealert_id", "membership_id")
+        ),
+        list(
+            AutoTopUp.objects.filter(organization__slug="acme").values_list(
+                "enabled", "threshold", "credits", "priority", "max_per_period"
+            )
         ),
     )
 
@@ -114,6 +158,8 @@ def api_operations(world: dict[str, Any]) -> list[Operation]:
     """
     alert_id = world["alert"].pk
     endpoint_id = world["endpoint"].pk
+    grant_id = world["grant"].pk
+    balance_alert_id = world["balance_alert"].pk
     member = "member@acme.test"
     owner = "owner@acme.test"
     return [
@@ -163,6 +209,26 @@ def api_operations(world: dict[str, Any]) -> list[Operation]:
             201,
         ),
         Operation("delete", f"/api/v1/webhook-endpoints/{endpoint_id}", None, 204),
+        Operation("get", "/api/v1/credit-balance", None, 200),
+        Operation("get", "/api/v1/credit-grants", None, 200),
+        Operation(
+            "post",
+            "/api/v1/credit-grants",
+            {"kind": "promotional", "credits": 5, "idempotency_key": "x3"},
+            201,
+        ),
+        Operation("get", f"/api/v1/credit-grants/{grant_id}", None, 200),
+        Operation("post", f"/api/v1/credit-grants/{grant_id}/void", None, 200),
+        Operation("get", "/api/v1/credit-ledger", None, 200),
+        Operation("get", "/api/v1/balance-alerts", None, 200),
+        Operation("post", "/api/v1/balance-alerts", {"type": "depleted"}, 201),
+        Operation("get", f"/api/v1/balance-alerts/{balance_alert_id}", None, 200),
+        Operation(
+            "patch", f"/api/v1/balance-alerts/{balance_alert_id}", {"type": "recovered"}, 200
+        ),
+        Operation("delete", f"/api/v1/balance-alerts/{balance_alert_id}", None, 204),
+        Operation("get", "/api/v1/auto-top-up", None, 200),
+        Operation("put", "/api/v1/auto-top-up", {"enabled": False, "max_per_period": 9}, 200),
     ]
 
 
@@ -186,6 +252,9 @@ def test_the_matrix_covers_every_api_operation(world):
         "/user-limits/custom/{user}": ("{user}", "member@acme.test"),
         "/alerts/{id}": ("{id}", str(world["alert"].pk)),
         "/webhook-endpoints/{id}": ("{id}", str(world["endpoint"].pk)),
+        "/credit-grants/{id}": ("{id}", str(world["grant"].pk)),
+        "/credit-grants/{id}/void": ("{id}", str(world["grant"].pk)),
+        "/balance-alerts/{id}": ("{id}", str(world["balance_alert"].pk)),
     }
     called = {(operation.method, operation.path) for operation in api_operations(world)}
     covered = set()
@@ -203,8 +272,14 @@ def test_the_matrix_covers_every_api_operation(world):
 def test_another_organizations_key_never_reaches_acme(world):
     before = acme_state()
     globex = ApiClient(world["globex_key"])
-    # A path ending in one of these names an object of Acme's.
-    acme_objects = {"member@acme.test", str(world["alert"].pk), str(world["endpoint"].pk)}
+    # A path with one of these names an object of Acme's.
+    acme_objects = {
+        "member@acme.test",
+        str(world["alert"].pk),
+        str(world["endpoint"].pk),
+        str(world["grant"].pk),
+        str(world["balance_alert"].pk),
+    }
 
     for method, path, body, _ in api_operations(world):
         response = call(globex, Operation(method, path, body, 0))
@@ -214,7 +289,7 @@ def test_another_organizations_key_never_reaches_acme(world):
         for marker in ACME_MARKERS:
             # An error may echo what the caller sent; nothing else of Acme's may show.
             assert marker in sent or marker not in text, (method, path, marker)
-        if path.rsplit("/", 1)[-1] in acme_objects:
+        if acme_objects & set(path.split("/")):
             assert response.status_code == 404, (method, path)
 
     assert acme_state() == before
@@ -226,16 +301,43 @@ def test_another_organizations_key_never_reaches_acme(world):
         "/api/v1/members/member@acme.test",
         "/api/v1/user-limits/custom/member@acme.test",
         "/api/v1/alerts/{alert}",
+        "/api/v1/balance-alerts/{balance_alert}",
     ],
 )
 def test_acme_objects_are_404_for_another_key(world, object_path):
     globex = ApiClient(world["globex_key"])
-    path = object_path.replace("{alert}", str(world["alert"].pk))
+    path = object_path.replace("{alert}", str(world["alert"].pk)).replace(
+        "{balance_alert}", str(world["balance_alert"].pk)
+    )
 
     for method in ("get", "delete"):
         assert getattr(globex, method)(path).status_code == 404
     endpoint = world["endpoint"].pk
     assert globex.delete(f"/api/v1/webhook-endpoints/{endpoint}").status_code == 404
+
+
+def test_acmes_grants_are_404_for_another_key_and_its_lists_hold_none(world):
+    globex = ApiClient(world["globex_key"])
+    grant = world["grant"].pk
+    before = acme_state()
+
+    assert globex.get(f"/api/v1/credit-grants/{grant}").status_code == 404
+    assert globex.post(f"/api/v1/credit-grants/{grant}/void").status_code == 404
+    # Globex's own: its grant of 7, none of Acme's 1000.
+    assert globex.get("/api/v1/credit-balance").json()["balance"] == "7"
+    [own] = globex.get("/api/v1/credit-grants").json()["data"]
+    assert own["credits"] == "7"
+    assert {e["grant_id"] for e in globex.get("/api/v1/credit-ledger").json()["data"]} == {
+        own["id"]
+    }
+    assert globex.get("/api/v1/balance-alerts").json()["data"] == []
+    assert globex.get("/api/v1/auto-top-up").json()["enabled"] is False
+    # Acme's key and body, sent by Globex: a grant of Globex's, not a replay of Acme's.
+    same = {"kind": "purchased", "credits": 1000, "note": "Acme Inc", "idempotency_key": "g"}
+    created = globex.post("/api/v1/credit-grants", same)
+    assert created.status_code == 201, created.content
+    assert created.json()["id"] != grant
+    assert acme_state() == before
 
 
 def test_usage_for_an_acme_member_cannot_be_sent_with_another_key(world):
