@@ -28,7 +28,7 @@ from alerts.credit_forms import AutoTopUpForm, BalanceAlertForm
 from alerts.models import MAX_BALANCE_ALERTS, BalanceAlert, BalanceAlertType
 from alerts.services import credit_settings
 from billing.balance import credit_balance_get
-from billing.models import AutoTopUp, CreditGrant, CreditLedgerEntry
+from billing.models import CreditGrant, CreditLedgerEntry
 from billing.periods import organization_period
 from config.credits import format_credits
 from config.errors import NotFound
@@ -84,21 +84,10 @@ def _top_up_context(
 ) -> dict[str, Any]:
     top_up = credit_settings.auto_top_up_get(organization=organization)
     if form is None:
-        form = AutoTopUpForm(prefix="top_up", initial=_top_up_initial(top_up))
+        form = AutoTopUpForm(prefix="top_up", initial=top_up.settings())
     period = organization_period(organization, now)
     made = top_up.top_ups if top_up.period_start == period.start else 0
     return {"top_up": top_up, "top_up_form": form, "top_ups_made": made, "period": period}
-
-
-def _top_up_initial(top_up: AutoTopUp) -> dict[str, Any]:
-    return {
-        "enabled": top_up.enabled,
-        "threshold": top_up.threshold,
-        "credits": top_up.credits,
-        "priority": top_up.priority,
-        "expires_after_days": top_up.expires_after_days,
-        "max_per_period": top_up.max_per_period,
-    }
 
 
 def section_context(

@@ -28,7 +28,6 @@ from billing.models import (
     GRANT_PRIORITY_DEFAULT,
     GRANT_PRIORITY_MAX,
     GRANT_PRIORITY_MIN,
-    AutoTopUp,
     CreditGrant,
     CreditLedgerEntry,
 )
@@ -419,29 +418,18 @@ def balance_alert_delete(request: HttpRequest, id: int) -> Status[None]:
 # Auto top-up
 
 
-def _auto_top_up_out(top_up: AutoTopUp) -> dict[str, Any]:
-    return {
-        "enabled": top_up.enabled,
-        "threshold": top_up.threshold,
-        "credits": top_up.credits,
-        "priority": top_up.priority,
-        "expires_after_days": top_up.expires_after_days,
-        "max_per_period": top_up.max_per_period,
-    }
-
-
 @router.get("/auto-top-up", response=AutoTopUpOut, tags=TAGS)
 def auto_top_up_detail(request: HttpRequest) -> dict[str, Any]:
     top_up = credit_settings.auto_top_up_get(organization=request_organization(request))
-    return _auto_top_up_out(top_up)
+    return top_up.settings()
 
 
 @round_trip_put(router, "/auto-top-up", response=AutoTopUpOut, tags=TAGS)
 def auto_top_up_put(request: HttpRequest, payload: AutoTopUpIn) -> dict[str, Any]:
     organization = request_organization(request)
-    current = _auto_top_up_out(credit_settings.auto_top_up_get(organization=organization))
+    current = credit_settings.auto_top_up_get(organization=organization).settings()
     settings = {**current, **{name: getattr(payload, name) for name in payload.model_fields_set}}
     top_up = credit_settings.auto_top_up_set(
         organization=organization, settings=credit_settings.AutoTopUpInput(**settings)
     )
-    return _auto_top_up_out(top_up)
+    return top_up.settings()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.db import models
 from django.utils import timezone
@@ -424,3 +425,17 @@ class AutoTopUp(models.Model):
 
     def __str__(self) -> str:
         return f"Auto top-up of {self.organization}"
+
+    def settings(self) -> dict[str, Any]:
+        """What an admin sets, by name (the API's object, the form's initial values)."""
+        return {name: getattr(self, name) for name in AUTO_TOP_UP_SETTINGS}
+
+
+AUTO_TOP_UP_SETTINGS = (
+    "enabled",
+    "threshold",
+    "credits",
+    "priority",
+    "expires_after_days",
+    "max_per_period",
+)

@@ -35,10 +35,12 @@ from alerts.models import DeliveryStatus, Notification, OrganizationAlert, UserA
 from alerts.services.changes import limit_policy_update
 from alerts.services.configuration import alert_create, user_alert_policy_update
 from alerts.services.consume import usage_consume
+from alerts.services.credits import credit_grant_create
 from alerts.services.ingest import IngestResult, UsageInput, usage_ingest
-from billing.models import UserLimitPolicy
+from billing.models import CreditGrant, UserLimitPolicy
 from billing.rules import Decision
 from billing.selectors import current_period, member_usage_get
+from billing.services.grants import GrantInput
 from config.celery import app
 from tests.fixtures import logged_in
 
@@ -297,3 +299,15 @@ def assert_shows(html: str, *texts: str) -> None:
     """Each of `texts` is in `html`."""
     missing = [text for text in texts if text not in html]
     assert not missing, missing
+
+
+def credit_grant(
+    organization: Any, credits: Credits, *, kind: str = "purchased", **fields: Any
+) -> CreditGrant:
+    """A credit grant made through the service (its ledger entry, balance
+    alerts and events included); `fields` as `GrantInput`'s.
+    """
+    return credit_grant_create(
+        organization=organization,
+        grant=GrantInput(kind=kind, credits=Decimal(credits), **fields),
+    ).grant

@@ -24,11 +24,9 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import Membership, Organization
-from alerts.services.credits import BalanceChange, balance_changed
+from alerts.services.credits import BalanceChange, balance_changed, draw_beyond_allowance
 from alerts.services.rules import MemberChange, UsageChange, alerts_on_usage
 from billing import ledger
-from billing.balance import balance_of, covered_by_allowance
-from billing.grants import draw
 from billing.idempotency import fingerprint, key_reused
 from billing.models import (
     DEFAULT_METER,
@@ -203,8 +201,15 @@ def _spend(consume: _Consume) -> Decision:
         return consume.refusal()
     balance: BalanceChange | None = None
     if kept:
-        balance = _draw_beyond_allowance(consume, allowance, organization_total)
-        if balance is None:
+        balance = draw_beyond_allowance(
+            organization=organization,
+            period=period,
+            used_before=organization_total - credits,
+            credits=credits,
+            now=now,
+            all_or_nothing=organization.block_when_exhausted,
+        )
+        if balance.refuses(credits):
             ledger.undo_organization_increment(
                 organization_id=organization.pk, period_start=period.start, credits=credits
             )
@@ -239,38 +244,6 @@ def _spend(consume: _Consume) -> Decision:
     if balance is not None:
         balance_changed(balance)
     return Decision.allowing(used=member.counted, limit=limit, period=period)
-
-
-def _draw_beyond_allowance(
-    consume: _Consume, allowance: Decimal | None, organization_total: Decimal
-) -> BalanceChange | None:
-    """Draw from the grants what the allowance left this period does not
-    cover; None if the organization blocks and its balance is short (nothing
-    drawn). Under the organization's total row lock, just taken.
-    """
-    organization, credits = consume.organization, consume.credits
-    used_before = organization_total - credits
-    drawn = draw(
-        organization_id=organization.pk,
-        credits=credits - covered_by_allowance(allowance, used_before, credits),
-        now=consume.now,
-        all_or_nothing=organization.block_when_exhausted,
-    )
-    before = balance_of(
-        allowance=allowance,
-        used=used_before,
-        grants_remaining=drawn.available,
-        any_grant=drawn.any_grant,
-    )
-    if organization.block_when_exhausted and before is not None and credits > before:
-        return None
-    after = balance_of(
-        allowance=allowance,
-        used=organization_total,
-        grants_remaining=drawn.remaining_after,
-        any_grant=drawn.any_grant,
-    )
-    return BalanceChange(organization, consume.period, before, after, consume.now)
 
 
 def _record_consume_answer(consume: _Consume, decision: Decision) -> None:

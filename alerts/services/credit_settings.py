@@ -236,10 +236,6 @@ def auto_top_up_set(*, organization: Organization, settings: AutoTopUpInput) -> 
 
 def _top_up_snapshot(top_up: AutoTopUp) -> dict[str, Any]:
     return {
-        "enabled": top_up.enabled,
-        "threshold": None if top_up.threshold is None else format_credits(top_up.threshold),
-        "credits": None if top_up.credits is None else format_credits(top_up.credits),
-        "priority": top_up.priority,
-        "expires_after_days": top_up.expires_after_days,
-        "max_per_period": top_up.max_per_period,
+        name: format_credits(value) if isinstance(value, Decimal) else value
+        for name, value in top_up.settings().items()
     }

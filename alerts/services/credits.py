@@ -34,8 +34,8 @@ from alerts.models import (
 from alerts.outbox import credit_event_write
 from alerts.services.rules import Candidate, fire
 from billing import ledger
-from billing.balance import balance_of
-from billing.grants import grants_remaining
+from billing.balance import balance_of, covered_by_allowance
+from billing.grants import draw, grants_remaining
 from billing.models import AutoTopUp, BalanceCheck, CreditGrant, GrantKind
 from billing.periods import Period, organization_period
 from billing.selectors import organization_used
@@ -75,6 +75,53 @@ class BalanceChange:
     before: Decimal | None
     after: Decimal | None
     now: datetime
+
+    def refuses(self, credits: Decimal) -> bool:
+        """Whether an organization that blocks refuses spending `credits` (the
+        balance before the write is below it).
+        """
+        return (
+            self.organization.block_when_exhausted
+            and self.before is not None
+            and credits > self.before
+        )
+
+
+def draw_beyond_allowance(
+    *,
+    organization: Organization,
+    period: Period,
+    used_before: Decimal,
+    credits: Decimal,
+    now: datetime,
+    all_or_nothing: bool,
+) -> BalanceChange:
+    """Draw from the grants the part of a write of `credits` that the
+    period's allowance left does not cover (billing/grants.py), under the
+    organization's total row lock that consume and ingest have just taken;
+    the balance before and after. With `all_or_nothing`, nothing is drawn
+    unless the grants cover it all (then `refuses` says so).
+    """
+    allowance = period.allowance(organization.credit_allowance)
+    drawn = draw(
+        organization_id=organization.pk,
+        credits=credits - covered_by_allowance(allowance, used_before, credits),
+        now=now,
+        all_or_nothing=all_or_nothing,
+    )
+
+    def balance(used: Decimal, grants: Decimal) -> Decimal | None:
+        return balance_of(
+            allowance=allowance, used=used, grants_remaining=grants, any_grant=drawn.any_grant
+        )
+
+    return BalanceChange(
+        organization,
+        period,
+        before=balance(used_before, drawn.available),
+        after=balance(used_before + credits, drawn.remaining_after),
+        now=now,
+    )
 
 
 def balance_changed(change: BalanceChange) -> Decimal | None:

@@ -23,11 +23,9 @@ from django.utils import timezone
 
 from accounts.models import Organization
 from accounts.selectors import member_ids_by_external_id
-from alerts.services.credits import BalanceChange, balance_changed
+from alerts.services.credits import BalanceChange, balance_changed, draw_beyond_allowance
 from alerts.services.rules import MemberChange, UsageChange, alerts_on_usage
 from billing import ledger
-from billing.balance import balance_of, covered_by_allowance
-from billing.grants import draw
 from billing.idempotency import fingerprint, key_reused
 from billing.models import (
     DEFAULT_METER,
@@ -275,28 +273,11 @@ def _draw_beyond_allowance(
     if period.start not in organization_totals:
         return None
     used_after, credits = organization_totals[period.start], by_period[period.start]
-    used_before = used_after - credits
-    allowance = period.allowance(organization.credit_allowance)
-    drawn = draw(
-        organization_id=organization.pk,
-        credits=credits - covered_by_allowance(allowance, used_before, credits),
+    return draw_beyond_allowance(
+        organization=organization,
+        period=period,
+        used_before=used_after - credits,
+        credits=credits,
         now=now,
         all_or_nothing=False,
-    )
-    return BalanceChange(
-        organization,
-        period,
-        before=balance_of(
-            allowance=allowance,
-            used=used_before,
-            grants_remaining=drawn.available,
-            any_grant=drawn.any_grant,
-        ),
-        after=balance_of(
-            allowance=allowance,
-            used=used_after,
-            grants_remaining=drawn.remaining_after,
-            any_grant=drawn.any_grant,
-        ),
-        now=now,
     )

@@ -25,27 +25,20 @@ from alerts.services.credit_settings import (
     balance_alert_create,
     balance_alert_update,
 )
-from alerts.services.credits import credit_balances_check, credit_grant_create, credit_grant_void
+from alerts.services.credits import credit_balances_check, credit_grant_void
 from billing.balance import credit_balance_get
 from billing.models import CreditGrant, GrantKind
-from billing.services.grants import GrantInput
 from config.errors import InvalidInput
 from tests.factories import MembershipFactory
 from tests.fixtures import run_in_threads
 from tests.helpers import clock_held_at, consume, ingest
+from tests.helpers import credit_grant as grant
 
 pytestmark = pytest.mark.django_db
 
 D = Decimal
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 frozen_time = clock_held_at(NOW)
-
-
-def grant(organization, credits, **fields) -> CreditGrant:
-    return credit_grant_create(
-        organization=organization,
-        grant=GrantInput(kind=fields.pop("kind", "purchased"), credits=D(credits), **fields),
-    ).grant
 
 
 def blocking(organization, allowance=None):

@@ -25,9 +25,9 @@ from alerts.services.credit_settings import (
     auto_top_up_set,
     balance_alert_create,
 )
-from alerts.services.credits import credit_balances_check, credit_grant_create
+from alerts.services.credits import credit_balances_check
 from billing.models import CreditGrant, GrantKind
-from billing.services.grants import GrantInput
+from tests.helpers import credit_grant as grant
 from tests.helpers import ingest
 
 SITE = "http://127.0.0.1:8765"
@@ -47,13 +47,6 @@ def admins(organization, owner, member):
     people, one admin: only the owner is emailed.
     """
     return [owner]
-
-
-def grant(organization: Organization, credits: str, **fields: Any) -> CreditGrant:
-    return credit_grant_create(
-        organization=organization,
-        grant=GrantInput(kind=GrantKind.PURCHASED, credits=D(credits), **fields),
-    ).grant
 
 
 def top_up(organization: Organization, **fields: Any) -> None:

@@ -21,12 +21,12 @@ from alerts.services.credit_settings import (
     auto_top_up_set,
     balance_alert_create,
 )
-from alerts.services.credits import credit_grant_create, credit_grant_void
+from alerts.services.credits import credit_grant_void
 from billing.models import AutoTopUp, CreditGrant
-from billing.services.grants import GrantInput
 from tests.factories import AdminMembershipFactory
 from tests.fixtures import logged_in
 from tests.helpers import assert_shows, clock_held_at, consume, form_data, page_html, spend
+from tests.helpers import credit_grant as grant
 
 pytestmark = pytest.mark.django_db
 
@@ -38,14 +38,6 @@ HTMX = {"HX-Request": "true"}
 PAGE = "/credits/"
 ADD = "/credits/balance-alerts/new/"
 TOP_UP = "/credits/auto-top-up/"
-
-
-def grant(organization: Organization, credits: int, **fields) -> CreditGrant:
-    created = credit_grant_create(
-        organization=organization,
-        grant=GrantInput(kind=fields.pop("kind", "purchased"), credits=D(credits), **fields),
-    )
-    return created.grant
 
 
 def alert_form(**fields) -> dict:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal as D
-from typing import Any
 
 import pytest
 import time_machine
@@ -22,7 +21,6 @@ from alerts.services.credit_settings import (
     auto_top_up_set,
     balance_alert_create,
 )
-from alerts.services.credits import credit_grant_create
 from alerts.webhooks import webhook_endpoint_create
 from billing.balance import credit_balance_get
 from billing.models import (
@@ -34,10 +32,10 @@ from billing.models import (
     GrantStatus,
     LedgerEntryType,
 )
-from billing.services.grants import GrantInput
 from tests.factories import AdminMembershipFactory, OrganizationFactory
 from tests.fixtures import logged_in
 from tests.helpers import admin_url, assert_admin_pages_load, ingest
+from tests.helpers import credit_grant as granted
 
 ISSUE_KEY = "admin-test-key"
 
@@ -84,13 +82,6 @@ def void(client, *grants: CreditGrant):
 
 def messages_of(response) -> list[str]:
     return [str(message) for message in get_messages(response.wsgi_request)]
-
-
-def granted(organization: Organization, credits: str, **fields: Any) -> CreditGrant:
-    return credit_grant_create(
-        organization=organization,
-        grant=GrantInput(kind=GrantKind.PURCHASED, credits=D(credits), **fields),
-    ).grant
 
 
 # Issuing credits

@@ -284,7 +284,10 @@ def _expected_decision(run: Run, index: int, cost: Decimal, source: str) -> tupl
     used = run.organization_used_now()
     allowance = organization.credit_allowance
     if organization.block_when_exhausted and allowance is not None and used + cost > allowance:
-        return (False, ORGANIZATION_CREDITS_EXHAUSTED, used, allowance)
+        # SPEC §9: `limit` is usage plus the balance before the action (here
+        # the allowance left: no grants), the allowance itself until ingest
+        # takes usage past it.
+        return (False, ORGANIZATION_CREDITS_EXHAUSTED, used, used + max(allowance - used, ZERO))
     return (True, None, counted + (cost if run.counts(source) else ZERO), limit)
 
 

@@ -21,19 +21,13 @@ from config.errors import Conflict, InvalidInput, NotFound
 from tests.factories import MembershipFactory
 from tests.fixtures import run_in_threads
 from tests.helpers import clock_held_at, consume, ingest
+from tests.helpers import credit_grant as grant
 
 pytestmark = pytest.mark.django_db
 
 D = Decimal
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 frozen_time = clock_held_at(NOW)
-
-
-def grant(organization, credits, **fields) -> CreditGrant:
-    return credit_grant_create(
-        organization=organization,
-        grant=GrantInput(kind=fields.pop("kind", "purchased"), credits=D(credits), **fields),
-    ).grant
 
 
 def remaining(*grants: CreditGrant) -> list[Decimal]:

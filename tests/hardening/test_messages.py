@@ -85,7 +85,8 @@ CASES = [
     ("get", "/api/v1/alert-events?limit=many", None, 400, "limit",
      "limit: must be a whole number."),
     ("get", "/api/v1/alert-events?kind=mine", None, 400, "kind",
-     "kind: must be one of 'organization_alert', 'user_alert' or 'user_limit'."),
+     "kind: must be one of 'organization_alert', 'user_alert', 'user_limit', "
+     "'balance_depleted', 'balance_dropped' or 'balance_recovered'."),
     ("get", "/api/v1/alerts/abc", None, 400, "id", "id: must be a whole number."),
 ]  # fmt: skip
 
