@@ -299,3 +299,25 @@ class TestConcurrency:
         run_in_threads(30, work)
         assert_ledger_sums_to_remaining(organization)
         assert all(r >= 0 for r in CreditGrant.objects.values_list("remaining", flat=True))
+
+    def test_two_periodic_checks_and_consumes_at_once_write_each_expiry_once(self, organization):
+        with_allowance(organization, None)
+        expiring = [grant(organization, 3, expires_at=NOW + timedelta(hours=1)) for _ in range(3)]
+        lasting = grant(organization, 10)
+        members = MembershipFactory.create_batch(4, organization=organization)
+        later = NOW + timedelta(hours=1)
+        with time_machine.travel(later, tick=False):
+            run_in_threads(
+                10,
+                lambda i: (
+                    credit_balances_check(now=later)
+                    if i < 2
+                    else consume(organization, members[i % 4], 1, key=f"c{i}").allowed
+                ),
+            )
+        expiries = CreditLedgerEntry.objects.filter(type=LedgerEntryType.EXPIRY)
+        assert sorted(expiries.values_list("grant_id", "credits")) == [
+            (g.pk, D(-3)) for g in expiring
+        ]
+        assert remaining(*expiring, lasting) == [0, 0, 0, 2]  # 8 consumes, all from the lasting
+        assert_ledger_sums_to_remaining(organization)
