@@ -13,6 +13,7 @@ from django import forms
 
 from accounts.forms import MembersField
 from accounts.models import Membership, Organization, Role
+from alerts.forms import switch
 from alerts.models import BalanceAlertType, Recipients
 from alerts.services.credit_settings import AutoTopUpInput
 from billing.models import GRANT_PRIORITY_DEFAULT, GRANT_PRIORITY_MAX, GRANT_PRIORITY_MIN
@@ -71,16 +72,8 @@ class BalanceAlertForm(forms.Form):
         }
 
 
-def _switch(label: str) -> forms.BooleanField:
-    return forms.BooleanField(
-        label=label,
-        required=False,
-        widget=forms.CheckboxInput(attrs={"class": "switch", "role": "switch"}),
-    )
-
-
 class AutoTopUpForm(forms.Form):
-    enabled = _switch("Auto Top-Up")
+    enabled = switch("Auto Top-Up")
     threshold = CreditsFormField(
         label="Top up when the balance falls below",
         required=False,

@@ -21,7 +21,8 @@ def _admins_of(organization: Organization) -> Any:
     return Membership.objects.filter(organization=organization, role=Role.ADMIN)
 
 
-def _switch(label: str) -> forms.BooleanField:
+def switch(label: str) -> forms.BooleanField:
+    """An on/off toggle, drawn as a switch."""
     return forms.BooleanField(
         label=label,
         required=False,
@@ -65,7 +66,7 @@ class OrganizationAlertForm(forms.Form):
 
 
 class UserAlertPolicyForm(forms.Form):
-    enabled = _switch("Credit Usage Alerts")
+    enabled = switch("Credit Usage Alerts")
     threshold = CreditsFormField(
         label="Credit Alert Threshold",
         required=False,
@@ -94,7 +95,7 @@ class UserAlertPolicyForm(forms.Form):
 
 
 class LimitPolicyForm(forms.Form):
-    enabled = _switch("Per-User Credit Limits")
+    enabled = switch("Per-User Credit Limits")
     default_limit = CreditsFormField(
         label="Default Limit Per User",
         required=False,
@@ -107,8 +108,8 @@ class LimitPolicyForm(forms.Form):
         required=False,
         help_text="Emailed when a member reaches their limit. None chosen: every admin.",
     )
-    exclude_agent_external = _switch("Exclude Agent External Deployments from Credit Limits")
-    exclude_workflows = _switch("Exclude Workflows from Credit Limits")
+    exclude_agent_external = switch("Exclude Agent External Deployments from Credit Limits")
+    exclude_workflows = switch("Exclude Workflows from Credit Limits")
 
     EXCLUSIONS = {
         "exclude_agent_external": Source.AGENT_EXTERNAL,
