@@ -15,6 +15,7 @@ from django.db import transaction
 from accounts import services as accounts_services
 from accounts.models import Membership, Organization
 from accounts.services import MembershipChanges, OrganizationChanges
+from alerts.services.credits import balance_reevaluate
 from alerts.services.rules import alerts_evaluate_organization
 from billing.models import CustomLimit
 from billing.services import limits
@@ -71,6 +72,7 @@ def organization_update(
             changed += organization_anchor_day_set(organization=organization, anchor_day=anchor_day)
         if {"credit_allowance", "anchor_day"} & set(changed):
             alerts_evaluate_organization(organization=organization)
+            balance_reevaluate(organization=organization)
     return organization
 
 

@@ -393,6 +393,19 @@ def balance_now(organization: Organization) -> Decimal | None:
     return _balance_under_lock(organization, period, used, now)
 
 
+def balance_reevaluate(*, organization: Organization) -> None:
+    """After a change of settings that moves the balance (the allowance, the
+    anchor day, blocking), inside its transaction: the balance alerts, under
+    the balance lock. No top-up: one is made when usage or time takes the
+    balance below its threshold, not when an admin changes the allowance.
+    """
+    if organization.credit_balance_kept_since is None:
+        return
+    now = timezone.now()
+    period, _, balance = _locked_balance(organization, now)
+    balance_changed(BalanceChange(organization, period, None, balance, now))
+
+
 BALANCE_CHECK_BATCH = 200
 
 

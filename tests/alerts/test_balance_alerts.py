@@ -19,6 +19,7 @@ from alerts.models import (
     Notification,
     WebhookEndpoint,
 )
+from alerts.services.changes import organization_update
 from alerts.services.credit_settings import (
     AutoTopUpInput,
     auto_top_up_set,
@@ -209,6 +210,15 @@ class TestTimeDrivenChanges:
         with time_machine.travel(later, tick=False):
             deliver(credit_balances_check, now=later)
         assert fired(FiringKind.BALANCE_RECOVERED) == [D(10)]
+
+    def test_a_raised_allowance_is_evaluated_at_once(self, organization, owner, member, deliver):
+        blocking(organization, allowance=10)
+        depleted = balance_alert_create(organization=organization, alert_type="depleted")
+        balance_alert_create(organization=organization, alert_type="recovered")
+        consume(organization, member, 10)
+        deliver(organization_update, organization=organization, credit_allowance=D(15))
+        assert fired(FiringKind.BALANCE_RECOVERED) == [D(5)]
+        assert status(depleted) == BalanceAlertStatus.ARMED
 
     def test_the_check_reads_only_organizations_that_are_due(
         self, organization, other_organization
