@@ -86,7 +86,15 @@ class OrganizationAdmin(
     list_filter = ("block_when_exhausted", AllowanceFilter, "anchor_day")
     search_fields = ("slug", "name")
     prepopulated_fields = {"slug": ("name",)}
-    add_fields = ("name", "slug", "credit_allowance", "block_when_exhausted", "anchor_day")
+    add_fields = (
+        "name",
+        "slug",
+        "credit_allowance",
+        "block_when_exhausted",
+        "anchor_day",
+        "credit_price",
+        "currency",
+    )
     readonly_fields = ("this_period", "usage_this_period", "members", "records")
     fields = (*add_fields, *readonly_fields)
     # Inlines of the alerts' and billing's admins (`inline_on(Organization)`).
@@ -168,6 +176,9 @@ class OrganizationAdmin(
             clear_allowance=data["credit_allowance"] is None,
             anchor_day=data["anchor_day"],
             block_when_exhausted=data["block_when_exhausted"],
+            credit_price=data["credit_price"],
+            clear_price=data["credit_price"] is None,
+            currency=data["currency"],
         )
         copy_into(obj, stored)
 

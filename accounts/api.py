@@ -16,6 +16,7 @@ from billing.periods import organization_period
 from config.apikit import Page, StrictSchema, paginate
 from config.credits import Credits, CreditsOut
 from config.errors import ErrorOut
+from config.money import Currency, Price
 
 router = Router()
 
@@ -34,6 +35,10 @@ class OrganizationOut(Schema):
         description="This period's allowance: `credit_allowance`, prorated in a shorter "
         "period after the anchor day changed."
     )
+    credit_price: CreditsOut | None = Field(
+        description="The price of one credit in `currency` (null: no price)."
+    )
+    currency: str
 
 
 class OrganizationPatch(StrictSchema):
@@ -42,6 +47,8 @@ class OrganizationPatch(StrictSchema):
     credit_allowance: Credits | None = None
     block_when_exhausted: StrictBool | None = None
     anchor_day: StrictInt | None = None
+    credit_price: Price | None = None
+    currency: Currency | None = None
 
 
 class MemberOut(Schema):
@@ -89,6 +96,8 @@ def _organization_out(organization: Organization) -> dict[str, Any]:
         "period_start": period.start,
         "period_end": period.end,
         "period_allowance": period.allowance(organization.credit_allowance),
+        "credit_price": organization.credit_price,
+        "currency": organization.currency,
     }
 
 
@@ -120,6 +129,9 @@ def organization_patch(request: HttpRequest, payload: OrganizationPatch) -> dict
         clear_allowance="credit_allowance" in given and payload.credit_allowance is None,
         anchor_day=payload.anchor_day,
         block_when_exhausted=payload.block_when_exhausted,
+        credit_price=payload.credit_price,
+        clear_price="credit_price" in given and payload.credit_price is None,
+        currency=payload.currency,
     )
     return _organization_out(organization)
 

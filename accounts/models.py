@@ -3,12 +3,14 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 
 from config.credits import CREDIT_QUANTUM, credits_field
+from config.money import currency_error
 
 ANCHOR_DAY_MIN = 1
 ANCHOR_DAY_MAX = 28
@@ -70,6 +72,12 @@ class User(AbstractBaseUser, PermissionsMixin):
         return self.name or self.email
 
 
+def validate_currency(code: str) -> None:
+    error = currency_error(code)
+    if error:
+        raise ValidationError(f"The currency {error}.", code="invalid")
+
+
 class Organization(models.Model):
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
@@ -87,6 +95,18 @@ class Organization(models.Model):
     block_when_exhausted = models.BooleanField(
         default=True,
         help_text="Block credit-consuming actions once the whole allowance is used.",
+    )
+    credit_price = credits_field(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Price of one credit, in the currency (SPEC §11). Empty: no price.",
+    )
+    currency = models.CharField(
+        max_length=3,
+        default="USD",
+        validators=[validate_currency],
+        help_text="ISO 4217 code of the credit price's currency.",
     )
     # Anchor days of the past (billing.periods): periods ending at or before
     # each `until` followed its `anchor_day`. Written by organization_update.
@@ -110,6 +130,14 @@ class Organization(models.Model):
                 condition=models.Q(credit_allowance__isnull=True)
                 | models.Q(credit_allowance__gt=0),
                 name="organization_allowance_positive",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(credit_price__isnull=True) | models.Q(credit_price__gte=0),
+                name="organization_price_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(currency__regex=r"^[A-Z]{3}$"),
+                name="organization_currency_three_capitals",
             ),
         ]
 

@@ -24,6 +24,7 @@ from accounts.models import (
 )
 from config import rawsql
 from config.errors import Conflict, InvalidInput
+from config.money import currency_error
 
 API_KEY_PREFIX = "hr_"
 API_KEY_PREFIX_LENGTH = 10
@@ -96,6 +97,9 @@ class OrganizationChanges(TypedDict, total=False):
     credit_allowance: Decimal | None
     clear_allowance: bool
     block_when_exhausted: bool | None
+    credit_price: Decimal | None
+    clear_price: bool
+    currency: str | None
 
 
 def organization_update(
@@ -110,6 +114,9 @@ def organization_update(
     credit_allowance = changes.get("credit_allowance")
     clear_allowance = changes.get("clear_allowance", False)
     block_when_exhausted = changes.get("block_when_exhausted")
+    credit_price = changes.get("credit_price")
+    clear_price = changes.get("clear_price", False)
+    currency = changes.get("currency")
     changed: list[str] = []
     if slug is not None and slug != organization.slug:
         _validate_slug(slug)
@@ -124,9 +131,30 @@ def organization_update(
     if block_when_exhausted is not None:
         organization.block_when_exhausted = block_when_exhausted
         changed.append("block_when_exhausted")
+    if clear_price or credit_price is not None:
+        organization.credit_price = None if clear_price else _validate_price(credit_price)
+        changed.append("credit_price")
+    if currency is not None and currency != organization.currency:
+        organization.currency = _validate_currency(currency)
+        changed.append("currency")
     if changed:
         _save_organization(organization, update_fields=changed)
     return changed
+
+
+def _validate_price(price: Decimal | None) -> Decimal | None:
+    if price is not None and price < 0:
+        raise InvalidInput(
+            "credit_price: must not be negative.", code="invalid", field="credit_price"
+        )
+    return price
+
+
+def _validate_currency(code: str) -> str:
+    error = currency_error(code)
+    if error:
+        raise InvalidInput(f"currency: {error}.", code="invalid", field="currency")
+    return code
 
 
 def _save_organization(organization: Organization, update_fields: list[str] | None = None) -> None:

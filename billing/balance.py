@@ -52,6 +52,7 @@ class CreditBalance:
     overage: Decimal
     period: Period
     grants: list[CreditGrant]
+    used: Decimal = ZERO
 
 
 def credit_balance_get(*, organization: Organization, now: datetime) -> CreditBalance:
@@ -83,6 +84,7 @@ def credit_balance_get(*, organization: Organization, now: datetime) -> CreditBa
         overage=max(used - covered, ZERO),
         period=period,
         grants=grants,
+        used=used,
     )
 
 

@@ -14,6 +14,7 @@ from accounts.web import OrganizationHttpRequest, admin_required, organization_r
 from billing.balance import allowance_left, balance_now
 from billing.forms import AssistantForm
 from billing.models import Source
+from billing.money import money_this_period
 from billing.periods import Period
 from billing.rules import gate_decide, over_budget
 from billing.selectors import (
@@ -76,6 +77,7 @@ def usage_monitor(request: OrganizationHttpRequest) -> HttpResponse:
         "days": days,
         "days_total": sum((day.used for day in days), Decimal(0)),
         "chart": _chart_data(period=period, days=days),
+        "money": money_this_period(organization=organization, now=now),
     }
     return render(request, "billing/usage_monitor.html", context)
 

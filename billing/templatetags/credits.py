@@ -10,6 +10,7 @@ from decimal import Decimal
 from django import template
 
 from config.credits import readable_credits
+from config.money import readable_money
 
 register = template.Library()
 
@@ -25,6 +26,14 @@ def credits_filter(value: Decimal | int | str | None) -> str:
     if value is None or value == "":
         return NO_VALUE
     return readable_credits(value)
+
+
+@register.filter(name="money")
+def money_filter(amount: Decimal | None, currency: str) -> str:
+    """An amount with its currency's symbol, exact: $12.50, $0.000123."""
+    if amount is None or amount == "":
+        return NO_VALUE
+    return readable_money(amount, currency)
 
 
 @register.filter(name="grouped")

@@ -230,7 +230,14 @@ def organization_form(
     custom_limits_initial=0,
     **fields,
 ) -> dict[str, str]:
-    data = {"name": "", "slug": "", "credit_allowance": "", "anchor_day": "1"}
+    data = {
+        "name": "",
+        "slug": "",
+        "credit_allowance": "",
+        "anchor_day": "1",
+        "credit_price": "",
+        "currency": "USD",
+    }
     if organization is not None:
         data = {
             "name": organization.name,
@@ -239,6 +246,10 @@ def organization_form(
             if organization.credit_allowance is not None
             else "",
             "anchor_day": str(organization.anchor_day),
+            "credit_price": format_credits(organization.credit_price)
+            if organization.credit_price is not None
+            else "",
+            "currency": organization.currency,
         }
         if organization.block_when_exhausted:
             data["block_when_exhausted"] = "on"

@@ -104,6 +104,8 @@ class TestOrganization:
             "period_start": "2026-12-01T00:00:00Z",
             "period_end": "2027-01-01T00:00:00Z",
             "period_allowance": None,
+            "credit_price": None,
+            "currency": "USD",
         }
 
     def test_patch_changes_only_what_is_given(self, api, organization):

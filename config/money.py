@@ -1,0 +1,84 @@
+"""Money (SPEC §11): a price per credit, a currency, and exact amounts.
+
+An amount is credits times price, both exact decimals with at most 6 fractional
+digits, so the product is exact too (at most 12): nothing is rounded until
+a person reads it, and then only to the currency's usual digits when that
+loses nothing (Babel's `decimal_quantization=False`: $12.50, $0.000123).
+Currency codes are ISO 4217's, as Babel (CLDR) knows them.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from functools import cache
+from typing import Annotated
+
+from babel.numbers import format_currency, list_currencies
+from pydantic import AfterValidator, PlainSerializer, WithJsonSchema
+
+from config.credits import CreditsOrZero, format_credits
+
+DEFAULT_CURRENCY = "USD"
+
+
+@cache
+def currencies() -> frozenset[str]:
+    return frozenset(list_currencies())
+
+
+def currency_error(code: str) -> str | None:
+    """Why `code` is not a currency (None if it is one)."""
+    if code not in currencies():
+        return "must be an ISO 4217 currency code in capitals, such as USD or EUR"
+    return None
+
+
+def amount_of(credits: Decimal, price: Decimal) -> Decimal:
+    """What `credits` cost at `price` per credit: exact."""
+    return credits * price
+
+
+def format_amount(amount: Decimal) -> str:
+    """An amount as the API gives it: the shortest exact decimal string."""
+    return format_credits(amount)
+
+
+def readable_money(amount: Decimal, currency: str) -> str:
+    """An amount for people: the currency's symbol, grouped, never rounded."""
+    return format_currency(amount, currency, locale="en_US", decimal_quantization=False)
+
+
+def _currency(code: str) -> str:
+    error = currency_error(code)
+    if error:
+        raise ValueError(error)
+    return code
+
+
+# A price per credit: a decimal >= 0 with at most 6 fractional digits.
+Price = Annotated[
+    CreditsOrZero,
+    WithJsonSchema(
+        {
+            "oneOf": [{"type": "string", "pattern": r"^\d+(\.\d{1,6})?$"}, {"type": "number"}],
+            "description": "A price per credit: a decimal >= 0 with at most 6 fractional digits.",
+        },
+        mode="validation",
+    ),
+]
+Currency = Annotated[
+    str,
+    AfterValidator(_currency),
+    WithJsonSchema(
+        {"type": "string", "pattern": "^[A-Z]{3}$", "description": "ISO 4217, such as USD."},
+        mode="validation",
+    ),
+]
+AmountOut = Annotated[
+    Decimal,
+    PlainSerializer(format_amount, return_type=str, when_used="always"),
+    WithJsonSchema(
+        {"type": "string", "pattern": r"^\d+(\.\d+)?$", "description": "An exact amount of money."},
+        mode="serialization",
+    ),
+]
