@@ -54,8 +54,9 @@ def server_clock():
 
 @pytest.fixture
 def usage(organization: Organization, owner: Membership, member: Membership) -> None:
-    """A month under way: an allowance, limits, and usage on several days."""
+    """A month under way: an allowance, a price, limits, and usage on several days."""
     organization.credit_allowance = Decimal(5000)
+    organization.credit_price = Decimal("0.002")
     organization.save()
     owner.user.name = "Olivia Owner"
     owner.user.save(update_fields=["name"])
@@ -105,6 +106,7 @@ def test_an_admin_monitors_usage_and_exports_csv(live_server, page: Page, organi
         "aria-current", "page"
     )
     expect(page.get_by_role("progressbar", name="Allowance used this period")).to_be_visible()
+    expect(page.get_by_role("heading", name="Spend this period")).to_be_visible()
     chart = page.get_by_role("img", name="Bar chart of credits used per day")
     expect(chart).to_be_visible()
     wait_for_chart(page)
