@@ -22,7 +22,7 @@ from alerts.selectors import (
 )
 from alerts.services import configuration
 from billing.selectors import current_period
-from config.apikit import Page, StrictSchema, paginate, round_trip_put
+from config.apikit import Page, StrictSchema, not_null, paginate, round_trip_put
 from config.credits import Credits, CreditsOut
 from config.errors import NotFound
 
@@ -50,13 +50,6 @@ WebhookEventName = Literal[
     "credit_grant.created",
     "credit_grant.expiring",
 ]
-
-
-def _not_null(value: Any) -> Any:
-    """For fields that may be left out of a PATCH/PUT but never set to null."""
-    if value is None:
-        raise ValueError("must not be null (leave the field out to keep it as it is)")
-    return value
 
 
 class AlertOut(Schema):
@@ -89,7 +82,7 @@ class AlertPatch(StrictSchema):
     admins: list[str] | None = None
 
     _no_nulls = field_validator("threshold_type", "threshold", "notify", "admins", mode="before")(
-        _not_null
+        not_null
     )
 
 
@@ -117,7 +110,7 @@ class UserAlertPolicyIn(StrictSchema):
 
     _no_nulls = field_validator(
         "enabled", "notify_user", "admins", "fire_if_already_exceeded", mode="before"
-    )(_not_null)
+    )(not_null)
 
 
 class AlertEventOut(Schema):

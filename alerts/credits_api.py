@@ -32,7 +32,7 @@ from billing.models import (
     CreditLedgerEntry,
 )
 from billing.services.grants import GrantInput, grant_get
-from config.apikit import Page, StrictSchema, paginate, round_trip_put
+from config.apikit import Page, StrictSchema, not_null, paginate, round_trip_put
 from config.credits import Credits, CreditsOut
 from config.errors import ErrorOut
 
@@ -69,13 +69,6 @@ def _moment(value: datetime | None) -> datetime | None:
     if in_utc is None or not EARLIEST <= in_utc < LATEST:
         raise ValueError("must be between 1970-01-01 and 9000-01-01 (UTC)")
     return in_utc
-
-
-def _not_null(value: Any) -> Any:
-    """For fields that may be left out of a PATCH/PUT but never set to null."""
-    if value is None:
-        raise ValueError("must not be null (leave the field out to keep it as it is)")
-    return value
 
 
 # Schemas
@@ -182,7 +175,7 @@ class BalanceAlertPatch(StrictSchema):
     notify: NotifyName | None = None
     admins: list[str] | None = None
 
-    _no_nulls = field_validator("type", "notify", "admins", mode="before")(_not_null)
+    _no_nulls = field_validator("type", "notify", "admins", mode="before")(not_null)
 
 
 class AutoTopUpOut(Schema):
@@ -206,7 +199,7 @@ class AutoTopUpIn(StrictSchema):
     )
     max_per_period: StrictInt | None = Field(default=None, ge=1, le=MAX_TOP_UPS_PER_PERIOD)
 
-    _no_nulls = field_validator("enabled", "priority", "max_per_period", mode="before")(_not_null)
+    _no_nulls = field_validator("enabled", "priority", "max_per_period", mode="before")(not_null)
 
 
 # The balance

@@ -182,3 +182,12 @@ def paginate(
         "data": serialize(rows),
         "next_cursor": _encode_cursor(rows[-1].pk) if has_more else None,
     }
+
+
+def not_null(value: Any) -> Any:
+    """A `mode="before"` field validator for fields that may be left out of a
+    PATCH or PUT but never set to null.
+    """
+    if value is None:
+        raise ValueError("must not be null (leave the field out to keep it as it is)")
+    return value
