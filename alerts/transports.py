@@ -84,16 +84,24 @@ def credit_email_context(payload: dict[str, Any]) -> dict[str, Any]:
 def credit_email_build(
     *, recipient: str, payload: dict[str, Any], message_uid: str
 ) -> EmailMultiAlternatives:
-    context = credit_email_context(payload)
-    subject = " ".join(render_to_string(f"{CREDIT_TEMPLATE}.subject.txt", context).split())
+    return _email_from_templates(
+        CREDIT_TEMPLATE, credit_email_context(payload), recipient=recipient, message_uid=message_uid
+    )
+
+
+def _email_from_templates(
+    template: str, context: dict[str, Any], *, recipient: str, message_uid: str
+) -> EmailMultiAlternatives:
+    """An email from `template`'s subject, text and HTML parts."""
+    subject = " ".join(render_to_string(f"{template}.subject.txt", context).split())
     message = EmailMultiAlternatives(
         subject=subject,
-        body=render_to_string(f"{CREDIT_TEMPLATE}.txt", context),
+        body=render_to_string(f"{template}.txt", context),
         from_email=settings.DEFAULT_FROM_EMAIL,
         to=[recipient],
         headers={"X-Headroom-Notification": message_uid},
     )
-    message.attach_alternative(render_to_string(f"{CREDIT_TEMPLATE}.html", context), "text/html")
+    message.attach_alternative(render_to_string(f"{template}.html", context), "text/html")
     return message
 
 
@@ -404,14 +412,6 @@ def alert_email_context(payload: dict[str, Any]) -> dict[str, Any]:
 def alert_email_build(
     *, recipient: str, payload: dict[str, Any], message_uid: str
 ) -> EmailMultiAlternatives:
-    context = alert_email_context(payload)
-    subject = " ".join(render_to_string(f"{TEMPLATE}.subject.txt", context).split())
-    message = EmailMultiAlternatives(
-        subject=subject,
-        body=render_to_string(f"{TEMPLATE}.txt", context),
-        from_email=settings.DEFAULT_FROM_EMAIL,
-        to=[recipient],
-        headers={"X-Headroom-Notification": message_uid},
+    return _email_from_templates(
+        TEMPLATE, alert_email_context(payload), recipient=recipient, message_uid=message_uid
     )
-    message.attach_alternative(render_to_string(f"{TEMPLATE}.html", context), "text/html")
-    return message
