@@ -13,7 +13,7 @@ from decimal import Decimal
 from django.db.models import Sum
 
 from accounts.models import Organization
-from billing.grants import active_grants
+from billing.grants import active_grants, grants_remaining
 from billing.models import CreditGrant, CreditLedgerEntry, LedgerEntryType, OrganizationUsage
 from billing.periods import Period, organization_period
 
@@ -97,10 +97,6 @@ def balance_now(
     allowance = period.allowance(organization.credit_allowance)
     if organization.credit_balance_kept_since is None:
         return None if allowance is None else allowance_left(allowance, used)
-    grants = active_grants(organization_id=organization.pk, now=now).aggregate(
-        total=Sum("remaining")
-    )["total"]
-    any_grant = grants is not None or CreditGrant.objects.filter(organization=organization).exists()
-    return balance_of(
-        allowance=allowance, used=used, grants_remaining=grants or ZERO, any_grant=any_grant
-    )
+    grants = grants_remaining(organization_id=organization.pk, now=now)
+    any_grant = grants > 0 or CreditGrant.objects.filter(organization=organization).exists()
+    return balance_of(allowance=allowance, used=used, grants_remaining=grants, any_grant=any_grant)

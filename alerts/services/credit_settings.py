@@ -28,8 +28,8 @@ from alerts.models import (
 from alerts.services.configuration import validate_recipients
 from alerts.services.credits import (
     balance_alert_initial_status,
-    balance_now,
     credit_balance_watch,
+    current_balance,
 )
 from billing.models import GRANT_PRIORITY_MAX, GRANT_PRIORITY_MIN, AutoTopUp
 from config.credits import format_credits
@@ -90,7 +90,7 @@ def balance_alert_create(
         alert = BalanceAlert(
             organization=organization, type=alert_type, threshold=threshold, notify=notify
         )
-        alert.status = balance_alert_initial_status(alert, balance_now(organization))
+        alert.status = balance_alert_initial_status(alert, current_balance(organization))
         alert.save()
         chosen = list(admins) if notify == Recipients.SPECIFIC_ADMINS else []
         if chosen:
@@ -135,7 +135,7 @@ def balance_alert_update(
         condition_changed = (locked.type, locked.threshold) != (alert_type, threshold)
         locked.type, locked.threshold, locked.notify = alert_type, threshold, notify
         if condition_changed:
-            locked.status = balance_alert_initial_status(locked, balance_now(organization))
+            locked.status = balance_alert_initial_status(locked, current_balance(organization))
         locked.save()
         chosen = list(admins) if notify == Recipients.SPECIFIC_ADMINS else []
         locked.admins.set(chosen)

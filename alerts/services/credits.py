@@ -34,8 +34,8 @@ from alerts.models import (
 from alerts.outbox import credit_event_write
 from alerts.services.rules import Candidate, fire
 from billing import ledger
-from billing.balance import balance_of, covered_by_allowance
-from billing.grants import draw, grants_remaining
+from billing.balance import balance_now, balance_of, covered_by_allowance
+from billing.grants import draw
 from billing.models import AutoTopUp, BalanceCheck, CreditGrant, GrantKind
 from billing.periods import Period, organization_period
 from billing.selectors import organization_used
@@ -308,20 +308,7 @@ def _locked_balance(
     used = ledger.lock_organization_total(
         organization_id=organization.pk, period_start=period.start
     )
-    return period, used, _balance_under_lock(organization, period, used, now)
-
-
-def _balance_under_lock(
-    organization: Organization, period: Period, used: Decimal, now: datetime
-) -> Decimal | None:
-    remaining = grants_remaining(organization_id=organization.pk, now=now)
-    any_grant = remaining > 0 or CreditGrant.objects.filter(organization=organization).exists()
-    return balance_of(
-        allowance=period.allowance(organization.credit_allowance),
-        used=used,
-        grants_remaining=remaining,
-        any_grant=any_grant,
-    )
+    return period, used, balance_now(organization=organization, period=period, used=used, now=now)
 
 
 @dataclass(frozen=True)
@@ -347,7 +334,7 @@ def credit_grant_create(*, organization: Organization, grant: GrantInput) -> Gra
             transaction.set_rollback(True)
         else:
             _grant_created(organization, row, email_admins=False)
-            after = _balance_under_lock(organization, period, used, now)
+            after = balance_now(organization=organization, period=period, used=used, now=now)
             balance_changed(BalanceChange(organization, period, before, after, now))
     if row is None:
         earlier = grant_service.grant_replayed(organization=organization, grant=grant, now=now)
@@ -369,7 +356,7 @@ def credit_grant_void(*, organization: Organization, grant_id: int) -> CreditGra
             organization=organization, grant_id=grant_id, now=now
         )
         if voided:
-            after = _balance_under_lock(organization, period, used, now)
+            after = balance_now(organization=organization, period=period, used=used, now=now)
             balance_changed(BalanceChange(organization, period, before, after, now))
     return grant
 
@@ -385,12 +372,12 @@ def credit_balance_watch(*, organization: Organization) -> None:
     )
 
 
-def balance_now(organization: Organization) -> Decimal | None:
+def current_balance(organization: Organization) -> Decimal | None:
     """The balance as it stands (for configuration changes: no lock)."""
     now = timezone.now()
     period = organization_period(organization, now)
     used = organization_used(organization=organization, period=period)
-    return _balance_under_lock(organization, period, used, now)
+    return balance_now(organization=organization, period=period, used=used, now=now)
 
 
 def balance_reevaluate(*, organization: Organization) -> None:
@@ -431,7 +418,7 @@ def _balance_check(organization: Organization, now: datetime) -> None:
     with transaction.atomic():
         period, used, _ = _locked_balance(organization, now)
         expired = grant_service.grants_expire(organization=organization, now=now)
-        after = _balance_under_lock(organization, period, used, now)
+        after = balance_now(organization=organization, period=period, used=used, now=now)
         before = None if after is None else after + expired
         balance_changed(BalanceChange(organization, period, before, after, now))
         for grant in grant_service.grants_due_for_notice(organization=organization, now=now):
