@@ -172,17 +172,20 @@ def next_check_at(*, organization: Organization, now: datetime, watched: bool) -
     effective, a grant's expiry notice or expiry, and, when alerts or a
     top-up watch the balance and there is an allowance, the period's end.
     """
-    grants = CreditGrant.objects.filter(
+    ahead = expiry_notice_ahead()
+    found = CreditGrant.objects.filter(
         organization=organization, voided_at__isnull=True, expired_at__isnull=True
+    ).aggregate(
+        effective=Min("effective_at", filter=Q(effective_at__gt=now)),
+        expiry=Min("expires_at"),
+        notice=Min(
+            F("expires_at") - ahead,
+            filter=Q(
+                expires_at__gt=now + ahead, expiry_notice_sent_at__isnull=True, remaining__gt=0
+            ),
+        ),
     )
-    moments = [
-        grants.filter(effective_at__gt=now).aggregate(at=Min("effective_at"))["at"],
-        grants.filter(expires_at__isnull=False).aggregate(at=Min("expires_at"))["at"],
-        grants.filter(expires_at__isnull=False, expiry_notice_sent_at__isnull=True, remaining__gt=0)
-        .annotate(notice_at=F("expires_at") - expiry_notice_ahead())
-        .filter(notice_at__gt=now)
-        .aggregate(at=Min("notice_at"))["at"],
-    ]
+    moments = [found["effective"], found["expiry"], found["notice"]]
     if watched and organization.credit_allowance is not None:
         moments.append(organization_period(organization, now).end)
     due = [moment for moment in moments if moment is not None]
