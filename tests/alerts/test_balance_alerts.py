@@ -29,6 +29,7 @@ from alerts.services.credit_settings import (
 from alerts.services.credits import credit_balances_check, credit_grant_void
 from billing.balance import credit_balance_get
 from billing.models import CreditGrant, GrantKind
+from billing.services.grants import next_check_at
 from config.errors import InvalidInput
 from tests.factories import MembershipFactory
 from tests.fixtures import run_in_threads
@@ -219,6 +220,25 @@ class TestTimeDrivenChanges:
         deliver(organization_update, organization=organization, credit_allowance=D(15))
         assert fired(FiringKind.BALANCE_RECOVERED) == [D(5)]
         assert status(depleted) == BalanceAlertStatus.ARMED
+
+    def test_the_next_check_is_the_first_moment_a_grant_changes_or_calls_for_a_notice(
+        self, organization, settings
+    ):
+        settings.GRANT_EXPIRY_NOTICE_DAYS = 7
+        blocking(organization, allowance=10)
+        grant(organization, 5, expires_at=NOW + timedelta(days=30))
+        grant(organization, 5, effective_at=NOW + timedelta(days=40))
+
+        def next_at(*, watched: bool = False):
+            return next_check_at(organization=organization, now=NOW, watched=watched)
+
+        assert next_at() == NOW + timedelta(days=23)  # the expiry notice, 7 days ahead
+        CreditGrant.objects.update(expiry_notice_sent_at=NOW)
+        assert next_at() == NOW + timedelta(days=30)  # then the expiry itself
+        period_end = credit_balance_get(organization=organization, now=NOW).period.end
+        assert next_at(watched=True) == period_end  # a new allowance, sooner, when watched
+        CreditGrant.objects.filter(expires_at__isnull=False).update(expired_at=NOW)
+        assert next_at() == NOW + timedelta(days=40)  # a grant becoming effective
 
     def test_the_check_reads_only_organizations_that_are_due(
         self, organization, other_organization
