@@ -227,12 +227,13 @@ def assert_waits_for_a_retry(notification: Notification, *, attempts: int, error
 # Scheduled tasks
 
 
-def run_daily_task(task: str, *, at: datetime) -> None:
-    """`task` is in the beat schedule at least once a day; run it at `at`, as a
-    worker finds and runs it (the task looked up by name, not imported here).
+def run_daily_task(task: str, *, at: datetime, every: float = 24 * 60 * 60) -> None:
+    """`task` is in the beat schedule at least once a day (or `every` seconds);
+    run it at `at`, as a worker finds and runs it (the task looked up by
+    name, not imported here).
     """
     [entry] = [entry for entry in settings.CELERY_BEAT_SCHEDULE.values() if entry["task"] == task]
-    assert entry["schedule"] <= 24 * 60 * 60
+    assert entry["schedule"] <= every
     app.loader.import_default_modules()  # as a worker does when it starts: finds the tasks
 
     with time_machine.travel(at, tick=False):

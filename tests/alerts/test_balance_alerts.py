@@ -28,12 +28,12 @@ from alerts.services.credit_settings import (
 )
 from alerts.services.credits import credit_balances_check, credit_grant_void
 from billing.balance import credit_balance_get
-from billing.models import CreditGrant, GrantKind
+from billing.models import CreditGrant, CreditLedgerEntry, GrantKind, LedgerEntryType
 from billing.services.grants import next_check_at
 from config.errors import InvalidInput
 from tests.factories import MembershipFactory
 from tests.fixtures import run_in_threads
-from tests.helpers import clock_held_at, consume, ingest
+from tests.helpers import clock_held_at, consume, ingest, run_daily_task
 from tests.helpers import credit_grant as grant
 
 pytestmark = pytest.mark.django_db
@@ -191,6 +191,12 @@ class TestTimeDrivenChanges:
             deliver(credit_balances_check, now=later)
             deliver(credit_balances_check, now=later)
         assert fired(FiringKind.BALANCE_DEPLETED) == [D(0)]
+
+    def test_beat_writes_an_expiry_within_a_minute(self, organization, owner):
+        grant(organization, 5, expires_at=NOW + timedelta(hours=1))
+        run_daily_task("alerts.tasks.check_credit_balances", at=NOW + timedelta(hours=1), every=60)
+        expiry = CreditLedgerEntry.objects.get(type=LedgerEntryType.EXPIRY)
+        assert expiry.credits == D(-5)
 
     def test_a_grant_becoming_effective_is_evaluated(self, organization, owner, deliver):
         blocking(organization)
