@@ -32,6 +32,7 @@ from accounts.models import Organization
 from alerts.models import BalanceAlert
 from alerts.services.credits import credit_grant_create, credit_grant_void
 from billing.models import (
+    AUTO_TOP_UP_SETTINGS,
     AutoTopUp,
     BalanceCheck,
     CreditGrant,
@@ -309,17 +310,7 @@ class CreditLedgerEntryAdmin(DeletedWithOwnerAdmin):
 
 @admin.register(AutoTopUp)
 class AutoTopUpAdmin(DeletedWithOwnerAdmin):
-    list_display = (
-        "organization",
-        "enabled",
-        "threshold",
-        "credits",
-        "priority",
-        "expires_after_days",
-        "max_per_period",
-        "top_ups",
-        "period_start",
-    )
+    list_display = ("organization", *AUTO_TOP_UP_SETTINGS, "top_ups", "period_start")
     list_filter = ("enabled",)
     list_select_related = ("organization",)
     search_fields = ("organization__slug", "organization__name")
