@@ -14,7 +14,7 @@ from accounts.apiauth import request_organization
 from accounts.models import Membership
 from accounts.selectors import membership_get, memberships_by_external_id
 from alerts.services import changes, consume, ingest
-from billing import selectors
+from billing import balance, selectors
 from billing.models import CustomLimit
 from billing.rules import Decision
 from config.apikit import (
@@ -251,7 +251,7 @@ def usage_consume(request: HttpRequest, payload: ConsumeIn) -> JsonResponse:
 
 @router.post("/check", response={200: AllowedOut, 402: RefusedOut}, tags=["gate"])
 def usage_check(request: HttpRequest, payload: CheckIn) -> JsonResponse:
-    decision = selectors.usage_check(
+    decision = balance.usage_check(
         organization=request_organization(request),
         membership=_member(request, payload.user),
         credits=payload.credits,

@@ -2,6 +2,8 @@
 active grants hold. `balance_of` is its one definition; the write path
 (alerts/services/consume.py, ingest.py) computes it from the totals and the
 drawdown it just did, the pages and the API read it with `credit_balance_get`.
+And the gate's decision on the totals and the balance as they stand
+(`usage_check`, `gate_decision_now`).
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.db.models import Sum
+from django.utils import timezone
 
-from accounts.models import Organization
+from accounts.models import Membership, Organization
 from billing.grants import active_grants, grants_remaining
-from billing.models import CreditGrant, CreditLedgerEntry, LedgerEntryType, OrganizationUsage
+from billing.models import CreditGrant, CreditLedgerEntry, LedgerEntryType, Source
 from billing.periods import Period, organization_period
+from billing.rules import Decision, gate_decide
+from billing.selectors import LimitRules, limit_rules_get, member_usage_get, organization_used
 
 ZERO = Decimal(0)
 
@@ -59,11 +64,7 @@ def credit_balance_get(*, organization: Organization, now: datetime) -> CreditBa
     """The balance as it stands at `now`, with the active grants in drawdown order."""
     period = organization_period(organization, now)
     allowance = period.allowance(organization.credit_allowance)
-    used = (
-        OrganizationUsage.objects.filter(organization=organization, period_start=period.start)
-        .values_list("used", flat=True)
-        .first()
-    ) or ZERO
+    used = organization_used(organization=organization, period=period)
     grants = list(active_grants(organization_id=organization.pk, now=now))
     grants_remaining = sum((grant.remaining for grant in grants), ZERO)
     any_grant = bool(grants) or CreditGrant.objects.filter(organization=organization).exists()
@@ -100,3 +101,51 @@ def balance_now(
     grants = grants_remaining(organization_id=organization.pk, now=now)
     any_grant = grants > 0 or CreditGrant.objects.filter(organization=organization).exists()
     return balance_of(allowance=allowance, used=used, grants_remaining=grants, any_grant=any_grant)
+
+
+def usage_check(
+    *,
+    organization: Organization,
+    membership: Membership,
+    credits: Decimal,
+    source: str = Source.ASSISTANT,
+) -> Decision:
+    """The gate's decision for spending `credits` now, without recording anything."""
+    return gate_decision_now(
+        organization=organization,
+        membership=membership,
+        credits=credits,
+        source=source,
+        period=organization_period(organization, timezone.now()),
+        rules=limit_rules_get(organization=organization, membership_ids=[membership.pk]),
+    )
+
+
+def gate_decision_now(
+    *,
+    organization: Organization,
+    membership: Membership,
+    credits: Decimal,
+    source: str,
+    period: Period,
+    rules: LimitRules,
+    now: datetime | None = None,
+) -> Decision:
+    """The gate's rule applied to the totals as they stand: a check, and why
+    the database refused a consume (alerts/services/consume.py), at the
+    consume's own moment (a grant starts or ends counting at an instant).
+    """
+    _, counted = member_usage_get(membership=membership, period=period)
+    used = organization_used(organization=organization, period=period)
+    return gate_decide(
+        cost=credits,
+        counts=rules.counts(source),
+        member_counted=counted,
+        member_limit=rules.limit_for(membership.pk),
+        organization_used_now=used,
+        balance=balance_now(
+            organization=organization, period=period, used=used, now=timezone.now()
+        ),
+        block_when_exhausted=organization.block_when_exhausted,
+        period=period,
+    )

@@ -24,18 +24,15 @@ from django.utils import timezone
 
 from accounts.models import ANCHOR_DAY_MAX, ANCHOR_DAY_MIN, Membership, Organization, Role
 from accounts.selectors import member_name_expression
-from billing.balance import balance_now
 from billing.models import (
     CustomLimit,
     DailyUsage,
     MemberUsage,
     OrganizationUsage,
-    Source,
     SourceUsage,
     UserLimitPolicy,
 )
 from billing.periods import Period, organization_period, period_containing
-from billing.rules import Decision, gate_decide
 from config import rawsql
 from config.credits import credits_field
 
@@ -299,52 +296,4 @@ def organizations_with_usage_this_period(
     return organizations.annotate(
         current_period_start=current_period_start(now=now),
         usage_this_period=Coalesce(Subquery(used), Value(ZERO), output_field=credits_field()),
-    )
-
-
-def usage_check(
-    *,
-    organization: Organization,
-    membership: Membership,
-    credits: Decimal,
-    source: str = Source.ASSISTANT,
-) -> Decision:
-    """The gate's decision for spending `credits` now, without recording anything."""
-    return gate_decision_now(
-        organization=organization,
-        membership=membership,
-        credits=credits,
-        source=source,
-        period=organization_period(organization, timezone.now()),
-        rules=limit_rules_get(organization=organization, membership_ids=[membership.pk]),
-    )
-
-
-def gate_decision_now(
-    *,
-    organization: Organization,
-    membership: Membership,
-    credits: Decimal,
-    source: str,
-    period: Period,
-    rules: LimitRules,
-    now: datetime | None = None,
-) -> Decision:
-    """The gate's rule applied to the totals as they stand: a check, and why
-    the database refused a consume (alerts/services/consume.py), at the
-    consume's own moment (a grant starts or ends counting at an instant).
-    """
-    _, counted = member_usage_get(membership=membership, period=period)
-    used = organization_used(organization=organization, period=period)
-    return gate_decide(
-        cost=credits,
-        counts=rules.counts(source),
-        member_counted=counted,
-        member_limit=rules.limit_for(membership.pk),
-        organization_used_now=used,
-        balance=balance_now(
-            organization=organization, period=period, used=used, now=timezone.now()
-        ),
-        block_when_exhausted=organization.block_when_exhausted,
-        period=period,
     )

@@ -27,6 +27,7 @@ from accounts.models import Membership, Organization
 from alerts.services.credits import BalanceChange, balance_changed, draw_beyond_allowance
 from alerts.services.rules import MemberChange, UsageChange, alerts_on_usage
 from billing import ledger
+from billing.balance import gate_decision_now
 from billing.idempotency import fingerprint, key_reused
 from billing.models import (
     DEFAULT_METER,
@@ -35,11 +36,7 @@ from billing.models import (
 )
 from billing.periods import Period, organization_period
 from billing.rules import ZERO, Decision
-from billing.selectors import (
-    LimitRules,
-    gate_decision_now,
-    limit_rules_get,
-)
+from billing.selectors import LimitRules, limit_rules_get
 from config.credits import format_credits
 from config.dbretry import retry_on_conflict
 from config.errors import Conflict

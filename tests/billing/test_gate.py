@@ -8,6 +8,7 @@ import time_machine
 
 from alerts.services.consume import usage_consume
 from alerts.services.ingest import UsageInput, usage_ingest
+from billing.balance import usage_check
 from billing.models import (
     ConsumeAnswer,
     CustomLimit,
@@ -22,7 +23,6 @@ from billing.selectors import (
     member_usage_get,
     organization_used,
     usage_by_source,
-    usage_check,
 )
 from config.errors import Conflict
 from tests.factories import MembershipFactory

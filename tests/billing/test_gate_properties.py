@@ -39,6 +39,7 @@ from accounts.models import Membership, Organization
 from alerts.services.changes import limit_policy_update, organization_update
 from alerts.services.consume import usage_consume
 from alerts.services.ingest import UsageInput, usage_ingest
+from billing.balance import usage_check
 from billing.models import (
     CustomLimit,
     DailyUsage,
@@ -50,7 +51,6 @@ from billing.models import (
 )
 from billing.periods import period_containing
 from billing.rules import ORGANIZATION_CREDITS_EXHAUSTED, USER_LIMIT_REACHED
-from billing.selectors import usage_check
 from tests.factories import MembershipFactory, OrganizationFactory
 
 pytestmark = pytest.mark.django_db
