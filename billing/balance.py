@@ -144,7 +144,7 @@ def gate_decision_now(
         member_limit=rules.limit_for(membership.pk),
         organization_used_now=used,
         balance=balance_now(
-            organization=organization, period=period, used=used, now=timezone.now()
+            organization=organization, period=period, used=used, now=now or timezone.now()
         ),
         block_when_exhausted=organization.block_when_exhausted,
         period=period,

@@ -12,10 +12,11 @@ import time_machine
 from django.db.models import Sum
 
 from alerts.services.credits import credit_balances_check, credit_grant_create, credit_grant_void
-from billing.balance import credit_balance_get
+from billing.balance import credit_balance_get, gate_decision_now
 from billing.grants import _draw_one_by_one, draw
 from billing.models import CreditGrant, CreditLedgerEntry, GrantStatus, LedgerEntryType
 from billing.rules import ORGANIZATION_CREDITS_EXHAUSTED
+from billing.selectors import limit_rules_get
 from billing.services.grants import GrantInput
 from config.errors import Conflict, InvalidInput, NotFound
 from tests.factories import MembershipFactory
@@ -191,6 +192,27 @@ class TestExpiry:
             assert balance(organization) == D(0)
             assert not consume(organization, member, 1).allowed
             assert g.status_at(datetime.now(UTC)) == GrantStatus.EXPIRED
+
+    def test_a_refusal_is_explained_at_the_consumes_own_moment(self, organization, member):
+        """The database's refusal is explained by the rule at the moment the
+        consume was decided, not a microsecond later, when a grant may have
+        started or stopped counting.
+        """
+        with_allowance(organization, None)
+        grant(organization, 5, expires_at=NOW + timedelta(hours=1))
+        period = credit_balance_get(organization=organization, now=NOW).period
+        rules = limit_rules_get(organization=organization, membership_ids=[member.pk])
+        with time_machine.travel(NOW + timedelta(hours=2), tick=False):
+            decision = gate_decision_now(
+                organization=organization,
+                membership=member,
+                credits=D(6),
+                source="assistant",
+                period=period,
+                rules=rules,
+                now=NOW,
+            )
+        assert decision.balance == D(5)
 
     def test_the_job_writes_the_expiry_once_even_run_twice(self, organization):
         g = grant(organization, 5, expires_at=NOW + timedelta(hours=1))
