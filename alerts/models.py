@@ -6,6 +6,7 @@ from django.db import models
 from django.utils import timezone
 
 from accounts.models import Membership, Organization
+from billing.models import CREDITS_METER, Meter
 from billing.periods import Period
 from config.credits import credits_field, format_credits
 
@@ -15,6 +16,12 @@ MAX_ORGANIZATION_ALERTS = 25
 class ThresholdType(models.TextChoices):
     PERCENTAGE = "percentage", "Percentage"
     ABSOLUTE = "absolute", "Absolute"
+    SPEND = "spend", "Spend"
+    INVOICE_TOTAL = "invoice_total", "Invoice total"
+
+
+# Thresholds that are amounts of money (SPEC §11), in the organization's currency.
+MONEY_THRESHOLD_TYPES = (ThresholdType.SPEND, ThresholdType.INVOICE_TOTAL)
 
 
 class Recipients(models.TextChoices):
@@ -32,8 +39,18 @@ class OrganizationAlert(models.Model):
     """
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="alerts")
+    meter = models.ForeignKey(
+        Meter,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Empty: credits.",
+    )
     threshold_type = models.CharField(max_length=16, choices=ThresholdType.choices)
-    threshold = credits_field(help_text="A percent (1-100) of the allowance, or credits.")
+    threshold = credits_field(
+        help_text="A percent (1-100) of the allowance, credits, the meter's unit, or money."
+    )
     notify = models.CharField(
         max_length=16, choices=Recipients.choices, default=Recipients.ALL_ADMINS
     )
@@ -50,7 +67,11 @@ class OrganizationAlert(models.Model):
                 condition=models.Q(threshold__gt=0)
                 & (models.Q(threshold_type="absolute") | models.Q(threshold__lte=100)),
                 name="organization_alert_threshold_valid",
-            )
+            ),
+            models.CheckConstraint(
+                condition=models.Q(meter__isnull=True) | models.Q(threshold_type="absolute"),
+                name="organization_alert_meter_absolute",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -178,6 +199,7 @@ class Firing(models.Model):
         Membership, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     user_external_id = models.CharField(max_length=255, blank=True)
+    meter = models.CharField(max_length=64, default=CREDITS_METER)
     threshold_type = models.CharField(max_length=16, choices=ThresholdType.choices, blank=True)
     threshold = credits_field(help_text="As configured: a percent for percentage alerts.")
     threshold_credits = credits_field()

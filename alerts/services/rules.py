@@ -39,7 +39,7 @@ from alerts.models import (
     UserAlertPolicy,
 )
 from alerts.outbox import notifications_write
-from billing.models import MemberUsage
+from billing.models import CREDITS_METER, MemberUsage
 from billing.periods import Period, organization_period
 from billing.rules import over_budget
 from billing.selectors import limit_rules_get, organization_used
@@ -91,6 +91,7 @@ class Candidate:
     alert: OrganizationAlert | None = None
     membership_id: int | None = None
     balance_alert: BalanceAlert | None = None
+    meter: str = CREDITS_METER
 
 
 def threshold_credits(alert: OrganizationAlert, allowance: Decimal | None) -> Decimal | None:
@@ -324,6 +325,7 @@ def _insert_firings(
                 balance_alert=candidate.balance_alert,
                 membership=membership,
                 user_external_id=membership.external_id if membership else "",
+                meter=candidate.meter,
                 threshold_type=candidate.alert.threshold_type if candidate.alert else "",
                 threshold=candidate.threshold,
                 threshold_credits=candidate.threshold_credits,
@@ -344,6 +346,7 @@ def _insert_firings(
             "balance_alert",
             "membership",
             "user_external_id",
+            "meter",
             "threshold_type",
             "threshold",
             "threshold_credits",
