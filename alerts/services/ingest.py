@@ -193,10 +193,16 @@ def _metered(
                 code="invalid_quantity",
                 field=f"events[{index}].quantity",
             )
-        if not event.credits:
+        if event.credits is None:
             raise InvalidInput(
-                f"events[{index}].credits: required, and greater than 0, for the credits meter.",
+                f"events[{index}].credits: is required for the credits meter.",
                 code="credits_required",
+                field=f"events[{index}].credits",
+            )
+        if event.credits == 0:
+            raise InvalidInput(
+                f"events[{index}].credits: must be greater than 0.",
+                code="invalid",
                 field=f"events[{index}].credits",
             )
         return None, event.credits, None

@@ -233,7 +233,7 @@ class TestRefusals:
                 "invalid_quantity",
             ),
             (lambda: UsageInput("c", None), "events[1].credits", "credits_required"),
-            (lambda: UsageInput("z", D(0)), "events[1].credits", "credits_required"),
+            (lambda: UsageInput("z", D(0)), "events[1].credits", "invalid"),
             (
                 lambda: event("pricey", "99999999999999"),
                 "events[1].quantity",
