@@ -84,21 +84,22 @@ class Probe:
         return elapsed
 
     def ingest_batch(self, client: Any, index: int) -> float:
+        # Every probe's events carry the same property, so that the meters'
+        # probe differs from the others by its meters alone (a unique_count
+        # meter counts its values: one new to the period every other event).
         events = [
             {
                 "idempotency_key": f"scale-{self.run}-{index}-{j}",
                 "user": self.user,
                 "credits": 1,
                 "source": "agent",
+                "properties": {"user_id": f"{self.run}-{index}-{j // 2}"},
             }
             for j in range(BATCH_EVENTS)
         ]
         for j, event in enumerate(events if self.meters else ()):
-            # A quantity for sum and max, a property for unique_count: one
-            # value new to the period in every other event of the batch.
             event["meter"] = self.meters[j % len(self.meters)]
             event["quantity"] = j % 7 + 1
-            event["properties"] = {"user_id": f"{self.run}-{index}-{j // 2}"}
         return self.post(client, "/api/v1/usage", {"events": events}, 202) / BATCH_EVENTS
 
     def consume_one(self, client: Any, index: int, k: int) -> float:

@@ -85,8 +85,12 @@ class MeterUsage(models.Model):
     last write, so that a write sees what it crossed even for `max`.
     """
 
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
-    meter = models.ForeignKey(Meter, on_delete=models.PROTECT, related_name="+")
+    # No index of their own: the unique key starts with the organization, and a
+    # meter is deleted only while nothing refers to it (PROTECT's check may scan).
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    meter = models.ForeignKey(Meter, on_delete=models.PROTECT, related_name="+", db_index=False)
     membership = models.ForeignKey(
         Membership, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -114,8 +118,12 @@ class MeterDailyUsage(models.Model):
     sum, count and max only.
     """
 
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
-    meter = models.ForeignKey(Meter, on_delete=models.PROTECT, related_name="+")
+    # No index of their own: the unique key starts with the organization, and a
+    # meter is deleted only while nothing refers to it (PROTECT's check may scan).
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    meter = models.ForeignKey(Meter, on_delete=models.PROTECT, related_name="+", db_index=False)
     day = models.DateField()
     aggregation = models.CharField(max_length=16, choices=Aggregation.choices)
     value = credits_field(default=0)
@@ -138,8 +146,12 @@ class MeterDistinctValue(models.Model):
     the count exact: only the write that inserts a value counts it.
     """
 
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
-    meter = models.ForeignKey(Meter, on_delete=models.PROTECT, related_name="+")
+    # No index of their own: the unique key starts with the organization, and a
+    # meter is deleted only while nothing refers to it (PROTECT's check may scan).
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    meter = models.ForeignKey(Meter, on_delete=models.PROTECT, related_name="+", db_index=False)
     period_start = models.DateTimeField()
     member_key = models.PositiveBigIntegerField(default=0)
     value = models.CharField(max_length=MAX_DISTINCT_VALUE_LENGTH)
