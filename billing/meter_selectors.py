@@ -97,8 +97,34 @@ class MeterTotals:
     def organization_value(self, meter: MeterDefinition) -> Decimal:
         return self.organization.get(meter.pk or 0, ZERO)
 
-    def member_value(self, membership_id: int, meter: MeterDefinition) -> Decimal:
-        return self.members.get(membership_id, {}).get(meter.pk or 0, ZERO)
+    def organization_values(
+        self, meters: list[MeterDefinition], *, credits_used: Decimal
+    ) -> list[tuple[MeterDefinition, Decimal]]:
+        """Each meter's value for the organization, `credits` being `credits_used`."""
+        own = self.organization
+        return [
+            (meter, credits_used if meter.pk is None else own.get(meter.pk, ZERO))
+            for meter in meters
+        ]
+
+    def member_values(
+        self, membership_id: int, meters: list[MeterDefinition], *, credits_used: Decimal
+    ) -> list[tuple[MeterDefinition, Decimal]]:
+        """Each meter's value for one member, `credits` being `credits_used`."""
+        own = self.members.get(membership_id, {})
+        return [
+            (meter, credits_used if meter.pk is None else own.get(meter.pk, ZERO))
+            for meter in meters
+        ]
+
+    def members_without(self, membership_ids: set[int]) -> list[Membership]:
+        """The members with a meter value but not among `membership_ids` (those
+        with credit usage), by external id.
+        """
+        return sorted(
+            (m for pk, m in self.memberships.items() if pk not in membership_ids),
+            key=lambda membership: membership.external_id,
+        )
 
 
 def meter_totals_get(
