@@ -24,7 +24,7 @@ from billing.models import (
     MeterUsage,
 )
 from billing.periods import Period
-from billing.selectors import period_days
+from billing.selectors import DayUsage, period_days
 
 ZERO = Decimal(0)
 ORGANIZATION_KEY = 0  # MeterUsage.member_key of the organization's own total
@@ -97,6 +97,9 @@ class MeterTotals:
     def organization_value(self, meter: MeterDefinition) -> Decimal:
         return self.organization.get(meter.pk or 0, ZERO)
 
+    def member_value(self, membership_id: int, meter: MeterDefinition) -> Decimal:
+        return self.members.get(membership_id, {}).get(meter.pk or 0, ZERO)
+
     def organization_values(
         self, meters: list[MeterDefinition], *, credits_used: Decimal
     ) -> list[tuple[MeterDefinition, Decimal]]:
@@ -151,7 +154,7 @@ def meter_totals_get(
 
 def meter_daily_values(
     *, organization: Organization, period: Period, meters: list[MeterDefinition], until: date
-) -> dict[int, list[tuple[date, Decimal]]]:
+) -> dict[int, list[DayUsage]]:
     """For each meter with daily values (sum, count, max), its value on each
     day of the period up to `until`, 0 on a day without usage. One query.
     """
@@ -164,7 +167,9 @@ def meter_daily_values(
         organization=organization, meter_id__in=charted, day__gte=days[0], day__lte=days[-1]
     ).values_list("meter_id", "day", "value"):
         values[meter_id][day] = value
-    return {pk: [(day, values[pk].get(day, ZERO)) for day in days] for pk in charted}
+    return {
+        pk: [DayUsage(day=day, used=values[pk].get(day, ZERO)) for day in days] for pk in charted
+    }
 
 
 def meter_uses(meter: Meter) -> list[str]:
