@@ -88,19 +88,23 @@ class OrganizationAlertAdminForm(ServiceValidatedForm):
 
     def validate(self, organization: Organization, data: dict[str, Any]) -> None:
         configuration.validate_threshold(data["threshold_type"], data["threshold"])
+        configuration.validate_meter_threshold(self.instance.meter, data["threshold_type"])
         configuration.validate_recipients(organization, data["notify"], list(data["admins"]))
         if (
             self.checks_alert_cap
             and self.instance.pk is None
             and organization.pk is not None
-            and OrganizationAlert.objects.filter(organization=organization).count()
+            and OrganizationAlert.objects.filter(
+                organization=organization, meter__isnull=True
+            ).count()
             >= MAX_ORGANIZATION_ALERTS
         ):
             raise ValidationError(TOO_MANY_ALERTS)
 
 
 # Shown on an alert's page, never edited: the services keep them.
-KEPT_BY_THE_SERVICES = ("generation", "quiet_period_start", "created_at", "updated_at")
+# `meter` too: alerts on a meter (SPEC §10) are made through the API; staff edit them here.
+KEPT_BY_THE_SERVICES = ("meter", "generation", "quiet_period_start", "created_at", "updated_at")
 
 
 @admin.register(OrganizationAlert)
@@ -114,6 +118,7 @@ class OrganizationAlertAdmin(
     form = OrganizationAlertAdminForm
     list_display = (
         "organization",
+        "meter",
         "threshold_type",
         "threshold",
         "notify",
@@ -121,7 +126,7 @@ class OrganizationAlertAdmin(
         "created_at",
     )
     list_filter = ("threshold_type", "notify")
-    list_select_related = ("organization",)
+    list_select_related = ("organization", "meter")
     search_fields = ("organization__slug", "organization__name")
     autocomplete_fields = ("organization", "admins")
 
@@ -186,6 +191,7 @@ class OrganizationAlertFormSet(SavedThroughServicesFormSet):
             for form in self.forms
             if not getattr(form, "cleaned_data", {}).get(DELETION_FIELD_NAME)
             and (form.instance.pk is not None or form.has_changed())
+            and form.instance.meter_id is None  # the cap is per meter; these are on credits
         ]
         if len(kept) > MAX_ORGANIZATION_ALERTS:
             raise ValidationError(TOO_MANY_ALERTS)

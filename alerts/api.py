@@ -21,10 +21,12 @@ from alerts.selectors import (
     webhook_endpoints_list,
 )
 from alerts.services import configuration
+from billing.meters import meters_by_key
+from billing.models import CREDITS_METER, Meter
 from billing.selectors import current_period
 from config.apikit import Page, StrictSchema, not_null, paginate, round_trip_put
 from config.credits import Credits, CreditsOut
-from config.errors import NotFound
+from config.errors import InvalidInput, NotFound
 
 router = Router()
 
@@ -54,6 +56,7 @@ WebhookEventName = Literal[
 
 class AlertOut(Schema):
     id: int
+    meter: str = Field(description="The meter it watches: `credits` or a platform meter's key.")
     threshold_type: ThresholdTypeName
     threshold: CreditsOut
     notify: NotifyName
@@ -68,6 +71,13 @@ class AlertList(Schema):
 
 
 class AlertCreate(StrictSchema):
+    meter: str = Field(
+        default="credits",
+        min_length=1,
+        max_length=64,
+        description="`credits`, or a platform meter's key (GET /meters): then `threshold_type` "
+        "is `absolute`, in the meter's unit.",
+    )
     threshold_type: ThresholdTypeName
     threshold: Credits
     notify: NotifyName = "all_admins"
@@ -121,6 +131,7 @@ class AlertEventOut(Schema):
         "(`balance_*`) that fired; null for the others and for a deleted alert."
     )
     user: str | None
+    meter: str = Field(description="`credits`, or the meter an alert on a meter watched.")
     threshold: CreditsOut
     threshold_credits: CreditsOut
     value: CreditsOut = Field(
@@ -185,6 +196,7 @@ def _alerts_out(
     return [
         {
             "id": row.alert.pk,
+            "meter": row.alert.meter.key if row.alert.meter else CREDITS_METER,
             "threshold_type": row.alert.threshold_type,
             "threshold": row.alert.threshold,
             "notify": row.alert.notify,
@@ -229,8 +241,19 @@ def alert_create(request: HttpRequest, payload: AlertCreate) -> Status[dict[str,
         notify=payload.notify,
         admins=_admins(organization, payload.admins) or [],
         fire_if_already_exceeded=payload.fire_if_already_exceeded,
+        meter=_meter(payload.meter),
     )
     return Status(201, _alert_out(request, alert.pk))
+
+
+def _meter(key: str) -> Meter | None:
+    """The platform meter named `key`; None for `credits`."""
+    if key == CREDITS_METER:
+        return None
+    meter = meters_by_key({key}).get(key)
+    if meter is None:
+        raise InvalidInput(f"No meter {key!r}.", code="unknown_meter", field="meter")
+    return meter
 
 
 @router.get("/alerts/{id}", response=AlertOut, tags=["alerts"])
@@ -302,6 +325,7 @@ def _event_out(firing: Firing) -> dict[str, Any]:
         "kind": firing.kind,
         "alert_id": firing.alert_id or firing.balance_alert_id,
         "user": user or None,
+        "meter": firing.meter,
         "threshold": firing.threshold,
         "threshold_credits": firing.threshold_credits,
         "value": firing.value,

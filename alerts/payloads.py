@@ -11,6 +11,7 @@ from typing import Any
 
 from accounts.models import Organization
 from alerts.models import BALANCE_FIRING_KINDS, EVENT_TYPES, Firing, FiringKind
+from billing.models import CREDITS_METER
 from config.credits import format_credits
 
 
@@ -37,14 +38,20 @@ def severity(firing: Firing) -> tuple[int, Decimal]:
 
 def firing_summary(firing: Firing) -> dict[str, Any]:
     """What a message says about one firing (stored with the notification)."""
+    on_credits = firing.meter == CREDITS_METER
     percent_of_allowance = (
         format_credits(
             (firing.value * 100 / firing.allowance).quantize(Decimal("0.1"), ROUND_HALF_UP)
         )
-        if firing.allowance
+        if firing.allowance and on_credits
         else None
     )
+    # An alert on a meter (SPEC §10) says the meter's name and unit.
+    meter = None if on_credits or firing.alert is None else firing.alert.meter
     return {
+        "meter": firing.meter,
+        "meter_name": meter.name if meter else "Credits",
+        "unit": meter.unit if meter else "credits",
         "firing_id": firing.pk,
         "kind": firing.kind,
         "alert_id": firing.alert_id or firing.balance_alert_id,
@@ -83,6 +90,7 @@ def webhook_payload(organization: Organization, firing: Firing) -> dict[str, Any
             "organization": organization.slug,
             "alert_id": firing.alert_id,
             "user": firing.user_external_id or None,
+            "meter": firing.meter,
             "threshold": format_credits(firing.threshold),
             "value": format_credits(firing.value),
             "period_start": firing.period_start.isoformat().replace("+00:00", "Z"),

@@ -69,7 +69,9 @@ def _organization_alerts_context(organization: Organization, period: Period) -> 
     return {
         "alert_rows": alerts_with_status(organization=organization, alerts=alerts, period=period),
         "max_alerts": MAX_ORGANIZATION_ALERTS,
-        "can_add_alert": len(alerts) < MAX_ORGANIZATION_ALERTS,
+        # The page adds alerts on credits; the cap is per meter (SPEC §10).
+        "can_add_alert": sum(1 for alert in alerts if alert.meter_id is None)
+        < MAX_ORGANIZATION_ALERTS,
     }
 
 

@@ -39,9 +39,14 @@ class AlertWithStatus:
 
 def organization_alerts(*, organization: Organization) -> QuerySet[OrganizationAlert]:
     """The organization's alerts with their chosen admins: two queries."""
-    return OrganizationAlert.objects.filter(organization=organization).prefetch_related(
-        Prefetch(
-            "admins", queryset=Membership.objects.select_related("user").order_by("external_id")
+    return (
+        OrganizationAlert.objects.filter(organization=organization)
+        .select_related("meter")
+        .prefetch_related(
+            Prefetch(
+                "admins",
+                queryset=Membership.objects.select_related("user").order_by("external_id"),
+            )
         )
     )
 

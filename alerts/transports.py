@@ -366,6 +366,11 @@ def _describe(firing: dict[str, Any], *, to_member: bool) -> str:
             f"past the threshold of {readable_credits(firing['threshold_credits'])}"
         )
     if kind == "organization_alert":
+        if firing.get("meter", "credits") != "credits":
+            return (
+                f"{firing['meter_name']} reached {readable_credits(firing['threshold_credits'])} "
+                f"{firing['unit']} this billing period"
+            )
         if firing["threshold_type"] == "percentage":
             return f"Organization usage reached {firing['threshold']}% of the credit allowance"
         return f"Organization usage reached {readable_credits(firing['threshold_credits'])} credits"
@@ -384,7 +389,8 @@ def alert_email_context(payload: dict[str, Any]) -> dict[str, Any]:
     to_member = payload.get("recipient", "admin") == "member"
     firings = [
         dict(
-            firing,
+            {"unit": "credits"},  # payloads written before meters (SPEC §10) have none
+            **firing,
             description=_describe(firing, to_member=to_member),
             is_balance=firing["kind"].startswith("balance_"),
         )

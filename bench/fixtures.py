@@ -178,6 +178,29 @@ def grants_add(tenant: Tenant, *, count: int = 3) -> None:
         )
 
 
+# The meters a mixed batch uses (SPEC §10): one of each costlier aggregation.
+BENCH_METERS = ("bench_storage", "bench_seats", "bench_active_users")
+
+
+def meters_create() -> tuple[str, ...]:
+    """The platform meters of the mixed-meter probe: a sum, a max and a
+    unique_count (over `user_id`), once.
+    """
+    from billing.models import Meter
+
+    storage, seats, active = BENCH_METERS
+    for key, aggregation, prop in (
+        (storage, "sum", ""),
+        (seats, "max", ""),
+        (active, "unique_count", "user_id"),
+    ):
+        Meter.objects.get_or_create(
+            key=key,
+            defaults={"name": key, "unit": "units", "aggregation": aggregation, "property": prop},
+        )
+    return BENCH_METERS
+
+
 def organizations_fill(total: int, *, events_per_organization: int = 10) -> int:
     """Bring the number of organizations up to `total` with busy-looking ones:
     each with an admin, an API key, an alert, this period's totals and some

@@ -50,6 +50,9 @@ SCALING_RATIO = 1.2
 # 1.3x the same organization's cost with none.
 GRANTS = 3
 GRANTS_RATIO = 1.3
+# SPEC §10 (issue 16): a batch mixing sum, max and unique_count meters, at most
+# 1.3x a credits-only batch of the same size (per event).
+METERS_RATIO = 1.3
 PAGE_QUERIES = 20
 PAGE_MS = 150.0
 
@@ -223,6 +226,8 @@ def _measure_in_process(
     alerts = fixtures.tenant_create("scale-alerts", members=1, alerts=ALERTS)
     grants = fixtures.tenant_create("scale-grants", members=1, alerts=1)
     fixtures.grants_add(grants, count=GRANTS)
+    metered = fixtures.tenant_create("scale-meters", members=1, alerts=1)
+    meter_keys = fixtures.meters_create()
 
     clock.step(f"Fixtures: the Limits & Alerts page's organization of {PAGE_MEMBERS:,} members")
     page_users = list(
@@ -255,8 +260,10 @@ def _measure_in_process(
     users_big = scaling.Probe("users", users, users.users[USERS // 2])
     alerts_big = scaling.Probe("alerts", alerts, alerts.users[0])
     grants_big = scaling.Probe("grants", grants, grants.users[0])
+    meters_big = scaling.Probe("meters", metered, metered.users[0], meters=meter_keys)
+    probes = [base_small, base_big, users_big, alerts_big, grants_big, meters_big]
     try:
-        scaling.measure([base_small, base_big, users_big, alerts_big, grants_big], rounds=rounds)
+        scaling.measure(probes, rounds=rounds)
     finally:
         small.close()
     for label, before_probe, after_probe in (
@@ -264,9 +271,14 @@ def _measure_in_process(
         (f"1 -> {USERS:,} users", base_big, users_big),
         (f"1 -> {ALERTS} alerts per organization", base_big, alerts_big),
         (f"with {GRANTS} active grants vs none", base_big, grants_big),
+        ("a batch mixing 3 meters vs credits only", base_big, meters_big),
     ):
         for kind, unit in (("ingest", "per event"), ("consume", "per call")):
+            if "meters" in label and kind == "consume":
+                continue  # a consume is of credits: the meters change only ingest
             limit = GRANTS_RATIO if "grants" in label else SCALING_RATIO
+            if "meters" in label:
+                limit = METERS_RATIO
             before = statistics.median(getattr(before_probe, kind))
             after = statistics.median(getattr(after_probe, kind))
             ratio = scaling.ratio(before_probe, after_probe, kind)

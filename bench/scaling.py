@@ -64,6 +64,8 @@ class Probe:
     tenant: Tenant
     user: str
     database: OtherDatabase | None = None
+    # Meters its batches mix (SPEC §10), an event of each in turn; none: credits.
+    meters: tuple[str, ...] = ()
     # One value per round: seconds per event of the batch, and the median
     # seconds per consume of the round.
     ingest: list[float] = field(default_factory=list)
@@ -91,6 +93,12 @@ class Probe:
             }
             for j in range(BATCH_EVENTS)
         ]
+        for j, event in enumerate(events if self.meters else ()):
+            # A quantity for sum and max, a property for unique_count: one
+            # value new to the period in every other event of the batch.
+            event["meter"] = self.meters[j % len(self.meters)]
+            event["quantity"] = j % 7 + 1
+            event["properties"] = {"user_id": f"{self.run}-{index}-{j // 2}"}
         return self.post(client, "/api/v1/usage", {"events": events}, 202) / BATCH_EVENTS
 
     def consume_one(self, client: Any, index: int, k: int) -> float:

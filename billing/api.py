@@ -24,7 +24,7 @@ from config.apikit import (
     read_only,
     round_trip_put,
 )
-from config.credits import Credits, CreditsOut
+from config.credits import Credits, CreditsOrZero, CreditsOut
 from config.errors import ErrorOut, InvalidInput, NotFound
 
 router = Router()
@@ -96,9 +96,18 @@ def _properties(value: dict[str, Any] | None) -> dict[str, Any] | None:
 class UsageEventIn(StrictSchema):
     idempotency_key: str = Field(min_length=1, max_length=255)
     user: str | None = Field(default=None, min_length=1, max_length=255)
-    credits: Credits
+    credits: CreditsOrZero | None = Field(
+        default=None,
+        description="Required (> 0) for the `credits` meter. For another meter it may be 0, "
+        "and when omitted is `quantity` x the meter's `credits_per_unit` (0 without one).",
+    )
     source: SourceName = "assistant"
     meter: str = Field(default="credits", min_length=1, max_length=64)
+    quantity: CreditsOrZero | None = Field(
+        default=None,
+        description="For a meter other than `credits`: required for `sum` and `max`, "
+        "1 when omitted for `count` and `unique_count`.",
+    )
     timestamp: datetime | None = None
     properties: dict[str, Any] | None = None
 
@@ -241,6 +250,7 @@ def usage_ingest(request: HttpRequest, payload: UsageBatchIn) -> Status[dict[str
                 user=event.user,
                 source=event.source,
                 meter=event.meter,
+                quantity=event.quantity,
                 timestamp=event.timestamp,
                 properties=event.properties or {},
             )

@@ -362,6 +362,7 @@ class NewEvent:
     membership_id: int | None
     meter: str
     credits: Decimal
+    quantity: Decimal | None
     source: str
     timestamp: datetime
     period_start: datetime
@@ -387,6 +388,7 @@ def insert_events(*, organization_id: int, events: Sequence[NewEvent], now: date
             "bigint",
             "text",
             "numeric",
+            "numeric",
             "text",
             "timestamptz",
             "timestamptz",
@@ -401,6 +403,7 @@ def insert_events(*, organization_id: int, events: Sequence[NewEvent], now: date
                 event.membership_id,
                 event.meter,
                 event.credits,
+                event.quantity,
                 event.source,
                 event.timestamp,
                 event.period_start,
@@ -416,7 +419,8 @@ def insert_events(*, organization_id: int, events: Sequence[NewEvent], now: date
         cursor.execute(
             f"""
             INSERT INTO {USAGE_EVENT}
-                (organization_id, membership_id, meter, credits, source, timestamp, period_start,
+                (organization_id, membership_id, meter, credits, quantity, source, timestamp,
+                 period_start,
                  idempotency_key, fingerprint, properties, recorded_at)
             {rows}
             ON CONFLICT (organization_id, idempotency_key) DO NOTHING

@@ -24,13 +24,25 @@ from alerts.models import (
     UserAlertPolicy,
 )
 from alerts.services.rules import alerts_evaluate_organization, crossed, threshold_credits
+from billing.meters import meter_values
+from billing.models import CREDITS_METER, Meter
 from billing.periods import organization_period
 from billing.selectors import organization_used
 from config.credits import format_credits
 from config.dbretry import retry_on_conflict
 from config.errors import InvalidInput, NotFound
 
-TOO_MANY_ALERTS = f"An organization can have at most {MAX_ORGANIZATION_ALERTS} alerts."
+TOO_MANY_ALERTS = f"An organization can have at most {MAX_ORGANIZATION_ALERTS} alerts per meter."
+
+
+def validate_meter_threshold(meter: Meter | None, threshold_type: str) -> None:
+    """An alert on a meter other than credits is absolute, in the meter's unit (SPEC §10)."""
+    if meter is not None and threshold_type != ThresholdType.ABSOLUTE:
+        raise InvalidInput(
+            f"An alert on the meter {meter.key!r} has an absolute threshold, in {meter.unit}.",
+            code="invalid",
+            field="threshold_type",
+        )
 
 
 def validate_threshold(threshold_type: str, threshold: Decimal) -> None:
@@ -76,21 +88,25 @@ def alert_create(
     notify: str = Recipients.ALL_ADMINS,
     admins: Sequence[Membership] = (),
     fire_if_already_exceeded: bool = True,
+    meter: Meter | None = None,
 ) -> OrganizationAlert:
-    """Add an organization alert; one already passed fires at once unless
-    `fire_if_already_exceeded` is False, in which case it waits for the next period.
+    """Add an organization alert, on credits or on `meter`; one already passed
+    fires at once unless `fire_if_already_exceeded` is False, in which case
+    it waits for the next period.
     """
     validate_threshold(threshold_type, threshold)
+    validate_meter_threshold(meter, threshold_type)
     validate_recipients(organization, notify, admins)
     with transaction.atomic():
         organization_cap_check(
             organization=organization,
-            existing=OrganizationAlert.objects.filter(organization=organization),
+            existing=OrganizationAlert.objects.filter(organization=organization, meter=meter),
             cap=MAX_ORGANIZATION_ALERTS,
             refusal=InvalidInput(TOO_MANY_ALERTS, code="too_many_alerts", field="threshold"),
         )
         alert = OrganizationAlert.objects.create(
             organization=organization,
+            meter=meter,
             threshold_type=threshold_type,
             threshold=threshold,
             notify=notify,
@@ -115,8 +131,16 @@ def _quiet_if_already_passed(alert: OrganizationAlert) -> None:
     """Created not to fire for a period already past it: quiet until the next."""
     organization = alert.organization
     period = organization_period(organization, timezone.now())
-    threshold = threshold_credits(alert, period.allowance(organization.credit_allowance))
-    if crossed(None, organization_used(organization=organization, period=period), threshold):
+    if alert.meter_id is not None:
+        threshold: Decimal | None = alert.threshold
+        (value,) = meter_values(
+            organization=organization, period=period, meter_ids={alert.meter_id}
+        )
+        used = value.after
+    else:
+        threshold = threshold_credits(alert, period.allowance(organization.credit_allowance))
+        used = organization_used(organization=organization, period=period)
+    if crossed(None, used, threshold):
         alert.quiet_period_start = period.start
         alert.save(update_fields=["quiet_period_start"])
 
@@ -147,6 +171,7 @@ def alert_update(
         old_admins = list(alert.admins.all())
         new_admins = list(admins) if admins is not None else old_admins
         validate_threshold(new_type, new_threshold)
+        validate_meter_threshold(alert.meter, new_type)
         validate_recipients(alert.organization, new_notify, new_admins)
         before = _alert_snapshot(alert, old_admins)
         changed = ["threshold_type", "threshold", "notify", "updated_at"]
@@ -203,6 +228,7 @@ def _lock_alert(alert: OrganizationAlert) -> bool:
 def _alert_snapshot(alert: OrganizationAlert, admins: Sequence[Membership]) -> dict[str, Any]:
     """An alert as the audit trail keeps it."""
     return {
+        "meter": alert.meter.key if alert.meter else CREDITS_METER,
         "threshold_type": alert.threshold_type,
         "threshold": format_credits(Decimal(alert.threshold)),
         "notify": alert.notify,

@@ -145,6 +145,7 @@ def _take_event_key(consume: _Consume) -> None:
                 membership_id=consume.membership.pk,
                 meter=DEFAULT_METER,
                 credits=consume.credits,
+                quantity=None,
                 source=consume.source,
                 timestamp=consume.now,
                 period_start=consume.period.start,

@@ -27,8 +27,17 @@ from alerts.services.credits import BalanceChange, balance_changed, draw_beyond_
 from alerts.services.rules import MemberChange, UsageChange, alerts_on_usage
 from billing import ledger
 from billing.idempotency import fingerprint, key_reused
+from billing.meters import (
+    MeterEvent,
+    add_to_meters,
+    distinct_value,
+    meter_quantity,
+    meters_by_key,
+)
 from billing.models import (
     DEFAULT_METER,
+    Aggregation,
+    Meter,
     Source,
 )
 from billing.periods import organization_period
@@ -46,25 +55,27 @@ class UsageInput:
     """One event to ingest, as the API or an in-process caller gives it."""
 
     idempotency_key: str
-    credits: Decimal
+    credits: Decimal | None
     user: str | None = None
     source: str = Source.ASSISTANT
     meter: str = DEFAULT_METER
     timestamp: datetime | None = None
     properties: dict[str, Any] = field(default_factory=dict)
+    quantity: Decimal | None = None
 
     def fingerprint(self) -> str:
-        return fingerprint(
-            {
-                "op": "usage",
-                "user": self.user,
-                "credits": format_credits(self.credits),
-                "source": self.source,
-                "meter": self.meter,
-                "timestamp": None if self.timestamp is None else self.timestamp.isoformat(),
-                "properties": self.properties,
-            }
-        )
+        request: dict[str, Any] = {
+            "op": "usage",
+            "user": self.user,
+            "credits": None if self.credits is None else format_credits(self.credits),
+            "source": self.source,
+            "meter": self.meter,
+            "timestamp": None if self.timestamp is None else self.timestamp.isoformat(),
+            "properties": self.properties,
+        }
+        if self.quantity is not None:  # so that credit events keep their fingerprints
+            request["quantity"] = format_credits(self.quantity)
+        return fingerprint(request)
 
 
 @dataclass(frozen=True)
@@ -82,13 +93,16 @@ def usage_ingest(*, organization: Organization, events: Sequence[UsageInput]) ->
     now = timezone.now()
     member_ids = _member_ids_by_external_id(organization, events)
     fingerprints = [event.fingerprint() for event in events]
-    new_events = _new_events(organization, events, fingerprints, member_ids, now)
+    meters = meters_by_key({event.meter for event in events} - {DEFAULT_METER})
+    new_events = _new_events(organization, events, fingerprints, member_ids, meters, now)
     _refuse_consume_keys(organization, events)
     with transaction.atomic():
-        inserted = ledger.insert_events(organization_id=organization.pk, events=new_events, now=now)
+        inserted = ledger.insert_events(
+            organization_id=organization.pk, events=[new for new, _ in new_events], now=now
+        )
         if len(inserted) < len(new_events):
             _refuse_reused_keys(organization, events, fingerprints, inserted)
-        recorded = [event for event in new_events if event.idempotency_key in inserted]
+        recorded = [event for event in new_events if event[0].idempotency_key in inserted]
         _add_to_totals(organization, recorded, now)
     return IngestResult(accepted=len(recorded), duplicates=len(events) - len(recorded))
 
@@ -115,16 +129,18 @@ def _new_events(
     events: Sequence[UsageInput],
     fingerprints: list[str],
     member_ids: dict[str, int],
+    meters: dict[str, Meter],
     now: datetime,
-) -> list[ledger.NewEvent]:
+) -> list[tuple[ledger.NewEvent, MeterEvent | None]]:
     """Validate the batch; the first of each key in it (a key repeated in one
-    batch is a duplicate, as it would be in the next).
+    batch is a duplicate, as it would be in the next), with what its meter
+    counts when it is not credits.
     """
-    new_events: dict[str, ledger.NewEvent] = {}
+    new_events: dict[str, tuple[ledger.NewEvent, MeterEvent | None]] = {}
     for index, (event, event_fingerprint) in enumerate(zip(events, fingerprints, strict=True)):
         key = event.idempotency_key
         if key in new_events:
-            if new_events[key].fingerprint != event_fingerprint:
+            if new_events[key][0].fingerprint != event_fingerprint:
                 raise key_reused(key, field_name=f"events[{index}].idempotency_key")
             continue
         timestamp = event.timestamp or now
@@ -134,18 +150,87 @@ def _new_events(
                 code="timestamp_in_future",
                 field=f"events[{index}].timestamp",
             )
-        new_events[key] = ledger.NewEvent(
-            membership_id=member_ids[event.user] if event.user is not None else None,
-            meter=event.meter,
-            credits=event.credits,
-            source=event.source,
-            timestamp=timestamp,
-            period_start=organization_period(organization, timestamp).start,
-            idempotency_key=key,
-            fingerprint=event_fingerprint,
-            properties=event.properties,
+        membership_id = member_ids[event.user] if event.user is not None else None
+        period_start = organization_period(organization, timestamp).start
+        quantity, credits, metered = _metered(
+            event, index, meters, membership_id, period_start, timestamp
+        )
+        new_events[key] = (
+            ledger.NewEvent(
+                membership_id=membership_id,
+                meter=event.meter,
+                credits=credits,
+                quantity=quantity,
+                source=event.source,
+                timestamp=timestamp,
+                period_start=period_start,
+                idempotency_key=key,
+                fingerprint=event_fingerprint,
+                properties=event.properties,
+            ),
+            metered,
         )
     return list(new_events.values())
+
+
+def _metered(
+    event: UsageInput,
+    index: int,
+    meters: dict[str, Meter],
+    membership_id: int | None,
+    period_start: datetime,
+    timestamp: datetime,
+) -> tuple[Decimal | None, Decimal, MeterEvent | None]:
+    """An event's quantity, credits and meter totals (SPEC §10): a credits
+    event gives its credits; another meter's may give them, else they are
+    its quantity at the meter's price.
+    """
+    if event.meter == DEFAULT_METER:
+        if event.quantity is not None:
+            raise InvalidInput(
+                f"events[{index}].quantity: only for a meter other than credits; "
+                "a credits event gives its credits.",
+                code="invalid_quantity",
+                field=f"events[{index}].quantity",
+            )
+        if event.credits is None:
+            raise InvalidInput(
+                f"events[{index}].credits: is required for the credits meter.",
+                code="credits_required",
+                field=f"events[{index}].credits",
+            )
+        if event.credits == 0:
+            raise InvalidInput(
+                f"events[{index}].credits: must be greater than 0.",
+                code="invalid",
+                field=f"events[{index}].credits",
+            )
+        return None, event.credits, None
+    meter = meters.get(event.meter)
+    if meter is None:
+        raise InvalidInput(
+            f"events[{index}].meter: no meter {event.meter!r}.",
+            code="unknown_meter",
+            field=f"events[{index}].meter",
+        )
+    quantity, credits = meter_quantity(meter, event.quantity, event.credits, index)
+    distinct = (
+        distinct_value(meter, event.properties, f"events[{index}].properties")
+        if meter.aggregation == Aggregation.UNIQUE_COUNT
+        else None
+    )
+    return (
+        quantity,
+        credits,
+        MeterEvent(
+            meter=meter,
+            membership_id=membership_id,
+            period_start=period_start,
+            day=ledger.utc_day(timestamp),
+            quantity=quantity,
+            distinct=distinct,
+        ),
+    )
 
 
 def _refuse_consume_keys(organization: Organization, events: Sequence[UsageInput]) -> None:
@@ -179,14 +264,18 @@ def _refuse_reused_keys(
 
 
 def _add_to_totals(
-    organization: Organization, events: Sequence[ledger.NewEvent], now: datetime
+    organization: Organization,
+    recorded: Sequence[tuple[ledger.NewEvent, MeterEvent | None]],
+    now: datetime,
 ) -> None:
     """Group the events and move every total they touch: a constant number of
-    statements, whatever the number of events.
+    statements, whatever the number of events. Every event's credits count,
+    whatever its meter (0 moves the rows all the same: the organization's
+    total row is the lock its meter rows are taken under).
     """
-    counted_events = [event for event in events if event.meter == DEFAULT_METER]
-    if not counted_events:
+    if not recorded:
         return
+    counted_events = [event for event, _ in recorded]
     member_ids = {
         event.membership_id for event in counted_events if event.membership_id is not None
     }
@@ -230,6 +319,10 @@ def _add_to_totals(
     }
     if reached:
         ledger.mark_limits_reached(member_usage_ids=list(reached), now=now)
+    meter_changes = add_to_meters(
+        organization_id=organization.pk,
+        events=[metered for _, metered in recorded if metered is not None],
+    )
     balance = _draw_beyond_allowance(organization, organization_totals, by_period, now)
     for period_start, used_after in organization_totals.items():
         alerts_on_usage(
@@ -251,6 +344,7 @@ def _add_to_totals(
                     for member in members
                     if member.period_start == period_start
                 ],
+                meters=[change for change in meter_changes if change.period_start == period_start],
             )
         )
     if balance is not None:

@@ -39,6 +39,7 @@ from alerts.models import (
     UserAlertPolicy,
 )
 from alerts.outbox import notifications_write
+from billing.meters import MeterChange, meter_values
 from billing.models import CREDITS_METER, MemberUsage
 from billing.periods import Period, organization_period
 from billing.rules import over_budget
@@ -77,6 +78,7 @@ class UsageChange:
     used_before: Decimal
     used_after: Decimal
     members: Sequence[MemberChange] = ()
+    meters: Sequence[MeterChange] = ()
 
 
 @dataclass
@@ -110,15 +112,30 @@ def organization_alert_candidates(
     allowance: Decimal | None,
     before: Decimal | None,
     after: Decimal,
+    meters: Sequence[MeterChange] = (),
 ) -> list[Candidate]:
-    """The organization's usage against each of its alerts (SPEC §4). An
-    alert created not to fire for a period already passed is quiet until
-    the next one.
+    """The organization's usage against each of its alerts (SPEC §4), and
+    its meters' values against the alerts on them (SPEC §10: what this write
+    changed; `before` None as for credits when evaluating). An alert created
+    not to fire for a period already passed is quiet until the next one.
     """
+    by_meter = {change.meter.pk: change for change in meters}
     candidates = []
     for alert in alerts:
-        threshold = threshold_credits(alert, allowance)
-        if alert.quiet_period_start != period.start and crossed(before, after, threshold):
+        meter = CREDITS_METER
+        if alert.meter_id is None:
+            threshold = threshold_credits(alert, allowance)
+            value_before, value_after = before, after
+        elif alert.meter_id in by_meter:
+            change = by_meter[alert.meter_id]
+            meter, threshold = change.meter.key, alert.threshold
+            value_before = None if before is None else change.before
+            value_after = change.after
+        else:
+            continue
+        if alert.quiet_period_start != period.start and crossed(
+            value_before, value_after, threshold
+        ):
             assert threshold is not None
             candidates.append(
                 Candidate(
@@ -126,8 +143,9 @@ def organization_alert_candidates(
                     dedupe_key=alert.firing_key(period),
                     threshold=alert.threshold,
                     threshold_credits=threshold,
-                    value=after,
+                    value=value_after,
                     alert=alert,
+                    meter=meter,
                 )
             )
     return candidates
@@ -194,6 +212,7 @@ def alerts_on_usage(change: UsageChange) -> list[Firing]:
         allowance=period.allowance(organization.credit_allowance),
         before=change.used_before,
         after=change.used_after,
+        meters=change.meters,
     )
     for member in change.members:
         candidates += user_alert_candidates(
@@ -227,6 +246,11 @@ def alerts_evaluate_organization(
         allowance=period.allowance(organization.credit_allowance),
         before=None,
         after=organization_used(organization=organization, period=period),
+        meters=meter_values(
+            organization=organization,
+            period=period,
+            meter_ids={alert.meter_id for alert in alerts if alert.meter_id is not None},
+        ),
     )
     # A policy saved not to tell members already past: only crossings (in
     # the write path) fire it this period.

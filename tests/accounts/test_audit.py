@@ -57,6 +57,7 @@ def test_an_alert_added_edited_and_deleted_on_the_page_is_audited(owner):
     assert created.organization == owner.organization
     assert created.before is None
     assert created.after == {
+        "meter": "credits",
         "threshold_type": "absolute",
         "threshold": "100",
         "notify": "all_admins",
@@ -64,6 +65,7 @@ def test_an_alert_added_edited_and_deleted_on_the_page_is_audited(owner):
     }
     assert updated.before == created.after
     assert updated.after == {
+        "meter": "credits",
         "threshold_type": "percentage",
         "threshold": "80",
         "notify": "specific_admins",

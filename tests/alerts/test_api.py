@@ -40,6 +40,7 @@ class TestAlertCreate:
         body = response.json()
         assert body == {
             "id": body["id"],
+            "meter": "credits",
             "threshold_type": "percentage",
             "threshold": "80",
             "notify": "all_admins",
@@ -493,6 +494,7 @@ class TestAlertEvents:
             "kind": "organization_alert",
             "alert_id": alert_id,
             "user": None,
+            "meter": "credits",
             "threshold": "50",
             "threshold_credits": "500",
             "value": "612.25",

@@ -11,7 +11,7 @@ import pytest
 import time_machine
 
 from alerts.services.ingest import UsageInput, usage_ingest
-from billing.models import DailyUsage, OrganizationUsage, UsageEvent, UserLimitPolicy
+from billing.models import DailyUsage, Meter, OrganizationUsage, UsageEvent, UserLimitPolicy
 from billing.periods import period_containing
 from billing.selectors import DayUsage, current_period, daily_usage_list, period_days
 from tests.factories import MembershipFactory, OrganizationFactory
@@ -120,7 +120,8 @@ def test_the_same_key_twice_in_one_batch_counts_once(organization):
     assert days_of(organization) == {date(2026, 3, 5): D(7)}
 
 
-def test_other_meters_are_not_counted_per_day_either(organization):
+def test_the_credits_of_another_meter_count_per_day_too(organization):
+    Meter.objects.create(key="tokens", name="Tokens", unit="tokens", aggregation="count")
     usage_ingest(
         organization=organization,
         events=[
@@ -129,7 +130,7 @@ def test_other_meters_are_not_counted_per_day_either(organization):
         ],
     )
 
-    assert days_of(organization) == {date(2026, 3, 5): D(1)}
+    assert days_of(organization) == {date(2026, 3, 5): D(101)}
 
 
 def test_organizations_are_kept_apart(organization, other_organization):

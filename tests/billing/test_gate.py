@@ -13,6 +13,7 @@ from billing.models import (
     ConsumeAnswer,
     CustomLimit,
     MemberUsage,
+    Meter,
     OrganizationUsage,
     UsageEvent,
     UserLimitPolicy,
@@ -328,13 +329,15 @@ class TestIngest:
             "workflow": D(12),
         }
 
-    def test_other_meters_are_kept_but_not_counted(self, organization, member):
+    def test_the_credits_of_another_meter_count_like_any_others(self, organization, member):
+        Meter.objects.create(key="tokens", name="Tokens", unit="tokens", aggregation="sum")
         usage_ingest(
             organization=organization,
-            events=[UsageInput("t", D(99), user=member.external_id, meter="tokens")],
+            events=[UsageInput("t", D(99), user=member.external_id, meter="tokens", quantity=D(5))],
         )
-        assert UsageEvent.objects.get().meter == "tokens"
-        assert counted(member) == 0
+        event = UsageEvent.objects.get()
+        assert (event.meter, event.quantity, event.credits) == ("tokens", D(5), D(99))
+        assert counted(member) == 99
 
     def test_properties_are_kept(self, organization):
         usage_ingest(

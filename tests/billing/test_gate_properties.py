@@ -4,8 +4,9 @@ Each example builds a fresh organization (an allowance or none, blocking or
 not, a limits policy with a default, custom and unlimited limits, excluded
 sources), freezes time at a random moment, then runs a random sequence of
 steps: consumes (of any member, any cost down to a millionth, any source,
-repeated keys), checks, ingests (past periods, other meters, repeated
-batches) and changes of the excluded sources. After every step:
+repeated keys), checks, ingests (past periods, events of a `sum` meter
+whose credits count like any others, repeated batches) and changes of the
+excluded sources. After every step:
 
 - a consume is allowed exactly when SPEC §3 says so, and a refusal gives the
   right reason (`user_limit_reached` when both apply) with the right figures;
@@ -14,8 +15,8 @@ batches) and changes of the excluded sources. After every step:
   nor, when it blocks, the organization's usage past its allowance (ingest
   may: it is never refused);
 - the ledger holds exactly the events recorded, and every running total
-  (organization, member used and counted, source, day) equals the sum over
-  the ledger.
+  (organization, member used and counted, source, day, and the meter's
+  per-period values) equals the sum over the ledger.
 
 Every example runs in a transaction rolled back at its end.
 """
@@ -44,6 +45,8 @@ from billing.models import (
     CustomLimit,
     DailyUsage,
     MemberUsage,
+    Meter,
+    MeterUsage,
     OrganizationUsage,
     SourceUsage,
     UsageEvent,
@@ -227,10 +230,7 @@ class Run:
             (
                 credits
                 for member, credits, source, meter, moment in self.ledger.values()
-                if member == membership_id
-                and meter == "credits"
-                and self.counts(source)
-                and moment in self.period
+                if member == membership_id and self.counts(source) and moment in self.period
             ),
             ZERO,
         )
@@ -240,7 +240,7 @@ class Run:
             (
                 credits
                 for _, credits, _, meter, moment in self.ledger.values()
-                if meter == "credits" and moment in self.period
+                if moment in self.period
             ),
             ZERO,
         )
@@ -253,6 +253,9 @@ def _start(scenario: Scenario) -> Run:
         block_when_exhausted=scenario.block_when_exhausted,
     )
     memberships = [MembershipFactory(organization=organization) for _ in range(MEMBERS)]
+    Meter.objects.get_or_create(
+        key="tokens", defaults={"name": "Tokens", "unit": "tokens", "aggregation": "sum"}
+    )
     UserLimitPolicy.objects.create(
         organization=organization,
         enabled=scenario.limits_enabled,
@@ -374,6 +377,7 @@ def _ingest(run: Run, step: Ingest) -> None:
                 user=user,
                 source=event.source,
                 meter=event.meter,
+                quantity=event.cost if event.meter == "tokens" else None,
                 timestamp=moment,
             )
         )
@@ -420,10 +424,13 @@ def _assert_totals_equal_the_ledger(run: Run) -> None:
     member_counted: dict[tuple[int, datetime], Decimal] = defaultdict(Decimal)
     by_source: dict[tuple[int, datetime, str], Decimal] = defaultdict(Decimal)
     by_day: dict[date, Decimal] = defaultdict(Decimal)
+    tokens: dict[tuple[int, datetime], Decimal] = defaultdict(Decimal)
     for _, membership_id, credits, source, meter, moment in rows:
-        if meter != "credits":
-            continue
         start = period_containing(moment, anchor_day=run.scenario.anchor_day).start
+        if meter == "tokens":  # SPEC §10: a sum meter, its quantity the event's credits
+            tokens[(0, start)] += credits
+            if membership_id is not None:
+                tokens[(membership_id, start)] += credits
         by_period[start] += credits
         by_day[moment.astimezone(UTC).date()] += credits
         by_source[(membership_id or 0, start, source)] += credits
@@ -463,6 +470,12 @@ def _assert_totals_equal_the_ledger(run: Run) -> None:
     assert _nonzero(
         DailyUsage.objects.filter(organization=organization).values_list("day", "used")
     ) == _nonzero(by_day.items())
+    assert _nonzero(
+        ((k, p), value)
+        for k, p, value in MeterUsage.objects.filter(organization=organization).values_list(
+            "member_key", "period_start", "value"
+        )
+    ) == _nonzero(tokens.items())
 
     # Whoever has reached their limit this period has it recorded.
     for index, membership in enumerate(run.members):

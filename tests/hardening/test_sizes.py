@@ -18,7 +18,7 @@ from django.db import close_old_connections
 from django.test import Client
 
 from billing.api import MAX_BATCH, MAX_PROPERTIES_BYTES
-from billing.models import UsageEvent
+from billing.models import Meter, UsageEvent
 from tests.factories import MembershipFactory
 from tests.helpers import assert_error
 
@@ -99,6 +99,9 @@ class TestApiBodyLimit:
         )
 
 
+METER_KEY = "m" * 64
+
+
 class TestLargestValidBatch:
     def _largest_event(self, index: int, user: str) -> dict[str, Any]:
         # Properties at their bound, shaped to grow most under a JSON
@@ -114,7 +117,9 @@ class TestLargestValidBatch:
             # the largest total the ledger holds.
             "credits": "99999999.999999",
             "source": "agent_external",
-            "meter": WIDEST * 64,
+            # A meter's key is a slug (SPEC §10): 64 ASCII characters at most.
+            "meter": METER_KEY,
+            "quantity": "99999999.999999",
             "timestamp": "2026-01-31T09:30:00.999999+00:00",
             "properties": properties,
         }
@@ -122,6 +127,7 @@ class TestLargestValidBatch:
     def test_is_accepted_and_under_the_limit(self, api, organization):
         user = WIDEST * 255
         MembershipFactory(organization=organization, external_id=user)
+        Meter.objects.create(key=METER_KEY, name="Widest", unit="units", aggregation="max")
         body = {"events": [self._largest_event(index, user) for index in range(MAX_BATCH)]}
         raw = json.dumps(body).encode()  # escapes as `requests` and `json.dumps` do
         assert 12_000_000 < len(raw) <= django_settings.DATA_UPLOAD_MAX_MEMORY_SIZE
