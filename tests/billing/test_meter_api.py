@@ -6,15 +6,18 @@ read from the totals in a constant number of queries.
 from __future__ import annotations
 
 from decimal import Decimal
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from billing.models import Aggregation
 from billing.selectors import current_period
 from tests.factories import MembershipFactory, MeterFactory, meter_usage_row
-from tests.helpers import ingest
+from tests.fixtures import logged_in
+from tests.helpers import ingest, post_usage
 
 pytestmark = pytest.mark.django_db
 
@@ -222,3 +225,62 @@ def test_summary_reads_the_meters_in_two_queries_whatever_the_number_of_members(
     assert len(api.get("/api/v1/usage/summary").json()["users"]) == 7
     assert many_members == one_member
     assert len(one_members_meter_queries) == len(many_members_meter_queries) == 2
+
+
+def test_end_to_end_meters_defined_by_the_command_counted_by_ingest_and_read_back(
+    api, owner, member
+):
+    """create_meter, then POST /api/v1/usage with quantities: the list, the
+    summary and Monitor usage show what was counted."""
+    for args in (
+        ["storage_gb", "--name", "Storage", "--unit", "GB", "--aggregation", "max",
+         "--credits-per-unit", "0.5"],
+        ["meetings", "--name", "Meetings", "--unit", "meetings", "--aggregation", "count"],
+        ["active_users", "--name", "Active users", "--unit", "users",
+         "--aggregation", "unique_count", "--property", "user_id"],
+    ):  # fmt: skip
+        call_command("create_meter", *args, stdout=StringIO())
+    post_usage(
+        api,
+        {"idempotency_key": "c1", "credits": "2.5", "user": member.external_id},
+        {"idempotency_key": "s1", "meter": "storage_gb", "quantity": "10.25",
+         "user": member.external_id},
+        {"idempotency_key": "s2", "meter": "storage_gb", "quantity": 4, "user": owner.external_id},
+        {"idempotency_key": "m1", "meter": "meetings", "user": owner.external_id, "credits": 0},
+        {"idempotency_key": "m2", "meter": "meetings", "user": owner.external_id, "credits": 0},
+        {"idempotency_key": "u1", "meter": "active_users", "properties": {"user_id": "a"}},
+        {"idempotency_key": "u2", "meter": "active_users", "properties": {"user_id": "b"},
+         "user": member.external_id},
+        {"idempotency_key": "u3", "meter": "active_users", "properties": {"user_id": "a"},
+         "user": member.external_id},
+        status=202,
+    )  # fmt: skip
+
+    listed = [meter["key"] for meter in api.get("/api/v1/meters").json()["data"]]
+    summary = api.get("/api/v1/usage/summary").json()
+
+    assert listed == ["credits", "active_users", "meetings", "storage_gb"]
+    # 2.5 credits, and storage at its price: 10.25 x 0.5 + 4 x 0.5.
+    assert summary["used"] == "9.625"
+    assert summary["meters"] == [
+        {"meter": "credits", "value": "9.625", "unit": "credits"},
+        {"meter": "active_users", "value": "2", "unit": "users"},
+        {"meter": "meetings", "value": "2", "unit": "meetings"},
+        {"meter": "storage_gb", "value": "10.25", "unit": "GB"},
+    ]
+    by_user = {user["user"]: user["meters"] for user in summary["users"]}
+    assert by_user[member.external_id] == [
+        {"meter": "credits", "value": "7.625"},
+        {"meter": "active_users", "value": "2"},
+        {"meter": "meetings", "value": "0"},
+        {"meter": "storage_gb", "value": "10.25"},
+    ]
+    assert by_user[owner.external_id] == [
+        {"meter": "credits", "value": "2"},
+        {"meter": "active_users", "value": "0"},
+        {"meter": "meetings", "value": "2"},
+        {"meter": "storage_gb", "value": "4"},
+    ]
+    html = logged_in(owner).get("/usage/").content.decode()
+    assert '<strong class="stat-value">10.25</strong> <span class="stat-none">GB</span>' in html
+    assert '<strong class="stat-value">2</strong> <span class="stat-none">meetings</span>' in html
