@@ -9,7 +9,9 @@ from decimal import Decimal
 import pytest
 from django.core.management.base import CommandError
 
-from billing.models import Aggregation, Meter
+from accounts.models import Membership, Organization
+from billing.models import Aggregation, Meter, MeterUsage, UsageEvent
+from billing.selectors import current_period, organization_used
 from tests.accounts.test_commands import assert_one_line_failure, run, run_cli, shared_database_url
 from tests.factories import MeterFactory
 
@@ -139,3 +141,55 @@ def test_create_meter_cli_creates_then_refuses_the_same_key_and_credits() -> Non
     )
     assert_one_line_failure(built_in, exit_code=1, reason="names the built-in meter 'credits'")
     assert list(Meter.objects.values_list("key", flat=True)) == ["storage"]
+
+
+# seed_demo's meters
+
+
+def demo_meter_state() -> dict[str, object]:
+    return {
+        "meters": sorted(Meter.objects.values_list("key", "aggregation", "unit")),
+        "values": sorted(
+            MeterUsage.objects.values_list("meter__key", "member_key", "period_start", "value")
+        ),
+        "events": UsageEvent.objects.exclude(meter="credits").count(),
+    }
+
+
+@pytest.mark.django_db
+def test_seed_demo_defines_two_meters_and_a_little_usage_once() -> None:
+    output = run("seed_demo")
+    first = demo_meter_state()
+    again = run("seed_demo")
+
+    organization = Organization.objects.get(slug="acme")
+    period = current_period(organization)
+    assert first["meters"] == [("meetings", "count", "meetings"), ("storage_gb", "max", "GB")]
+    organization_values = dict(
+        MeterUsage.objects.filter(
+            organization=organization, period_start=period.start, member_key=0
+        ).values_list("meter__key", "value")
+    )
+    assert organization_values == {"storage_gb": Decimal("31.5"), "meetings": Decimal(12)}
+    priya = Membership.objects.get(organization=organization, user__email="priya@acme.test")
+    assert MeterUsage.objects.get(meter__key="storage_gb", member_key=priya.pk).value == Decimal(
+        "18.25"
+    )
+    # No price: the meters' events cost nothing, the demo's credits stay as they were.
+    assert organization_used(organization=organization, period=period) == Decimal(3575)
+    assert "Meters: storage_gb (max, GB) and meetings (count, meetings), 2 of 2 added; " \
+        "their events this period: 17 added." in output  # fmt: skip
+    assert demo_meter_state() == first
+    assert any(line.endswith("0 of 2 added; their events this period: 0 added.") for line in again)
+
+
+@pytest.mark.django_db
+def test_seed_demo_keeps_a_meter_staff_made_with_a_demo_key() -> None:
+    MeterFactory(key="meetings", name="Calls", unit="calls", aggregation=Aggregation.SUM)
+
+    output = run("seed_demo")
+
+    meter = Meter.objects.get(key="meetings")
+    assert (meter.name, meter.aggregation) == ("Calls", "sum")
+    assert not MeterUsage.objects.filter(meter=meter).exists()
+    assert any("1 of 2 added; their events this period: 5 added." in line for line in output)
