@@ -21,7 +21,8 @@ from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import ProtectedError, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import reverse
 
 from billing.meter_selectors import CREDITS_DEFINITION, meter_uses
 from billing.models import Meter
@@ -126,8 +127,14 @@ class MeterAdmin(
             with transaction.atomic():
                 queryset.delete()
         except ProtectedError:
+            request.meter_kept = True  # type: ignore[attr-defined]
             self.message_user(
                 request,
                 "Not deleted: the meter has counted usage since (or an alert watches it).",
                 messages.ERROR,
             )
+
+    def response_delete(self, request: HttpRequest, obj_display: str, obj_id: int) -> Any:
+        if getattr(request, "meter_kept", False):  # no "deleted successfully" then
+            return HttpResponseRedirect(reverse("admin:billing_meter_change", args=[obj_id]))
+        return super().response_delete(request, obj_display, obj_id)

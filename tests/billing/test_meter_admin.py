@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 
+from billing.meter_admin import MeterAdmin
 from billing.models import Aggregation, Meter
 from billing.selectors import current_period
 from tests.factories import MeterFactory, meter_usage_row
@@ -172,3 +173,21 @@ def test_a_meter_without_usage_can_be_deleted(staff_client, used_meter):
 
     assert response.status_code == 302
     assert list(Meter.objects.values_list("key", flat=True)) == ["storage"]
+
+
+def test_usage_counted_while_the_delete_page_was_open_keeps_the_meter(
+    staff_client, organization, monkeypatch
+):
+    meter = MeterFactory(key="meetings", name="Meetings")
+    # The page's check saw no usage; the usage comes before the delete itself.
+    monkeypatch.setattr(
+        MeterAdmin, "get_deleted_objects", lambda self, objs, request: ([], {}, set(), [])
+    )
+    meter_usage_row(meter, organization, 1, period_start=current_period(organization).start)
+
+    response = staff_client.post(admin_url(Meter, "delete", meter.pk), {"post": "yes"}, follow=True)
+
+    html = response.content.decode()
+    assert "Not deleted: the meter has counted usage since" in html
+    assert "deleted successfully" not in html
+    assert Meter.objects.filter(pk=meter.pk).exists()
