@@ -104,21 +104,13 @@ class MeterTotals:
         self, meters: list[MeterDefinition], *, credits_used: Decimal
     ) -> list[tuple[MeterDefinition, Decimal]]:
         """Each meter's value for the organization, `credits` being `credits_used`."""
-        own = self.organization
-        return [
-            (meter, credits_used if meter.pk is None else own.get(meter.pk, ZERO))
-            for meter in meters
-        ]
+        return _values(self.organization, meters, credits_used)
 
     def member_values(
         self, membership_id: int, meters: list[MeterDefinition], *, credits_used: Decimal
     ) -> list[tuple[MeterDefinition, Decimal]]:
         """Each meter's value for one member, `credits` being `credits_used`."""
-        own = self.members.get(membership_id, {})
-        return [
-            (meter, credits_used if meter.pk is None else own.get(meter.pk, ZERO))
-            for meter in meters
-        ]
+        return _values(self.members.get(membership_id, {}), meters, credits_used)
 
     def members_without(self, membership_ids: set[int]) -> list[Membership]:
         """The members with a meter value but not among `membership_ids` (those
@@ -130,16 +122,32 @@ class MeterTotals:
         )
 
 
+def _values(
+    by_meter_id: dict[int, Decimal], meters: list[MeterDefinition], credits_used: Decimal
+) -> list[tuple[MeterDefinition, Decimal]]:
+    return [
+        (meter, credits_used if meter.pk is None else by_meter_id.get(meter.pk, ZERO))
+        for meter in meters
+    ]
+
+
 def meter_totals_get(
-    *, organization: Organization, period: Period, with_users: bool = False
+    *,
+    organization: Organization,
+    period: Period,
+    with_members: bool = True,
+    with_users: bool = False,
 ) -> MeterTotals:
-    """This period's meter totals of the organization and its members: one
-    query, whatever the number of members and meters. Rows of a removed
-    member (their membership gone) count in the organization's total only.
-    `with_users` fetches each member's user too (for their email).
+    """This period's meter totals of the organization and (`with_members`)
+    its members: one query, whatever the number of members and meters. Rows
+    of a removed member (their membership gone) count in the organization's
+    total only. `with_users` fetches each member's user too (for their email).
     """
     rows = MeterUsage.objects.filter(organization=organization, period_start=period.start)
-    rows = rows.select_related("membership__user" if with_users else "membership")
+    if with_members:
+        rows = rows.select_related("membership__user" if with_users else "membership")
+    else:
+        rows = rows.filter(member_key=ORGANIZATION_KEY)
     totals: dict[int, Decimal] = {}
     members: dict[int, dict[int, Decimal]] = defaultdict(dict)
     memberships: dict[int, Membership] = {}

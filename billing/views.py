@@ -159,7 +159,7 @@ def meter_cards(*, organization: Organization, period: Period, today: date) -> l
     meters = [meter for meter in meters_list() if not meter.is_built_in]
     if not meters:
         return []
-    totals = meter_totals_get(organization=organization, period=period)
+    totals = meter_totals_get(organization=organization, period=period, with_members=False)
     daily = meter_daily_values(organization=organization, period=period, meters=meters, until=today)
     cards = []
     for meter in meters:
