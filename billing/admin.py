@@ -22,6 +22,7 @@ from django.utils.safestring import SafeString
 from accounts.models import Membership, Organization
 from accounts.selectors import validate_admins
 from alerts.services.changes import custom_limit_delete, custom_limit_set, limit_policy_update
+from billing import meter_admin  # noqa: F401  (registers the meters' admin)
 from billing.models import (
     EXCLUDABLE_SOURCES,
     ConsumeAnswer,

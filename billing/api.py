@@ -14,7 +14,7 @@ from accounts.apiauth import request_organization
 from accounts.models import Membership
 from accounts.selectors import membership_get, memberships_by_external_id
 from alerts.services import changes, consume, ingest
-from billing import balance, selectors
+from billing import balance, meter_selectors, selectors
 from billing.models import CustomLimit
 from billing.rules import Decision
 from config.apikit import (
@@ -32,6 +32,7 @@ router = Router()
 SourceName = Literal["assistant", "agent", "agent_external", "workflow", "api"]
 ExcludableSource = Literal["agent_external", "workflow"]
 MAX_BATCH = 1000
+ZERO = Decimal(0)
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -158,11 +159,23 @@ class RefusedOut(Schema):
     resets_at: datetime
 
 
+class SummaryMemberMeterOut(Schema):
+    meter: str
+    value: CreditsOut
+
+
+class SummaryMeterOut(SummaryMemberMeterOut):
+    unit: str
+
+
 class SummaryUserOut(Schema):
     user: str
     used: CreditsOut
     counted: CreditsOut
     limit: CreditsOut | None
+    meters: list[SummaryMemberMeterOut] = Field(
+        description="The member's value of every meter this period, `credits` first (= `used`)."
+    )
 
 
 class SummaryOut(Schema):
@@ -170,7 +183,14 @@ class SummaryOut(Schema):
     period_end: datetime
     used: CreditsOut
     allowance: CreditsOut | None
-    users: list[SummaryUserOut]
+    meters: list[SummaryMeterOut] = Field(
+        description="The organization's value of every meter this period, `credits` first "
+        "(= `used`), then the others by key; 0 where nothing was counted."
+    )
+    users: list[SummaryUserOut] = Field(
+        description="Members with usage this period, the heaviest in credits first; members "
+        "with meter values but no credits follow, by `user`."
+    )
 
 
 class LimitPolicyOut(Schema):
@@ -275,22 +295,45 @@ def usage_summary(request: HttpRequest) -> dict[str, Any]:
     organization = request_organization(request)
     period = selectors.current_period(organization)
     rows = list(selectors.member_usages_list(organization=organization, period=period))
+    # Two queries for the meters, whatever their number and the members'.
+    meters = meter_selectors.meters_list()
+    totals = meter_selectors.meter_totals_get(organization=organization, period=period)
+    credit_users = [
+        (row.membership, row.used, row.counted)
+        for row in sorted(rows, key=lambda row: row.used, reverse=True)
+    ]
+    meter_users = [
+        (membership, ZERO, ZERO)
+        for membership in totals.members_without({row.membership_id for row in rows})
+    ]
+    users = credit_users + meter_users
     rules = selectors.limit_rules_get(
-        organization=organization, membership_ids=[row.membership_id for row in rows]
+        organization=organization, membership_ids=[membership.pk for membership, *_ in users]
     )
+    used = selectors.organization_used(organization=organization, period=period)
     return {
         "period_start": period.start,
         "period_end": period.end,
-        "used": selectors.organization_used(organization=organization, period=period),
+        "used": used,
         "allowance": period.allowance(organization.credit_allowance),
+        "meters": [
+            {"meter": meter.key, "value": value, "unit": meter.unit}
+            for meter, value in totals.organization_values(meters, credits_used=used)
+        ],
         "users": [
             {
-                "user": row.membership.external_id,
-                "used": row.used,
-                "counted": row.counted,
-                "limit": rules.limit_for(row.membership_id),
+                "user": membership.external_id,
+                "used": member_used,
+                "counted": member_counted,
+                "limit": rules.limit_for(membership.pk),
+                "meters": [
+                    {"meter": meter.key, "value": value}
+                    for meter, value in totals.member_values(
+                        membership.pk, meters, credits_used=member_used
+                    )
+                ],
             }
-            for row in sorted(rows, key=lambda row: row.used, reverse=True)
+            for membership, member_used, member_counted in users
         ],
     }
 

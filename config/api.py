@@ -18,6 +18,7 @@ from accounts.apiauth import ApiKeyAuth
 from alerts.api import router as alerts_router
 from alerts.credits_api import router as credits_router
 from billing.api import router as billing_router
+from billing.meter_api import router as meters_router
 from config.apikit import ApiError, DecimalJsonParser
 from config.errors import ErrorOut, InvalidInput, ServiceError, error_response
 from config.validation import validation_sentence
@@ -202,6 +203,7 @@ api.add_router("", accounts_router)
 api.add_router("", billing_router)
 api.add_router("", alerts_router)
 api.add_router("", credits_router)
+api.add_router("", meters_router)
 
 
 def _field_of(location: tuple[Any, ...] | list[Any]) -> str | None:

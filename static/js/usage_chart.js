@@ -1,5 +1,6 @@
-// Monitor usage: draws the credits used per day from the JSON the page carries
-// (Django's json_script, id in the canvas's data-chart-source). No inline
+// Monitor usage: draws a figure per day (credits, or a meter's values) from the
+// JSON the page carries (Django's json_script, id in the canvas's
+// data-chart-source; its `label` names the bars, its `unit` the figures). No inline
 // script: the page works under a CSP that allows only scripts served from here.
 // The chart's box is hidden and the table of the same figures open until this
 // runs, so without JavaScript (or Chart.js) the page shows the table instead.
@@ -12,7 +13,7 @@
   }
 
   function credits(value) {
-    // Credits come as exact decimal strings; Chart.js plots numbers.
+    // Figures come as exact decimal strings; Chart.js plots numbers.
     return value === null ? null : Number(value);
   }
 
@@ -41,7 +42,7 @@
         labels: data.labels,
         datasets: [
           {
-            label: "Credits used",
+            label: data.label || "Credits used",
             data: data.used.map(credits),
             backgroundColor: accent,
             hoverBackgroundColor: cssVar("--accent-hover", "#4338ca"),
@@ -59,7 +60,7 @@
           tooltip: {
             callbacks: {
               label: function (context) {
-                return formatCredits(context.parsed.y) + " credits";
+                return formatCredits(context.parsed.y) + " " + (data.unit || "credits");
               },
             },
           },

@@ -25,7 +25,7 @@ from billing.models import (
 )
 from billing.selectors import current_period
 from billing.services.grants import GrantInput
-from tests.factories import MembershipFactory
+from tests.factories import MembershipFactory, MeterFactory
 from tests.fixtures import over_budget
 from tests.helpers import (
     admin_models,
@@ -58,6 +58,7 @@ def ledger(organization, owner, member):
     )
     usage_consume(organization=organization, membership=member, credits=D(2), idempotency_key="c1")
     credit_grant_create(organization=organization, grant=GrantInput(kind="purchased", credits=D(9)))
+    MeterFactory(key="storage_gb", name="Storage", unit="GB", aggregation="max")
     auto_top_up_set(
         organization=organization,
         settings=AutoTopUpInput(enabled=True, threshold=D(1), credits=D(5)),
@@ -74,6 +75,7 @@ def test_every_billing_model_is_registered():
         "CustomLimit",
         "DailyUsage",
         "MemberUsage",
+        "Meter",
         "OrganizationUsage",
         "SourceUsage",
         "UsageEvent",

@@ -273,9 +273,22 @@ class TestSummary:
         with time_machine.travel(timezone.now()):
             body = api.get("/api/v1/usage/summary").json()
         assert body["used"] == "16" and body["allowance"] == "1000"
+        assert body["meters"] == [{"meter": "credits", "value": "16", "unit": "credits"}]
         assert body["users"] == [
-            {"user": member.external_id, "used": "15", "counted": "10", "limit": "100"},
-            {"user": owner.external_id, "used": "1", "counted": "1", "limit": "100"},
+            {
+                "user": member.external_id,
+                "used": "15",
+                "counted": "10",
+                "limit": "100",
+                "meters": [{"meter": "credits", "value": "15"}],
+            },
+            {
+                "user": owner.external_id,
+                "used": "1",
+                "counted": "1",
+                "limit": "100",
+                "meters": [{"meter": "credits", "value": "1"}],
+            },
         ]
         assert datetime.fromisoformat(body["period_start"]) < datetime.fromisoformat(
             body["period_end"]

@@ -59,8 +59,15 @@ from alerts.services.credit_settings import AutoTopUpInput, auto_top_up_set, bal
 from alerts.services.credits import credit_grant_create
 from alerts.services.ingest import UsageInput, usage_ingest
 from billing.models import UsageEvent
+from billing.selectors import current_period
 from billing.services.grants import GrantInput
-from tests.factories import AdminMembershipFactory, MembershipFactory, OrganizationFactory
+from tests.factories import (
+    AdminMembershipFactory,
+    MembershipFactory,
+    MeterFactory,
+    OrganizationFactory,
+    meter_usage_row,
+)
 from tests.helpers import absolute_alert, limits_on, user_alerts_on
 
 # Schemathesis's generated test hides its fixtures from pytest-django: the
@@ -311,6 +318,20 @@ def world(db: None) -> World:
         credits=Decimal("1.5"),
         idempotency_key="seed-consume",
     )
+    # Meters (SPEC §10), with values of the organization and of members.
+    period_start = current_period(organization).start
+    for meter, value in (
+        (MeterFactory(key="storage_gb", unit="GB", aggregation="max"), "2.5"),
+        (MeterFactory(key="meetings", unit="meetings", aggregation="count"), 3),
+        (
+            MeterFactory(
+                key="active_users", unit="users", aggregation="unique_count", property="user_id"
+            ),
+            2,
+        ),
+    ):
+        meter_usage_row(meter, organization, value, period_start=period_start)
+        meter_usage_row(meter, organization, value, period_start=period_start, membership=owner)
     endpoint = WebhookEndpoint.objects.create(
         organization=organization,
         url="https://hooks.example.com/headroom",

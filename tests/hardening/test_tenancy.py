@@ -33,8 +33,10 @@ from billing.models import (
     UsageEvent,
     UserLimitPolicy,
 )
+from billing.selectors import current_period
 from billing.services.grants import GrantInput
 from config.api import api as ninja_api
+from tests.factories import MeterFactory, meter_usage_row
 from tests.fixtures import ApiClient, logged_in
 from tests.helpers import absolute_alert, ingest, limits_on
 
@@ -70,6 +72,11 @@ def world(organization, owner, member, outsider, other_organization) -> dict[str
         organization=organization,
         settings=AutoTopUpInput(enabled=True, threshold=D(2), credits=D(50)),
     )
+    # A meter (SPEC §10) with a value of Acme's member: Globex's summary must not name them.
+    storage = MeterFactory(key="storage_gb", name="Storage", unit="GB", aggregation="max")
+    period_start = current_period(organization).start
+    meter_usage_row(storage, organization, 5, period_start=period_start)
+    meter_usage_row(storage, organization, 5, period_start=period_start, membership=member)
     absolute_alert(other_organization, 10)
     credit_grant_create(
         organization=other_organization,
@@ -229,6 +236,7 @@ def api_operations(world: dict[str, Any]) -> list[Operation]:
         Operation("delete", f"/api/v1/balance-alerts/{balance_alert_id}", None, 204),
         Operation("get", "/api/v1/auto-top-up", None, 200),
         Operation("put", "/api/v1/auto-top-up", {"enabled": False, "max_per_period": 9}, 200),
+        Operation("get", "/api/v1/meters", None, 200),
     ]
 
 

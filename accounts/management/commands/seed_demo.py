@@ -1,6 +1,7 @@
 """The demo organization `acme`: people to log in as, an API key, per-user
-limits, some usage this billing period, credit grants and a balance alert;
-and a platform staff login for the Django admin.
+limits, some usage this billing period, two meters and a little usage of
+them (_demo_meters.py), credit grants and a balance alert; and a platform
+staff login for the Django admin.
 
 Each step creates only what is missing, so the command can be run on every
 start: a rerun changes nothing. New demo data is a new step in `handle`.
@@ -16,6 +17,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.management.commands._base import OperatorCommand
+from accounts.management.commands._demo_meters import (
+    DEMO_METERS,
+    seed_meter_usage,
+    seed_meters,
+)
 from accounts.models import ApiKey, Organization, Role, User
 from accounts.services import api_key_create, membership_create, organization_create
 from alerts.models import BalanceAlert, BalanceAlertType
@@ -132,6 +138,8 @@ class Command(OperatorCommand):
             raw_api_key = seed_api_key(organization)
             limits_configured = seed_limits(organization)
             usage_added = seed_usage(organization, now=now)
+            meters_added = seed_meters()
+            meter_events_added = seed_meter_usage(organization, now=now)
             grants_added = seed_grants(organization, now=now)
             balance_alert_added = seed_balance_alert(organization)
             staff_created = seed_staff()
@@ -146,6 +154,12 @@ class Command(OperatorCommand):
         self.stdout.write(
             f"Per-user limits: {'configured' if limits_configured else 'already configured'} "
             f"(default {DEMO_DEFAULT_LIMIT} credits, workflows excluded); {usage}."
+        )
+        self.stdout.write(
+            "Meters: "
+            + " and ".join(f"{m.key} ({m.aggregation}, {m.unit})" for m in DEMO_METERS)
+            + f", {meters_added} of {len(DEMO_METERS)} added; "
+            f"their events this period: {meter_events_added} added."
         )
         self.stdout.write(
             credits_phrase(organization, grants_added=grants_added)
