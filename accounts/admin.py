@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from accounts.forms import AdminUserChangeForm, AdminUserCreationForm, MembershipAdminForm
-from accounts.models import ApiKey, AuditEvent, Membership, Organization, Role, User
+from accounts.models import ApiKey, AuditEvent, Membership, Organization, Plan, Role, User
 from accounts.services import api_key_create, api_key_revoke
 from alerts.models import OrganizationAlert
 from alerts.services.changes import organization_update
@@ -61,7 +61,7 @@ def _admin_url(view: str, **params: Any) -> str:
 
 
 AllowanceFilter = null_filter(
-    "credit_allowance", "credit allowance", "allowance", set="Set", none="None", null="none"
+    "own_credit_allowance", "credit allowance", "allowance", set="Set", none="None", null="none"
 )
 
 
@@ -78,21 +78,24 @@ class OrganizationAdmin(
     list_display = (
         "slug",
         "name",
-        "credit_allowance",
+        "own_credit_allowance",
         "usage_this_period",
         "anchor_day",
         "block_when_exhausted",
+        "plan",
     )
-    list_filter = ("block_when_exhausted", AllowanceFilter, "anchor_day")
+    list_filter = ("block_when_exhausted", AllowanceFilter, "plan", "anchor_day")
+    list_select_related = ("plan",)
     search_fields = ("slug", "name")
     prepopulated_fields = {"slug": ("name",)}
     add_fields = (
         "name",
         "slug",
-        "credit_allowance",
+        "plan",
+        "own_credit_allowance",
         "block_when_exhausted",
         "anchor_day",
-        "credit_price",
+        "own_credit_price",
         "currency",
     )
     readonly_fields = ("this_period", "usage_this_period", "members", "records")
@@ -172,15 +175,46 @@ class OrganizationAdmin(
             organization=stored,
             slug=data["slug"],
             name=data["name"],
-            credit_allowance=data["credit_allowance"],
-            clear_allowance=data["credit_allowance"] is None,
+            credit_allowance=data["own_credit_allowance"],
+            clear_allowance=data["own_credit_allowance"] is None,
+            plan=data["plan"],
+            clear_plan=data["plan"] is None,
             anchor_day=data["anchor_day"],
             block_when_exhausted=data["block_when_exhausted"],
-            credit_price=data["credit_price"],
-            clear_price=data["credit_price"] is None,
+            credit_price=data["own_credit_price"],
+            clear_price=data["own_credit_price"] is None,
             currency=data["currency"],
         )
         copy_into(obj, stored)
+
+
+@admin.register(Plan)
+class PlanAdmin(CreditsAdminMixin, admin.ModelAdmin):
+    """Plans (SPEC §12): an organization on one uses its values where it sets
+    none of its own. The key is fixed once created (API clients name it).
+    """
+
+    list_display = (
+        "key",
+        "name",
+        "credit_allowance",
+        "default_limit",
+        "credit_price",
+        "organization_count",
+    )
+    search_fields = ("key", "name")
+    fields = ("key", "name", "credit_allowance", "default_limit", "credit_price", "created_at")
+    readonly_fields = ("created_at",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Plan]:
+        return super().get_queryset(request).annotate(organization_count=Count("organizations"))
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Plan | None = None) -> Any:
+        return ("key", *self.readonly_fields) if obj is not None else self.readonly_fields
+
+    @admin.display(description="organizations", ordering="organization_count")
+    def organization_count(self, plan: Plan) -> int:
+        return plan.organization_count  # type: ignore[attr-defined]
 
 
 @admin.register(Membership)

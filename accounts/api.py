@@ -11,8 +11,10 @@ from pydantic import Field, StrictBool, StrictInt
 from accounts import selectors, services
 from accounts.apiauth import request_organization
 from accounts.models import Membership, Organization
+from accounts.plans import plan_get
 from alerts.services import changes
 from billing.periods import organization_period
+from billing.selectors import limit_default_in_force
 from config.apikit import Page, StrictSchema, paginate
 from config.credits import Credits, CreditsOut
 from config.errors import ErrorOut
@@ -23,10 +25,22 @@ router = Router()
 RoleName = Literal["admin", "member"]
 
 
+ValueSourceName = Literal["organization", "plan"]
+
+
 class OrganizationOut(Schema):
     slug: str
     name: str
-    credit_allowance: CreditsOut | None
+    plan: str | None = Field(description="The key of its plan (SPEC §12); null: none.")
+    credit_allowance: CreditsOut | None = Field(
+        description="The allowance in force: the organization's own, else its plan's."
+    )
+    credit_allowance_source: ValueSourceName | None
+    default_limit: CreditsOut | None = Field(
+        description="The default per-user limit in force: the limits policy's own, else the "
+        "plan's (set it with PUT /user-limits)."
+    )
+    default_limit_source: ValueSourceName | None
     block_when_exhausted: bool
     anchor_day: int
     period_start: datetime
@@ -36,14 +50,23 @@ class OrganizationOut(Schema):
         "period after the anchor day changed."
     )
     credit_price: CreditsOut | None = Field(
-        description="The price of one credit in `currency` (null: no price)."
+        description="The price in force of one credit in `currency` (null: no price): the "
+        "organization's own, else its plan's."
     )
+    credit_price_source: ValueSourceName | None
     currency: str
 
 
 class OrganizationPatch(StrictSchema):
     slug: str | None = None
     name: str | None = None
+    plan: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="A plan's key; null: no plan. Setting a value to null removes the "
+        "organization's own, so that its plan's applies.",
+    )
     credit_allowance: Credits | None = None
     block_when_exhausted: StrictBool | None = None
     anchor_day: StrictInt | None = None
@@ -87,16 +110,22 @@ class MemberPatch(StrictSchema):
 
 def _organization_out(organization: Organization) -> dict[str, Any]:
     period = organization_period(organization, timezone.now())
+    default_limit = limit_default_in_force(organization=organization)
     return {
         "slug": organization.slug,
         "name": organization.name,
+        "plan": organization.plan.key if organization.plan else None,
         "credit_allowance": organization.credit_allowance,
+        "credit_allowance_source": organization.source_of("credit_allowance"),
+        "default_limit": default_limit.limit,
+        "default_limit_source": default_limit.source,
         "block_when_exhausted": organization.block_when_exhausted,
         "anchor_day": organization.anchor_day,
         "period_start": period.start,
         "period_end": period.end,
         "period_allowance": period.allowance(organization.credit_allowance),
         "credit_price": organization.credit_price,
+        "credit_price_source": organization.source_of("credit_price"),
         "currency": organization.currency,
     }
 
@@ -125,6 +154,8 @@ def organization_patch(request: HttpRequest, payload: OrganizationPatch) -> dict
         organization=request_organization(request),
         slug=payload.slug,
         name=payload.name,
+        plan=plan_get(key=payload.plan) if payload.plan is not None else None,
+        clear_plan="plan" in given and payload.plan is None,
         credit_allowance=payload.credit_allowance,
         clear_allowance="credit_allowance" in given and payload.credit_allowance is None,
         anchor_day=payload.anchor_day,

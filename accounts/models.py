@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, ClassVar
 
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
@@ -78,7 +79,69 @@ def validate_currency(code: str) -> None:
         raise ValidationError(f"The currency {error}.", code="invalid")
 
 
+class Plan(models.Model):
+    """What organizations on it use where they set none of their own (SPEC §12):
+    an allowance, a default per-user limit, a price; and the alerts each of
+    them inherits (alerts.PlanAlert). Defined by the platform's staff.
+    """
+
+    key = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    credit_allowance = credits_field(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(CREDIT_QUANTUM)],
+        help_text="Credits per billing period. Empty: none.",
+    )
+    default_limit = credits_field(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(CREDIT_QUANTUM)],
+        help_text="Credits per member per billing period. Empty: none.",
+    )
+    credit_price = credits_field(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Price of one credit, in each organization's currency. Empty: none.",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(credit_allowance__isnull=True)
+                | models.Q(credit_allowance__gt=0),
+                name="plan_allowance_positive",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(default_limit__isnull=True) | models.Q(default_limit__gt=0),
+                name="plan_default_limit_positive",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(credit_price__isnull=True) | models.Q(credit_price__gte=0),
+                name="plan_price_not_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ValueSource(models.TextChoices):
+    """Where a value in force comes from (SPEC §12's `*_source`)."""
+
+    ORGANIZATION = "organization", "Organization"
+    PLAN = "plan", "Plan"
+
+
 class Organization(models.Model):
+    """An organization. Its allowance and price are its own (`own_*`) or, where
+    it sets none, its plan's: `credit_allowance` and `credit_price` are the
+    values in force, and setting them sets the organization's own.
+    """
+
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
     anchor_day = models.PositiveSmallIntegerField(
@@ -86,21 +149,34 @@ class Organization(models.Model):
         validators=[MinValueValidator(ANCHOR_DAY_MIN), MaxValueValidator(ANCHOR_DAY_MAX)],
         help_text="Day of the month (1-28) on which each billing period starts, 00:00 UTC.",
     )
-    credit_allowance = credits_field(
+    plan = models.ForeignKey(
+        Plan,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="organizations",
+        help_text="Its allowance, default per-user limit and price apply where the "
+        "organization sets none.",
+    )
+    own_credit_allowance = credits_field(
+        db_column="credit_allowance",
         null=True,
         blank=True,
         validators=[MinValueValidator(CREDIT_QUANTUM)],
-        help_text="Credits per billing period. Empty: no allowance.",
+        verbose_name="credit allowance",
+        help_text="Credits per billing period. Empty: the plan's, or no allowance.",
     )
     block_when_exhausted = models.BooleanField(
         default=True,
         help_text="Block credit-consuming actions once the whole allowance is used.",
     )
-    credit_price = credits_field(
+    own_credit_price = credits_field(
+        db_column="credit_price",
         null=True,
         blank=True,
         validators=[MinValueValidator(0)],
-        help_text="Price of one credit, in the currency (SPEC §11). Empty: no price.",
+        verbose_name="credit price",
+        help_text="Price of one credit, in the currency (SPEC §11). Empty: the plan's, or none.",
     )
     currency = models.CharField(
         max_length=3,
@@ -127,12 +203,13 @@ class Organization(models.Model):
                 name="organization_anchor_day_1_to_28",
             ),
             models.CheckConstraint(
-                condition=models.Q(credit_allowance__isnull=True)
-                | models.Q(credit_allowance__gt=0),
+                condition=models.Q(own_credit_allowance__isnull=True)
+                | models.Q(own_credit_allowance__gt=0),
                 name="organization_allowance_positive",
             ),
             models.CheckConstraint(
-                condition=models.Q(credit_price__isnull=True) | models.Q(credit_price__gte=0),
+                condition=models.Q(own_credit_price__isnull=True)
+                | models.Q(own_credit_price__gte=0),
                 name="organization_price_not_negative",
             ),
             models.CheckConstraint(
@@ -143,6 +220,40 @@ class Organization(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def credit_allowance(self) -> Decimal | None:
+        """The allowance in force: the organization's own, else its plan's."""
+        return self._in_force("credit_allowance")
+
+    @credit_allowance.setter
+    def credit_allowance(self, value: Decimal | None) -> None:
+        self.own_credit_allowance = value
+
+    @property
+    def credit_price(self) -> Decimal | None:
+        """The price in force: the organization's own, else its plan's."""
+        return self._in_force("credit_price")
+
+    @credit_price.setter
+    def credit_price(self, value: Decimal | None) -> None:
+        self.own_credit_price = value
+
+    def source_of(self, name: str) -> str | None:
+        """Where the value in force of `credit_allowance`, `credit_price` (or,
+        given the policy's own, `default_limit`) comes from; None: nowhere.
+        """
+        if getattr(self, f"own_{name}") is not None:
+            return ValueSource.ORGANIZATION
+        if self.plan_id is not None and getattr(self.plan, name) is not None:
+            return ValueSource.PLAN
+        return None
+
+    def _in_force(self, name: str) -> Decimal | None:
+        own: Decimal | None = getattr(self, f"own_{name}")
+        if own is not None or self.plan_id is None:
+            return own
+        return getattr(self.plan, name)
 
 
 class Role(models.TextChoices):

@@ -18,6 +18,7 @@ from accounts.models import (
     ApiKey,
     Membership,
     Organization,
+    Plan,
     Role,
     User,
     normalize_email,
@@ -75,15 +76,17 @@ def organization_create(
     credit_allowance: Decimal | None = None,
     anchor_day: int = 1,
     block_when_exhausted: bool = True,
+    plan: Plan | None = None,
 ) -> Organization:
     _validate_slug(slug)
     validate_anchor_day(anchor_day)
     organization = Organization(
         slug=slug,
         name=_validate_name(name),
-        credit_allowance=credit_allowance,
+        own_credit_allowance=credit_allowance,
         anchor_day=anchor_day,
         block_when_exhausted=block_when_exhausted,
+        plan=plan,
     )
     _save_organization(organization)
     return organization
@@ -100,6 +103,8 @@ class OrganizationChanges(TypedDict, total=False):
     credit_price: Decimal | None
     clear_price: bool
     currency: str | None
+    plan: Plan | None
+    clear_plan: bool
 
 
 def organization_update(
@@ -117,6 +122,8 @@ def organization_update(
     credit_price = changes.get("credit_price")
     clear_price = changes.get("clear_price", False)
     currency = changes.get("currency")
+    plan = changes.get("plan")
+    clear_plan = changes.get("clear_plan", False)
     changed: list[str] = []
     if slug is not None and slug != organization.slug:
         _validate_slug(slug)
@@ -126,17 +133,22 @@ def organization_update(
         organization.name = _validate_name(name)
         changed.append("name")
     if clear_allowance or credit_allowance is not None:
-        organization.credit_allowance = None if clear_allowance else credit_allowance
-        changed.append("credit_allowance")
+        organization.own_credit_allowance = None if clear_allowance else credit_allowance
+        changed.append("own_credit_allowance")
     if block_when_exhausted is not None:
         organization.block_when_exhausted = block_when_exhausted
         changed.append("block_when_exhausted")
     if clear_price or credit_price is not None:
-        organization.credit_price = None if clear_price else _validate_price(credit_price)
-        changed.append("credit_price")
+        organization.own_credit_price = None if clear_price else _validate_price(credit_price)
+        changed.append("own_credit_price")
     if currency is not None and currency != organization.currency:
         organization.currency = _validate_currency(currency)
         changed.append("currency")
+    if (clear_plan and organization.plan_id is not None) or (
+        plan is not None and plan.pk != organization.plan_id
+    ):
+        organization.plan = None if clear_plan else plan
+        changed.append("plan")
     if changed:
         _save_organization(organization, update_fields=changed)
     return changed
@@ -401,20 +413,25 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
 
 
 def _active_api_key(*, key_hash: str) -> ApiKey | None:
-    """The unrevoked key with this digest and its organization, in one query
-    written as SQL: every API request runs it (see config/rawsql.py).
+    """The unrevoked key with this digest, its organization and its plan, in
+    one query written as SQL: every API request runs it (see config/rawsql.py).
     """
     rows = rawsql.fetch_all(
         f"""
-        SELECT {rawsql.columns(ApiKey, "k")}, {rawsql.columns(Organization, "o")}
+        SELECT {rawsql.columns(ApiKey, "k")}, {rawsql.columns(Organization, "o")},
+            {rawsql.columns(Plan, "p")}
         FROM {ApiKey._meta.db_table} k
         JOIN {Organization._meta.db_table} o ON o.id = k.organization_id
+        LEFT JOIN {Plan._meta.db_table} p ON p.id = o.plan_id
         WHERE k.key_hash = %s AND k.revoked_at IS NULL
         """,
         [key_hash],
     )
     if not rows:
         return None
-    api_key, organization = rawsql.instance_pair(rows[0], ApiKey, Organization)
+    row = rows[0]
+    split = rawsql.column_count(ApiKey) + rawsql.column_count(Organization)
+    api_key, organization = rawsql.instance_pair(row[:split], ApiKey, Organization)
+    organization.plan = rawsql.instance(Plan, row[split:]) if row[split] is not None else None
     api_key.organization = organization
     return api_key

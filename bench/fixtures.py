@@ -165,7 +165,7 @@ def grants_add(tenant: Tenant, *, count: int = 3) -> None:
 
     organization = tenant.organization()
     organization.credit_allowance = Decimal(1)
-    organization.save(update_fields=["credit_allowance"])
+    organization.save(update_fields=["own_credit_allowance"])
     for index in range(count):
         credit_grant_create(
             organization=organization,
@@ -219,7 +219,7 @@ def organizations_fill(total: int, *, events_per_organization: int = 10) -> int:
     _bulk(
         Organization,
         (
-            Organization(slug=f"filler-{i}", name=f"Filler {i}", credit_allowance=ALLOWANCE)
+            Organization(slug=f"filler-{i}", name=f"Filler {i}", own_credit_allowance=ALLOWANCE)
             for i in range(missing)
         ),
     )

@@ -22,7 +22,14 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from accounts.models import ANCHOR_DAY_MAX, ANCHOR_DAY_MIN, Membership, Organization, Role
+from accounts.models import (
+    ANCHOR_DAY_MAX,
+    ANCHOR_DAY_MIN,
+    Membership,
+    Organization,
+    Role,
+    ValueSource,
+)
 from accounts.selectors import member_name_expression
 from billing.models import (
     CustomLimit,
@@ -93,6 +100,7 @@ def _limit_rules(organization: Organization, members: tuple[str, list[Any]]) -> 
     condition `members` (on `c.membership_id`, with its parameters) selects.
     """
     member_condition, member_params = members
+    plan_default = organization.plan.default_limit if organization.plan_id else None  # type: ignore[union-attr]
     rows = rawsql.fetch_all(
         f"""
         SELECT p.enabled, p.default_limit, p.excluded_sources, c.membership_id, c."limit"
@@ -104,13 +112,18 @@ def _limit_rules(organization: Organization, members: tuple[str, list[Any]]) -> 
         [*member_params, organization.pk],
     )
     if not rows:
+        # No policy of its own: its plan's default limit, if the plan has one (SPEC §12).
         return LimitRules(
-            enabled=False, default_limit=None, excluded_sources=frozenset(), custom_limits={}
+            enabled=plan_default is not None,
+            default_limit=plan_default,
+            excluded_sources=frozenset(),
+            custom_limits={},
         )
     enabled, default_limit, excluded_sources = rows[0][:3]
+    own_default = rawsql.convert(UserLimitPolicy, "default_limit", default_limit)
     return LimitRules(
         enabled=bool(enabled),
-        default_limit=rawsql.convert(UserLimitPolicy, "default_limit", default_limit),
+        default_limit=plan_default if own_default is None else own_default,
         excluded_sources=frozenset(
             rawsql.convert(UserLimitPolicy, "excluded_sources", excluded_sources)
         ),
@@ -120,6 +133,30 @@ def _limit_rules(organization: Organization, members: tuple[str, list[Any]]) -> 
             if membership_id is not None
         },
     )
+
+
+@dataclass(frozen=True)
+class DefaultLimit:
+    limit: Decimal | None
+    source: str | None  # accounts.models.ValueSource, or None: no default
+
+
+def limit_default_in_force(*, organization: Organization) -> DefaultLimit:
+    """The default per-user limit in force: the limits policy's own, else the
+    plan's (SPEC §12). Per-user limits apply when the policy is enabled, or
+    when the organization has no policy and its plan sets a default.
+    """
+    own = (
+        UserLimitPolicy.objects.filter(organization=organization)
+        .values_list("default_limit", flat=True)
+        .first()
+    )
+    if own is not None:
+        return DefaultLimit(own, ValueSource.ORGANIZATION)
+    plan_default = organization.plan.default_limit if organization.plan else None
+    if plan_default is not None:
+        return DefaultLimit(plan_default, ValueSource.PLAN)
+    return DefaultLimit(None, None)
 
 
 def organization_used(*, organization: Organization, period: Period) -> Decimal:

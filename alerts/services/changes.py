@@ -70,7 +70,7 @@ def organization_update(
         changed = accounts_services.organization_update(organization=organization, **changes)
         if anchor_day is not None:
             changed += organization_anchor_day_set(organization=organization, anchor_day=anchor_day)
-        if {"credit_allowance", "anchor_day"} & set(changed):
+        if {"own_credit_allowance", "plan", "anchor_day"} & set(changed):
             alerts_evaluate_organization(organization=organization)
             balance_reevaluate(organization=organization)
     return organization

@@ -56,12 +56,14 @@ class TestAuthentication:
         api_key, raw_key = api_key_create(organization=organization)
         client = ApiClient(raw_key)
         client.get("/api/v1/organization")
-        with django_assert_num_queries(1):  # the key lookup only, no write
+        # The key lookup (with the organization and its plan) and the limits
+        # policy's default limit (SPEC §12's `default_limit`); no write.
+        with django_assert_num_queries(2):
             client.get("/api/v1/organization")
         ApiKey.objects.filter(pk=api_key.pk).update(
             last_used_at=timezone.now() - timedelta(minutes=2)
         )
-        with django_assert_num_queries(2):
+        with django_assert_num_queries(3):
             client.get("/api/v1/organization")
 
 
@@ -98,13 +100,18 @@ class TestOrganization:
         assert body == {
             "slug": "acme",
             "name": "Acme Inc",
+            "plan": None,
             "credit_allowance": None,
+            "credit_allowance_source": None,
+            "default_limit": None,
+            "default_limit_source": None,
             "block_when_exhausted": True,
             "anchor_day": 1,
             "period_start": "2026-12-01T00:00:00Z",
             "period_end": "2027-01-01T00:00:00Z",
             "period_allowance": None,
             "credit_price": None,
+            "credit_price_source": None,
             "currency": "USD",
         }
 

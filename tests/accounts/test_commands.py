@@ -349,7 +349,9 @@ def test_create_api_key_cli(organization: Organization) -> None:
 def demo_state() -> dict[str, object]:
     """What seed_demo writes, to compare one run with the next."""
     return {
-        "organizations": list(Organization.objects.values_list("slug", "name", "credit_allowance")),
+        "organizations": list(
+            Organization.objects.values_list("slug", "name", "own_credit_allowance")
+        ),
         "users": sorted(User.objects.values_list("email", "name", "password")),
         "memberships": sorted(Membership.objects.values_list("user__email", "role", "external_id")),
         "api_keys": list(ApiKey.objects.values_list("pk", "name", "revoked_at")),

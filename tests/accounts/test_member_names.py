@@ -82,7 +82,7 @@ def test_the_pages_show_the_name_only_in_the_organization_that_set_it(
 
 def test_the_blocked_notice_names_admins_as_the_organization_does(renamed, organization, member):
     organization.credit_allowance = D(5)
-    organization.save(update_fields=["credit_allowance"])
+    organization.save(update_fields=["own_credit_allowance"])
 
     notice = logged_in(member).get("/me/usage/")
 

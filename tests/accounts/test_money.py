@@ -102,7 +102,9 @@ def test_monitor_usage_shows_spend_and_invoice_total_with_the_currencys_symbol(
 def test_staff_set_the_price_in_the_admin_and_a_bad_currency_is_a_form_error(
     staff_client, organization
 ):
-    response = post_organization(staff_client, organization, credit_price="0.01", currency="GBP")
+    response = post_organization(
+        staff_client, organization, own_credit_price="0.01", currency="GBP"
+    )
     assert response.status_code == 302
     organization.refresh_from_db()
     assert (organization.credit_price, organization.currency) == (D("0.01"), "GBP")

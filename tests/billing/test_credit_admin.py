@@ -43,7 +43,7 @@ ISSUE_KEY = "admin-test-key"
 @pytest.fixture
 def funded(organization: Organization) -> Organization:
     """An organization with an allowance of 1,000 credits and nothing used."""
-    Organization.objects.filter(pk=organization.pk).update(credit_allowance=D(1000))
+    Organization.objects.filter(pk=organization.pk).update(own_credit_allowance=D(1000))
     organization.refresh_from_db()
     return organization
 

@@ -53,10 +53,10 @@ def test_the_organization_list_shows_credits_without_trailing_zeros(staff_client
 
     html = changelist(staff_client, Organization)
 
-    assert sorted(cells(html, "credit_allowance")) == ["0.5", "100", "1234.000001"]
+    assert sorted(cells(html, "own_credit_allowance")) == ["0.5", "100", "1234.000001"]
     assert ".000000" not in html and "0.500000" not in html
     # The column keeps its title and stays sortable by the field.
-    header = re.search(r'class="sortable column-credit_allowance.*?</th>', html, re.DOTALL)
+    header = re.search(r'class="sortable column-own_credit_allowance.*?</th>', html, re.DOTALL)
     assert header is not None and re.search(
         r'<a href="\?o=3[.\d]*">Credit allowance</a>', header[0]
     )
@@ -98,10 +98,10 @@ def test_change_forms_show_credits_without_trailing_zeros(staff_client, organiza
     user_alerts_on(organization, 40, notify_user=True)
 
     html = staff_client.get(change_url(organization)).content.decode()
-    assert 'name="credit_allowance" value="100"' in html
+    assert 'name="own_credit_allowance" value="100"' in html
     assert 'name="alerts-0-threshold" value="0.5"' in html
     # Still a number input taking every credit's decimal place.
-    assert re.search(r'type="number" name="credit_allowance" value="100" step="0.000001"', html)
+    assert re.search(r'type="number" name="own_credit_allowance" value="100" step="0.000001"', html)
 
     html = staff_client.get(
         reverse("admin:alerts_organizationalert_change", args=[alert.pk])
@@ -117,23 +117,23 @@ def test_change_forms_show_credits_without_trailing_zeros(staff_client, organiza
 
 def test_a_saved_form_keeps_the_credits_it_was_given(staff_client, organization):
     response = staff_client.post(
-        change_url(organization), organization_form(organization, credit_allowance="0.000001")
+        change_url(organization), organization_form(organization, own_credit_allowance="0.000001")
     )
 
     assert response.status_code == 302, response.content[:2000]
     organization.refresh_from_db()
     assert organization.credit_allowance == D("0.000001")
     html = staff_client.get(change_url(organization)).content.decode()
-    assert 'name="credit_allowance" value="0.000001"' in html
+    assert 'name="own_credit_allowance" value="0.000001"' in html
 
 
 def test_a_refused_value_is_shown_as_it_was_typed(staff_client, organization):
     response = staff_client.post(
-        change_url(organization), organization_form(organization, credit_allowance="1.0000001")
+        change_url(organization), organization_form(organization, own_credit_allowance="1.0000001")
     )
 
     assert response.status_code == 200
-    assert 'name="credit_allowance" value="1.0000001"' in response.content.decode()
+    assert 'name="own_credit_allowance" value="1.0000001"' in response.content.decode()
 
 
 def _admins_with_credits():
@@ -158,11 +158,11 @@ def test_every_admin_showing_credits_writes_them_as_the_product_does():
 def test_a_credits_column_edited_in_the_list_stays_the_field(rf):
     class EditableAllowance(OrganizationAdmin):
         list_display_links = ("slug",)
-        list_editable = ("credit_allowance",)
+        list_editable = ("own_credit_allowance",)
 
     listed = EditableAllowance(Organization, admin.site).get_list_display(rf.get("/"))
     plain = OrganizationAdmin(Organization, admin.site).get_list_display(rf.get("/"))
 
     # Django edits a list column only by its field's name; the input shows 100, not 100.000000.
-    assert "credit_allowance" in listed
-    assert "credit_allowance" not in plain
+    assert "own_credit_allowance" in listed
+    assert "own_credit_allowance" not in plain

@@ -54,6 +54,14 @@ def credits_argument(raw: str) -> Decimal:
         raise ArgumentTypeError(f"{error} (got {raw!r})") from None
 
 
+def price_argument(raw: str) -> Decimal:
+    """argparse `type=` for a price per credit: a decimal >= 0, 6 fractional digits at most."""
+    try:
+        return parse_credits(raw, allow_zero=True)
+    except CreditsError as error:
+        raise ArgumentTypeError(f"{error} (got {raw!r})") from None
+
+
 def anchor_day_argument(raw: str) -> int:
     """argparse `type=` for the day of the month on which billing periods start."""
     if raw.strip().isdecimal() and ANCHOR_DAY_MIN <= int(raw) <= ANCHOR_DAY_MAX:

@@ -10,6 +10,7 @@ from accounts.management.commands._base import (
     credits_argument,
 )
 from accounts.models import Organization
+from accounts.plans import plan_by_key
 from accounts.services import organization_create
 from config.credits import format_credits
 
@@ -31,6 +32,9 @@ class Command(OperatorCommand):
             default=1,
             help="Day of the month (1-28) on which billing periods start, 00:00 UTC. Default 1.",
         )
+        parser.add_argument(
+            "--plan", help="The key of its plan (create_plan): its values apply where it sets none."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         organization = organization_create(
@@ -38,6 +42,7 @@ class Command(OperatorCommand):
             name=options["name"],
             credit_allowance=options["allowance"],
             anchor_day=options["anchor_day"],
+            plan=plan_by_key(options["plan"]) if options["plan"] is not None else None,
         )
         self.stdout.write(describe_created(organization))
 
@@ -48,7 +53,8 @@ def describe_created(organization: Organization) -> str:
         if organization.credit_allowance is not None
         else "no allowance"
     )
+    plan = f" on the plan {organization.plan.key}" if organization.plan else ""
     return (
-        f"Created organization {organization.slug} ({organization.name}) with {allowance}; "
+        f"Created organization {organization.slug} ({organization.name}){plan} with {allowance}; "
         f"periods start on day {organization.anchor_day} of the month."
     )
