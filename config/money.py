@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 from functools import cache
-from typing import Annotated
+from typing import Annotated, Any
 
 from babel.numbers import format_currency, list_currencies
+from django.db import models
 from pydantic import AfterValidator, PlainSerializer, WithJsonSchema
 
 from config.credits import CreditsOrZero, format_credits
@@ -82,3 +83,14 @@ AmountOut = Annotated[
         mode="serialization",
     ),
 ]
+
+
+MONEY_MAX_DIGITS = 32
+MONEY_DECIMAL_PLACES = 12  # credits (6) x price (6): every digit of a product is kept
+
+
+def money_field(**kwargs: Any) -> models.DecimalField[Any, Any]:
+    """An amount: credits times a price, exact."""
+    return models.DecimalField(
+        max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES, **kwargs
+    )

@@ -18,12 +18,18 @@ from accounts.selectors import validate_admins
 from accounts.services import organization_cap_check
 from alerts.models import (
     MAX_ORGANIZATION_ALERTS,
+    MONEY_THRESHOLD_TYPES,
     OrganizationAlert,
     Recipients,
     ThresholdType,
     UserAlertPolicy,
 )
-from alerts.services.rules import alerts_evaluate_organization, crossed, threshold_credits
+from alerts.services.rules import (
+    alerts_evaluate_organization,
+    crossed,
+    money_as_it_stands,
+    threshold_credits,
+)
 from billing.periods import organization_period
 from billing.selectors import organization_used
 from config.credits import format_credits
@@ -36,7 +42,7 @@ TOO_MANY_ALERTS = f"An organization can have at most {MAX_ORGANIZATION_ALERTS} a
 def validate_threshold(threshold_type: str, threshold: Decimal) -> None:
     if threshold_type not in ThresholdType.values:
         raise InvalidInput(
-            "threshold_type must be 'percentage' or 'absolute'.",
+            "threshold_type must be 'percentage', 'absolute', 'spend' or 'invoice_total'.",
             code="invalid",
             field="threshold_type",
         )
@@ -115,8 +121,16 @@ def _quiet_if_already_passed(alert: OrganizationAlert) -> None:
     """Created not to fire for a period already past it: quiet until the next."""
     organization = alert.organization
     period = organization_period(organization, timezone.now())
-    threshold = threshold_credits(alert, period.allowance(organization.credit_allowance))
-    if crossed(None, organization_used(organization=organization, period=period), threshold):
+    if alert.threshold_type in MONEY_THRESHOLD_TYPES:
+        money = money_as_it_stands(organization=organization, period=period)
+        passed = money is not None and crossed(
+            None, money.amounts(alert.threshold_type)[1], alert.threshold
+        )
+    else:
+        threshold = threshold_credits(alert, period.allowance(organization.credit_allowance))
+        used = organization_used(organization=organization, period=period)
+        passed = crossed(None, used, threshold)
+    if passed:
         alert.quiet_period_start = period.start
         alert.save(update_fields=["quiet_period_start"])
 

@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from accounts.models import Membership, Organization
 from alerts.models import (
+    MONEY_THRESHOLD_TYPES,
     BalanceAlert,
     Firing,
     FiringKind,
@@ -39,12 +40,14 @@ from alerts.models import (
     UserAlertPolicy,
 )
 from alerts.outbox import notifications_write
+from billing.balance import period_overage
 from billing.models import CREDITS_METER, MemberUsage
 from billing.periods import Period, organization_period
 from billing.rules import over_budget
 from billing.selectors import limit_rules_get, organization_used
 from config import rawsql
 from config.credits import CREDIT_QUANTUM
+from config.money import amount_of
 
 
 def crossed(before: Decimal | None, after: Decimal, threshold: Decimal | None) -> bool:
@@ -69,14 +72,43 @@ class MemberChange:
 
 
 @dataclass(frozen=True)
+class MoneyChange:
+    """What a period costs an organization with a price (SPEC §11), either
+    side of a write: usage and overage in credits (`*_before` None: nothing
+    was counted against the thresholds yet, as for a change of configuration).
+    """
+
+    price: Decimal
+    currency: str
+    used_before: Decimal | None
+    used_after: Decimal
+    overage_before: Decimal | None
+    overage_after: Decimal
+
+    def amounts(self, threshold_type: str) -> tuple[Decimal | None, Decimal]:
+        """Spend (usage x price) or invoice total (overage x price), before and after."""
+        if threshold_type == ThresholdType.SPEND:
+            before, after = self.used_before, self.used_after
+        else:
+            before, after = self.overage_before, self.overage_after
+        return (
+            None if before is None else amount_of(before, self.price),
+            amount_of(after, self.price),
+        )
+
+
+@dataclass(frozen=True)
 class UsageChange:
-    """What one write did to an organization's totals in one period."""
+    """What one write did to an organization's totals in one period (`money`:
+    None without a price).
+    """
 
     organization: Organization
     period: Period
     used_before: Decimal
     used_after: Decimal
     members: Sequence[MemberChange] = ()
+    money: MoneyChange | None = None
 
 
 @dataclass
@@ -92,10 +124,15 @@ class Candidate:
     membership_id: int | None = None
     balance_alert: BalanceAlert | None = None
     meter: str = CREDITS_METER
+    currency: str = ""
 
 
 def threshold_credits(alert: OrganizationAlert, allowance: Decimal | None) -> Decimal | None:
-    """The alert's threshold in credits; None for a percentage without allowance."""
+    """The alert's threshold in credits; None for a percentage without allowance
+    and for money alerts (`money_alert_candidates`).
+    """
+    if alert.threshold_type in MONEY_THRESHOLD_TYPES:
+        return None
     if alert.threshold_type == ThresholdType.ABSOLUTE:
         return alert.threshold
     if allowance is None:
@@ -128,6 +165,35 @@ def organization_alert_candidates(
                     threshold_credits=threshold,
                     value=after,
                     alert=alert,
+                )
+            )
+    return candidates
+
+
+def money_alert_candidates(
+    alerts: Sequence[OrganizationAlert], *, period: Period, money: MoneyChange | None
+) -> list[Candidate]:
+    """Spend and invoice total against the `spend` and `invoice_total` alerts
+    (SPEC §11); none without a price. The firing's `threshold_credits` and
+    `value` are amounts of money, in `currency` (docs/money.md).
+    """
+    if money is None:
+        return []
+    candidates = []
+    for alert in alerts:
+        if alert.threshold_type not in MONEY_THRESHOLD_TYPES:
+            continue
+        before, after = money.amounts(alert.threshold_type)
+        if alert.quiet_period_start != period.start and crossed(before, after, alert.threshold):
+            candidates.append(
+                Candidate(
+                    kind=FiringKind.ORGANIZATION_ALERT,
+                    dedupe_key=alert.firing_key(period),
+                    threshold=alert.threshold,
+                    threshold_credits=alert.threshold,
+                    value=after,
+                    alert=alert,
+                    currency=money.currency,
                 )
             )
     return candidates
@@ -195,6 +261,7 @@ def alerts_on_usage(change: UsageChange) -> list[Firing]:
         before=change.used_before,
         after=change.used_after,
     )
+    candidates += money_alert_candidates(alerts, period=period, money=change.money)
     for member in change.members:
         candidates += user_alert_candidates(
             policy,
@@ -228,6 +295,9 @@ def alerts_evaluate_organization(
         before=None,
         after=organization_used(organization=organization, period=period),
     )
+    candidates += money_alert_candidates(
+        alerts, period=period, money=money_as_it_stands(organization=organization, period=period)
+    )
     # A policy saved not to tell members already past: only crossings (in
     # the write path) fire it this period.
     if (
@@ -259,6 +329,23 @@ def alerts_evaluate_organization(
                 after=counted,
             )
     return fire(organization, period, candidates)
+
+
+def money_as_it_stands(*, organization: Organization, period: Period) -> MoneyChange | None:
+    """The period's usage and overage as they stand, for a change of
+    configuration (before: None); None without a price.
+    """
+    if organization.credit_price is None:
+        return None
+    used, overage = period_overage(organization=organization, period=period)
+    return MoneyChange(
+        price=organization.credit_price,
+        currency=organization.currency,
+        used_before=None,
+        used_after=used,
+        overage_before=None,
+        overage_after=overage,
+    )
 
 
 def _alert_configuration(
@@ -326,6 +413,7 @@ def _insert_firings(
                 membership=membership,
                 user_external_id=membership.external_id if membership else "",
                 meter=candidate.meter,
+                currency=candidate.currency,
                 threshold_type=candidate.alert.threshold_type if candidate.alert else "",
                 threshold=candidate.threshold,
                 threshold_credits=candidate.threshold_credits,
@@ -347,6 +435,7 @@ def _insert_firings(
             "membership",
             "user_external_id",
             "meter",
+            "currency",
             "threshold_type",
             "threshold",
             "threshold_credits",
