@@ -13,7 +13,7 @@ from decimal import Decimal
 from functools import cache
 from typing import Annotated, Any
 
-from babel.numbers import format_currency, list_currencies
+from babel.numbers import format_currency, get_currency_symbol, list_currencies
 from django.db import models
 from pydantic import AfterValidator, PlainSerializer, WithJsonSchema
 
@@ -42,6 +42,11 @@ def amount_of(credits: Decimal, price: Decimal) -> Decimal:
 def format_amount(amount: Decimal) -> str:
     """An amount as the API gives it: the shortest exact decimal string."""
     return format_credits(amount)
+
+
+def currency_symbol(currency: str) -> str:
+    """The currency's symbol as people read it ($, €, CHF)."""
+    return get_currency_symbol(currency, locale="en_US")
 
 
 def readable_money(amount: Decimal, currency: str) -> str:

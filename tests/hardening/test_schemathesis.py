@@ -58,7 +58,8 @@ from alerts.services.consume import usage_consume
 from alerts.services.credit_settings import AutoTopUpInput, auto_top_up_set, balance_alert_create
 from alerts.services.credits import credit_grant_create
 from alerts.services.ingest import UsageInput, usage_ingest
-from billing.models import UsageEvent
+from alerts.services.invoicing import BillingThresholdInput, billing_threshold_set
+from billing.models import Invoice, UsageEvent
 from billing.services.grants import GrantInput
 from tests.factories import AdminMembershipFactory, MembershipFactory, OrganizationFactory
 from tests.helpers import absolute_alert, limits_on, user_alerts_on
@@ -138,6 +139,7 @@ KNOWN: dict[str, list[Any]] = {
     "webhook": [],
     "grant": [],
     "balance_alert": [],
+    "invoice": [],
 }
 
 
@@ -163,6 +165,8 @@ def flatmap_path_parameters(context: Any, path_parameters: dict[str, Any]) -> An
         real = st.sampled_from(KNOWN["grant"]).map(lambda pk: {"id": pk})
     elif path.startswith("/balance-alerts/") and KNOWN["balance_alert"]:
         real = st.sampled_from(KNOWN["balance_alert"]).map(lambda pk: {"id": pk})
+    elif path.startswith("/invoices/") and KNOWN["invoice"]:
+        real = st.sampled_from(KNOWN["invoice"]).map(lambda pk: {"id": pk})
     else:
         return st.just(path_parameters)
     return st.one_of(st.just(path_parameters), real)
@@ -179,7 +183,7 @@ def flatmap_body(context: Any, body: Any) -> Any:
     return st.one_of(st.just(body), _plausible(body))
 
 
-CREDIT_FIELDS = ("credits", "threshold", "limit", "default_limit", "credit_allowance")
+CREDIT_FIELDS = ("credits", "threshold", "limit", "default_limit", "credit_allowance", "amount")
 credit_amounts = st.decimals(
     min_value=Decimal("0.000001"), max_value=Decimal(150), places=6, allow_nan=False
 ).map(str)
@@ -238,8 +242,13 @@ def report(request: pytest.FixtureRequest) -> Iterator[None]:
 
 @pytest.fixture
 def world(db: None) -> World:
+    # A price (SPEC §11): money alerts and threshold invoicing run too.
     organization = OrganizationFactory(
-        slug="fuzzed", name="Fuzzed Inc", credit_allowance=Decimal(1000)
+        slug="fuzzed",
+        name="Fuzzed Inc",
+        credit_allowance=Decimal(1000),
+        credit_price=Decimal("0.02"),
+        currency="EUR",
     )
     owner = AdminMembershipFactory(
         organization=organization, user__email="owner@fuzzed.test", external_id="owner"
@@ -264,7 +273,15 @@ def world(db: None) -> World:
     alerts = [
         alert_create(organization=organization, threshold_type="percentage", threshold=Decimal(5)),
         absolute_alert(organization, 500, admins=[owner]),
+        alert_create(organization=organization, threshold_type="spend", threshold=Decimal(3)),
+        alert_create(
+            organization=organization, threshold_type="invoice_total", threshold=Decimal("0.5")
+        ),
     ]
+    billing_threshold_set(
+        organization=organization,
+        settings=BillingThresholdInput(enabled=True, amount=Decimal("0.25")),
+    )
     # The credit balance (SPEC §9): grants (one expiring, one voided later by
     # the fuzzing, maybe), balance alerts of each type, an auto top-up.
     grants = [
@@ -311,6 +328,19 @@ def world(db: None) -> World:
         credits=Decimal("1.5"),
         idempotency_key="seed-consume",
     )
+    invoices = [
+        Invoice.objects.create(
+            organization=organization,
+            reason=reason,
+            period_start=datetime(2026, 5, 1, tzinfo=UTC),
+            covered_from=datetime(2026, 5, 1, tzinfo=UTC),
+            covered_through=datetime(2026, 6, 1, tzinfo=UTC),
+            credits=Decimal("12.5"),
+            amount=Decimal("0.25"),
+            currency="EUR",
+        )
+        for reason in ("threshold", "period_end")
+    ]
     endpoint = WebhookEndpoint.objects.create(
         organization=organization,
         url="https://hooks.example.com/headroom",
@@ -327,6 +357,7 @@ def world(db: None) -> World:
         webhook=[endpoint.pk],
         grant=[grant.pk for grant in grants],
         balance_alert=[alert.pk for alert in balance_alerts],
+        invoice=[invoice.pk for invoice in invoices],
     )
     return World(
         organization=organization,
