@@ -141,9 +141,12 @@ PERIOD_END_BATCH = 200
 
 def invoice_schedule_ensure(*, organization: Organization, now: datetime | None = None) -> None:
     """The organization has a price: close its periods from now on. Inserted
-    once (no lock on an existing row, which the beat task may hold).
+    once; an existing row, which the beat task may hold locked, is not touched.
     """
-    if organization.credit_price is None:
+    if (
+        organization.credit_price is None
+        or InvoiceSchedule.objects.filter(organization=organization).exists()
+    ):
         return
     period = organization_period(organization, now or timezone.now())
     with connection.cursor() as cursor:
