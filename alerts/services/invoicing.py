@@ -59,8 +59,7 @@ def money_on_usage(
     allowance = period.allowance(organization.credit_allowance)
     overage_after = state.overage(allowance)
     overage_before = overage_of(used=used_before, allowance=allowance, drawn=state.drawn - drawn)
-    if overage_after > overage_before:
-        _threshold_invoice(organization, period, state, allowance, now)
+    _threshold_invoice(organization, period, state, allowance, now)
     return MoneyChange(
         price=price,
         currency=organization.currency,

@@ -116,6 +116,21 @@ class TestThresholdInvoices:
         consume(organization, member, 1)  # overage 5: $10
         assert figures(invoices(organization)[0]) == ("threshold", D(5), D(10), "USD")
 
+    def test_a_threshold_set_below_what_is_uninvoiced_invoices_at_the_next_write(
+        self, organization, owner, member
+    ):
+        """Even a write that adds no overage (its grant covers it) looks."""
+        organization.block_when_exhausted = False
+        priced(organization, 1)
+        ingest(organization, 30)
+        billing_threshold_set(
+            organization=organization, settings=BillingThresholdInput(enabled=True, amount=D(10))
+        )
+        assert not invoices(organization)  # a setting is not usage
+        grant(organization, 5)
+        consume(organization, member, 5)  # all drawn from the grant
+        assert figures(invoices(organization)[0]) == ("threshold", D(30), D(30), "USD")
+
     def test_none_without_a_threshold_or_disabled(self, organization, owner):
         priced(organization, 1)
         ingest(organization, 1000)
