@@ -27,9 +27,10 @@ from alerts.models import (
 from alerts.services.rules import (
     alerts_evaluate_organization,
     crossed,
-    money_as_it_stands,
+    money_watched,
     threshold_credits,
 )
+from billing.money import money_as_it_stands
 from billing.periods import organization_period
 from billing.selectors import organization_used
 from config.credits import format_credits
@@ -124,7 +125,7 @@ def _quiet_if_already_passed(alert: OrganizationAlert) -> None:
     if alert.threshold_type in MONEY_THRESHOLD_TYPES:
         money = money_as_it_stands(organization=organization, period=period)
         passed = money is not None and crossed(
-            None, money.amounts(alert.threshold_type)[1], alert.threshold
+            None, money_watched(alert, money)[1], alert.threshold
         )
     else:
         threshold = threshold_credits(alert, period.allowance(organization.credit_allowance))

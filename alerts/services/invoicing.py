@@ -19,11 +19,11 @@ from accounts.audit import audit_record
 from accounts.models import Organization
 from alerts.models import INVOICE_CREATED
 from alerts.outbox import credit_event_write
-from alerts.services.rules import MoneyChange
 from billing import ledger
 from billing.balance import overage_of
 from billing.invoices import PeriodInvoicing, invoice_insert, period_invoicing
 from billing.models import BillingThreshold, Invoice, InvoiceReason, InvoiceSchedule
+from billing.money import MoneyChange
 from billing.periods import Period, organization_period
 from billing.sqlvalues import moment_param
 from config.credits import format_credits

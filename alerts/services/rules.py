@@ -40,14 +40,13 @@ from alerts.models import (
     UserAlertPolicy,
 )
 from alerts.outbox import notifications_write
-from billing.balance import period_overage
 from billing.models import CREDITS_METER, MemberUsage
+from billing.money import MoneyChange, money_as_it_stands
 from billing.periods import Period, organization_period
 from billing.rules import over_budget
 from billing.selectors import limit_rules_get, organization_used
 from config import rawsql
 from config.credits import CREDIT_QUANTUM
-from config.money import amount_of
 
 
 def crossed(before: Decimal | None, after: Decimal, threshold: Decimal | None) -> bool:
@@ -69,32 +68,6 @@ class MemberChange:
     counted_before: Decimal
     counted_after: Decimal
     limit: Decimal | None
-
-
-@dataclass(frozen=True)
-class MoneyChange:
-    """What a period costs an organization with a price (SPEC §11), either
-    side of a write: usage and overage in credits (`*_before` None: nothing
-    was counted against the thresholds yet, as for a change of configuration).
-    """
-
-    price: Decimal
-    currency: str
-    used_before: Decimal | None
-    used_after: Decimal
-    overage_before: Decimal | None
-    overage_after: Decimal
-
-    def amounts(self, threshold_type: str) -> tuple[Decimal | None, Decimal]:
-        """Spend (usage x price) or invoice total (overage x price), before and after."""
-        if threshold_type == ThresholdType.SPEND:
-            before, after = self.used_before, self.used_after
-        else:
-            before, after = self.overage_before, self.overage_after
-        return (
-            None if before is None else amount_of(before, self.price),
-            amount_of(after, self.price),
-        )
 
 
 @dataclass(frozen=True)
@@ -170,6 +143,11 @@ def organization_alert_candidates(
     return candidates
 
 
+def money_watched(alert: OrganizationAlert, money: MoneyChange) -> tuple[Decimal | None, Decimal]:
+    """What a money alert watches, before and after: spend or invoice total."""
+    return money.spend() if alert.threshold_type == ThresholdType.SPEND else money.invoice_total()
+
+
 def money_alert_candidates(
     alerts: Sequence[OrganizationAlert], *, period: Period, money: MoneyChange | None
 ) -> list[Candidate]:
@@ -183,7 +161,7 @@ def money_alert_candidates(
     for alert in alerts:
         if alert.threshold_type not in MONEY_THRESHOLD_TYPES:
             continue
-        before, after = money.amounts(alert.threshold_type)
+        before, after = money_watched(alert, money)
         if alert.quiet_period_start != period.start and crossed(before, after, alert.threshold):
             candidates.append(
                 Candidate(
@@ -329,23 +307,6 @@ def alerts_evaluate_organization(
                 after=counted,
             )
     return fire(organization, period, candidates)
-
-
-def money_as_it_stands(*, organization: Organization, period: Period) -> MoneyChange | None:
-    """The period's usage and overage as they stand, for a change of
-    configuration (before: None); None without a price.
-    """
-    if organization.credit_price is None:
-        return None
-    used, overage = period_overage(organization=organization, period=period)
-    return MoneyChange(
-        price=organization.credit_price,
-        currency=organization.currency,
-        used_before=None,
-        used_after=used,
-        overage_before=None,
-        overage_after=overage,
-    )
 
 
 def _alert_configuration(
