@@ -19,6 +19,7 @@ from alerts.selectors import alert_status
 from alerts.services.changes import organization_update
 from alerts.services.configuration import alert_create, alert_update
 from billing.selectors import current_period
+from tests.accounts.test_admin import change_url, organization_form
 from tests.helpers import assert_error, consume, ingest
 from tests.helpers import credit_grant as grant
 
@@ -96,6 +97,19 @@ class TestSpend:
         response = api.patch("/api/v1/organization", {"credit_price": "0.1"})
         assert response.status_code == 200
         assert Firing.objects.get().value == D(100)
+
+    def test_fires_when_staff_set_the_price_in_the_django_admin(
+        self, organization, owner, staff_client, django_capture_on_commit_callbacks
+    ):
+        money_alert(organization, "spend", 50)
+        ingest(organization, 1000)
+        with django_capture_on_commit_callbacks(execute=True):
+            response = staff_client.post(
+                change_url(organization), organization_form(organization, credit_price="0.05")
+            )
+        assert response.status_code == 302
+        assert Firing.objects.get().value == D(50)
+        assert "Spend this period reached $50.00" in mail.outbox[0].subject
 
     def test_a_new_currency_is_evaluated_and_said(self, organization, owner, deliver):
         priced(organization, 1)
