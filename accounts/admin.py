@@ -18,6 +18,7 @@ from accounts.models import ApiKey, AuditEvent, Membership, Organization, Plan, 
 from accounts.services import api_key_create, api_key_revoke
 from alerts.models import OrganizationAlert
 from alerts.services.changes import organization_update
+from alerts.services.invoicing import invoice_schedule_ensure
 from alerts.services.rules import alerts_evaluate_organization
 from billing.models import CustomLimit, UserLimitPolicy
 from billing.selectors import current_period, organizations_with_usage_this_period
@@ -164,6 +165,7 @@ class OrganizationAdmin(
     ) -> None:
         if not change:
             super().save_model(request, obj, form, change)
+            invoice_schedule_ensure(organization=obj)
             return
         # Through the service the API uses: the anchor day moves without
         # touching the period under way, and a new allowance or period

@@ -21,7 +21,10 @@ from django.http import HttpRequest
 
 from accounts.models import Membership, Organization
 from accounts.selectors import validate_admins
-from alerts import credit_admin  # noqa: F401  (registers the credit balance's admin)
+from alerts import (
+    credit_admin,  # noqa: F401  (registers the credit balance's admin)
+    invoice_admin,  # noqa: F401  (registers threshold invoicing's admin)
+)
 from alerts.models import (
     MAX_ORGANIZATION_ALERTS,
     DeliveryAttempt,

@@ -1,18 +1,25 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from decimal import Decimal
+from typing import Annotated, Any, Literal
 
 from django.db.models import Q
 from django.http import HttpRequest
 from ninja import Query, Router, Schema, Status
-from pydantic import Field, StrictBool, field_validator
+from pydantic import Field, PlainSerializer, StrictBool, WithJsonSchema, field_validator
 
 from accounts.apiauth import request_organization
 from accounts.models import Membership, Organization
 from accounts.selectors import memberships_by_external_id
 from alerts import webhooks
-from alerts.models import Firing, OrganizationAlert, UserAlertPolicy, WebhookEndpoint
+from alerts.models import (
+    MONEY_THRESHOLD_TYPES,
+    Firing,
+    OrganizationAlert,
+    UserAlertPolicy,
+    WebhookEndpoint,
+)
 from alerts.selectors import (
     alerts_with_status,
     organization_alert_get,
@@ -25,12 +32,12 @@ from billing.meters import meters_by_key
 from billing.models import CREDITS_METER, Meter
 from billing.selectors import current_period
 from config.apikit import Page, StrictSchema, not_null, paginate, round_trip_put
-from config.credits import Credits, CreditsOut
+from config.credits import Credits, CreditsOut, format_credits
 from config.errors import InvalidInput, NotFound
 
 router = Router()
 
-ThresholdTypeName = Literal["percentage", "absolute"]
+ThresholdTypeName = Literal["percentage", "absolute", "spend", "invoice_total"]
 NotifyName = Literal["all_admins", "specific_admins"]
 FiringKindName = Literal[
     "organization_alert",
@@ -51,7 +58,25 @@ WebhookEventName = Literal[
     "credit_balance.top_up_limit_reached",
     "credit_grant.created",
     "credit_grant.expiring",
+    "invoice.created",
 ]
+# Alert events' figures: credits, or amounts of money (up to 12 fractional
+# digits: credits x price) for `spend` and `invoice_total` alerts.
+FigureOut = Annotated[
+    Decimal,
+    PlainSerializer(format_credits, return_type=str, when_used="always"),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^-?\d+(\.\d{1,12})?$",
+            "description": "Credits, or an amount of money for spend and invoice_total alerts.",
+        },
+        mode="serialization",
+    ),
+]
+CURRENCY_FIELD = Field(
+    description="The currency of a `spend` or `invoice_total` threshold; null otherwise."
+)
 
 
 class AlertOut(Schema):
@@ -59,6 +84,7 @@ class AlertOut(Schema):
     meter: str = Field(description="The meter it watches: `credits` or a platform meter's key.")
     threshold_type: ThresholdTypeName
     threshold: CreditsOut
+    currency: str | None = CURRENCY_FIELD
     notify: NotifyName
     admins: list[str]
     status: Literal["ok", "in_alarm"]
@@ -133,9 +159,14 @@ class AlertEventOut(Schema):
     user: str | None
     meter: str = Field(description="`credits`, or the meter an alert on a meter watched.")
     threshold: CreditsOut
-    threshold_credits: CreditsOut
-    value: CreditsOut = Field(
-        description="Usage when it fired; for `balance_*`, the balance after the change."
+    threshold_credits: FigureOut
+    value: FigureOut = Field(
+        description="Usage when it fired; for `balance_*`, the balance after the change; "
+        "for `spend` and `invoice_total` alerts, the spend or invoice total (money)."
+    )
+    currency: str | None = Field(
+        description="For `spend` and `invoice_total` alerts: the currency of `threshold`, "
+        "`threshold_credits` and `value`; null otherwise."
     )
     triggered_at: datetime
     period_start: datetime
@@ -199,6 +230,9 @@ def _alerts_out(
             "meter": row.alert.meter.key if row.alert.meter else CREDITS_METER,
             "threshold_type": row.alert.threshold_type,
             "threshold": row.alert.threshold,
+            "currency": (
+                organization.currency if row.alert.threshold_type in MONEY_THRESHOLD_TYPES else None
+            ),
             "notify": row.alert.notify,
             "admins": [admin.external_id for admin in row.alert.admins.all()],
             "status": row.status,
@@ -329,6 +363,7 @@ def _event_out(firing: Firing) -> dict[str, Any]:
         "threshold": firing.threshold,
         "threshold_credits": firing.threshold_credits,
         "value": firing.value,
+        "currency": firing.currency or None,
         "triggered_at": firing.triggered_at,
         "period_start": firing.period_start,
     }

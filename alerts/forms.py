@@ -12,9 +12,10 @@ from django import forms
 
 from accounts.forms import MemberField, MembersField
 from accounts.models import Membership, Organization, Role
-from alerts.models import Recipients, ThresholdType
+from alerts.models import MONEY_THRESHOLD_TYPES, Recipients, ThresholdType
 from billing.models import Source
 from config.credits import CreditsFormField
+from config.money import currency_symbol
 
 
 def _admins_of(organization: Organization) -> Any:
@@ -37,10 +38,7 @@ class OrganizationAlertForm(forms.Form):
         initial=ThresholdType.PERCENTAGE,
         widget=forms.RadioSelect,
     )
-    threshold = CreditsFormField(
-        label="Threshold",
-        help_text="A percentage (1-100) of the credit allowance, or a number of credits.",
-    )
+    threshold = CreditsFormField(label="Threshold")
     notify = forms.ChoiceField(
         label="Notify",
         choices=Recipients.choices,
@@ -60,6 +58,27 @@ class OrganizationAlertForm(forms.Form):
     def __init__(self, *args: Any, organization: Organization, editing: bool, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.fields["admins"].queryset = _admins_of(organization)  # type: ignore[attr-defined]
+        currency = organization.currency
+        self.fields["threshold_type"].choices = [  # type: ignore[attr-defined]
+            (
+                value,
+                f"{label} ({currency_symbol(currency)})"
+                if value in MONEY_THRESHOLD_TYPES
+                else label,
+            )
+            for value, label in ThresholdType.choices
+        ]
+        no_price = (
+            " No credit price is set: spend and invoice total alerts wait for one."
+            if organization.credit_price is None
+            else ""
+        )
+        self.fields["threshold"].help_text = (
+            "A percentage (1-100) of the credit allowance, a number of credits, or for Spend "
+            f"(all usage at the credit price) and Invoice total (usage beyond the allowance "
+            f"and credits, at the price) an amount in {currency} ({currency_symbol(currency)})."
+            f"{no_price}"
+        )
         if editing:
             # An edited threshold always re-arms the alert: it fires at once if already passed.
             del self.fields["fire_if_already_exceeded"]
@@ -170,3 +189,18 @@ class CustomLimitForm(forms.Form):
         """The limit chosen; None: unlimited."""
         data = self.cleaned_data
         return None if data["unlimited"] else data["credit_limit"]
+
+
+class BillingThresholdForm(forms.Form):
+    enabled = switch("Billing Threshold")
+    amount = CreditsFormField(label="Amount", required=False)
+
+    def __init__(self, *args: Any, organization: Organization, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        currency = organization.currency
+        self.fields["amount"].label = f"Amount ({currency_symbol(currency)} {currency})"
+        self.fields["amount"].help_text = (
+            "Invoice the usage beyond the allowance and credits each time the part not yet "
+            "invoiced this billing period reaches this amount; what is left is invoiced at "
+            "the period's end."
+        )

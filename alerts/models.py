@@ -9,6 +9,7 @@ from accounts.models import Membership, Organization
 from billing.models import CREDITS_METER, Meter
 from billing.periods import Period
 from config.credits import credits_field, format_credits
+from config.money import money_field
 
 MAX_ORGANIZATION_ALERTS = 25
 
@@ -65,7 +66,7 @@ class OrganizationAlert(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(threshold__gt=0)
-                & (models.Q(threshold_type="absolute") | models.Q(threshold__lte=100)),
+                & (~models.Q(threshold_type="percentage") | models.Q(threshold__lte=100)),
                 name="organization_alert_threshold_valid",
             ),
             models.CheckConstraint(
@@ -75,6 +76,10 @@ class OrganizationAlert(models.Model):
         ]
 
     def __str__(self) -> str:
+        if self.threshold_type in MONEY_THRESHOLD_TYPES:
+            what = self.get_threshold_type_display().lower()
+            amount = f"{self.threshold.normalize():f} {self.organization.currency}"
+            return f"{self.organization}: {what} alert at {amount}"
         unit = "%" if self.threshold_type == ThresholdType.PERCENTAGE else " credits"
         return f"{self.organization}: alert at {self.threshold.normalize():f}{unit}"
 
@@ -202,8 +207,13 @@ class Firing(models.Model):
     meter = models.CharField(max_length=64, default=CREDITS_METER)
     threshold_type = models.CharField(max_length=16, choices=ThresholdType.choices, blank=True)
     threshold = credits_field(help_text="As configured: a percent for percentage alerts.")
-    threshold_credits = credits_field()
-    value = credits_field(help_text="Usage when it fired.")
+    threshold_credits = money_field(
+        help_text="The threshold in what the alert watches: credits, or money (money alerts)."
+    )
+    value = money_field(help_text="Usage when it fired; spend or invoice total for money alerts.")
+    currency = models.CharField(
+        max_length=3, blank=True, help_text="For money alerts: the currency of the amounts."
+    )
     allowance = credits_field(null=True, blank=True)
     period_start = models.DateTimeField()
     period_end = models.DateTimeField()
@@ -322,4 +332,10 @@ EVENT_TYPES = {
 CREDIT_GRANT_CREATED = "credit_grant.created"
 CREDIT_GRANT_EXPIRING = "credit_grant.expiring"
 TOP_UP_LIMIT_REACHED = "credit_balance.top_up_limit_reached"
-CREDIT_EVENT_TYPES = (CREDIT_GRANT_CREATED, CREDIT_GRANT_EXPIRING, TOP_UP_LIMIT_REACHED)
+INVOICE_CREATED = "invoice.created"
+CREDIT_EVENT_TYPES = (
+    CREDIT_GRANT_CREATED,
+    CREDIT_GRANT_EXPIRING,
+    TOP_UP_LIMIT_REACHED,
+    INVOICE_CREATED,
+)

@@ -31,6 +31,8 @@ _BALANCE_SEVERITY = {
 
 
 def severity(firing: Firing) -> tuple[int, Decimal]:
+    if firing.currency:  # money alerts lead, by the highest amount: not comparable with credits
+        return (-2, -firing.threshold_credits)
     if firing.kind in _BALANCE_SEVERITY:
         return (_BALANCE_SEVERITY[FiringKind(firing.kind)], firing.threshold_credits)
     return (-1, -firing.threshold_credits)
@@ -43,7 +45,7 @@ def firing_summary(firing: Firing) -> dict[str, Any]:
         format_credits(
             (firing.value * 100 / firing.allowance).quantize(Decimal("0.1"), ROUND_HALF_UP)
         )
-        if firing.allowance and on_credits
+        if firing.allowance and on_credits and not firing.currency
         else None
     )
     # An alert on a meter (SPEC §10) says the meter's name and unit.
@@ -63,6 +65,7 @@ def firing_summary(firing: Firing) -> dict[str, Any]:
         "value": format_credits(firing.value),
         "allowance": format_credits(firing.allowance) if firing.allowance is not None else None,
         "percent_of_allowance": percent_of_allowance,
+        "currency": firing.currency or None,
         "period_start": firing.period_start.isoformat(),
         "period_end": firing.period_end.isoformat(),
         "triggered_at": firing.triggered_at.isoformat(),
@@ -83,17 +86,20 @@ def webhook_payload(organization: Organization, firing: Firing) -> dict[str, Any
                 "value": format_credits(firing.value),
             },
         }
+    data: dict[str, Any] = {
+        "organization": organization.slug,
+        "alert_id": firing.alert_id,
+        "user": firing.user_external_id or None,
+        "meter": firing.meter,
+        "threshold": format_credits(firing.threshold),
+        "value": format_credits(firing.value),
+        "period_start": firing.period_start.isoformat().replace("+00:00", "Z"),
+        "period_end": firing.period_end.isoformat().replace("+00:00", "Z"),
+    }
+    if firing.currency:  # spend and invoice_total: amounts of money
+        data.update(threshold_type=firing.threshold_type, currency=firing.currency)
     return {
         "type": EVENT_TYPES[FiringKind(firing.kind)],
         "timestamp": firing.triggered_at.isoformat().replace("+00:00", "Z"),
-        "data": {
-            "organization": organization.slug,
-            "alert_id": firing.alert_id,
-            "user": firing.user_external_id or None,
-            "meter": firing.meter,
-            "threshold": format_credits(firing.threshold),
-            "value": format_credits(firing.value),
-            "period_start": firing.period_start.isoformat().replace("+00:00", "Z"),
-            "period_end": firing.period_end.isoformat().replace("+00:00", "Z"),
-        },
+        "data": data,
     }

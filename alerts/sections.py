@@ -17,6 +17,7 @@ from accounts.models import Organization
 from accounts.selectors import member_name_expression
 from accounts.web import OrganizationHttpRequest
 from alerts.forms import (
+    BillingThresholdForm,
     CustomLimitForm,
     LimitPolicyForm,
     UserAlertPolicyForm,
@@ -28,7 +29,8 @@ from alerts.selectors import (
     members_past_user_alert_threshold,
     organization_alerts,
 )
-from alerts.services import configuration
+from alerts.services import configuration, invoicing
+from billing.invoices import invoices_of_period
 from billing.models import Source
 from billing.periods import Period
 from billing.selectors import (
@@ -50,6 +52,7 @@ USER_LIMITS = "per-user-limits"
 CUSTOM_LIMITS = "custom-limits"
 EXCEEDING = "users-exceeding"
 HISTORY = "alert-history"
+BILLING_THRESHOLD = "billing-threshold"
 SECTION_TEMPLATES = {
     ORGANIZATION_ALERTS: "alerts/_organization_alerts.html",
     USER_ALERTS: "alerts/_user_alerts.html",
@@ -57,6 +60,7 @@ SECTION_TEMPLATES = {
     CUSTOM_LIMITS: "alerts/_custom_limits.html",
     EXCEEDING: "alerts/_users_exceeding.html",
     HISTORY: "alerts/_alert_history.html",
+    BILLING_THRESHOLD: "alerts/_billing_threshold.html",
 }
 
 
@@ -195,6 +199,22 @@ def _history_context(organization: Organization, period: Period) -> dict[str, An
     }
 
 
+def _billing_threshold_context(
+    organization: Organization, period: Period, form: BillingThresholdForm | None = None
+) -> dict[str, Any]:
+    if form is None:
+        threshold = invoicing.billing_threshold_get(organization=organization)
+        form = BillingThresholdForm(
+            organization=organization,
+            prefix="billing_threshold",
+            initial=invoicing.billing_threshold_settings(threshold),
+        )
+    return {
+        "billing_threshold_form": form,
+        "invoices": invoices_of_period(organization=organization, period=period),
+    }
+
+
 def section_context(request: OrganizationHttpRequest, section: str, **forms: Any) -> dict[str, Any]:
     organization = request.membership.organization
     period = current_period(organization)
@@ -214,6 +234,10 @@ def section_context(request: OrganizationHttpRequest, section: str, **forms: Any
         return base | _exceeding_context(organization, period, request.GET.get("exceeding_page"))
     if section == HISTORY:
         return base | _history_context(organization, period)
+    if section == BILLING_THRESHOLD:
+        return base | _billing_threshold_context(
+            organization, period, forms.get("billing_threshold_form")
+        )
     raise ValueError(f"unknown section {section!r}")
 
 

@@ -9,6 +9,7 @@ from celery import shared_task
 from alerts.outbox import notifications_requeue_stale
 from alerts.retention import notifications_prune
 from alerts.services.credits import credit_balances_check
+from alerts.services.invoicing import invoices_close_periods
 
 
 @shared_task(ignore_result=True)
@@ -24,3 +25,8 @@ def prune_notifications() -> int:
 @shared_task(ignore_result=True)
 def check_credit_balances() -> int:
     return credit_balances_check()
+
+
+@shared_task(ignore_result=True)
+def close_invoice_periods() -> int:
+    return invoices_close_periods()

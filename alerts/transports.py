@@ -16,6 +16,7 @@ import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,6 +32,7 @@ from standardwebhooks.webhooks import Webhook
 
 from alerts.models import Channel, Notification, WebhookEndpoint
 from config.credits import readable_credits
+from config.money import readable_money
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +60,17 @@ def credit_email_context(payload: dict[str, Any]) -> dict[str, Any]:
     to expire, the top-up limit reached (alerts/outbox.py, credit_event_write).
     """
     data = dict(payload["data"])
-    for name in ("expires_at", "effective_at", "period_start"):
+    for name in ("expires_at", "effective_at", "period_start", "covered_from", "covered_through"):
         if data.get(name):
             data[f"{name}_at"] = datetime.fromisoformat(data[name].replace("Z", "+00:00"))
     event = payload["event"]
-    if event == "credit_grant.created":
+    action_url, action_label = f"{settings.SITE_URL}/credits/", "Manage credits"
+    if event == "invoice.created":
+        data["amount_text"] = readable_money(Decimal(data["amount"]), data["currency"])
+        headline = f"Invoice for {data['amount_text']} issued"
+        action_url = f"{settings.SITE_URL}/settings/limits/"
+        action_label = "Review Limits & Alerts"
+    elif event == "credit_grant.created":
         headline = f"Auto top-up added {readable_credits(data['credits'])} credits"
     elif event == "credit_grant.expiring":
         expires = data["expires_at_at"]
@@ -76,8 +84,8 @@ def credit_email_context(payload: dict[str, Any]) -> dict[str, Any]:
         "event": event,
         "data": data,
         "headline": headline,
-        "action_url": f"{settings.SITE_URL}/credits/",
-        "action_label": "Manage credits",
+        "action_url": action_url,
+        "action_label": action_label,
     }
 
 
@@ -365,6 +373,10 @@ def _describe(firing: dict[str, Any], *, to_member: bool) -> str:
             f"You have used {readable_credits(firing['value'])} credits this billing period, "
             f"past the threshold of {readable_credits(firing['threshold_credits'])}"
         )
+    if kind == "organization_alert" and firing.get("currency"):
+        what = "Spend" if firing["threshold_type"] == "spend" else "Invoice total"
+        threshold = readable_money(Decimal(firing["threshold"]), firing["currency"])
+        return f"{what} this period reached {threshold}"
     if kind == "organization_alert":
         if firing.get("meter", "credits") != "credits":
             return (
@@ -397,6 +409,11 @@ def alert_email_context(payload: dict[str, Any]) -> dict[str, Any]:
         for firing in payload["firings"]
     ]
     for firing in firings:
+        if firing.get("currency"):
+            firing["threshold_money"] = readable_money(
+                Decimal(firing["threshold"]), firing["currency"]
+            )
+            firing["value_money"] = readable_money(Decimal(firing["value"]), firing["currency"])
         firing["period_start_at"] = datetime.fromisoformat(firing["period_start"])
         firing["period_end_at"] = datetime.fromisoformat(firing["period_end"])
     if to_member:  # Limits & Alerts is admin-only: a member is sent to their own usage

@@ -22,6 +22,11 @@ urlpatterns: list[URLPattern | URLResolver] = [
         views.custom_limit_remove,
         name="custom_limit_remove",
     ),
+    path(
+        "settings/limits/billing-threshold/",
+        views.billing_threshold_save,
+        name="billing_threshold_save",
+    ),
     path("credits/", credit_views.credits_settings, name="credits_settings"),
     path("credits/balance-alerts/new/", credit_views.balance_alert_add, name="balance_alert_add"),
     path(

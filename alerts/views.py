@@ -1,6 +1,6 @@
 """The Limits & Alerts page (SPEC §6), for admins.
 
-One page with five sections. Every change is a form posted by htmx: a bad
+One page with six sections. Every change is a form posted by htmx: a bad
 one comes back as the form with its errors (422); a good one answers with
 the sections it changed, swapped out of band, a message in the status
 region and `closeDialog`. Without JavaScript the same URLs work as plain
@@ -19,13 +19,15 @@ from django.views.decorators.http import require_http_methods
 from accounts.models import Organization
 from accounts.web import OrganizationHttpRequest, admin_required, change_done, found_or_404
 from alerts.forms import (
+    BillingThresholdForm,
     CustomLimitForm,
     LimitPolicyForm,
     OrganizationAlertForm,
     UserAlertPolicyForm,
 )
-from alerts.models import OrganizationAlert, Recipients
+from alerts.models import MONEY_THRESHOLD_TYPES, OrganizationAlert, Recipients
 from alerts.sections import (
+    BILLING_THRESHOLD,
     CUSTOM_LIMITS,
     EXCEEDING,
     HISTORY,
@@ -42,7 +44,7 @@ from alerts.sections import (
 from alerts.selectors import (
     organization_alert_get,
 )
-from alerts.services import configuration
+from alerts.services import configuration, invoicing
 from alerts.services.changes import custom_limit_delete, custom_limit_set, limit_policy_update
 from billing.models import CustomLimit
 from billing.selectors import (
@@ -51,6 +53,7 @@ from billing.selectors import (
 )
 from config.credits import format_credits
 from config.forms import form_saved
+from config.money import readable_money
 
 
 @require_http_methods(["GET"])
@@ -211,6 +214,9 @@ def alert_delete(request: OrganizationHttpRequest, alert_id: int) -> HttpRespons
 
 
 def _alert_label(alert: OrganizationAlert) -> str:
+    if alert.threshold_type in MONEY_THRESHOLD_TYPES:
+        amount = readable_money(alert.threshold, alert.organization.currency)
+        return f"{amount} of {alert.get_threshold_type_display().lower()}"
     if alert.threshold_type == "percentage":
         return f"{format_credits(alert.threshold)}% of the allowance"
     return f"{format_credits(alert.threshold)} credits"
@@ -335,3 +341,24 @@ def custom_limit_remove(request: OrganizationHttpRequest, membership_id: int) ->
             "confirm_label": "Remove",
         },
     )
+
+
+# Threshold invoicing
+
+
+@require_http_methods(["POST"])
+@admin_required
+def billing_threshold_save(request: OrganizationHttpRequest) -> HttpResponse:
+    organization = request.membership.organization
+    form = BillingThresholdForm(request.POST, organization=organization, prefix="billing_threshold")
+    if form_saved(
+        form,
+        lambda data: invoicing.billing_threshold_set(
+            organization=organization,
+            settings=invoicing.BillingThresholdInput(
+                enabled=data["enabled"], amount=data["amount"]
+            ),
+        ),
+    ):
+        return _done(request, "Billing threshold saved.", BILLING_THRESHOLD)
+    return _invalid_section(request, BILLING_THRESHOLD, billing_threshold_form=form)

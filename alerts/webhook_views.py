@@ -53,6 +53,7 @@ EVENT_DESCRIPTIONS = {
     "alert.triggered": "an organization alert fired",
     "user_alert.triggered": "a member passed the credit usage alert threshold",
     "user_limit.reached": "a member reached their credit limit",
+    "invoice.created": "an invoice was made (billing threshold reached, or the period's end)",
 }
 
 

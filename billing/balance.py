@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import Sum
 from django.utils import timezone
 
 from accounts.models import Membership, Organization
 from billing.grants import active_grants, grants_remaining
-from billing.models import CreditGrant, CreditLedgerEntry, LedgerEntryType, Source
+from billing.models import CreditGrant, OrganizationUsage, Source
 from billing.periods import Period, organization_period
 from billing.rules import Decision, gate_decide
 from billing.selectors import LimitRules, limit_rules_get, member_usage_get, organization_used
@@ -39,6 +38,25 @@ def balance_of(
     if allowance is None and not any_grant:
         return None
     return allowance_left(allowance, used) + grants_remaining
+
+
+def overage_of(*, used: Decimal, allowance: Decimal | None, drawn: Decimal) -> Decimal:
+    """A period's overage: its usage that neither its allowance nor grants
+    covered (`drawn`: what grants covered of it). The one definition, for the
+    write path (alerts/services/invoicing.py) and every reader.
+    """
+    return max(used - (allowance or ZERO) - drawn, ZERO)
+
+
+def period_overage(*, organization: Organization, period: Period) -> tuple[Decimal, Decimal]:
+    """A period's usage and overage as they stand: one query."""
+    used, drawn = (
+        OrganizationUsage.objects.filter(organization=organization, period_start=period.start)
+        .values_list("used", "drawn")
+        .first()
+    ) or (ZERO, ZERO)
+    allowance = period.allowance(organization.credit_allowance)
+    return used, overage_of(used=used, allowance=allowance, drawn=drawn)
 
 
 def covered_by_allowance(
@@ -64,17 +82,10 @@ def credit_balance_get(*, organization: Organization, now: datetime) -> CreditBa
     """The balance as it stands at `now`, with the active grants in drawdown order."""
     period = organization_period(organization, now)
     allowance = period.allowance(organization.credit_allowance)
-    used = organization_used(organization=organization, period=period)
+    used, overage = period_overage(organization=organization, period=period)
     grants = list(active_grants(organization_id=organization.pk, now=now))
     grants_remaining = sum((grant.remaining for grant in grants), ZERO)
     any_grant = bool(grants) or CreditGrant.objects.filter(organization=organization).exists()
-    drawn = CreditLedgerEntry.objects.filter(
-        organization=organization,
-        type=LedgerEntryType.DRAWDOWN,
-        at__gte=period.start,
-        at__lt=period.end,
-    ).aggregate(total=Sum("credits"))["total"]
-    covered = (allowance or ZERO) + (-drawn if drawn else ZERO)
     return CreditBalance(
         balance=balance_of(
             allowance=allowance, used=used, grants_remaining=grants_remaining, any_grant=any_grant
@@ -82,7 +93,7 @@ def credit_balance_get(*, organization: Organization, now: datetime) -> CreditBa
         allowance=allowance,
         allowance_remaining=None if allowance is None else allowance_left(allowance, used),
         grants_remaining=grants_remaining,
-        overage=max(used - covered, ZERO),
+        overage=overage,
         period=period,
         grants=grants,
         used=used,

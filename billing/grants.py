@@ -25,11 +25,18 @@ from decimal import Decimal
 from django.db import connection
 from django.db.models import F, Q, QuerySet, Sum
 
-from billing.models import CreditGrant, CreditLedgerEntry, GrantStatus, LedgerEntryType
+from billing.models import (
+    CreditGrant,
+    CreditLedgerEntry,
+    GrantStatus,
+    LedgerEntryType,
+    OrganizationUsage,
+)
 from billing.sqlvalues import credits_param, credits_result, moment_param
 
 CREDIT_GRANT = CreditGrant._meta.db_table
 CREDIT_LEDGER = CreditLedgerEntry._meta.db_table
+ORGANIZATION_USAGE = OrganizationUsage._meta.db_table
 ZERO = Decimal(0)
 
 DRAWDOWN_ORDER = ("priority", F("expires_at").asc(nulls_last=True), "created_at", "id")
@@ -88,17 +95,26 @@ class Draw:
         return self.available - self.drawn
 
 
-def draw(*, organization_id: int, credits: Decimal, now: datetime, all_or_nothing: bool) -> Draw:
+def draw(
+    *,
+    organization_id: int,
+    period_start: datetime,
+    credits: Decimal,
+    now: datetime,
+    all_or_nothing: bool,
+) -> Draw:
     """Draw `credits` from the organization's active grants, in drawdown order.
 
     With `all_or_nothing` (a consume of an organization that blocks), nothing
     is drawn unless the grants cover all of it; otherwise as much as they
     hold (the rest is the period's overage). `credits` 0 draws nothing and
-    tells what is available.
+    tells what is available. What is drawn is added to the period's `drawn`
+    (its total row, which the caller holds) in the same statement.
     """
     if connection.vendor != "postgresql":
-        return _draw_one_by_one(organization_id, credits, now, all_or_nothing)
+        return _draw_one_by_one(organization_id, period_start, credits, now, all_or_nothing)
     params = {
+        "period_start": moment_param(period_start),
         "organization": organization_id,
         "credits": credits_param(credits),
         "now": moment_param(now),
@@ -137,6 +153,12 @@ def draw(*, organization_id: int, credits: Decimal, now: datetime, all_or_nothin
             entries AS (
                 INSERT INTO {CREDIT_LEDGER} (organization_id, grant_id, type, credits, at)
                 SELECT %(organization)s, id, %(drawdown)s, -credits, %(now)s FROM updated
+            ),
+            period_total AS (
+                UPDATE {ORGANIZATION_USAGE}
+                SET drawn = drawn + (SELECT COALESCE(SUM(credits), 0) FROM updated)
+                WHERE organization_id = %(organization)s AND period_start = %(period_start)s
+                    AND EXISTS (SELECT 1 FROM updated)
             )
             SELECT (SELECT available FROM total),
                 (SELECT COALESCE(SUM(credits), 0) FROM updated),
@@ -151,7 +173,11 @@ def draw(*, organization_id: int, credits: Decimal, now: datetime, all_or_nothin
 
 
 def _draw_one_by_one(
-    organization_id: int, credits: Decimal, now: datetime, all_or_nothing: bool
+    organization_id: int,
+    period_start: datetime,
+    credits: Decimal,
+    now: datetime,
+    all_or_nothing: bool,
 ) -> Draw:
     """The same drawdown for SQLite (the local demo database), which writes
     one transaction at a time: no locks to take, a grant at a time.
@@ -175,4 +201,8 @@ def _draw_one_by_one(
             at=now,
         )
         left -= take
+    if credits - left:
+        OrganizationUsage.objects.filter(
+            organization_id=organization_id, period_start=period_start
+        ).update(drawn=F("drawn") + (credits - left))
     return Draw(available=available, drawn=credits - left, any_grant=any_grant)

@@ -31,7 +31,7 @@ from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
-from django.db.models import Case, F, Value, When
+from django.db.models import F, Value
 
 from billing.models import (
     ConsumeAnswer,
@@ -140,19 +140,24 @@ def _member_totals(row: Sequence[Any]) -> MemberTotals:
     )
 
 
-def undo_member_increment(*, increment: MemberIncrement, now: datetime) -> None:
-    """Take back what `add_to_member` did at `now`, within the same transaction
-    (the row is still locked): the increment, and the limit-reached mark if
-    that statement set it.
+def undo_member_increment(
+    *, increment: MemberIncrement, totals: MemberTotals, limit: Decimal | None, now: datetime
+) -> None:
+    """Take back what `add_to_member` did at `now` (its answer: `totals`),
+    within the same transaction (the row is still locked): the increment, and
+    the limit-reached mark if that statement set it. A mark set at the same
+    moment by an earlier write (a frozen clock) stays: usage without this
+    increment had reached the limit already.
     """
+    set_here = totals.limit_reached_at == now and not over_budget(
+        totals.counted - increment.counted, limit
+    )
     MemberUsage.objects.filter(
         membership_id=increment.membership_id, period_start=increment.period_start
     ).update(
         used=F("used") - increment.used,
         counted=F("counted") - increment.counted,
-        limit_reached_at=Case(
-            When(limit_reached_at=now, then=Value(None)), default=F("limit_reached_at")
-        ),
+        limit_reached_at=Value(None) if set_here else F("limit_reached_at"),
     )
 
 

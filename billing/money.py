@@ -11,7 +11,8 @@ from datetime import datetime
 from decimal import Decimal
 
 from accounts.models import Organization
-from billing.balance import credit_balance_get
+from billing.balance import credit_balance_get, period_overage
+from billing.periods import Period
 from config.money import amount_of
 
 
@@ -41,4 +42,48 @@ def money_this_period(*, organization: Organization, now: datetime) -> MoneyThis
         currency=organization.currency,
         used=figures.used,
         overage=figures.overage,
+    )
+
+
+@dataclass(frozen=True)
+class MoneyChange:
+    """What a period costs an organization with a price, either side of a
+    write: usage and overage in credits (`*_before` None: nothing was counted
+    against the thresholds yet, as for a change of configuration). What the
+    `spend` and `invoice_total` alerts watch (alerts/services/rules.py).
+    """
+
+    price: Decimal
+    currency: str
+    used_before: Decimal | None
+    used_after: Decimal
+    overage_before: Decimal | None
+    overage_after: Decimal
+
+    def spend(self) -> tuple[Decimal | None, Decimal]:
+        """Usage x price, before and after."""
+        return self._priced(self.used_before), amount_of(self.used_after, self.price)
+
+    def invoice_total(self) -> tuple[Decimal | None, Decimal]:
+        """Overage x price, before and after."""
+        return self._priced(self.overage_before), amount_of(self.overage_after, self.price)
+
+    def _priced(self, credits: Decimal | None) -> Decimal | None:
+        return None if credits is None else amount_of(credits, self.price)
+
+
+def money_as_it_stands(*, organization: Organization, period: Period) -> MoneyChange | None:
+    """The period's usage and overage as they stand, for a change of
+    configuration (before: None); None without a price.
+    """
+    if organization.credit_price is None:
+        return None
+    used, overage = period_overage(organization=organization, period=period)
+    return MoneyChange(
+        price=organization.credit_price,
+        currency=organization.currency,
+        used_before=None,
+        used_after=used,
+        overage_before=None,
+        overage_after=overage,
     )

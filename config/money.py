@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 from functools import cache
-from typing import Annotated
+from typing import Annotated, Any
 
-from babel.numbers import format_currency, list_currencies
+from babel.numbers import format_currency, get_currency_symbol, list_currencies
+from django.db import models
 from pydantic import AfterValidator, PlainSerializer, WithJsonSchema
 
 from config.credits import CreditsOrZero, format_credits
@@ -41,6 +42,11 @@ def amount_of(credits: Decimal, price: Decimal) -> Decimal:
 def format_amount(amount: Decimal) -> str:
     """An amount as the API gives it: the shortest exact decimal string."""
     return format_credits(amount)
+
+
+def currency_symbol(currency: str) -> str:
+    """The currency's symbol as people read it ($, €, CHF)."""
+    return get_currency_symbol(currency, locale="en_US")
 
 
 def readable_money(amount: Decimal, currency: str) -> str:
@@ -82,3 +88,14 @@ AmountOut = Annotated[
         mode="serialization",
     ),
 ]
+
+
+MONEY_MAX_DIGITS = 32
+MONEY_DECIMAL_PLACES = 12  # credits (6) x price (6): every digit of a product is kept
+
+
+def money_field(**kwargs: Any) -> models.DecimalField[Any, Any]:
+    """An amount: credits times a price, exact."""
+    return models.DecimalField(
+        max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES, **kwargs
+    )

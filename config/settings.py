@@ -241,6 +241,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "alerts.tasks.check_credit_balances",
         "schedule": 60.0,
     },
+    # The `period_end` invoice (SPEC §11), within a minute of each period's end.
+    "close-invoice-periods": {
+        "task": "alerts.tasks.close_invoice_periods",
+        "schedule": 60.0,
+    },
     "prune-notifications": {
         "task": "alerts.tasks.prune_notifications",
         "schedule": 60.0 * 60,

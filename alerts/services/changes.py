@@ -16,6 +16,7 @@ from accounts import services as accounts_services
 from accounts.models import Membership, Organization
 from accounts.services import MembershipChanges, OrganizationChanges
 from alerts.services.credits import balance_reevaluate
+from alerts.services.invoicing import invoice_schedule_ensure
 from alerts.services.rules import alerts_evaluate_organization
 from billing.models import CustomLimit
 from billing.services import limits
@@ -62,7 +63,8 @@ def organization_update(
     **changes: Unpack[OrganizationChanges],
 ) -> Organization:
     """Change only what is given (accounts), and the anchor day (billing);
-    a new allowance or period re-evaluates the alerts.
+    a new allowance, period or price re-evaluates the alerts, and a price
+    has the organization's periods closed with a `period_end` invoice.
     """
     if anchor_day is not None:
         accounts_services.validate_anchor_day(anchor_day)
@@ -73,6 +75,11 @@ def organization_update(
         if {"own_credit_allowance", "plan", "anchor_day"} & set(changed):
             alerts_evaluate_organization(organization=organization)
             balance_reevaluate(organization=organization)
+        elif {"own_credit_price", "currency"} & set(changed):
+            alerts_evaluate_organization(organization=organization)
+        # A plan may bring a price (SPEC §12): the price in force is what counts.
+        if {"own_credit_price", "plan"} & set(changed):
+            invoice_schedule_ensure(organization=organization)
     return organization
 
 

@@ -18,14 +18,21 @@ from accounts.selectors import validate_admins
 from accounts.services import organization_cap_check
 from alerts.models import (
     MAX_ORGANIZATION_ALERTS,
+    MONEY_THRESHOLD_TYPES,
     OrganizationAlert,
     Recipients,
     ThresholdType,
     UserAlertPolicy,
 )
-from alerts.services.rules import alerts_evaluate_organization, crossed, threshold_credits
+from alerts.services.rules import (
+    alerts_evaluate_organization,
+    crossed,
+    money_watched,
+    threshold_credits,
+)
 from billing.meters import meter_values
 from billing.models import CREDITS_METER, Meter
+from billing.money import money_as_it_stands
 from billing.periods import organization_period
 from billing.selectors import organization_used
 from config.credits import format_credits
@@ -48,7 +55,7 @@ def validate_meter_threshold(meter: Meter | None, threshold_type: str) -> None:
 def validate_threshold(threshold_type: str, threshold: Decimal) -> None:
     if threshold_type not in ThresholdType.values:
         raise InvalidInput(
-            "threshold_type must be 'percentage' or 'absolute'.",
+            "threshold_type must be 'percentage', 'absolute', 'spend' or 'invoice_total'.",
             code="invalid",
             field="threshold_type",
         )
@@ -131,16 +138,21 @@ def _quiet_if_already_passed(alert: OrganizationAlert) -> None:
     """Created not to fire for a period already past it: quiet until the next."""
     organization = alert.organization
     period = organization_period(organization, timezone.now())
-    if alert.meter_id is not None:
-        threshold: Decimal | None = alert.threshold
+    if alert.threshold_type in MONEY_THRESHOLD_TYPES:
+        money = money_as_it_stands(organization=organization, period=period)
+        passed = money is not None and crossed(
+            None, money_watched(alert, money)[1], alert.threshold
+        )
+    elif alert.meter_id is not None:
         (value,) = meter_values(
             organization=organization, period=period, meter_ids={alert.meter_id}
         )
-        used = value.after
+        passed = crossed(None, value.after, alert.threshold)
     else:
         threshold = threshold_credits(alert, period.allowance(organization.credit_allowance))
         used = organization_used(organization=organization, period=period)
-    if crossed(None, used, threshold):
+        passed = crossed(None, used, threshold)
+    if passed:
         alert.quiet_period_start = period.start
         alert.save(update_fields=["quiet_period_start"])
 

@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from accounts.models import Membership, Organization
 from alerts.services.credits import BalanceChange, balance_changed, draw_beyond_allowance
+from alerts.services.invoicing import money_on_usage
 from alerts.services.rules import MemberChange, UsageChange, alerts_on_usage
 from billing import ledger
 from billing.balance import gate_decision_now
@@ -195,7 +196,7 @@ def _spend(consume: _Consume) -> Decision:
         enforce_allowance=organization.block_when_exhausted and not kept,
     )
     if organization_total is None:
-        ledger.undo_member_increment(increment=increment, now=now)
+        ledger.undo_member_increment(increment=increment, totals=member, limit=limit, now=now)
         return consume.refusal()
     balance: BalanceChange | None = None
     if kept:
@@ -211,7 +212,7 @@ def _spend(consume: _Consume) -> Decision:
             ledger.undo_organization_increment(
                 organization_id=organization.pk, period_start=period.start, credits=credits
             )
-            ledger.undo_member_increment(increment=increment, now=now)
+            ledger.undo_member_increment(increment=increment, totals=member, limit=limit, now=now)
             return consume.refusal()
     # Only once both caps have let it through, so a refusal has nothing to undo here.
     ledger.add_to_days(
@@ -221,12 +222,21 @@ def _spend(consume: _Consume) -> Decision:
         organization_id=organization.pk,
         increments={(membership.pk, period.start, consume.source): credits},
     )
+    money = money_on_usage(
+        organization=organization,
+        period=period,
+        used_before=organization_total - credits,
+        used_after=organization_total,
+        drawn=balance.drawn if balance is not None else ZERO,
+        now=now,
+    )
     alerts_on_usage(
         UsageChange(
             organization=organization,
             period=period,
             used_before=organization_total - credits,
             used_after=organization_total,
+            money=money,
             members=[
                 MemberChange(
                     membership_id=membership.pk,

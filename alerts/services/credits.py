@@ -75,6 +75,7 @@ class BalanceChange:
     before: Decimal | None
     after: Decimal | None
     now: datetime
+    drawn: Decimal = ZERO  # what the write drew from grants
 
     def refuses(self, credits: Decimal) -> bool:
         """Whether an organization that blocks refuses spending `credits` (the
@@ -105,6 +106,7 @@ def draw_beyond_allowance(
     allowance = period.allowance(organization.credit_allowance)
     drawn = draw(
         organization_id=organization.pk,
+        period_start=period.start,
         credits=credits - covered_by_allowance(allowance, used_before, credits),
         now=now,
         all_or_nothing=all_or_nothing,
@@ -121,6 +123,7 @@ def draw_beyond_allowance(
         before=balance(used_before, drawn.available),
         after=balance(used_before + credits, drawn.remaining_after),
         now=now,
+        drawn=drawn.drawn,
     )
 
 

@@ -24,6 +24,7 @@ from django.utils import timezone
 from accounts.models import Organization
 from accounts.selectors import member_ids_by_external_id
 from alerts.services.credits import BalanceChange, balance_changed, draw_beyond_allowance
+from alerts.services.invoicing import money_on_usage
 from alerts.services.rules import MemberChange, UsageChange, alerts_on_usage
 from billing import ledger
 from billing.idempotency import fingerprint, key_reused
@@ -41,7 +42,7 @@ from billing.models import (
     Source,
 )
 from billing.periods import organization_period
-from billing.rules import over_budget
+from billing.rules import ZERO, over_budget
 from billing.selectors import limit_rules_get
 from config.credits import format_credits
 from config.dbretry import retry_on_conflict
@@ -325,12 +326,22 @@ def _add_to_totals(
     )
     balance = _draw_beyond_allowance(organization, organization_totals, by_period, now)
     for period_start, used_after in organization_totals.items():
+        period = organization_period(organization, period_start)
+        money = money_on_usage(
+            organization=organization,
+            period=period,
+            used_before=used_after - by_period[period_start],
+            used_after=used_after,
+            drawn=balance.drawn if balance is not None and balance.period == period else ZERO,
+            now=now,
+        )
         alerts_on_usage(
             UsageChange(
                 organization=organization,
-                period=organization_period(organization, period_start),
+                period=period,
                 used_before=used_after - by_period[period_start],
                 used_after=used_after,
+                money=money,
                 members=[
                     MemberChange(
                         membership_id=member.membership_id,

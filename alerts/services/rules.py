@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from accounts.models import Membership, Organization
 from alerts.models import (
+    MONEY_THRESHOLD_TYPES,
     BalanceAlert,
     Firing,
     FiringKind,
@@ -41,6 +42,7 @@ from alerts.models import (
 from alerts.outbox import notifications_write
 from billing.meters import MeterChange, meter_values
 from billing.models import CREDITS_METER, MemberUsage
+from billing.money import MoneyChange, money_as_it_stands
 from billing.periods import Period, organization_period
 from billing.rules import over_budget
 from billing.selectors import limit_rules_get, organization_used
@@ -71,7 +73,9 @@ class MemberChange:
 
 @dataclass(frozen=True)
 class UsageChange:
-    """What one write did to an organization's totals in one period."""
+    """What one write did to an organization's totals in one period (`money`:
+    None without a price).
+    """
 
     organization: Organization
     period: Period
@@ -79,6 +83,7 @@ class UsageChange:
     used_after: Decimal
     members: Sequence[MemberChange] = ()
     meters: Sequence[MeterChange] = ()
+    money: MoneyChange | None = None
 
 
 @dataclass
@@ -94,10 +99,15 @@ class Candidate:
     membership_id: int | None = None
     balance_alert: BalanceAlert | None = None
     meter: str = CREDITS_METER
+    currency: str = ""
 
 
 def threshold_credits(alert: OrganizationAlert, allowance: Decimal | None) -> Decimal | None:
-    """The alert's threshold in credits; None for a percentage without allowance."""
+    """The alert's threshold in credits; None for a percentage without allowance
+    and for money alerts (`money_alert_candidates`).
+    """
+    if alert.threshold_type in MONEY_THRESHOLD_TYPES:
+        return None
     if alert.threshold_type == ThresholdType.ABSOLUTE:
         return alert.threshold
     if allowance is None:
@@ -146,6 +156,40 @@ def organization_alert_candidates(
                     value=value_after,
                     alert=alert,
                     meter=meter,
+                )
+            )
+    return candidates
+
+
+def money_watched(alert: OrganizationAlert, money: MoneyChange) -> tuple[Decimal | None, Decimal]:
+    """What a money alert watches, before and after: spend or invoice total."""
+    return money.spend() if alert.threshold_type == ThresholdType.SPEND else money.invoice_total()
+
+
+def money_alert_candidates(
+    alerts: Sequence[OrganizationAlert], *, period: Period, money: MoneyChange | None
+) -> list[Candidate]:
+    """Spend and invoice total against the `spend` and `invoice_total` alerts
+    (SPEC §11); none without a price. The firing's `threshold_credits` and
+    `value` are amounts of money, in `currency` (docs/money.md).
+    """
+    if money is None:
+        return []
+    candidates = []
+    for alert in alerts:
+        if alert.threshold_type not in MONEY_THRESHOLD_TYPES:
+            continue
+        before, after = money_watched(alert, money)
+        if alert.quiet_period_start != period.start and crossed(before, after, alert.threshold):
+            candidates.append(
+                Candidate(
+                    kind=FiringKind.ORGANIZATION_ALERT,
+                    dedupe_key=alert.firing_key(period),
+                    threshold=alert.threshold,
+                    threshold_credits=alert.threshold,
+                    value=after,
+                    alert=alert,
+                    currency=money.currency,
                 )
             )
     return candidates
@@ -214,6 +258,7 @@ def alerts_on_usage(change: UsageChange) -> list[Firing]:
         after=change.used_after,
         meters=change.meters,
     )
+    candidates += money_alert_candidates(alerts, period=period, money=change.money)
     for member in change.members:
         candidates += user_alert_candidates(
             policy,
@@ -251,6 +296,9 @@ def alerts_evaluate_organization(
             period=period,
             meter_ids={alert.meter_id for alert in alerts if alert.meter_id is not None},
         ),
+    )
+    candidates += money_alert_candidates(
+        alerts, period=period, money=money_as_it_stands(organization=organization, period=period)
     )
     # A policy saved not to tell members already past: only crossings (in
     # the write path) fire it this period.
@@ -350,6 +398,7 @@ def _insert_firings(
                 membership=membership,
                 user_external_id=membership.external_id if membership else "",
                 meter=candidate.meter,
+                currency=candidate.currency,
                 threshold_type=candidate.alert.threshold_type if candidate.alert else "",
                 threshold=candidate.threshold,
                 threshold_credits=candidate.threshold_credits,
@@ -371,6 +420,7 @@ def _insert_firings(
             "membership",
             "user_external_id",
             "meter",
+            "currency",
             "threshold_type",
             "threshold",
             "threshold_credits",

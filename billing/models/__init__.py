@@ -13,6 +13,7 @@ from billing.models.credits import (
     GrantStatus,
     LedgerEntryType,
 )
+from billing.models.invoices import BillingThreshold, Invoice, InvoiceReason, InvoiceSchedule
 from billing.models.meters import (
     CREDITS_METER,
     DAILY_AGGREGATIONS,
@@ -50,6 +51,7 @@ __all__ = [
     "Aggregation",
     "AutoTopUp",
     "BalanceCheck",
+    "BillingThreshold",
     "ConsumeAnswer",
     "CreditGrant",
     "CreditLedgerEntry",
@@ -57,6 +59,9 @@ __all__ = [
     "DailyUsage",
     "GrantKind",
     "GrantStatus",
+    "Invoice",
+    "InvoiceReason",
+    "InvoiceSchedule",
     "LedgerEntryType",
     "MemberUsage",
     "Meter",

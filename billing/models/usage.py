@@ -93,11 +93,20 @@ class ConsumeAnswer(models.Model):
 
 
 class OrganizationUsage(models.Model):
-    """An organization's credits used in one billing period."""
+    """An organization's credits used in one billing period; what its grants
+    covered of them (`drawn`, moved by the drawdown's own statement), and what
+    of its overage was invoiced (`invoiced` credits, up to `invoiced_through`).
+    The current period's row is the lock of the organization's balance.
+    """
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
     period_start = models.DateTimeField()
     used = credits_field(default=0)
+    drawn = credits_field(db_default=0, help_text="Credits of this period that grants covered.")
+    invoiced = credits_field(db_default=0, help_text="Credits of its overage invoiced so far.")
+    invoiced_through = models.DateTimeField(
+        null=True, blank=True, help_text="Where the last invoice's covered span ended."
+    )
 
     class Meta:
         constraints = [

@@ -43,6 +43,7 @@ class TestAlertCreate:
             "meter": "credits",
             "threshold_type": "percentage",
             "threshold": "80",
+            "currency": None,
             "notify": "all_admins",
             "admins": [],
             "status": "ok",
@@ -498,6 +499,7 @@ class TestAlertEvents:
             "threshold": "50",
             "threshold_credits": "500",
             "value": "612.25",
+            "currency": None,
             "triggered_at": event["triggered_at"],
             "period_start": event["period_start"],
         }

@@ -4,20 +4,23 @@ edited through the services, bounded queries.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal as D
 
 import pytest
 from django.urls import reverse
 
 from alerts.models import Firing, FiringKind
-from alerts.services.changes import custom_limit_set, limit_policy_update
+from alerts.services.changes import custom_limit_set, limit_policy_update, organization_update
 from alerts.services.consume import usage_consume
 from alerts.services.credit_settings import AutoTopUpInput, auto_top_up_set
 from alerts.services.credits import credit_grant_create
 from alerts.services.ingest import UsageInput, usage_ingest
+from alerts.services.invoicing import BillingThresholdInput, billing_threshold_set
 from billing.models import (
     ConsumeAnswer,
     CustomLimit,
+    Invoice,
     MemberUsage,
     SourceUsage,
     UsageEvent,
@@ -63,17 +66,35 @@ def ledger(organization, owner, member):
         organization=organization,
         settings=AutoTopUpInput(enabled=True, threshold=D(1), credits=D(5)),
     )
+    # Threshold invoicing (SPEC §11): a price, a threshold, an invoice.
+    organization_update(organization=organization, credit_price=D("0.5"))
+    billing_threshold_set(
+        organization=organization, settings=BillingThresholdInput(enabled=True, amount=D(1))
+    )
+    Invoice.objects.create(
+        organization=organization,
+        reason="threshold",
+        period_start=datetime(2026, 5, 1, tzinfo=UTC),
+        covered_from=datetime(2026, 5, 1, tzinfo=UTC),
+        covered_through=datetime(2026, 5, 2, tzinfo=UTC),
+        credits=D(4),
+        amount=D(2),
+        currency="USD",
+    )
 
 
 def test_every_billing_model_is_registered():
     assert {model.__name__ for model in BILLING_MODELS} == {
         "AutoTopUp",
         "BalanceCheck",
+        "BillingThreshold",
         "ConsumeAnswer",
         "CreditGrant",
         "CreditLedgerEntry",
         "CustomLimit",
         "DailyUsage",
+        "Invoice",
+        "InvoiceSchedule",
         "MemberUsage",
         "Meter",
         "OrganizationUsage",

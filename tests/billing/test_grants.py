@@ -14,7 +14,15 @@ from django.db.models import Sum
 from alerts.services.credits import credit_balances_check, credit_grant_create, credit_grant_void
 from billing.balance import credit_balance_get, gate_decision_now
 from billing.grants import _draw_one_by_one, draw
-from billing.models import CreditGrant, CreditLedgerEntry, GrantStatus, LedgerEntryType
+from billing.ledger import lock_organization_total
+from billing.models import (
+    CreditGrant,
+    CreditLedgerEntry,
+    GrantStatus,
+    LedgerEntryType,
+    OrganizationUsage,
+)
+from billing.periods import organization_period
 from billing.rules import ORGANIZATION_CREDITS_EXHAUSTED
 from billing.selectors import limit_rules_get
 from billing.services.grants import GrantInput
@@ -102,11 +110,22 @@ class TestDrawdownOrder:
             grant(org, "2.5", priority=3)
             grant(org, 4, priority=1, expires_at=NOW + timedelta(days=2))
             grant(org, 1, priority=1)
+        start = organization_period(organization, NOW).start
+        for org in (organization, other_organization):
+            lock_organization_total(organization_id=org.pk, period_start=start)
         statement = draw(
-            organization_id=organization.pk, credits=D("5.25"), now=NOW, all_or_nothing=False
+            organization_id=organization.pk,
+            period_start=start,
+            credits=D("5.25"),
+            now=NOW,
+            all_or_nothing=False,
         )
-        loop = _draw_one_by_one(other_organization.pk, D("5.25"), NOW, False)
+        loop = _draw_one_by_one(other_organization.pk, start, D("5.25"), NOW, False)
         assert statement == loop
+        # Both count what grants covered of the period on its total row.
+        assert sorted(
+            OrganizationUsage.objects.filter(period_start=start).values_list("drawn", flat=True)
+        ) == [D("5.25"), D("5.25")]
         assert sorted(
             CreditGrant.objects.filter(organization=organization).values_list(
                 "priority", "remaining"

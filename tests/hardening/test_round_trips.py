@@ -21,7 +21,8 @@ from django.test import Client
 from accounts.models import AuditEvent, Membership, Organization
 from alerts.models import UserAlertPolicy
 from alerts.services.changes import custom_limit_set
-from billing.models import CustomLimit, UserLimitPolicy
+from alerts.services.invoicing import BillingThresholdInput, billing_threshold_set
+from billing.models import BillingThreshold, CustomLimit, UserLimitPolicy
 from config.api import api as ninja_api
 from tests.fixtures import ApiClient
 from tests.helpers import limits_on, user_alerts_on
@@ -46,6 +47,9 @@ def world(organization: Organization, owner: Membership, member: Membership) -> 
     user_alerts_on(organization, "10.5", admins=[owner], notify_user=True)
     limits_on(organization, 100, admins=[owner], excluded_sources=["workflow"])
     custom_limit_set(organization=organization, membership=member, limit=D(77))
+    billing_threshold_set(
+        organization=organization, settings=BillingThresholdInput(enabled=True, amount=D("12.5"))
+    )
 
 
 def stored() -> tuple[Any, ...]:
@@ -58,6 +62,7 @@ def stored() -> tuple[Any, ...]:
         list(UserLimitPolicy.objects.values_list("enabled", "default_limit", "excluded_sources")),
         sorted(UserLimitPolicy.admins.through.objects.values_list("membership_id", flat=True)),
         sorted(CustomLimit.objects.values_list("membership__external_id", "limit")),
+        list(BillingThreshold.objects.values_list("enabled", "amount")),
     )
 
 

@@ -58,7 +58,8 @@ from alerts.services.consume import usage_consume
 from alerts.services.credit_settings import AutoTopUpInput, auto_top_up_set, balance_alert_create
 from alerts.services.credits import credit_grant_create
 from alerts.services.ingest import UsageInput, usage_ingest
-from billing.models import UsageEvent
+from alerts.services.invoicing import BillingThresholdInput, billing_threshold_set
+from billing.models import Invoice, UsageEvent
 from billing.selectors import current_period
 from billing.services.grants import GrantInput
 from tests.factories import (
@@ -145,6 +146,7 @@ KNOWN: dict[str, list[Any]] = {
     "webhook": [],
     "grant": [],
     "balance_alert": [],
+    "invoice": [],
 }
 
 
@@ -170,6 +172,8 @@ def flatmap_path_parameters(context: Any, path_parameters: dict[str, Any]) -> An
         real = st.sampled_from(KNOWN["grant"]).map(lambda pk: {"id": pk})
     elif path.startswith("/balance-alerts/") and KNOWN["balance_alert"]:
         real = st.sampled_from(KNOWN["balance_alert"]).map(lambda pk: {"id": pk})
+    elif path.startswith("/invoices/") and KNOWN["invoice"]:
+        real = st.sampled_from(KNOWN["invoice"]).map(lambda pk: {"id": pk})
     else:
         return st.just(path_parameters)
     return st.one_of(st.just(path_parameters), real)
@@ -186,7 +190,7 @@ def flatmap_body(context: Any, body: Any) -> Any:
     return st.one_of(st.just(body), _plausible(body))
 
 
-CREDIT_FIELDS = ("credits", "threshold", "limit", "default_limit", "credit_allowance")
+CREDIT_FIELDS = ("credits", "threshold", "limit", "default_limit", "credit_allowance", "amount")
 credit_amounts = st.decimals(
     min_value=Decimal("0.000001"), max_value=Decimal(150), places=6, allow_nan=False
 ).map(str)
@@ -245,8 +249,13 @@ def report(request: pytest.FixtureRequest) -> Iterator[None]:
 
 @pytest.fixture
 def world(db: None) -> World:
+    # A price (SPEC §11): money alerts and threshold invoicing run too.
     organization = OrganizationFactory(
-        slug="fuzzed", name="Fuzzed Inc", credit_allowance=Decimal(1000)
+        slug="fuzzed",
+        name="Fuzzed Inc",
+        credit_allowance=Decimal(1000),
+        credit_price=Decimal("0.02"),
+        currency="EUR",
     )
     owner = AdminMembershipFactory(
         organization=organization, user__email="owner@fuzzed.test", external_id="owner"
@@ -271,7 +280,15 @@ def world(db: None) -> World:
     alerts = [
         alert_create(organization=organization, threshold_type="percentage", threshold=Decimal(5)),
         absolute_alert(organization, 500, admins=[owner]),
+        alert_create(organization=organization, threshold_type="spend", threshold=Decimal(3)),
+        alert_create(
+            organization=organization, threshold_type="invoice_total", threshold=Decimal("0.5")
+        ),
     ]
+    billing_threshold_set(
+        organization=organization,
+        settings=BillingThresholdInput(enabled=True, amount=Decimal("0.25")),
+    )
     # The credit balance (SPEC §9): grants (one expiring, one voided later by
     # the fuzzing, maybe), balance alerts of each type, an auto top-up.
     grants = [
@@ -332,6 +349,19 @@ def world(db: None) -> World:
     ):
         meter_usage_row(meter, organization, value, period_start=period_start)
         meter_usage_row(meter, organization, value, period_start=period_start, membership=owner)
+    invoices = [
+        Invoice.objects.create(
+            organization=organization,
+            reason=reason,
+            period_start=datetime(2026, 5, 1, tzinfo=UTC),
+            covered_from=datetime(2026, 5, 1, tzinfo=UTC),
+            covered_through=datetime(2026, 6, 1, tzinfo=UTC),
+            credits=Decimal("12.5"),
+            amount=Decimal("0.25"),
+            currency="EUR",
+        )
+        for reason in ("threshold", "period_end")
+    ]
     endpoint = WebhookEndpoint.objects.create(
         organization=organization,
         url="https://hooks.example.com/headroom",
@@ -348,6 +378,7 @@ def world(db: None) -> World:
         webhook=[endpoint.pk],
         grant=[grant.pk for grant in grants],
         balance_alert=[alert.pk for alert in balance_alerts],
+        invoice=[invoice.pk for invoice in invoices],
     )
     return World(
         organization=organization,

@@ -9,6 +9,7 @@ never change them; pages give members a 403, other organizations' admins a
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -23,12 +24,15 @@ from alerts.models import BalanceAlert, OrganizationAlert, UserAlertPolicy, Webh
 from alerts.services.changes import custom_limit_set
 from alerts.services.credit_settings import AutoTopUpInput, auto_top_up_set, balance_alert_create
 from alerts.services.credits import credit_grant_create
+from alerts.services.invoicing import BillingThresholdInput, billing_threshold_set
 from alerts.webhooks import webhook_endpoint_create
 from billing.models import (
     AutoTopUp,
+    BillingThreshold,
     CreditGrant,
     CreditLedgerEntry,
     CustomLimit,
+    Invoice,
     MemberUsage,
     UsageEvent,
     UserLimitPolicy,
@@ -82,6 +86,20 @@ def world(organization, owner, member, outsider, other_organization) -> dict[str
         organization=other_organization,
         grant=GrantInput(kind="purchased", credits=D(7), idempotency_key="globex-g"),
     )
+    # An invoice and a billing threshold (SPEC §11).
+    invoice = Invoice.objects.create(
+        organization=organization,
+        reason="threshold",
+        period_start=datetime(2026, 5, 1, tzinfo=UTC),
+        covered_from=datetime(2026, 5, 1, tzinfo=UTC),
+        covered_through=datetime(2026, 5, 2, tzinfo=UTC),
+        credits=D(5),
+        amount=D("2.5"),
+        currency="USD",
+    )
+    billing_threshold_set(
+        organization=organization, settings=BillingThresholdInput(enabled=True, amount=D(50))
+    )
     _, acme_key = api_key_create(organization=organization)
     _, globex_key = api_key_create(organization=other_organization)
     return {
@@ -89,6 +107,7 @@ def world(organization, owner, member, outsider, other_organization) -> dict[str
         "endpoint": endpoint,
         "grant": grant,
         "balance_alert": balance_alert,
+        "invoice": invoice,
         "acme_key": acme_key,
         "globex_key": globex_key,
     }
@@ -147,6 +166,12 @@ def acme_state() -> tuple[Any, ...]:
                 "enabled", "threshold", "credits", "priority", "max_per_period"
             )
         ),
+        list(
+            BillingThreshold.objects.filter(organization__slug="acme").values_list(
+                "enabled", "amount"
+            )
+        ),
+        sorted(Invoice.objects.filter(organization__slug="acme").values_list("id", "credits")),
     )
 
 
@@ -237,6 +262,10 @@ def api_operations(world: dict[str, Any]) -> list[Operation]:
         Operation("get", "/api/v1/auto-top-up", None, 200),
         Operation("put", "/api/v1/auto-top-up", {"enabled": False, "max_per_period": 9}, 200),
         Operation("get", "/api/v1/meters", None, 200),
+        Operation("get", "/api/v1/billing-threshold", None, 200),
+        Operation("put", "/api/v1/billing-threshold", {"enabled": False}, 200),
+        Operation("get", "/api/v1/invoices", None, 200),
+        Operation("get", f"/api/v1/invoices/{world['invoice'].pk}", None, 200),
     ]
 
 
@@ -263,6 +292,7 @@ def test_the_matrix_covers_every_api_operation(world):
         "/credit-grants/{id}": ("{id}", str(world["grant"].pk)),
         "/credit-grants/{id}/void": ("{id}", str(world["grant"].pk)),
         "/balance-alerts/{id}": ("{id}", str(world["balance_alert"].pk)),
+        "/invoices/{id}": ("{id}", str(world["invoice"].pk)),
     }
     called = {(operation.method, operation.path) for operation in api_operations(world)}
     covered = set()
@@ -287,6 +317,7 @@ def test_another_organizations_key_never_reaches_acme(world):
         str(world["endpoint"].pk),
         str(world["grant"].pk),
         str(world["balance_alert"].pk),
+        str(world["invoice"].pk),
     }
 
     for method, path, body, _ in api_operations(world):
@@ -458,6 +489,7 @@ def page_urls(world: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
             ("get", f"/credits/balance-alerts/{balance_alert_id}/delete/"),
             ("post", f"/credits/balance-alerts/{balance_alert_id}/delete/"),
             ("post", "/credits/auto-top-up/"),
+            ("post", "/settings/limits/billing-threshold/"),
         ],
         "member": [("get", "/"), ("get", "/me/usage/"), ("get", "/assistant/")],
     }
@@ -508,6 +540,7 @@ def test_the_matrix_covers_every_page(world):
         "balance_alert_edit",
         "balance_alert_delete",
         "auto_top_up_save",
+        "billing_threshold_save",
     }
     # A new page must join the matrix below: this list is what it covers.
     assert names == expected
