@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connection
-from django.db.models import Model
+from django.db.models import NOT_PROVIDED, Model
 from django.utils import timezone
 
 BIG = Decimal(10) ** 11  # limits and thresholds nobody reaches here
@@ -44,7 +44,10 @@ def _bulk(model: type[Model], rows: Iterable[Model]) -> int:
     prepared as Django would for an INSERT (defaults, auto_now). Far faster
     than bulk_create for 100,000 rows. Returns the number of rows.
     """
-    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    # Columns with a database default (`db_default`) are left to it.
+    fields = [
+        f for f in model._meta.concrete_fields if not f.primary_key and f.db_default is NOT_PROVIDED
+    ]
     quote = connection.ops.quote_name
     columns = ", ".join(quote(str(f.column)) for f in fields)
     table = quote(model._meta.db_table)
