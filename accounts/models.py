@@ -240,8 +240,9 @@ class Organization(models.Model):
         self.own_credit_price = value
 
     def source_of(self, name: str) -> str | None:
-        """Where the value in force of `credit_allowance`, `credit_price` (or,
-        given the policy's own, `default_limit`) comes from; None: nowhere.
+        """Where the value in force of `credit_allowance` or `credit_price`
+        comes from; None: nowhere (the default limit's: billing.selectors.
+        limit_default_in_force).
         """
         if getattr(self, f"own_{name}") is not None:
             return ValueSource.ORGANIZATION

@@ -29,6 +29,7 @@ from typing import Any
 from django.db import connection
 
 from accounts.models import Organization
+from billing.meter_selectors import ORGANIZATION_KEY, meter_totals_get
 from billing.models import (
     DAILY_AGGREGATIONS,
     MAX_DISTINCT_VALUE_LENGTH,
@@ -65,14 +66,9 @@ def meter_values(
     """
     if not meter_ids:
         return []
-    values = dict(
-        MeterUsage.objects.filter(
-            organization=organization,
-            period_start=period.start,
-            member_key=0,
-            meter_id__in=meter_ids,
-        ).values_list("meter_id", "value")
-    )
+    values = meter_totals_get(
+        organization=organization, period=period, with_members=False
+    ).organization
     return [
         MeterChange(
             meter=meter,
@@ -182,7 +178,9 @@ def add_to_meters(*, organization_id: int, events: Sequence[MeterEvent]) -> list
     distinct: set[tuple[int, datetime, int, str]] = set()
     for event in events:
         meter = event.meter
-        member_keys = [0] if event.membership_id is None else [0, event.membership_id]
+        member_keys = [ORGANIZATION_KEY]
+        if event.membership_id is not None:
+            member_keys.append(event.membership_id)
         for member_key in member_keys:
             key = (meter.pk, event.period_start, member_key)
             members[key] = event.membership_id if member_key else None
@@ -291,7 +289,7 @@ def _upsert_usage(
                 after=credits_result(after),
             )
             for meter_id, period_start, member_key, before, after in cursor.fetchall()
-            if member_key == 0
+            if member_key == ORGANIZATION_KEY
         ]
 
 

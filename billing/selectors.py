@@ -100,7 +100,7 @@ def _limit_rules(organization: Organization, members: tuple[str, list[Any]]) -> 
     condition `members` (on `c.membership_id`, with its parameters) selects.
     """
     member_condition, member_params = members
-    plan_default = organization.plan.default_limit if organization.plan_id else None  # type: ignore[union-attr]
+    plan_default = organization.plan.default_limit if organization.plan else None
     rows = rawsql.fetch_all(
         f"""
         SELECT p.enabled, p.default_limit, p.excluded_sources, c.membership_id, c."limit"
