@@ -31,7 +31,7 @@ from alerts.selectors import (
 )
 from alerts.services import configuration, invoicing
 from billing.invoices import invoices_of_period
-from billing.models import Source
+from billing.models import Source, UserLimitPolicy
 from billing.periods import Period
 from billing.selectors import (
     current_period,
@@ -149,10 +149,9 @@ def _user_alerts_context(
 
 
 def _user_limits_context(
-    organization: Organization, form: LimitPolicyForm | None = None
+    organization: Organization, policy: UserLimitPolicy, form: LimitPolicyForm | None = None
 ) -> dict[str, Any]:
     if form is None:
-        policy = limit_policy_get(organization=organization)
         form = LimitPolicyForm(
             organization=organization,
             prefix="user_limits",
@@ -183,9 +182,8 @@ def _custom_limits_context(
 
 
 def _exceeding_context(
-    organization: Organization, period: Period, page: str | None = None
+    organization: Organization, period: Period, policy: UserLimitPolicy, page: str | None = None
 ) -> dict[str, Any]:
-    policy = limit_policy_get(organization=organization)
     rows = members_over_budget(organization=organization, period=period, policy=policy)
     return {
         "exceeding": _page(rows.order_by("limit_reached_at", "id"), page),
@@ -215,8 +213,19 @@ def _billing_threshold_context(
     }
 
 
-def section_context(request: OrganizationHttpRequest, section: str, **forms: Any) -> dict[str, Any]:
+def section_context(
+    request: OrganizationHttpRequest,
+    section: str,
+    *,
+    limit_policy: UserLimitPolicy | None = None,
+    **forms: Any,
+) -> dict[str, Any]:
+    """One section's context. The whole page passes what several sections
+    read (`limit_policy`), so that it is read once.
+    """
     organization = request.membership.organization
+    if limit_policy is None and section in (USER_LIMITS, EXCEEDING):
+        limit_policy = limit_policy_get(organization=organization)
     period = current_period(organization)
     base = {"organization": organization, "period": period}
     if section == ORGANIZATION_ALERTS:
@@ -228,10 +237,14 @@ def section_context(request: OrganizationHttpRequest, section: str, **forms: Any
             organization, request.GET.get("custom_page"), forms.get("custom_limit_form")
         )
         if section == USER_LIMITS:
-            context |= _user_limits_context(organization, forms.get("limit_form"))
+            assert limit_policy is not None
+            context |= _user_limits_context(organization, limit_policy, forms.get("limit_form"))
         return context
     if section == EXCEEDING:
-        return base | _exceeding_context(organization, period, request.GET.get("exceeding_page"))
+        assert limit_policy is not None
+        return base | _exceeding_context(
+            organization, period, limit_policy, request.GET.get("exceeding_page")
+        )
     if section == HISTORY:
         return base | _history_context(organization, period)
     if section == BILLING_THRESHOLD:
@@ -267,7 +280,8 @@ def page_response(
         "used": organization_used(organization=organization, period=period),
         "section_templates": SECTION_TEMPLATES,
     }
+    limit_policy = limit_policy_get(organization=organization)
     for section in SECTION_TEMPLATES:
         if section != CUSTOM_LIMITS:  # shown inside the per-user limits section
-            context |= section_context(request, section, **forms)
+            context |= section_context(request, section, limit_policy=limit_policy, **forms)
     return render(request, "alerts/limits_settings.html", context, status=status)

@@ -175,6 +175,78 @@ class TestAggregations:
             ("seats", date(2026, 3, 10)): 5,
         }
 
+    def test_the_portable_path_agrees_with_postgresqls_one_statement(
+        self, organization, other_organization, monkeypatch
+    ):
+        """SQLite (the local demo) writes the meters in three statements,
+        PostgreSQL in one: the same batches leave the same totals.
+        """
+        from billing import meters as meters_module
+
+        meter("storage", "sum")
+        meter("meetings", "count")
+        meter("seats", "max")
+        meter("active_users", "unique_count", property="user_id")
+        rng = random.Random(10)
+        members = {
+            org.pk: MembershipFactory.create_batch(3, organization=org)
+            for org in (organization, other_organization)
+        }
+        batches = []
+        for n in range(6):
+            batch = []
+            for j in range(15):
+                kind = rng.choice(["storage", "meetings", "seats", "active_users"])
+                batch.append(
+                    (
+                        kind,
+                        D(rng.randrange(1, 10**5)) / 100,
+                        rng.randrange(4),
+                        NOW - timedelta(days=rng.choice([0, 0, 1, 40])),
+                        f"b{n}-{j}",
+                        f"u{rng.randrange(8)}",
+                    )
+                )
+            batches.append(batch)
+
+        def totals(org):
+            for batch in batches:
+                sent = send(
+                    org,
+                    *(
+                        event(
+                            kind,
+                            None if kind in ("meetings", "active_users") else quantity,
+                            user=None if who == 3 else members[org.pk][who],
+                            at=at,
+                            key=key,
+                            user_id=value,
+                        )
+                        for kind, quantity, who, at, key, value in batch
+                    ),
+                )
+                assert sent.accepted == 15
+            index = {membership.pk: i for i, membership in enumerate(members[org.pk])}
+            usage = {
+                (key, start, index.get(membership_id), value)
+                for key, start, membership_id, value in MeterUsage.objects.filter(
+                    organization=org
+                ).values_list("meter__key", "period_start", "membership_id", "value")
+            }
+            daily = set(
+                MeterDailyUsage.objects.filter(organization=org).values_list(
+                    "meter__key", "day", "value"
+                )
+            )
+            return usage, daily
+
+        one_statement = totals(organization)
+        monkeypatch.setattr(
+            meters_module, "_add_in_one_statement", meters_module._add_statement_by_statement
+        )
+        assert totals(other_organization) == one_statement
+        assert len(one_statement[0]) > 20
+
 
 class TestCredits:
     def test_credits_omitted_are_the_quantity_at_the_meters_price(self, organization, member):
