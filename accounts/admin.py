@@ -16,9 +16,10 @@ from django.utils.html import format_html, format_html_join
 from accounts.forms import AdminUserChangeForm, AdminUserCreationForm, MembershipAdminForm
 from accounts.models import ApiKey, AuditEvent, Membership, Organization, Plan, Role, User
 from accounts.services import api_key_create, api_key_revoke
-from alerts.models import OrganizationAlert
+from alerts.models import OrganizationAlert, PlanAlert
 from alerts.services.changes import organization_update
 from alerts.services.invoicing import invoice_schedule_ensure
+from alerts.services.plan_alerts import inherited_alerts_sync, plan_lock_shared
 from alerts.services.rules import alerts_evaluate_organization
 from billing.models import CustomLimit, UserLimitPolicy
 from billing.selectors import current_period, organizations_with_usage_this_period
@@ -164,7 +165,10 @@ class OrganizationAdmin(
         self, request: HttpRequest, obj: Organization, form: ModelForm, change: bool
     ) -> None:
         if not change:
+            if obj.plan_id is not None:
+                plan_lock_shared([obj.plan_id])
             super().save_model(request, obj, form, change)
+            inherited_alerts_sync(organization=obj)
             invoice_schedule_ensure(organization=obj)
             return
         # Through the service the API uses: the anchor day moves without
@@ -191,10 +195,13 @@ class OrganizationAdmin(
 
 
 @admin.register(Plan)
-class PlanAdmin(CreditsAdminMixin, admin.ModelAdmin):
+class PlanAdmin(InlinesOnPageMixin, CreditsAdminMixin, admin.ModelAdmin):
     """Plans (SPEC §12): an organization on one uses its values where it sets
-    none of its own. The key is fixed once created (API clients name it).
+    none of its own, and has the plan's alerts. The key is fixed once
+    created (API clients name it).
     """
+
+    inline_models = (PlanAlert,)
 
     list_display = (
         "key",
@@ -217,6 +224,11 @@ class PlanAdmin(CreditsAdminMixin, admin.ModelAdmin):
     @admin.display(description="organizations", ordering="organization_count")
     def organization_count(self, plan: Plan) -> int:
         return plan.organization_count  # type: ignore[attr-defined]
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        super().save_formset(request, form, formset, change)
+        for refusal in getattr(formset, "refusals", ()):
+            messages.error(request, f"Not saved: {refusal}")
 
 
 @admin.register(Membership)

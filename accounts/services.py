@@ -69,6 +69,14 @@ def _validate_name(name: str, *, field: str = "name", max_length: int = 200) -> 
     return name
 
 
+class OrganizationFields(TypedDict, total=False):
+    """What `organization_create` takes besides the slug, name and plan."""
+
+    credit_allowance: Decimal | None
+    anchor_day: int
+    block_when_exhausted: bool
+
+
 def organization_create(
     *,
     slug: str,

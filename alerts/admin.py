@@ -24,6 +24,7 @@ from accounts.selectors import validate_admins
 from alerts import (
     credit_admin,  # noqa: F401  (registers the credit balance's admin)
     invoice_admin,  # noqa: F401  (registers threshold invoicing's admin)
+    plan_admin,  # noqa: F401  (registers the plans' alerts inline)
 )
 from alerts.models import (
     MAX_ORGANIZATION_ALERTS,

@@ -33,7 +33,7 @@ from billing.models import CREDITS_METER, Meter
 from billing.selectors import current_period
 from config.apikit import Page, StrictSchema, not_null, paginate, round_trip_put
 from config.credits import Credits, CreditsOut, format_credits
-from config.errors import InvalidInput, NotFound
+from config.errors import ErrorOut, InvalidInput, NotFound
 
 router = Router()
 
@@ -81,6 +81,11 @@ CURRENCY_FIELD = Field(
 
 class AlertOut(Schema):
     id: int
+    source: Literal["organization", "plan", "plan_override"] = Field(
+        description="`plan`: inherited from the organization's plan, and following it; "
+        "`plan_override`: inherited, then changed here; `organization`: its own."
+    )
+    enabled: bool = Field(description="False: turned off here; it never fires.")
     meter: str = Field(description="The meter it watches: `credits` or a platform meter's key.")
     threshold_type: ThresholdTypeName
     threshold: CreditsOut
@@ -116,10 +121,15 @@ class AlertPatch(StrictSchema):
     threshold: Credits | None = None
     notify: NotifyName | None = None
     admins: list[str] | None = None
-
-    _no_nulls = field_validator("threshold_type", "threshold", "notify", "admins", mode="before")(
-        not_null
+    enabled: StrictBool | None = Field(
+        default=None,
+        description="False turns the alert off here, true on again. On an alert inherited from "
+        "the plan, any change makes it this organization's own copy (`plan_override`).",
     )
+
+    _no_nulls = field_validator(
+        "threshold_type", "threshold", "notify", "admins", "enabled", mode="before"
+    )(not_null)
 
 
 class UserAlertPolicyOut(Schema):
@@ -227,6 +237,8 @@ def _alerts_out(
     return [
         {
             "id": row.alert.pk,
+            "source": row.alert.source,
+            "enabled": row.alert.enabled,
             "meter": row.alert.meter.key if row.alert.meter else CREDITS_METER,
             "threshold_type": row.alert.threshold_type,
             "threshold": row.alert.threshold,
@@ -304,11 +316,12 @@ def alert_patch(request: HttpRequest, id: int, payload: AlertPatch) -> dict[str,
         threshold=payload.threshold,
         notify=payload.notify,
         admins=_admins(alert.organization, payload.admins),
+        enabled=payload.enabled,
     )
     return _alert_out(request, alert.pk)
 
 
-@router.delete("/alerts/{id}", response={204: None}, tags=["alerts"])
+@router.delete("/alerts/{id}", response={204: None, 409: ErrorOut}, tags=["alerts"])
 def alert_delete(request: HttpRequest, id: int) -> Status[None]:
     configuration.alert_delete(alert=_alert_of(request, id))
     return Status(204, None)

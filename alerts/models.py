@@ -5,7 +5,7 @@ import uuid
 from django.db import models
 from django.utils import timezone
 
-from accounts.models import Membership, Organization
+from accounts.models import Membership, Organization, Plan
 from billing.models import CREDITS_METER, Meter
 from billing.periods import Period
 from config.credits import credits_field, format_credits
@@ -30,6 +30,68 @@ class Recipients(models.TextChoices):
     SPECIFIC_ADMINS = "specific_admins", "Specific Admins"
 
 
+class AlertSource(models.TextChoices):
+    """Where an organization alert comes from (SPEC §12)."""
+
+    ORGANIZATION = "organization", "Organization"
+    PLAN = "plan", "Plan"
+    PLAN_OVERRIDE = "plan_override", "Plan, changed here"
+
+
+class PlanAlert(models.Model):
+    """An alert every organization on the plan inherits (SPEC §12), as a copy
+    of its own (OrganizationAlert.plan_alert) that fires and is recorded like
+    the organization's own alerts. A change here reaches every copy the
+    organization has not changed (alerts/services/plan_alerts.py).
+    """
+
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="alerts")
+    meter = models.ForeignKey(
+        Meter, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    threshold_type = models.CharField(
+        max_length=16,
+        choices=[
+            (ThresholdType.PERCENTAGE.value, ThresholdType.PERCENTAGE.label),
+            (ThresholdType.ABSOLUTE.value, ThresholdType.ABSOLUTE.label),
+        ],
+    )
+    threshold = credits_field(help_text="A percent (1-100) of the allowance, or credits.")
+    enabled = models.BooleanField(default=True)
+    only_future = models.BooleanField(
+        default=False,
+        help_text="Created not to fire for organizations already past it this period.",
+    )
+    # Each change that needs the organizations' usage looked at (settling,
+    # alerts/services/plan_alerts.py) bumps `revision`; settling records the
+    # revision it did. Behind: to settle.
+    revision = models.PositiveIntegerField(default=0)
+    settled_revision = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["plan", "threshold_type", "threshold", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(threshold__gt=0)
+                & (~models.Q(threshold_type="percentage") | models.Q(threshold__lte=100)),
+                name="plan_alert_threshold_valid",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(meter__isnull=True) | models.Q(threshold_type="absolute"),
+                name="plan_alert_meter_absolute",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        threshold = f"{self.threshold.normalize():f}"
+        if self.meter is not None:
+            return f"{self.plan}: alert at {threshold} {self.meter.unit} of {self.meter.name}"
+        unit = "%" if self.threshold_type == ThresholdType.PERCENTAGE else " credits"
+        return f"{self.plan}: alert at {threshold}{unit}"
+
+
 class OrganizationAlert(models.Model):
     """Fires once per billing period when organization usage reaches its threshold.
 
@@ -37,9 +99,22 @@ class OrganizationAlert(models.Model):
     (alert, period, generation), so an edit re-arms the alert.
     `quiet_period_start`: created with fire_if_already_exceeded=False while
     already past the threshold, it stays quiet until the next period.
+
+    A copy of its plan's alert when `plan_alert` is set: it follows the
+    plan's alert until the organization changes it (`overridden`).
+    `only_future_pending`: the copy of a plan alert created only for future
+    crossings, not yet checked for being already past (a background task
+    does it); until then a change of configuration does not fire it, a
+    crossing does.
     """
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="alerts")
+    plan_alert = models.ForeignKey(
+        PlanAlert, on_delete=models.CASCADE, null=True, blank=True, related_name="copies"
+    )
+    overridden = models.BooleanField(default=False)
+    enabled = models.BooleanField(default=True)
+    only_future_pending = models.BooleanField(default=False)
     meter = models.ForeignKey(
         Meter,
         on_delete=models.PROTECT,
@@ -73,6 +148,11 @@ class OrganizationAlert(models.Model):
                 condition=models.Q(meter__isnull=True) | models.Q(threshold_type="absolute"),
                 name="organization_alert_meter_absolute",
             ),
+            models.UniqueConstraint(
+                fields=["plan_alert", "organization"],
+                condition=models.Q(plan_alert__isnull=False),
+                name="organization_alert_one_copy_per_plan_alert",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -82,6 +162,12 @@ class OrganizationAlert(models.Model):
             return f"{self.organization}: {what} alert at {amount}"
         unit = "%" if self.threshold_type == ThresholdType.PERCENTAGE else " credits"
         return f"{self.organization}: alert at {self.threshold.normalize():f}{unit}"
+
+    @property
+    def source(self) -> str:
+        if self.plan_alert_id is None:
+            return AlertSource.ORGANIZATION
+        return AlertSource.PLAN_OVERRIDE if self.overridden else AlertSource.PLAN
 
     def firing_key(self, period: Period) -> str:
         """The dedupe key of its firing in `period`, at its current arming."""

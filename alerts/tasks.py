@@ -10,6 +10,7 @@ from alerts.outbox import notifications_requeue_stale
 from alerts.retention import notifications_prune
 from alerts.services.credits import credit_balances_check
 from alerts.services.invoicing import invoices_close_periods
+from alerts.services.plan_alerts import plan_alerts_settle_due
 
 
 @shared_task(ignore_result=True)
@@ -30,3 +31,8 @@ def check_credit_balances() -> int:
 @shared_task(ignore_result=True)
 def close_invoice_periods() -> int:
     return invoices_close_periods()
+
+
+@shared_task(ignore_result=True)
+def settle_plan_alerts() -> int:
+    return plan_alerts_settle_due()

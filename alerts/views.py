@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpResponse
+from django.http import HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_http_methods
@@ -44,7 +44,7 @@ from alerts.sections import (
 from alerts.selectors import (
     organization_alert_get,
 )
-from alerts.services import configuration, invoicing
+from alerts.services import configuration, invoicing, plan_alerts
 from alerts.services.changes import custom_limit_delete, custom_limit_set, limit_policy_update
 from billing.models import CustomLimit
 from billing.selectors import (
@@ -198,6 +198,12 @@ def _alert_initial(alert: OrganizationAlert) -> dict[str, Any]:
 @admin_required
 def alert_delete(request: OrganizationHttpRequest, alert_id: int) -> HttpResponse:
     alert = _alert_for(request, alert_id)
+    if alert.plan_alert_id is not None:
+        # Offered to be turned off instead; a POST to delete it is a conflict.
+        status = 409 if request.method == "POST" else 200
+        return _dialog(
+            request, "alerts/_inherited_alert_delete.html", {"alert": alert}, status=status
+        )
     if request.method == "POST":
         configuration.alert_delete(alert=alert)
         return _done(request, "Alert deleted.", ORGANIZATION_ALERTS)
@@ -211,6 +217,30 @@ def alert_delete(request: OrganizationHttpRequest, alert_id: int) -> HttpRespons
             "action": request.path,
         },
     )
+
+
+@require_http_methods(["POST"])
+@admin_required
+def alert_switch(request: OrganizationHttpRequest, alert_id: int) -> HttpResponse:
+    """Turn an alert off (it never fires) or on again: `enabled` says which."""
+    alert = _alert_for(request, alert_id)
+    wanted = request.POST.get("enabled")
+    if wanted not in ("true", "false"):
+        return HttpResponseBadRequest("Say enabled=true or enabled=false.")
+    configuration.alert_update(alert=alert, enabled=wanted == "true")
+    done = "Alert turned on." if wanted == "true" else "Alert turned off."
+    return _done(request, done, ORGANIZATION_ALERTS, HISTORY)
+
+
+@require_http_methods(["POST"])
+@admin_required
+def alert_reset(request: OrganizationHttpRequest, alert_id: int) -> HttpResponse:
+    """An alert inherited from the plan, changed here, takes the plan's again."""
+    alert = _alert_for(request, alert_id)
+    if alert.plan_alert_id is None:
+        return HttpResponseBadRequest("This alert is the organization's own.")
+    plan_alerts.inherited_alert_reset(alert=alert)
+    return _done(request, "Alert reset to the plan's.", ORGANIZATION_ALERTS, HISTORY)
 
 
 def _alert_label(alert: OrganizationAlert) -> str:

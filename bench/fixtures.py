@@ -312,6 +312,22 @@ def organizations_fill(total: int, *, events_per_organization: int = 10) -> int:
     return missing
 
 
+def plans_create(crowded: Tenant, alone: Tenant) -> tuple[Any, Any]:
+    """Two plans (SPEC §12): one of every filler organization and `crowded`,
+    one of `alone` only; each tenant moves onto its plan through the service.
+    """
+    from accounts.models import Organization
+    from accounts.plans import plan_create
+    from alerts.services.changes import organization_update
+
+    big = plan_create(key="bench-crowded", name="Crowded", credit_allowance=ALLOWANCE)
+    small = plan_create(key="bench-alone", name="Alone", credit_allowance=ALLOWANCE)
+    Organization.objects.filter(slug__startswith="filler-").update(plan=big)
+    organization_update(organization=crowded.organization(), plan=big)
+    organization_update(organization=alone.organization(), plan=small)
+    return big, small
+
+
 def usage_fill(tenant: Tenant, *, credits: Decimal = Decimal(1)) -> None:
     """This period's totals for every member of the tenant: a busy organization."""
     from accounts.models import Membership

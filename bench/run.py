@@ -21,6 +21,7 @@ import tempfile
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -53,6 +54,9 @@ GRANTS_RATIO = 1.3
 # SPEC §10 (issue 16): a batch mixing sum, max and unique_count meters, at most
 # 1.3x a credits-only batch of the same size (per event).
 METERS_RATIO = 1.3
+# SPEC §12 (issue 17): a plan alert added to a plan of 10,000 organizations answers in
+# under a second.
+PLAN_ALERT_MS = 1000.0
 PAGE_QUERIES = 20
 PAGE_MS = 150.0
 
@@ -228,6 +232,8 @@ def _measure_in_process(
     fixtures.grants_add(grants, count=GRANTS)
     metered = fixtures.tenant_create("scale-meters", members=1, alerts=1)
     meter_keys = fixtures.meters_create()
+    crowded = fixtures.tenant_create("scale-plan-crowded", members=1, alerts=1)
+    plan_alone = fixtures.tenant_create("scale-plan-alone", members=1, alerts=1)
 
     clock.step(f"Fixtures: the Limits & Alerts page's organization of {PAGE_MEMBERS:,} members")
     page_users = list(
@@ -237,10 +243,12 @@ def _measure_in_process(
 
     clock.step(f"Fixtures: up to {ORGANIZATIONS:,} organizations (bulk)")
     fixtures.organizations_fill(ORGANIZATIONS)
+    big_plan, small_plan = fixtures.plans_create(crowded, plan_alone)
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")
         # Write the bulk load out now, not in a checkpoint during the measurements.
         cursor.execute("CHECKPOINT")
+    _measure_plan_alert(report, clock, big_plan, small_plan)
     made = Fixtures(
         base=base,
         ingest=ingest,
@@ -261,7 +269,18 @@ def _measure_in_process(
     alerts_big = scaling.Probe("alerts", alerts, alerts.users[0])
     grants_big = scaling.Probe("grants", grants, grants.users[0])
     meters_big = scaling.Probe("meters", metered, metered.users[0], meters=meter_keys)
-    probes = [base_small, base_big, users_big, alerts_big, grants_big, meters_big]
+    plan_small = scaling.Probe("plan-alone", plan_alone, plan_alone.users[0])
+    plan_big = scaling.Probe("plan-crowded", crowded, crowded.users[0])
+    probes = [
+        base_small,
+        base_big,
+        users_big,
+        alerts_big,
+        grants_big,
+        meters_big,
+        plan_small,
+        plan_big,
+    ]
     try:
         scaling.measure(probes, rounds=rounds)
     finally:
@@ -272,6 +291,7 @@ def _measure_in_process(
         (f"1 -> {ALERTS} alerts per organization", base_big, alerts_big),
         (f"with {GRANTS} active grants vs none", base_big, grants_big),
         ("a batch mixing 3 meters vs credits only", base_big, meters_big),
+        (f"1 -> {made.organizations - 1:,} organizations on its plan", plan_small, plan_big),
     ):
         for kind, unit in (("ingest", "per event"), ("consume", "per call")):
             if "meters" in label and kind == "consume":
@@ -301,6 +321,40 @@ def _measure_in_process(
             )
 
     return made
+
+
+def _measure_plan_alert(report: Report, clock: Clock, big: Any, small: Any) -> None:
+    """SPEC §12: a plan alert added to a plan of 10,000 organizations answers
+    at once (its copies written in one statement); settling it (firing where
+    already passed) runs off the request, and is timed here in-process.
+    The same alert goes on the plan of one organization, for the probes.
+    """
+    from accounts.models import Organization
+    from alerts.services.plan_alerts import plan_alert_create, plan_alert_settle
+
+    organizations = Organization.objects.filter(plan=big).count()
+    clock.step(f"Plan alerts: one added to a plan of {organizations:,} organizations")
+    stack.wait_for_quiet(seconds=15)
+    started = time.perf_counter()
+    plan_alert = plan_alert_create(plan=big, threshold_type="percentage", threshold=Decimal(95))
+    added_ms = (time.perf_counter() - started) * 1000
+    plan_alert_create(plan=small, threshold_type="percentage", threshold=Decimal(95))
+    started = time.perf_counter()
+    past = plan_alert_settle(plan_alert.pk)
+    settled_ms = (time.perf_counter() - started) * 1000
+    report.add(
+        Figure(
+            S_SCALE,
+            f"adding a plan alert to a plan of {organizations:,} organizations",
+            added_ms,
+            "ms",
+            ms(added_ms),
+            baseline=f"its settling, off the request: {ms(settled_ms)} ({past:,} already past)",
+            target=f"< {PLAN_ALERT_MS:,.0f} ms",
+            met=added_ms < PLAN_ALERT_MS,
+            detail={"organizations": organizations, "settled_ms": settled_ms, "past": past},
+        )
+    )
 
 
 def _measure_page(

@@ -246,6 +246,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "alerts.tasks.close_invoice_periods",
         "schedule": 60.0,
     },
+    # Plan alerts (SPEC §12): a new or changed plan alert fires, within a
+    # minute, for organizations already past it, should its own task be lost.
+    "settle-plan-alerts": {
+        "task": "alerts.tasks.settle_plan_alerts",
+        "schedule": 60.0,
+    },
     "prune-notifications": {
         "task": "alerts.tasks.prune_notifications",
         "schedule": 60.0 * 60,

@@ -13,10 +13,11 @@ from typing import ParamSpec, TypeVar, Unpack
 from django.db import transaction
 
 from accounts import services as accounts_services
-from accounts.models import Membership, Organization
-from accounts.services import MembershipChanges, OrganizationChanges
+from accounts.models import Membership, Organization, Plan
+from accounts.services import MembershipChanges, OrganizationChanges, OrganizationFields
 from alerts.services.credits import balance_reevaluate
 from alerts.services.invoicing import invoice_schedule_ensure
+from alerts.services.plan_alerts import inherited_alerts_sync, plan_lock_shared
 from alerts.services.rules import alerts_evaluate_organization
 from billing.models import CustomLimit
 from billing.services import limits
@@ -65,13 +66,19 @@ def organization_update(
     """Change only what is given (accounts), and the anchor day (billing);
     a new allowance, period or price re-evaluates the alerts, and a price
     has the organization's periods closed with a `period_end` invoice.
+    Another plan swaps the alerts inherited from the plan (SPEC §12).
     """
     if anchor_day is not None:
         accounts_services.validate_anchor_day(anchor_day)
+    plan = changes.get("plan")
     with transaction.atomic():
+        if plan is not None:
+            plan_lock_shared([plan.pk])
         changed = accounts_services.organization_update(organization=organization, **changes)
         if anchor_day is not None:
             changed += organization_anchor_day_set(organization=organization, anchor_day=anchor_day)
+        if "plan" in changed:
+            inherited_alerts_sync(organization=organization)
         if {"own_credit_allowance", "plan", "anchor_day"} & set(changed):
             alerts_evaluate_organization(organization=organization)
             balance_reevaluate(organization=organization)
@@ -80,6 +87,22 @@ def organization_update(
         # A plan may bring a price (SPEC §12): the price in force is what counts.
         if {"own_credit_price", "plan"} & set(changed):
             invoice_schedule_ensure(organization=organization)
+    return organization
+
+
+def organization_create(
+    *, slug: str, name: str, plan: Plan | None = None, **fields: Unpack[OrganizationFields]
+) -> Organization:
+    """Create an organization (accounts), with its plan's alerts if on a plan."""
+    with transaction.atomic():
+        if plan is not None:
+            plan_lock_shared([plan.pk])
+        organization = accounts_services.organization_create(
+            slug=slug, name=name, plan=plan, **fields
+        )
+        if plan is not None:
+            inherited_alerts_sync(organization=organization)
+        invoice_schedule_ensure(organization=organization)
     return organization
 
 

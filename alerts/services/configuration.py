@@ -37,7 +37,7 @@ from billing.periods import organization_period
 from billing.selectors import organization_used
 from config.credits import format_credits
 from config.dbretry import retry_on_conflict
-from config.errors import InvalidInput, NotFound
+from config.errors import Conflict, InvalidInput, NotFound
 
 TOO_MANY_ALERTS = f"An organization can have at most {MAX_ORGANIZATION_ALERTS} alerts per meter."
 
@@ -122,19 +122,19 @@ def alert_create(
         if chosen:
             alert.admins.add(*chosen)  # a new alert has none to replace
         if not fire_if_already_exceeded:
-            _quiet_if_already_passed(alert)
+            quiet_if_already_passed(alert)
         audit_record(
             organization=organization,
             action="alert.created",
             target_type="organization_alert",
             target_id=alert.pk,
-            after=_alert_snapshot(alert, chosen),
+            after=alert_snapshot(alert, chosen),
         )
         alerts_evaluate_organization(organization=organization)
     return alert
 
 
-def _quiet_if_already_passed(alert: OrganizationAlert) -> None:
+def quiet_if_already_passed(alert: OrganizationAlert) -> None:
     """Created not to fire for a period already past it: quiet until the next."""
     organization = alert.organization
     period = organization_period(organization, timezone.now())
@@ -165,9 +165,13 @@ def alert_update(
     threshold: Decimal | None = None,
     notify: str | None = None,
     admins: Sequence[Membership] | None = None,
+    enabled: bool | None = None,
 ) -> OrganizationAlert:
     """Edit an alert. A new threshold re-arms it: if usage is already past
-    the new threshold it fires at once.
+    the new threshold it fires at once. `enabled` False turns it off (it
+    never fires) until turned on again. Editing an alert inherited from the
+    plan changes this organization's copy only: from then on it no longer
+    follows the plan's alert (SPEC §12, `plan_override`).
 
     The alert is read again under its row lock and validated as it then
     stands: `alert` may have been loaded before a concurrent edit (whose
@@ -185,8 +189,14 @@ def alert_update(
         validate_threshold(new_type, new_threshold)
         validate_meter_threshold(alert.meter, new_type)
         validate_recipients(alert.organization, new_notify, new_admins)
-        before = _alert_snapshot(alert, old_admins)
-        changed = ["threshold_type", "threshold", "notify", "updated_at"]
+        before = alert_snapshot(alert, old_admins)
+        changed = ["threshold_type", "threshold", "notify", "enabled", "updated_at"]
+        if enabled is not None:
+            alert.enabled = enabled
+        if alert.plan_alert_id is not None:
+            alert.overridden = True
+            alert.only_future_pending = False
+            changed += ["overridden", "only_future_pending"]
         if new_type != alert.threshold_type or new_threshold != alert.threshold:
             alert.generation += 1
             alert.quiet_period_start = None
@@ -201,7 +211,7 @@ def alert_update(
             target_type="organization_alert",
             target_id=alert.pk,
             before=before,
-            after=_alert_snapshot(alert, chosen),
+            after=alert_snapshot(alert, chosen),
         )
         alerts_evaluate_organization(organization=alert.organization)
     return alert
@@ -211,17 +221,24 @@ def alert_update(
 def alert_delete(*, alert: OrganizationAlert) -> None:
     """Delete an alert, auditing it as it stands under its row lock (an edit
     may have changed it since `alert` was loaded). One deleted meanwhile is
-    left as it is: deleted once, audited once.
+    left as it is: deleted once, audited once. One inherited from the plan
+    cannot be deleted here: it can be turned off (SPEC §12).
     """
     with transaction.atomic():
         if not _lock_alert(alert):
             return
+        if alert.plan_alert_id is not None:
+            raise Conflict(
+                "This alert comes from the organization's plan: turn it off instead "
+                '(PATCH {"enabled": false}).',
+                code="inherited_alert",
+            )
         audit_record(
             organization=alert.organization,
             action="alert.deleted",
             target_type="organization_alert",
             target_id=alert.pk,
-            before=_alert_snapshot(alert, list(alert.admins.all())),
+            before=alert_snapshot(alert, list(alert.admins.all())),
         )
         alert.delete()
 
@@ -237,10 +254,12 @@ def _lock_alert(alert: OrganizationAlert) -> bool:
     return True
 
 
-def _alert_snapshot(alert: OrganizationAlert, admins: Sequence[Membership]) -> dict[str, Any]:
+def alert_snapshot(alert: OrganizationAlert, admins: Sequence[Membership]) -> dict[str, Any]:
     """An alert as the audit trail keeps it."""
     return {
         "meter": alert.meter.key if alert.meter else CREDITS_METER,
+        "source": alert.source,
+        "enabled": alert.enabled,
         "threshold_type": alert.threshold_type,
         "threshold": format_credits(Decimal(alert.threshold)),
         "notify": alert.notify,

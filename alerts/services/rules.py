@@ -143,6 +143,8 @@ def organization_alert_candidates(
             value_after = change.after
         else:
             continue
+        if alert.only_future_pending and value_before is None:
+            continue  # not yet checked for being already past: only a crossing fires it
         if alert.quiet_period_start != period.start and crossed(
             value_before, value_after, threshold
         ):
@@ -336,8 +338,9 @@ def alerts_evaluate_organization(
 def _alert_configuration(
     organization: Organization,
 ) -> tuple[list[OrganizationAlert], UserAlertPolicy | None]:
-    """The organization's alerts and its enabled per-user alert policy, in one
-    query written as SQL: every write runs it (see config/rawsql.py).
+    """The organization's alerts that are on and its enabled per-user alert
+    policy, in one query written as SQL: every write runs it (see
+    config/rawsql.py).
     """
     rows = rawsql.fetch_all(
         f"""
@@ -345,7 +348,7 @@ def _alert_configuration(
         FROM (SELECT 1 AS one) AS one
         LEFT JOIN {UserAlertPolicy._meta.db_table} p
             ON p.organization_id = %s AND p.enabled
-        LEFT JOIN {OrganizationAlert._meta.db_table} a ON a.organization_id = %s
+        LEFT JOIN {OrganizationAlert._meta.db_table} a ON a.organization_id = %s AND a.enabled
         ORDER BY a.threshold_type, a.threshold, a.id
         """,
         [organization.pk, organization.pk],

@@ -58,6 +58,8 @@ def test_an_alert_added_edited_and_deleted_on_the_page_is_audited(owner):
     assert created.before is None
     assert created.after == {
         "meter": "credits",
+        "source": "organization",
+        "enabled": True,
         "threshold_type": "absolute",
         "threshold": "100",
         "notify": "all_admins",
@@ -66,6 +68,8 @@ def test_an_alert_added_edited_and_deleted_on_the_page_is_audited(owner):
     assert updated.before == created.after
     assert updated.after == {
         "meter": "credits",
+        "source": "organization",
+        "enabled": True,
         "threshold_type": "percentage",
         "threshold": "80",
         "notify": "specific_admins",

@@ -40,6 +40,8 @@ class TestAlertCreate:
         body = response.json()
         assert body == {
             "id": body["id"],
+            "source": "organization",
+            "enabled": True,
             "meter": "credits",
             "threshold_type": "percentage",
             "threshold": "80",

@@ -118,7 +118,7 @@ def acme_state() -> tuple[Any, ...]:
     return (
         sorted(
             OrganizationAlert.objects.filter(organization__slug="acme").values_list(
-                "id", "threshold"
+                "id", "threshold", "enabled", "overridden"
             )
         ),
         sorted(
@@ -458,6 +458,8 @@ def page_urls(world: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
             ("post", f"/settings/limits/alerts/{alert_id}/"),
             ("get", f"/settings/limits/alerts/{alert_id}/delete/"),
             ("post", f"/settings/limits/alerts/{alert_id}/delete/"),
+            ("post", f"/settings/limits/alerts/{alert_id}/switch/"),
+            ("post", f"/settings/limits/alerts/{alert_id}/reset/"),
             ("post", "/settings/limits/user-alerts/"),
             ("post", "/settings/limits/user-limits/"),
             ("post", "/settings/limits/custom-limits/"),
@@ -518,6 +520,8 @@ def test_the_matrix_covers_every_page(world):
         "alert_add",
         "alert_edit",
         "alert_delete",
+        "alert_switch",
+        "alert_reset",
         "user_alerts_save",
         "user_limits_save",
         "custom_limit_add",

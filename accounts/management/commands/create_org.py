@@ -11,7 +11,7 @@ from accounts.management.commands._base import (
 )
 from accounts.models import Organization
 from accounts.plans import plan_by_key
-from accounts.services import organization_create
+from alerts.services.changes import organization_create
 from config.credits import format_credits
 
 

@@ -1,0 +1,495 @@
+"""Plan alerts (SPEC §12): an alert on a plan that every organization on it
+inherits, with no migration, and that fires and is recorded per
+organization exactly like the organization's own alerts.
+
+Each organization on the plan holds a *copy* (an OrganizationAlert with
+`plan_alert` set), so the write path, firing, status and history are the
+ones of its own alerts, and a write reads only its own organization's
+alerts however many organizations share the plan. The copies are written in
+bulk, one INSERT … SELECT for the whole plan, in the transaction that adds
+the plan alert: from its commit on, every organization on the plan has it.
+
+What depends on each organization's usage — firing where it is already
+passed, or keeping quiet there when the alert is only for future crossings
+— is *settling*, done off the request by a Celery task that reads only the
+copies of that plan alert (`plan_alert_settle`), and again by the beat
+within a minute if that task was lost (`plan_alerts_settle_due`). Until a
+copy made `only_future` is settled, a change of configuration does not
+fire it, while a crossing does (alerts/services/rules.py): so whatever the
+order, an organization already past never fires it and one that crosses
+later does.
+
+Lock order: the plan's row, then organizations' rows. Adding or changing a
+plan alert locks the plan's row for update; an organization joining a plan
+locks it for share first (`plan_lock_shared`), so that it copies the plan's
+alerts as they stand and none is added meanwhile without it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Any
+
+from celery import shared_task
+from django.db import connection, transaction
+from django.db.models import Count, F
+from django.utils import timezone
+
+from accounts.audit import audit_record
+from accounts.models import Organization, Plan
+from alerts.models import (
+    MAX_ORGANIZATION_ALERTS,
+    Firing,
+    OrganizationAlert,
+    PlanAlert,
+    Recipients,
+    ThresholdType,
+)
+from alerts.services.configuration import (
+    alert_snapshot,
+    quiet_if_already_passed,
+    validate_meter_threshold,
+    validate_threshold,
+)
+from alerts.services.rules import alerts_evaluate_organization, crossed, threshold_credits
+from billing.meter_selectors import ORGANIZATION_KEY
+from billing.models import Meter, MeterUsage, OrganizationUsage
+from billing.periods import Period, organization_period
+from config.dbretry import retry_on_conflict
+from config.errors import InvalidInput, NotFound
+
+logger = logging.getLogger(__name__)
+
+PLAN_ALERT_TYPES = (ThresholdType.PERCENTAGE, ThresholdType.ABSOLUTE)
+SETTLE_CHUNK = 500
+
+
+def validate_plan_alert(threshold_type: str, threshold: Decimal, meter: Meter | None) -> None:
+    if threshold_type not in PLAN_ALERT_TYPES:
+        raise InvalidInput(
+            "A plan alert's threshold_type is 'percentage' or 'absolute'.",
+            code="invalid",
+            field="threshold_type",
+        )
+    validate_threshold(threshold_type, threshold)
+    validate_meter_threshold(meter, threshold_type)
+
+
+@retry_on_conflict
+def plan_alert_create(
+    *,
+    plan: Plan,
+    threshold_type: str,
+    threshold: Decimal,
+    meter: Meter | None = None,
+    only_future: bool = False,
+) -> PlanAlert:
+    """Add an alert to `plan`: every organization on it has it from the
+    commit on. Where it is already passed it fires at once (settling, off
+    the request), unless `only_future`: then only organizations that cross
+    it from now on fire it this period.
+
+    Refused if the plan has 25 alerts on this meter, or if an organization
+    on the plan has: the limit of 25 counts inherited alerts.
+    """
+    validate_plan_alert(threshold_type, threshold, meter)
+    with transaction.atomic():
+        _lock_plan(plan)
+        _lock_organizations_of(plan)
+        refuse_past_the_plan_cap(plan, meter)
+        plan_alert = PlanAlert.objects.create(
+            plan=plan,
+            meter=meter,
+            threshold_type=threshold_type,
+            threshold=threshold,
+            only_future=only_future,
+        )
+        _copy_to_organizations_of(plan, plan_alert)
+        _settle_soon(plan_alert)
+    return plan_alert
+
+
+@retry_on_conflict
+def plan_alert_update(
+    *,
+    plan_alert: PlanAlert,
+    threshold_type: str | None = None,
+    threshold: Decimal | None = None,
+    enabled: bool | None = None,
+) -> PlanAlert:
+    """Change the plan's alert, and with it every organization's copy that
+    the organization has not changed. A new threshold re-arms the copies
+    like an edit of the organization's own alert: where usage is already
+    past it, it fires at once (settling). Turned off, no copy fires; turned
+    on again, the copies already past fire unless they fired this period.
+    """
+    with transaction.atomic():
+        _lock_plan(plan_alert.plan)
+        try:
+            plan_alert.refresh_from_db()
+        except PlanAlert.DoesNotExist:
+            raise NotFound("No such plan alert.", code="plan_alert_not_found") from None
+        new_type = threshold_type or plan_alert.threshold_type
+        new_threshold = threshold if threshold is not None else plan_alert.threshold
+        validate_plan_alert(new_type, new_threshold, plan_alert.meter)
+        rearm = new_type != plan_alert.threshold_type or new_threshold != plan_alert.threshold
+        turned_on = enabled is True and not plan_alert.enabled
+        plan_alert.threshold_type, plan_alert.threshold = new_type, new_threshold
+        if enabled is not None:
+            plan_alert.enabled = enabled
+        plan_alert.save()
+        copies = OrganizationAlert.objects.filter(plan_alert=plan_alert, overridden=False)
+        changes: dict[str, Any] = {
+            "threshold_type": new_type,
+            "threshold": new_threshold,
+            "enabled": plan_alert.enabled,
+            "updated_at": timezone.now(),
+        }
+        if rearm:
+            changes |= {
+                "generation": F("generation") + 1,
+                "quiet_period_start": None,
+                "only_future_pending": False,
+            }
+        copies.update(**changes)
+        if (rearm or turned_on) and plan_alert.enabled:
+            _settle_soon(plan_alert)
+    return plan_alert
+
+
+@retry_on_conflict
+def plan_alert_delete(*, plan_alert: PlanAlert) -> None:
+    """Remove the alert from the plan and from every organization that has
+    it, changed or not. Their firings stay in each organization's history.
+    """
+    with transaction.atomic():
+        _lock_plan(plan_alert.plan)
+        copies = OrganizationAlert.objects.filter(plan_alert=plan_alert)
+        # In bulk: the ORM's cascade would load every copy into Python.
+        Firing.objects.filter(alert__in=copies).update(alert=None)
+        OrganizationAlert.admins.through.objects.filter(organizationalert__in=copies).delete()
+        copies._raw_delete(copies.db)
+        PlanAlert.objects.filter(pk=plan_alert.pk).delete()
+
+
+@retry_on_conflict
+def inherited_alert_reset(*, alert: OrganizationAlert) -> OrganizationAlert:
+    """The organization's copy takes the plan's alert as it stands again,
+    and follows it from then on; a different threshold re-arms it.
+    """
+    with transaction.atomic():
+        try:
+            alert.refresh_from_db(from_queryset=OrganizationAlert.objects.select_for_update())
+        except OrganizationAlert.DoesNotExist:
+            raise NotFound(
+                f"No alert {alert.pk} in this organization.", code="alert_not_found"
+            ) from None
+        plan_alert = alert.plan_alert
+        if plan_alert is None:
+            raise InvalidInput(
+                "This alert is the organization's own: there is no plan alert to reset it to.",
+                code="not_inherited",
+            )
+        before = alert_snapshot(alert, list(alert.admins.all()))
+        if (alert.threshold_type, alert.threshold) != (
+            plan_alert.threshold_type,
+            plan_alert.threshold,
+        ):
+            alert.generation += 1
+            alert.quiet_period_start = None
+        alert.threshold_type, alert.threshold = plan_alert.threshold_type, plan_alert.threshold
+        alert.enabled, alert.notify = plan_alert.enabled, Recipients.ALL_ADMINS
+        alert.overridden = False
+        alert.save()
+        alert.admins.clear()
+        audit_record(
+            organization=alert.organization,
+            action="alert.reset",
+            target_type="organization_alert",
+            target_id=alert.pk,
+            before=before,
+            after=alert_snapshot(alert, []),
+        )
+        alerts_evaluate_organization(organization=alert.organization)
+    return alert
+
+
+def plan_lock_shared(plan_ids: Iterable[int]) -> None:
+    """Hold these plans' rows for share until the transaction ends: an
+    organization joining a plan takes its alerts as they stand.
+    """
+    ids = sorted(set(plan_ids))
+    if ids:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id FROM {Plan._meta.db_table} WHERE id = ANY(%s) ORDER BY id FOR SHARE",
+                [ids],
+            )
+
+
+def inherited_alerts_sync(*, organization: Organization) -> None:
+    """After the organization's plan changed, in the same transaction (its
+    row and the new plan's held): drop the alerts of any other plan, changed
+    or not, and copy the plan's. The caller evaluates the alerts afterwards:
+    a plan alert already passed fires, unless it is only for the future.
+    """
+    inherited = OrganizationAlert.objects.filter(
+        organization=organization, plan_alert__isnull=False
+    )
+    others = inherited
+    if organization.plan_id is not None:
+        others = inherited.exclude(plan_alert__plan_id=organization.plan_id)
+    for alert in others.select_related("meter"):
+        audit_record(
+            organization=organization,
+            action="alert.deleted",
+            target_type="organization_alert",
+            target_id=alert.pk,
+            before=alert_snapshot(alert, list(alert.admins.all())),
+        )
+        alert.delete()
+    if organization.plan_id is None:
+        return
+    have = set(inherited.values_list("plan_alert_id", flat=True))
+    missing = [
+        plan_alert
+        for plan_alert in PlanAlert.objects.filter(plan_id=organization.plan_id)
+        if plan_alert.pk not in have
+    ]
+    _refuse_past_the_cap(organization, missing)
+    for plan_alert in missing:
+        copy = OrganizationAlert.objects.create(
+            organization=organization,
+            plan_alert=plan_alert,
+            meter=plan_alert.meter,
+            threshold_type=plan_alert.threshold_type,
+            threshold=plan_alert.threshold,
+            enabled=plan_alert.enabled,
+        )
+        if plan_alert.only_future:
+            quiet_if_already_passed(copy)
+
+
+def _refuse_past_the_cap(organization: Organization, adding: Sequence[PlanAlert]) -> None:
+    counts: dict[int | None, int] = dict(
+        OrganizationAlert.objects.filter(organization=organization)
+        .values_list("meter_id")
+        .annotate(n=Count("id"))
+        .values_list("meter_id", "n")
+    )
+    for plan_alert in adding:
+        counts[plan_alert.meter_id] = counts.get(plan_alert.meter_id, 0) + 1
+        if counts[plan_alert.meter_id] > MAX_ORGANIZATION_ALERTS:
+            raise InvalidInput(
+                f"With the plan's alerts this organization would have more than "
+                f"{MAX_ORGANIZATION_ALERTS} alerts on "
+                f"{plan_alert.meter.name if plan_alert.meter else 'credits'}: "
+                "delete some of its own first.",
+                code="too_many_alerts",
+                field="plan",
+            )
+
+
+def _lock_plan(plan: Plan) -> None:
+    Plan.objects.select_for_update().filter(pk=plan.pk).first()
+
+
+def _lock_organizations_of(plan: Plan) -> None:
+    """Hold the plan's organizations' rows, as creating an organization's own
+    alert does (accounts.services.organization_cap_check): neither passes the
+    limit of 25 past the other. NO KEY: the writes' foreign keys still pass.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT count(*) FROM (
+                SELECT 1 FROM {Organization._meta.db_table} WHERE plan_id = %s
+                ORDER BY id FOR NO KEY UPDATE
+            ) AS locked
+            """,
+            [plan.pk],
+        )
+
+
+def refuse_past_the_plan_cap(plan: Plan, meter: Meter | None) -> None:
+    """Refuse one more alert on `meter` for the plan: a plan has 25 at most,
+    and so has each organization on it, inherited alerts counted.
+    """
+    if PlanAlert.objects.filter(plan=plan, meter=meter).count() >= MAX_ORGANIZATION_ALERTS:
+        raise InvalidInput(
+            f"A plan can have at most {MAX_ORGANIZATION_ALERTS} alerts per meter.",
+            code="too_many_alerts",
+            field="threshold",
+        )
+    full = list(
+        OrganizationAlert.objects.filter(organization__plan=plan, meter=meter)
+        .values("organization__slug")
+        .annotate(n=Count("id"))
+        .filter(n__gte=MAX_ORGANIZATION_ALERTS)
+        .order_by("organization__slug")
+        .values_list("organization__slug", flat=True)
+    )
+    if full:
+        named = ", ".join(full[:5]) + (f" and {len(full) - 5} more" if len(full) > 5 else "")
+        raise InvalidInput(
+            f"{len(full)} organizations on the plan already have {MAX_ORGANIZATION_ALERTS} "
+            f"alerts on {meter.name if meter else 'credits'} ({named}): the limit counts "
+            "inherited alerts.",
+            code="too_many_alerts",
+            field="threshold",
+        )
+
+
+def _copy_to_organizations_of(plan: Plan, plan_alert: PlanAlert) -> None:
+    """Every organization on the plan gets its copy: one statement."""
+    alert_table = OrganizationAlert._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {alert_table}
+                (organization_id, plan_alert_id, meter_id, threshold_type, threshold, notify,
+                 generation, created_at, updated_at, overridden, enabled, only_future_pending)
+            SELECT o.id, %(plan_alert)s, %(meter)s, %(type)s, %(threshold)s, %(notify)s,
+                1, %(now)s, %(now)s, false, %(enabled)s, %(pending)s
+            FROM {Organization._meta.db_table} o WHERE o.plan_id = %(plan)s
+            ORDER BY o.id
+            """,
+            {
+                "plan_alert": plan_alert.pk,
+                "meter": plan_alert.meter_id,
+                "type": plan_alert.threshold_type,
+                "threshold": plan_alert.threshold,
+                "notify": Recipients.ALL_ADMINS.value,
+                "now": timezone.now(),
+                "enabled": plan_alert.enabled,
+                "pending": plan_alert.only_future,
+                "plan": plan.pk,
+            },
+        )
+
+
+def _settle_soon(plan_alert: PlanAlert) -> None:
+    """Mark the plan alert as to settle, and ask a worker to, once committed
+    (the beat does it within a minute if that task is lost).
+    """
+    PlanAlert.objects.filter(pk=plan_alert.pk).update(revision=F("revision") + 1)
+    plan_alert.refresh_from_db(fields=["revision"])
+    plan_alert_id = plan_alert.pk
+    transaction.on_commit(lambda: settle_plan_alert.delay(plan_alert_id))
+
+
+@shared_task(ignore_result=True)
+def settle_plan_alert(plan_alert_id: int) -> int:
+    return plan_alert_settle(plan_alert_id)
+
+
+def plan_alerts_settle_due() -> int:
+    """Settle every plan alert whose last change is not settled yet (beat)."""
+    due = PlanAlert.objects.filter(settled_revision__lt=F("revision")).values_list("pk", flat=True)
+    return sum(plan_alert_settle(plan_alert_id) for plan_alert_id in due)
+
+
+def plan_alert_settle(plan_alert_id: int, *, now: Any = None) -> int:
+    """For each organization whose copy follows the plan alert and is on:
+    where usage is already past it, fire it (an `only_future` copy not yet
+    settled keeps quiet for the period instead). Reads only the copies of
+    this plan alert, by chunks. Safe to run twice: firings are recorded
+    once. Returns how many organizations were past it.
+    """
+    plan_alert = PlanAlert.objects.filter(pk=plan_alert_id).first()
+    if plan_alert is None or plan_alert.settled_revision >= plan_alert.revision:
+        return 0
+    revision = plan_alert.revision
+    now = now or timezone.now()
+    organization_ids = list(
+        OrganizationAlert.objects.filter(plan_alert=plan_alert)
+        .order_by("organization_id")
+        .values_list("organization_id", flat=True)
+    )
+    past = 0
+    for start in range(0, len(organization_ids), SETTLE_CHUNK):
+        past += _settle_chunk(plan_alert, organization_ids[start : start + SETTLE_CHUNK], now)
+    PlanAlert.objects.filter(pk=plan_alert.pk, settled_revision__lt=revision).update(
+        settled_revision=revision
+    )
+    logger.info("Settled plan alert %s: %s organizations past it", plan_alert.pk, past)
+    return past
+
+
+def _settle_chunk(plan_alert: PlanAlert, organization_ids: list[int], now: Any) -> int:
+    copies = {
+        copy.organization_id: copy
+        for copy in OrganizationAlert.objects.filter(
+            plan_alert=plan_alert,
+            organization_id__in=organization_ids,
+            overridden=False,
+            enabled=True,
+        ).select_related("organization__plan")
+    }
+    periods = {
+        organization_id: organization_period(copy.organization, now)
+        for organization_id, copy in copies.items()
+    }
+    values = _values_now(plan_alert, periods)
+    quiet: list[tuple[int, Any]] = []
+    to_fire: list[Organization] = []
+    for organization_id, copy in copies.items():
+        period = periods[organization_id]
+        if copy.meter_id is None:
+            allowance = period.allowance(copy.organization.credit_allowance)
+            threshold = threshold_credits(copy, allowance)
+        else:
+            threshold = copy.threshold
+        if not crossed(None, values.get(organization_id, Decimal(0)), threshold):
+            continue
+        if copy.only_future_pending:
+            quiet.append((copy.pk, period.start))
+        else:
+            to_fire.append(copy.organization)
+    with transaction.atomic():
+        for copy_id, period_start in quiet:
+            OrganizationAlert.objects.filter(pk=copy_id, only_future_pending=True).update(
+                quiet_period_start=period_start, only_future_pending=False
+            )
+        OrganizationAlert.objects.filter(
+            plan_alert=plan_alert, organization_id__in=organization_ids, only_future_pending=True
+        ).update(only_future_pending=False)
+    for organization in to_fire:
+        _evaluate(organization)
+    return len(quiet) + len(to_fire)
+
+
+@retry_on_conflict
+def _evaluate(organization: Organization) -> None:
+    with transaction.atomic():
+        alerts_evaluate_organization(organization=organization)
+
+
+def _values_now(plan_alert: PlanAlert, periods: dict[int, Period]) -> dict[int, Decimal]:
+    """Each organization's value this period of what the plan alert watches:
+    one query for the chunk.
+    """
+    if not periods:
+        return {}
+    pairs = [(organization_id, period.start) for organization_id, period in periods.items()]
+    rows: Iterable[tuple[int, Any, Decimal]]
+    if plan_alert.meter_id is None:
+        rows = OrganizationUsage.objects.filter(
+            organization_id__in=[o for o, _ in pairs],
+            period_start__in={start for _, start in pairs},
+        ).values_list("organization_id", "period_start", "used")
+    else:
+        rows = MeterUsage.objects.filter(
+            meter_id=plan_alert.meter_id,
+            member_key=ORGANIZATION_KEY,
+            organization_id__in=[o for o, _ in pairs],
+            period_start__in={start for _, start in pairs},
+        ).values_list("organization_id", "period_start", "value")
+    wanted = set(pairs)
+    return {
+        organization_id: value
+        for organization_id, period_start, value in rows
+        if (organization_id, period_start) in wanted
+    }
