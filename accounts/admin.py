@@ -17,7 +17,7 @@ from accounts.forms import AdminUserChangeForm, AdminUserCreationForm, Membershi
 from accounts.models import ApiKey, AuditEvent, Membership, Organization, Plan, Role, User
 from accounts.services import api_key_create, api_key_revoke
 from alerts.models import OrganizationAlert, PlanAlert
-from alerts.services.changes import organization_update
+from alerts.services.changes import organization_update, plan_update
 from alerts.services.invoicing import invoice_schedule_ensure
 from alerts.services.plan_alerts import inherited_alerts_sync, plan_lock_shared
 from alerts.services.rules import alerts_evaluate_organization
@@ -224,6 +224,23 @@ class PlanAdmin(InlinesOnPageMixin, CreditsAdminMixin, admin.ModelAdmin):
     @admin.display(description="organizations", ordering="organization_count")
     def organization_count(self, plan: Plan) -> int:
         return plan.organization_count  # type: ignore[attr-defined]
+
+    def save_model(self, request: HttpRequest, obj: Plan, form: ModelForm, change: bool) -> None:
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        # Through the service: organizations using a value that moved have
+        # their alerts evaluated (off the request).
+        data = form.cleaned_data
+        stored = Plan.objects.get(pk=obj.pk)
+        plan_update(
+            plan=stored,
+            name=data["name"],
+            credit_allowance=data["credit_allowance"],
+            default_limit=data["default_limit"],
+            credit_price=data["credit_price"],
+        )
+        copy_into(obj, stored)
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         super().save_formset(request, form, formset, change)

@@ -6,6 +6,7 @@ organizations are alerts.models.PlanAlert.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import TypedDict, Unpack
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
@@ -65,3 +66,39 @@ def plan_create(
             )
     except IntegrityError:
         raise Conflict(f"A plan with the key {key!r} already exists.", code="plan_exists") from None
+
+
+class PlanChanges(TypedDict, total=False):
+    """What `plan_update` may change; None clears a value."""
+
+    name: str
+    credit_allowance: Decimal | None
+    default_limit: Decimal | None
+    credit_price: Decimal | None
+
+
+def plan_update(*, plan: Plan, **changes: Unpack[PlanChanges]) -> list[str]:
+    """Change what is given; returns the names of the fields that changed.
+    What the organizations on it make of it is alerts.services.changes.plan_update's.
+    """
+    changed = []
+    if "name" in changes:
+        name = changes["name"].strip()
+        if not name or len(name) > 200:
+            raise InvalidInput("The name must be 1 to 200 characters.", code="invalid_name")
+        if name != plan.name:
+            plan.name = name
+            changed.append("name")
+    for field in ("credit_allowance", "default_limit", "credit_price"):
+        if field not in changes:
+            continue
+        value = changes[field]
+        if value is not None and (value < 0 if field == "credit_price" else value <= 0):
+            floor = "must not be negative" if field == "credit_price" else "must be greater than 0"
+            raise InvalidInput(f"{field}: {floor}.", code="invalid", field=field)
+        if value != getattr(plan, field):
+            setattr(plan, field, value)
+            changed.append(field)
+    if changed:
+        plan.save(update_fields=changed)
+    return changed

@@ -108,7 +108,16 @@ class OrganizationAlertAdminForm(ServiceValidatedForm):
 
 # Shown on an alert's page, never edited: the services keep them.
 # `meter` too: alerts on a meter (SPEC §10) are made through the API; staff edit them here.
-KEPT_BY_THE_SERVICES = ("meter", "generation", "quiet_period_start", "created_at", "updated_at")
+KEPT_BY_THE_SERVICES = (
+    "meter",
+    "plan_alert",
+    "overridden",
+    "enabled",
+    "generation",
+    "quiet_period_start",
+    "created_at",
+    "updated_at",
+)
 
 
 @admin.register(OrganizationAlert)
@@ -126,10 +135,12 @@ class OrganizationAlertAdmin(
         "threshold_type",
         "threshold",
         "notify",
+        "enabled",
+        "source",
         "generation",
         "created_at",
     )
-    list_filter = ("threshold_type", "notify")
+    list_filter = ("threshold_type", "notify", "enabled", "overridden")
     list_select_related = ("organization", "meter")
     search_fields = ("organization__slug", "organization__name")
     autocomplete_fields = ("organization", "admins")
@@ -145,12 +156,25 @@ class OrganizationAlertAdmin(
             return _alert_update(OrganizationAlert.objects.get(pk=obj.pk), data)
         return _alert_create(data["organization"], data)
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # One inherited from the plan is removed on the plan's page (SPEC §12).
+        if obj is not None and obj.plan_alert_id is not None:
+            return False
+        return super().has_delete_permission(request, obj)
+
     def delete_model(self, request: HttpRequest, obj: OrganizationAlert) -> None:
         configuration.alert_delete(alert=obj)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[OrganizationAlert]) -> None:
-        for alert in queryset:
+        inherited = queryset.filter(plan_alert__isnull=False).count()
+        for alert in queryset.filter(plan_alert__isnull=True):
             configuration.alert_delete(alert=alert)
+        if inherited:
+            messages.warning(
+                request,
+                f"{inherited} alert(s) inherited from a plan were kept: remove them on the "
+                "plan's page, or turn them off.",
+            )
 
 
 def _alert_create(organization: Organization, data: dict[str, Any]) -> OrganizationAlert:
@@ -199,6 +223,13 @@ class OrganizationAlertFormSet(SavedThroughServicesFormSet):
         ]
         if len(kept) > MAX_ORGANIZATION_ALERTS:
             raise ValidationError(TOO_MANY_ALERTS)
+        for form in self.forms:
+            deleting = getattr(form, "cleaned_data", {}).get(DELETION_FIELD_NAME)
+            if deleting and form.instance.plan_alert_id is not None:
+                raise ValidationError(
+                    "An alert inherited from the plan cannot be deleted here: remove it on the "
+                    "plan's page, or turn it off."
+                )
 
     def create_row(self, data: dict[str, Any]) -> OrganizationAlert:
         return _alert_create(self.instance, data)

@@ -92,6 +92,30 @@ class PlanAlert(models.Model):
         return f"{self.plan}: alert at {threshold}{unit}"
 
 
+class PlanChange(models.Model):
+    """A change of a plan's values (allowance, default per-user limit,
+    price): the organizations using them are evaluated off the request
+    (alerts/services/plan_settling.py); `settled_at` once done.
+    """
+
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="+")
+    fields = models.JSONField(default=list, help_text="The values it changed.")
+    created_at = models.DateTimeField(default=timezone.now)
+    settled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["id"],
+                condition=models.Q(settled_at__isnull=True),
+                name="plan_change_unsettled",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.plan}: {', '.join(self.fields)} changed"
+
+
 class OrganizationAlert(models.Model):
     """Fires once per billing period when organization usage reaches its threshold.
 

@@ -10,7 +10,7 @@ from alerts.outbox import notifications_requeue_stale
 from alerts.retention import notifications_prune
 from alerts.services.credits import credit_balances_check
 from alerts.services.invoicing import invoices_close_periods
-from alerts.services.plan_alerts import plan_alerts_settle_due
+from alerts.services.plan_settling import plans_settle_due
 
 
 @shared_task(ignore_result=True)
@@ -34,5 +34,5 @@ def close_invoice_periods() -> int:
 
 
 @shared_task(ignore_result=True)
-def settle_plan_alerts() -> int:
-    return plan_alerts_settle_due()
+def settle_plans() -> int:
+    return plans_settle_due()

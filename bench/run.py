@@ -330,7 +330,8 @@ def _measure_plan_alert(report: Report, clock: Clock, big: Any, small: Any) -> N
     The same alert goes on the plan of one organization, for the probes.
     """
     from accounts.models import Organization
-    from alerts.services.plan_alerts import plan_alert_create, plan_alert_settle
+    from alerts.services.plan_alerts import plan_alert_create
+    from alerts.services.plan_settling import plan_alert_settle
 
     organizations = Organization.objects.filter(plan=big).count()
     clock.step(f"Plan alerts: one added to a plan of {organizations:,} organizations")

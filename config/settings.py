@@ -246,10 +246,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "alerts.tasks.close_invoice_periods",
         "schedule": 60.0,
     },
-    # Plan alerts (SPEC §12): a new or changed plan alert fires, within a
-    # minute, for organizations already past it, should its own task be lost.
-    "settle-plan-alerts": {
-        "task": "alerts.tasks.settle_plan_alerts",
+    # Plans (SPEC §12): a new or changed plan alert, or a change of a plan's
+    # values, settled for its organizations within a minute should its own
+    # task be lost.
+    "settle-plans": {
+        "task": "alerts.tasks.settle_plans",
         "schedule": 60.0,
     },
     "prune-notifications": {

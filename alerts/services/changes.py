@@ -12,12 +12,15 @@ from typing import ParamSpec, TypeVar, Unpack
 
 from django.db import transaction
 
+from accounts import plans
 from accounts import services as accounts_services
 from accounts.models import Membership, Organization, Plan
+from accounts.plans import PlanChanges
 from accounts.services import MembershipChanges, OrganizationChanges, OrganizationFields
 from alerts.services.credits import balance_reevaluate
 from alerts.services.invoicing import invoice_schedule_ensure
 from alerts.services.plan_alerts import inherited_alerts_sync, plan_lock_shared
+from alerts.services.plan_settling import plan_changed
 from alerts.services.rules import alerts_evaluate_organization
 from billing.models import CustomLimit
 from billing.services import limits
@@ -26,6 +29,9 @@ from config.dbretry import retry_on_conflict
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+# A plan's values that organizations on it use where they set none (SPEC §12).
+PLAN_VALUES = ("credit_allowance", "default_limit", "credit_price")
 
 
 def _then_evaluate(
@@ -104,6 +110,20 @@ def organization_create(
             inherited_alerts_sync(organization=organization)
         invoice_schedule_ensure(organization=organization)
     return organization
+
+
+def plan_update(*, plan: Plan, **changes: Unpack[PlanChanges]) -> Plan:
+    """Change a plan (accounts). Every organization using a value that moved
+    has its alerts evaluated off the request (alerts/services/plan_settling.py):
+    the gate reads the values in force at each write, at once.
+    """
+    with transaction.atomic():
+        Plan.objects.select_for_update().filter(pk=plan.pk).first()
+        changed = plans.plan_update(plan=plan, **changes)
+        moved = [field for field in changed if field in PLAN_VALUES]
+        if moved:
+            plan_changed(plan=plan, fields=moved)
+    return plan
 
 
 def membership_update(

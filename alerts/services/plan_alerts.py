@@ -11,13 +11,11 @@ the plan alert: from its commit on, every organization on the plan has it.
 
 What depends on each organization's usage — firing where it is already
 passed, or keeping quiet there when the alert is only for future crossings
-— is *settling*, done off the request by a Celery task that reads only the
-copies of that plan alert (`plan_alert_settle`), and again by the beat
-within a minute if that task was lost (`plan_alerts_settle_due`). Until a
-copy made `only_future` is settled, a change of configuration does not
-fire it, while a crossing does (alerts/services/rules.py): so whatever the
-order, an organization already past never fires it and one that crosses
-later does.
+— is *settling*, done off the request (alerts/services/plan_settling.py).
+Until a copy made `only_future` is settled, a change of configuration does
+not fire it, while a crossing does (alerts/services/rules.py): so whatever
+the order, an organization already past never fires it and one that
+crosses later does.
 
 Lock order: the plan's row, then organizations' rows. Adding or changing a
 plan alert locks the plan's row for update; an organization joining a plan
@@ -27,12 +25,10 @@ alerts as they stand and none is added meanwhile without it.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
-from celery import shared_task
 from django.db import connection, transaction
 from django.db.models import Count, F
 from django.utils import timezone
@@ -53,17 +49,13 @@ from alerts.services.configuration import (
     validate_meter_threshold,
     validate_threshold,
 )
-from alerts.services.rules import alerts_evaluate_organization, crossed, threshold_credits
-from billing.meter_selectors import ORGANIZATION_KEY
-from billing.models import Meter, MeterUsage, OrganizationUsage
-from billing.periods import Period, organization_period
+from alerts.services.plan_settling import settle_plan_alert
+from alerts.services.rules import alerts_evaluate_organization
+from billing.models import Meter
 from config.dbretry import retry_on_conflict
 from config.errors import InvalidInput, NotFound
 
-logger = logging.getLogger(__name__)
-
 PLAN_ALERT_TYPES = (ThresholdType.PERCENTAGE, ThresholdType.ABSOLUTE)
-SETTLE_CHUNK = 500
 
 
 def validate_plan_alert(threshold_type: str, threshold: Decimal, meter: Meter | None) -> None:
@@ -378,118 +370,3 @@ def _settle_soon(plan_alert: PlanAlert) -> None:
     plan_alert.refresh_from_db(fields=["revision"])
     plan_alert_id = plan_alert.pk
     transaction.on_commit(lambda: settle_plan_alert.delay(plan_alert_id))
-
-
-@shared_task(ignore_result=True)
-def settle_plan_alert(plan_alert_id: int) -> int:
-    return plan_alert_settle(plan_alert_id)
-
-
-def plan_alerts_settle_due() -> int:
-    """Settle every plan alert whose last change is not settled yet (beat)."""
-    due = PlanAlert.objects.filter(settled_revision__lt=F("revision")).values_list("pk", flat=True)
-    return sum(plan_alert_settle(plan_alert_id) for plan_alert_id in due)
-
-
-def plan_alert_settle(plan_alert_id: int, *, now: Any = None) -> int:
-    """For each organization whose copy follows the plan alert and is on:
-    where usage is already past it, fire it (an `only_future` copy not yet
-    settled keeps quiet for the period instead). Reads only the copies of
-    this plan alert, by chunks. Safe to run twice: firings are recorded
-    once. Returns how many organizations were past it.
-    """
-    plan_alert = PlanAlert.objects.filter(pk=plan_alert_id).first()
-    if plan_alert is None or plan_alert.settled_revision >= plan_alert.revision:
-        return 0
-    revision = plan_alert.revision
-    now = now or timezone.now()
-    organization_ids = list(
-        OrganizationAlert.objects.filter(plan_alert=plan_alert)
-        .order_by("organization_id")
-        .values_list("organization_id", flat=True)
-    )
-    past = 0
-    for start in range(0, len(organization_ids), SETTLE_CHUNK):
-        past += _settle_chunk(plan_alert, organization_ids[start : start + SETTLE_CHUNK], now)
-    PlanAlert.objects.filter(pk=plan_alert.pk, settled_revision__lt=revision).update(
-        settled_revision=revision
-    )
-    logger.info("Settled plan alert %s: %s organizations past it", plan_alert.pk, past)
-    return past
-
-
-def _settle_chunk(plan_alert: PlanAlert, organization_ids: list[int], now: Any) -> int:
-    copies = {
-        copy.organization_id: copy
-        for copy in OrganizationAlert.objects.filter(
-            plan_alert=plan_alert,
-            organization_id__in=organization_ids,
-            overridden=False,
-            enabled=True,
-        ).select_related("organization__plan")
-    }
-    periods = {
-        organization_id: organization_period(copy.organization, now)
-        for organization_id, copy in copies.items()
-    }
-    values = _values_now(plan_alert, periods)
-    quiet: list[tuple[int, Any]] = []
-    to_fire: list[Organization] = []
-    for organization_id, copy in copies.items():
-        period = periods[organization_id]
-        if copy.meter_id is None:
-            allowance = period.allowance(copy.organization.credit_allowance)
-            threshold = threshold_credits(copy, allowance)
-        else:
-            threshold = copy.threshold
-        if not crossed(None, values.get(organization_id, Decimal(0)), threshold):
-            continue
-        if copy.only_future_pending:
-            quiet.append((copy.pk, period.start))
-        else:
-            to_fire.append(copy.organization)
-    with transaction.atomic():
-        for copy_id, period_start in quiet:
-            OrganizationAlert.objects.filter(pk=copy_id, only_future_pending=True).update(
-                quiet_period_start=period_start, only_future_pending=False
-            )
-        OrganizationAlert.objects.filter(
-            plan_alert=plan_alert, organization_id__in=organization_ids, only_future_pending=True
-        ).update(only_future_pending=False)
-    for organization in to_fire:
-        _evaluate(organization)
-    return len(quiet) + len(to_fire)
-
-
-@retry_on_conflict
-def _evaluate(organization: Organization) -> None:
-    with transaction.atomic():
-        alerts_evaluate_organization(organization=organization)
-
-
-def _values_now(plan_alert: PlanAlert, periods: dict[int, Period]) -> dict[int, Decimal]:
-    """Each organization's value this period of what the plan alert watches:
-    one query for the chunk.
-    """
-    if not periods:
-        return {}
-    pairs = [(organization_id, period.start) for organization_id, period in periods.items()]
-    rows: Iterable[tuple[int, Any, Decimal]]
-    if plan_alert.meter_id is None:
-        rows = OrganizationUsage.objects.filter(
-            organization_id__in=[o for o, _ in pairs],
-            period_start__in={start for _, start in pairs},
-        ).values_list("organization_id", "period_start", "used")
-    else:
-        rows = MeterUsage.objects.filter(
-            meter_id=plan_alert.meter_id,
-            member_key=ORGANIZATION_KEY,
-            organization_id__in=[o for o, _ in pairs],
-            period_start__in={start for _, start in pairs},
-        ).values_list("organization_id", "period_start", "value")
-    wanted = set(pairs)
-    return {
-        organization_id: value
-        for organization_id, period_start, value in rows
-        if (organization_id, period_start) in wanted
-    }

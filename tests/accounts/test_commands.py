@@ -25,9 +25,16 @@ from django.db import connection
 from django.utils import timezone
 
 from accounts.management.commands.seed_demo import DEMO_PEOPLE
-from accounts.models import ApiKey, Membership, Organization, Role, User
+from accounts.models import ApiKey, Membership, Organization, Plan, Role, User
 from accounts.services import api_key_authenticate
-from alerts.models import BalanceAlert, BalanceAlertStatus, BalanceAlertType, Recipients
+from alerts.models import (
+    BalanceAlert,
+    BalanceAlertStatus,
+    BalanceAlertType,
+    OrganizationAlert,
+    PlanAlert,
+    Recipients,
+)
 from alerts.services.changes import limit_policy_update
 from alerts.services.credit_settings import balance_alert_create
 from billing.balance import credit_balance_get
@@ -355,6 +362,10 @@ def demo_state() -> dict[str, object]:
         "users": sorted(User.objects.values_list("email", "name", "password")),
         "memberships": sorted(Membership.objects.values_list("user__email", "role", "external_id")),
         "api_keys": list(ApiKey.objects.values_list("pk", "name", "revoked_at")),
+        "plans": sorted(Plan.objects.values_list("key", "name", "credit_allowance")),
+        "plan_alerts": sorted(PlanAlert.objects.values_list("plan__key", "threshold")),
+        "on_plans": sorted(Organization.objects.values_list("slug", "plan__key")),
+        "alerts": sorted(OrganizationAlert.objects.values_list("organization__slug", "threshold")),
     }
 
 
@@ -381,6 +392,16 @@ def test_seed_demo_creates_the_demo_organization() -> None:
     api_key = api_key_authenticate(raw_key=printed_api_key(output))
     assert api_key is not None
     assert api_key.organization == organization
+    # Plans (SPEC §12): acme on Team, with the alert it inherits.
+    assert sorted(Plan.objects.values_list("key", flat=True)) == ["free", "team"]
+    assert organization.plan.key == "team"
+    (inherited,) = OrganizationAlert.objects.filter(organization=organization)
+    assert (inherited.source, inherited.threshold_type, inherited.threshold) == (
+        "plan",
+        "percentage",
+        Decimal(90),
+    )
+    assert any(line.startswith("Plans: Free (free) and Team (team)") for line in output)
 
 
 @pytest.mark.django_db

@@ -17,22 +17,21 @@ from django.core.management import CommandError, call_command
 
 from accounts.models import Organization, Plan
 from accounts.plans import plan_create
-from alerts.models import Firing, OrganizationAlert, PlanAlert
-from alerts.services.changes import organization_update
+from alerts.models import Firing, OrganizationAlert, PlanAlert, PlanChange
+from alerts.services.changes import organization_update, plan_update
 from alerts.services.configuration import alert_create
 from alerts.services.plan_alerts import (
     inherited_alert_reset,
     plan_alert_create,
     plan_alert_delete,
-    plan_alert_settle,
     plan_alert_update,
-    plan_alerts_settle_due,
 )
+from alerts.services.plan_settling import plan_alert_settle, plans_settle_due
 from billing.models import Meter
 from config.errors import InvalidInput
 from tests.factories import AdminMembershipFactory, OrganizationFactory
 from tests.fixtures import ApiClient, run_in_threads
-from tests.helpers import ingest
+from tests.helpers import admin_url, ingest
 
 pytestmark = pytest.mark.django_db
 
@@ -169,10 +168,10 @@ class TestInheritance:
         ingest(acme, 500)
         plan_alert = plan_alert_create(plan=team, threshold_type="absolute", threshold=D(100))
         assert firings(acme) == []  # its task never ran (no commit in this test)
-        assert plan_alerts_settle_due() == 1
+        assert plans_settle_due() == 1
         assert len(firings(acme)) == 1
         assert PlanAlert.objects.get(pk=plan_alert.pk).settled_revision == 1
-        assert plan_alerts_settle_due() == 0
+        assert plans_settle_due() == 0
 
     def test_an_organization_joining_the_plan_gets_its_alerts(self, team):
         plan_alert = plan_alert_create(plan=team, threshold_type="absolute", threshold=D(100))
@@ -417,3 +416,106 @@ def _key(organization: Organization) -> str:
     from accounts.services import api_key_create
 
     return api_key_create(organization=organization)[1]
+
+
+class TestPlanValues:
+    """A change of the plan's own values reaches the organizations using
+    them: their alerts are evaluated as if each had changed its own.
+    """
+
+    def test_a_lower_allowance_fires_the_percentage_alerts_now_passed(self, team, deliver):
+        acme, globex = on_plan(team, 2)
+        plan_alert_create(plan=team, threshold_type="percentage", threshold=D(80))
+        organization_update(organization=globex, credit_allowance=D(10_000))  # its own
+        ingest(acme, 500)
+        ingest(globex, 500)
+        deliver(plan_update, plan=team, credit_allowance=D(600))  # 80 %: 480 credits
+        assert [f.threshold_credits for f in firings(acme)] == [480]
+        assert firings(globex) == []
+
+    def test_the_beat_settles_a_change_whose_task_was_lost(self, team):
+        (acme,) = on_plan(team)
+        alert_create(organization=acme, threshold_type="percentage", threshold=D(50))
+        ingest(acme, 400)
+        plan_update(plan=team, credit_allowance=D(700))  # its task never ran
+        assert firings(acme) == []
+        assert plans_settle_due() == 1
+        assert len(firings(acme)) == 1
+        assert PlanChange.objects.get().settled_at is not None
+        assert plans_settle_due() == 0
+
+    def test_a_name_alone_settles_nothing(self, team):
+        on_plan(team)
+        plan_update(plan=team, name="Team plan")
+        assert not PlanChange.objects.exists()
+
+    def test_bad_values_store_nothing(self, team):
+        with pytest.raises(InvalidInput):
+            plan_update(plan=team, credit_allowance=D(0))
+        team.refresh_from_db()
+        assert team.credit_allowance == 1000
+        assert not PlanChange.objects.exists()
+
+
+class TestAdmin:
+    def test_a_plan_alert_added_on_the_plans_page_reaches_its_organizations(
+        self, team, staff_client
+    ):
+        acme, globex = on_plan(team, 2)
+        response = staff_client.post(
+            admin_url(Plan, "change", team.pk),
+            plan_form(team, alerts=[{"threshold_type": "absolute", "threshold": "100"}]),
+        )
+        assert response.status_code == 302, response.content.decode()[:3000]
+        plan_alert = PlanAlert.objects.get()
+        assert {copy.organization for copy in plan_alert.copies.all()} == {acme, globex}
+
+    def test_an_organization_full_of_alerts_refuses_it_on_the_page(self, team, staff_client):
+        (acme,) = on_plan(team)
+        for n in range(25):
+            alert_create(organization=acme, threshold_type="absolute", threshold=D(10 + n))
+        response = staff_client.post(
+            admin_url(Plan, "change", team.pk),
+            plan_form(team, alerts=[{"threshold_type": "absolute", "threshold": "100"}]),
+        )
+        assert response.status_code == 200
+        assert "already have 25 alerts" in response.content.decode()
+        assert not PlanAlert.objects.exists()
+
+    def test_a_new_allowance_on_the_page_goes_through_the_service(self, team, staff_client):
+        on_plan(team)
+        response = staff_client.post(
+            admin_url(Plan, "change", team.pk), plan_form(team, credit_allowance="500")
+        )
+        assert response.status_code == 302
+        assert PlanChange.objects.get().fields == ["credit_allowance"]
+
+    def test_an_inherited_alert_cannot_be_deleted_in_the_organizations_admin(
+        self, team, staff_client
+    ):
+        (acme,) = on_plan(team)
+        plan_alert = plan_alert_create(plan=team, threshold_type="absolute", threshold=D(100))
+        copy = copy_of(plan_alert, acme)
+        response = staff_client.post(
+            admin_url(OrganizationAlert, "delete", copy.pk), {"post": "yes"}
+        )
+        assert response.status_code == 403
+        assert OrganizationAlert.objects.filter(pk=copy.pk).exists()
+
+
+def plan_form(plan: Plan, *, alerts=(), **values) -> dict[str, str]:
+    data = {
+        "name": plan.name,
+        "credit_allowance": str(plan.credit_allowance or ""),
+        "default_limit": str(plan.default_limit or ""),
+        "credit_price": str(plan.credit_price or ""),
+        "alerts-TOTAL_FORMS": str(len(alerts)),
+        "alerts-INITIAL_FORMS": "0",
+        "alerts-MIN_NUM_FORMS": "0",
+        "alerts-MAX_NUM_FORMS": "1000",
+    }
+    data |= {key: str(value) for key, value in values.items()}
+    for index, alert in enumerate(alerts):
+        data |= {f"alerts-{index}-{key}": value for key, value in alert.items()}
+        data[f"alerts-{index}-enabled"] = "on"
+    return data

@@ -233,3 +233,40 @@ def test_a_depleted_balance_and_its_top_up_reach_admins_through_the_worker(
     ]
     wait_until(lambda: not Notification.objects.exclude(status=DeliveryStatus.SENT).exists())
     assert len(provider.accepted()) == 3
+
+
+def test_a_plan_alert_emails_each_organizations_admins_once_through_the_worker(provider, worker):
+    """SPEC §12: a plan alert added to a plan fires, through the worker's
+    settling, where usage is already past it, and on a later crossing
+    elsewhere: one email per organization's admin, none twice.
+    """
+    from decimal import Decimal
+
+    from accounts.plans import plan_create
+    from accounts.services import api_key_create
+    from alerts.services.changes import organization_update
+    from alerts.services.plan_alerts import plan_alert_create
+    from alerts.services.plan_settling import plans_settle_due
+    from tests.factories import OrganizationFactory
+    from tests.fixtures import ApiClient
+
+    team = plan_create(key="team", name="Team", credit_allowance=Decimal(1000))
+    admins, keys = [], []
+    for n in range(3):
+        organization = OrganizationFactory(name=f"Org {n}")
+        admins.append(AdminMembershipFactory(organization=organization).user.email)
+        organization_update(organization=organization, plan=team)
+        keys.append(ApiClient(api_key_create(organization=organization)[1]))
+    for api in keys[:2]:
+        post_usage(api, {"idempotency_key": "past", "credits": 600}, status=202)
+    plan_alert_create(plan=team, threshold_type="percentage", threshold=Decimal(50))
+    emails = provider.wait_for(2)  # settled by the worker: the two already past
+    post_usage(keys[2], {"idempotency_key": "cross", "credits": 700}, status=202)
+    emails = provider.wait_for(3)
+    plans_settle_due()  # a second settling, as a second beat would: nothing more
+    wait_until(lambda: not Notification.objects.exclude(status=DeliveryStatus.SENT).exists())
+    assert sorted(email.json()["To"] for email in emails) == sorted(admins)
+    assert len(provider.accepted()) == 3
+    assert all("50% of the credit allowance" in e.json()["TextBody"] for e in emails), [
+        e.json()["TextBody"][:300] for e in emails
+    ]

@@ -1,6 +1,7 @@
 """The demo organization `acme`: people to log in as, an API key, per-user
 limits, some usage this billing period, two meters and a little usage of
-them (_demo_meters.py), credit grants and a balance alert; and a platform
+them (_demo_meters.py), credit grants and a balance alert, two plans with
+acme on Team and an alert it inherits (_demo_plans.py); and a platform
 staff login for the Django admin.
 
 Each step creates only what is missing, so the command can be run on every
@@ -21,6 +22,12 @@ from accounts.management.commands._demo_meters import (
     DEMO_METERS,
     seed_meter_usage,
     seed_meters,
+)
+from accounts.management.commands._demo_plans import (
+    DEMO_PLAN,
+    DEMO_PLAN_ALERT_PERCENT,
+    DEMO_PLANS,
+    seed_plans,
 )
 from accounts.models import ApiKey, Organization, Role, User
 from accounts.services import api_key_create, membership_create, organization_create
@@ -142,6 +149,7 @@ class Command(OperatorCommand):
             meter_events_added = seed_meter_usage(organization, now=now)
             grants_added = seed_grants(organization, now=now)
             balance_alert_added = seed_balance_alert(organization)
+            plans_added = seed_plans(organization)
             staff_created = seed_staff()
             logins = demo_logins(organization, now=now)
 
@@ -165,6 +173,13 @@ class Command(OperatorCommand):
             credits_phrase(organization, grants_added=grants_added)
             + f"; a balance alert below {credits(DEMO_BALANCE_ALERT_THRESHOLD)} credits "
             + ("added." if balance_alert_added else "already there.")
+        )
+        self.stdout.write(
+            "Plans: "
+            + " and ".join(f"{plan.name} ({plan.key})" for plan in DEMO_PLANS)
+            + f"; {organization.slug} on {DEMO_PLAN}, which gives it an alert at "
+            f"{DEMO_PLAN_ALERT_PERCENT}% of the allowance"
+            + (f" ({plans_added} added)." if plans_added else " (already there).")
         )
         self.stdout.write(
             f"Admin login: {DEMO_ADMIN_EMAIL} / {DEMO_PASSWORD} "
