@@ -131,7 +131,8 @@ def plan_alert_update(
         plan_alert.threshold_type, plan_alert.threshold = new_type, new_threshold
         if enabled is not None:
             plan_alert.enabled = enabled
-        plan_alert.save()
+        # Not the settling marks: a settling task may be writing them.
+        plan_alert.save(update_fields=["threshold_type", "threshold", "enabled", "updated_at"])
         copies = OrganizationAlert.objects.filter(plan_alert=plan_alert, overridden=False)
         changes: dict[str, Any] = {
             "threshold_type": new_type,

@@ -252,6 +252,25 @@ class TestOrganizationsCopy:
         assert copy_of(plan_alert, globex).threshold == 100
 
 
+def test_an_organization_never_changes_the_plan_itself(team, free):
+    acme, globex = on_plan(team, 2)
+    plan_alert = plan_alert_create(plan=team, threshold_type="absolute", threshold=D(100))
+    api = ApiClient(_key(acme))
+    response = api.patch("/api/v1/organization", {"credit_allowance": "5", "credit_price": "1"})
+    assert response.status_code == 200
+    assert response.json()["credit_allowance_source"] == "organization"
+    api.patch(f"{ALERTS}/{copy_of(plan_alert, acme).pk}", {"threshold": "7", "enabled": False})
+    api.patch("/api/v1/organization", {"plan": "free"})
+    team.refresh_from_db()
+    plan_alert.refresh_from_db()
+    assert (team.credit_allowance, team.credit_price) == (1000, None)
+    assert (plan_alert.threshold, plan_alert.enabled) == (100, True)
+    assert (copy_of(plan_alert, globex).threshold, copy_of(plan_alert, globex).enabled) == (
+        100,
+        True,
+    )
+
+
 class TestPlanChanges:
     def test_a_plan_edit_reaches_every_copy_and_re_arms_it(self, team, deliver):
         acme, globex = on_plan(team, 2)
