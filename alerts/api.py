@@ -37,7 +37,7 @@ from config.errors import ErrorOut, InvalidInput, NotFound
 
 router = Router()
 
-ThresholdTypeName = Literal["percentage", "absolute", "spend", "invoice_total"]
+ThresholdTypeName = Literal["percentage", "absolute", "spend", "invoice_total", "forecast"]
 NotifyName = Literal["all_admins", "specific_admins"]
 FiringKindName = Literal[
     "organization_alert",
@@ -177,6 +177,16 @@ class AlertEventOut(Schema):
     currency: str | None = Field(
         description="For `spend` and `invoice_total` alerts: the currency of `threshold`, "
         "`threshold_credits` and `value`; null otherwise."
+    )
+    threshold_type: ThresholdTypeName | None = Field(
+        description="The organization alert's threshold type when it fired; null for the others."
+    )
+    projected: CreditsOut | None = Field(
+        description="A `forecast` alert: the usage projected at the period's end, at the pace "
+        "when it fired; null otherwise."
+    )
+    projected_at: datetime | None = Field(
+        description="A `forecast` alert: when usage reaches the threshold at that pace."
     )
     triggered_at: datetime
     period_start: datetime
@@ -377,6 +387,9 @@ def _event_out(firing: Firing) -> dict[str, Any]:
         "threshold_credits": firing.threshold_credits,
         "value": firing.value,
         "currency": firing.currency or None,
+        "threshold_type": firing.threshold_type or None,
+        "projected": firing.projected,
+        "projected_at": firing.projected_at,
         "triggered_at": firing.triggered_at,
         "period_start": firing.period_start,
     }

@@ -76,7 +76,9 @@ class OrganizationAlertForm(forms.Form):
         self.fields["threshold"].help_text = (
             "A percentage (1-100) of the credit allowance, a number of credits, or for Spend "
             f"(all usage at the credit price) and Invoice total (usage beyond the allowance "
-            f"and credits, at the price) an amount in {currency} ({currency_symbol(currency)})."
+            f"and credits, at the price) an amount in {currency} ({currency_symbol(currency)}). "
+            "Forecast: a percentage of the allowance that usage is on pace to reach by the "
+            "period's end (read once 3 days or 10% of the period have passed)."
             f"{no_price}"
         )
         if editing:

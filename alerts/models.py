@@ -19,10 +19,14 @@ class ThresholdType(models.TextChoices):
     ABSOLUTE = "absolute", "Absolute"
     SPEND = "spend", "Spend"
     INVOICE_TOTAL = "invoice_total", "Invoice total"
+    FORECAST = "forecast", "Forecast"
 
 
 # Thresholds that are amounts of money (SPEC §11), in the organization's currency.
 MONEY_THRESHOLD_TYPES = (ThresholdType.SPEND, ThresholdType.INVOICE_TOTAL)
+# Thresholds that are a percent (1-100) of the allowance: of usage, or of the
+# usage projected at the period's end (SPEC §15).
+PERCENT_THRESHOLD_TYPES = (ThresholdType.PERCENTAGE, ThresholdType.FORECAST)
 
 
 class Recipients(models.TextChoices):
@@ -165,7 +169,10 @@ class OrganizationAlert(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(threshold__gt=0)
-                & (~models.Q(threshold_type="percentage") | models.Q(threshold__lte=100)),
+                & (
+                    ~models.Q(threshold_type__in=["percentage", "forecast"])
+                    | models.Q(threshold__lte=100)
+                ),
                 name="organization_alert_threshold_valid",
             ),
             models.CheckConstraint(
@@ -184,8 +191,9 @@ class OrganizationAlert(models.Model):
             what = self.get_threshold_type_display().lower()
             amount = f"{self.threshold.normalize():f} {self.organization.currency}"
             return f"{self.organization}: {what} alert at {amount}"
-        unit = "%" if self.threshold_type == ThresholdType.PERCENTAGE else " credits"
-        return f"{self.organization}: alert at {self.threshold.normalize():f}{unit}"
+        unit = "%" if self.threshold_type in PERCENT_THRESHOLD_TYPES else " credits"
+        forecast = "forecast " if self.threshold_type == ThresholdType.FORECAST else ""
+        return f"{self.organization}: {forecast}alert at {self.threshold.normalize():f}{unit}"
 
     @property
     def source(self) -> str:
@@ -321,6 +329,10 @@ class Firing(models.Model):
         help_text="The threshold in what the alert watches: credits, or money (money alerts)."
     )
     value = money_field(help_text="Usage when it fired; spend or invoice total for money alerts.")
+    # A forecast alert (SPEC §15): the usage projected at the period's end,
+    # and when the threshold is reached at this pace.
+    projected = credits_field(null=True, blank=True)
+    projected_at = models.DateTimeField(null=True, blank=True)
     currency = models.CharField(
         max_length=3, blank=True, help_text="For money alerts: the currency of the amounts."
     )

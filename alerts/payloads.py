@@ -69,6 +69,24 @@ def firing_summary(firing: Firing) -> dict[str, Any]:
         "period_start": firing.period_start.isoformat(),
         "period_end": firing.period_end.isoformat(),
         "triggered_at": firing.triggered_at.isoformat(),
+        **_forecast_summary(firing),
+    }
+
+
+def _forecast_summary(firing: Firing) -> dict[str, Any]:
+    """A forecast alert (SPEC §15): the projection, when the threshold is
+    reached at this pace, and when the allowance runs out at it.
+    """
+    if firing.projected is None:
+        return {}
+    runs_out_at = None
+    if firing.allowance and firing.value > 0:
+        elapsed = firing.triggered_at - firing.period_start
+        runs_out_at = firing.period_start + elapsed * float(firing.allowance / firing.value)
+    return {
+        "projected": format_credits(firing.projected),
+        "projected_at": firing.projected_at.isoformat() if firing.projected_at else None,
+        "runs_out_at": runs_out_at.isoformat() if runs_out_at else None,
     }
 
 
@@ -98,6 +116,12 @@ def webhook_payload(organization: Organization, firing: Firing) -> dict[str, Any
     }
     if firing.currency:  # spend and invoice_total: amounts of money
         data.update(threshold_type=firing.threshold_type, currency=firing.currency)
+    if firing.projected is not None:  # forecast (SPEC §15)
+        data.update(
+            threshold_type=firing.threshold_type,
+            projected=format_credits(firing.projected),
+            projected_at=iso(firing.projected_at) if firing.projected_at else None,
+        )
     return {
         "type": EVENT_TYPES[FiringKind(firing.kind)],
         "timestamp": firing.triggered_at.isoformat().replace("+00:00", "Z"),

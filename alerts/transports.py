@@ -383,6 +383,11 @@ def _describe(firing: dict[str, Any], *, to_member: bool) -> str:
                 f"{firing['meter_name']} reached {readable_credits(firing['threshold_credits'])} "
                 f"{firing['unit']} this billing period"
             )
+        if firing["threshold_type"] == "forecast":
+            return (
+                f"Organization usage is on pace to pass {firing['threshold']}% of the credit "
+                "allowance this billing period"
+            )
         if firing["threshold_type"] == "percentage":
             return f"Organization usage reached {firing['threshold']}% of the credit allowance"
         return f"Organization usage reached {readable_credits(firing['threshold_credits'])} credits"
@@ -416,6 +421,9 @@ def alert_email_context(payload: dict[str, Any]) -> dict[str, Any]:
             firing["value_money"] = readable_money(Decimal(firing["value"]), firing["currency"])
         firing["period_start_at"] = datetime.fromisoformat(firing["period_start"])
         firing["period_end_at"] = datetime.fromisoformat(firing["period_end"])
+        for moment in ("projected_at", "runs_out_at"):  # a forecast alert's (SPEC §15)
+            if firing.get(moment):
+                firing[f"{moment}_date"] = datetime.fromisoformat(firing[moment])
     if to_member:  # Limits & Alerts is admin-only: a member is sent to their own usage
         action_url, action_label = f"{settings.SITE_URL}/me/usage/", "See your usage"
     elif firings[0]["is_balance"]:

@@ -16,9 +16,11 @@ from accounts.audit import audit_record
 from accounts.models import Membership, Organization, Role
 from accounts.selectors import validate_admins
 from accounts.services import organization_cap_check
+from alerts.forecast import forecast
 from alerts.models import (
     MAX_ORGANIZATION_ALERTS,
     MONEY_THRESHOLD_TYPES,
+    PERCENT_THRESHOLD_TYPES,
     OrganizationAlert,
     Recipients,
     ThresholdType,
@@ -55,7 +57,8 @@ def validate_meter_threshold(meter: Meter | None, threshold_type: str) -> None:
 def validate_threshold(threshold_type: str, threshold: Decimal) -> None:
     if threshold_type not in ThresholdType.values:
         raise InvalidInput(
-            "threshold_type must be 'percentage', 'absolute', 'spend' or 'invoice_total'.",
+            "threshold_type must be 'percentage', 'absolute', 'spend', 'invoice_total' or "
+            "'forecast'.",
             code="invalid",
             field="threshold_type",
         )
@@ -63,9 +66,9 @@ def validate_threshold(threshold_type: str, threshold: Decimal) -> None:
         raise InvalidInput(
             "The threshold must be greater than 0.", code="invalid_threshold", field="threshold"
         )
-    if threshold_type == ThresholdType.PERCENTAGE and not 1 <= threshold <= 100:
+    if threshold_type in PERCENT_THRESHOLD_TYPES and not 1 <= threshold <= 100:
         raise InvalidInput(
-            "A percentage threshold must be between 1 and 100.",
+            f"A {threshold_type} threshold must be between 1 and 100.",
             code="invalid_threshold",
             field="threshold",
         )
@@ -138,7 +141,12 @@ def quiet_if_already_passed(alert: OrganizationAlert) -> None:
     """Created not to fire for a period already past it: quiet until the next."""
     organization = alert.organization
     period = organization_period(organization, timezone.now())
-    if alert.threshold_type in MONEY_THRESHOLD_TYPES:
+    if alert.threshold_type == ThresholdType.FORECAST:
+        used = organization_used(organization=organization, period=period)
+        threshold = threshold_credits(alert, period.allowance(organization.credit_allowance))
+        pace = forecast(period, timezone.now(), used)
+        passed = pace is not None and threshold is not None and pace.projected >= threshold
+    elif alert.threshold_type in MONEY_THRESHOLD_TYPES:
         money = money_as_it_stands(organization=organization, period=period)
         passed = money is not None and crossed(
             None, money_watched(alert, money)[1], alert.threshold

@@ -30,6 +30,7 @@ from django.db.models import Field
 from django.utils import timezone
 
 from accounts.models import Membership, Organization
+from alerts.forecast import forecast
 from alerts.models import (
     MONEY_THRESHOLD_TYPES,
     BalanceAlert,
@@ -100,6 +101,8 @@ class Candidate:
     balance_alert: BalanceAlert | None = None
     meter: str = CREDITS_METER
     currency: str = ""
+    projected: Decimal | None = None
+    projected_at: datetime | None = None
 
 
 def threshold_credits(alert: OrganizationAlert, allowance: Decimal | None) -> Decimal | None:
@@ -133,6 +136,8 @@ def organization_alert_candidates(
     candidates = []
     for alert in alerts:
         meter = CREDITS_METER
+        if alert.threshold_type == ThresholdType.FORECAST:
+            continue  # forecast_alert_candidates
         if alert.meter_id is None:
             threshold = threshold_credits(alert, allowance)
             value_before, value_after = before, after
@@ -160,6 +165,45 @@ def organization_alert_candidates(
                     meter=meter,
                 )
             )
+    return candidates
+
+
+def forecast_alert_candidates(
+    alerts: Sequence[OrganizationAlert],
+    *,
+    period: Period,
+    allowance: Decimal | None,
+    used: Decimal,
+    now: datetime,
+) -> list[Candidate]:
+    """The usage projected at the period's end against each forecast alert
+    (SPEC §15), from what the write has in hand: no query. It fires the
+    first time the projection reaches the threshold, then keeps quiet for
+    the period (`fire` marks it), so that the writes after it cost nothing.
+    """
+    candidates = []
+    pace = None
+    for alert in alerts:
+        if alert.threshold_type != ThresholdType.FORECAST:
+            continue
+        threshold = threshold_credits(alert, allowance)
+        if threshold is None or alert.quiet_period_start == period.start:
+            continue
+        pace = pace or forecast(period, now, used)
+        if pace is None or pace.projected < threshold:
+            continue
+        candidates.append(
+            Candidate(
+                kind=FiringKind.ORGANIZATION_ALERT,
+                dedupe_key=alert.firing_key(period),
+                threshold=alert.threshold,
+                threshold_credits=threshold,
+                value=used,
+                alert=alert,
+                projected=pace.projected,
+                projected_at=pace.reached_at(threshold),
+            )
+        )
     return candidates
 
 
@@ -261,6 +305,13 @@ def alerts_on_usage(change: UsageChange) -> list[Firing]:
         meters=change.meters,
     )
     candidates += money_alert_candidates(alerts, period=period, money=change.money)
+    candidates += forecast_alert_candidates(
+        alerts,
+        period=period,
+        allowance=period.allowance(organization.credit_allowance),
+        used=change.used_after,
+        now=timezone.now(),
+    )
     for member in change.members:
         candidates += user_alert_candidates(
             policy,
@@ -285,14 +336,20 @@ def alerts_evaluate_organization(
     """Fire every alert of the current period that is at or past its threshold
     and has not fired yet. For changes of configuration, not for each write.
     """
-    period = organization_period(organization, now or timezone.now())
+    now = now or timezone.now()
+    period = organization_period(organization, now)
     alerts, policy = _alert_configuration(organization)
-    candidates = organization_alert_candidates(
+    used = organization_used(organization=organization, period=period)
+    allowance = period.allowance(organization.credit_allowance)
+    candidates = forecast_alert_candidates(
+        alerts, period=period, allowance=allowance, used=used, now=now
+    )
+    candidates += organization_alert_candidates(
         alerts,
         period=period,
-        allowance=period.allowance(organization.credit_allowance),
+        allowance=allowance,
         before=None,
-        after=organization_used(organization=organization, period=period),
+        after=used,
         meters=meter_values(
             organization=organization,
             period=period,
@@ -378,6 +435,9 @@ def fire(organization: Organization, period: Period, candidates: list[Candidate]
     firings = _insert_firings(organization, period, candidates, members, now)
     if firings:
         notifications_write(organization, period, firings, members)
+    forecasts = [c.alert.pk for c in candidates if c.alert and c.projected is not None]
+    if forecasts:  # fired once: quiet for the period, so later writes skip it
+        OrganizationAlert.objects.filter(pk__in=forecasts).update(quiet_period_start=period.start)
     return firings
 
 
@@ -411,6 +471,8 @@ def _insert_firings(
                 period_end=period.end,
                 triggered_at=now,
                 dedupe_key=candidate.dedupe_key,
+                projected=candidate.projected,
+                projected_at=candidate.projected_at,
             )
         )
     fields: list[Field[Any, Any]] = [
@@ -433,6 +495,8 @@ def _insert_firings(
             "period_end",
             "triggered_at",
             "dedupe_key",
+            "projected",
+            "projected_at",
         )
     ]
     columns = ", ".join(str(field.column) for field in fields)

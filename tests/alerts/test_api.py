@@ -502,6 +502,9 @@ class TestAlertEvents:
             "threshold_credits": "500",
             "value": "612.25",
             "currency": None,
+            "threshold_type": "percentage",
+            "projected": None,
+            "projected_at": None,
             "triggered_at": event["triggered_at"],
             "period_start": event["period_start"],
         }

@@ -84,7 +84,8 @@ CASES = [
     ("put", "/api/v1/user-alerts", {"admins": "all"}, 422, "admins", "admins: must be a list."),
     ("post", "/api/v1/alerts", {"threshold_type": "percent", "threshold": 50}, 422,
      "threshold_type",
-     "threshold_type: must be one of 'percentage', 'absolute', 'spend' or 'invoice_total'."),
+     "threshold_type: must be one of 'percentage', 'absolute', 'spend', 'invoice_total' or "
+     "'forecast'."),
     ("get", "/api/v1/alert-events?limit=many", None, 400, "limit",
      "limit: must be a whole number."),
     ("get", "/api/v1/alert-events?kind=mine", None, 400, "kind",
