@@ -59,6 +59,9 @@ WebhookEventName = Literal[
     "credit_grant.created",
     "credit_grant.expiring",
     "invoice.created",
+    "limit_request.created",
+    "limit_request.approved",
+    "limit_request.denied",
 ]
 # Alert events' figures: credits, or amounts of money (up to 12 fractional
 # digits: credits x price) for `spend` and `invoice_total` alerts.

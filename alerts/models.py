@@ -455,9 +455,18 @@ CREDIT_GRANT_CREATED = "credit_grant.created"
 CREDIT_GRANT_EXPIRING = "credit_grant.expiring"
 TOP_UP_LIMIT_REACHED = "credit_balance.top_up_limit_reached"
 INVOICE_CREATED = "invoice.created"
+LIMIT_REQUEST_CREATED = "limit_request.created"
+LIMIT_REQUEST_APPROVED = "limit_request.approved"
+LIMIT_REQUEST_DENIED = "limit_request.denied"
 CREDIT_EVENT_TYPES = (
     CREDIT_GRANT_CREATED,
     CREDIT_GRANT_EXPIRING,
     TOP_UP_LIMIT_REACHED,
     INVOICE_CREATED,
+    LIMIT_REQUEST_CREATED,
+    LIMIT_REQUEST_APPROVED,
+    LIMIT_REQUEST_DENIED,
 )
+
+
+from alerts.request_models import LimitRequest, LimitRequestStatus  # noqa: E402, F401

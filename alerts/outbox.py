@@ -225,12 +225,18 @@ def _event_value(value: Any) -> Any:
 
 
 def credit_event_write(
-    organization: Organization, event_type: str, data: dict[str, Any], *, email_admins: bool
+    organization: Organization,
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    email_admins: bool = False,
+    email_to: Sequence[str] = (),
 ) -> None:
-    """An event of the credit balance that is not an alert's firing (a grant
-    created or expiring, the top-up limit reached): one webhook event per
-    endpoint that takes it, and, with `email_admins`, one email per admin.
-    In the caller's transaction, delivered like every notification.
+    """An event that is not an alert's firing (a grant created or expiring,
+    the top-up limit reached, an invoice, a limit request): one webhook
+    event per endpoint that takes it, and, with `email_admins`, one email
+    per admin, or one to each address of `email_to`. In the caller's
+    transaction, delivered like every notification.
     """
     group_key = uuid.uuid4().hex
     now = timezone.now()
@@ -249,13 +255,13 @@ def credit_event_write(
         )
         if event_type in endpoint.events
     ]
-    if email_admins:
+    if email_admins or email_to:
         notifications += [
             Notification(
                 organization=organization,
                 group_key=group_key,
                 channel=Channel.EMAIL,
-                recipient=admin.user.email,
+                recipient=email,
                 event_type=CREDIT_EMAIL,
                 payload={
                     "organization": {"name": organization.name, "slug": organization.slug},
@@ -263,7 +269,11 @@ def credit_event_write(
                     "data": data,
                 },
             )
-            for admin in _all_admins(organization)
+            for email in (
+                [admin.user.email for admin in _all_admins(organization)]
+                if email_admins
+                else list(dict.fromkeys(email_to))
+            )
         ]
     for notification in Notification.objects.bulk_create(notifications):
         deliver_notification_on_commit(notification.pk)

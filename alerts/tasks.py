@@ -10,6 +10,7 @@ from alerts.outbox import notifications_requeue_stale
 from alerts.retention import notifications_prune
 from alerts.services.credits import credit_balances_check
 from alerts.services.invoicing import invoices_close_periods
+from alerts.services.limit_requests import limit_requests_revert_due
 from alerts.services.plan_settling import plans_settle_due
 
 
@@ -36,3 +37,8 @@ def close_invoice_periods() -> int:
 @shared_task(ignore_result=True)
 def settle_plans() -> int:
     return plans_settle_due()
+
+
+@shared_task(ignore_result=True)
+def revert_limit_requests() -> int:
+    return limit_requests_revert_due()

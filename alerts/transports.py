@@ -70,6 +70,8 @@ def credit_email_context(payload: dict[str, Any]) -> dict[str, Any]:
         headline = f"Invoice for {data['amount_text']} issued"
         action_url = f"{settings.SITE_URL}/settings/limits/"
         action_label = "Review Limits & Alerts"
+    elif event.startswith("limit_request."):
+        headline, action_url, action_label = _limit_request_notice(event, data)
     elif event == "credit_grant.created":
         headline = f"Auto top-up added {readable_credits(data['credits'])} credits"
     elif event == "credit_grant.expiring":
@@ -87,6 +89,25 @@ def credit_email_context(payload: dict[str, Any]) -> dict[str, Any]:
         "action_url": action_url,
         "action_label": action_label,
     }
+
+
+def _limit_request_notice(event: str, data: dict[str, Any]) -> tuple[str, str, str]:
+    """A limit request's email (SPEC §14): to the admins, or to the member."""
+    if event == "limit_request.created":
+        return (
+            f"{data['user']} asks for {readable_credits(data['credits'])} more credits",
+            f"{settings.SITE_URL}/settings/limits/#limit-requests",
+            "Review the request",
+        )
+    if event == "limit_request.approved":
+        when = " for this billing period" if data.get("this_period_only") else ""
+        headline = (
+            f"Your request was approved: {readable_credits(data['approved_credits'])} more "
+            f"credits{when}"
+        )
+    else:
+        headline = "Your request for more credits was declined"
+    return headline, f"{settings.SITE_URL}/me/usage/", "See your usage"
 
 
 def credit_email_build(

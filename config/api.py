@@ -18,6 +18,7 @@ from accounts.apiauth import ApiKeyAuth
 from alerts.api import router as alerts_router
 from alerts.credits_api import router as credits_router
 from alerts.invoices_api import router as invoices_router
+from alerts.limit_requests_api import router as limit_requests_router
 from billing.api import router as billing_router
 from billing.meter_api import router as meters_router
 from config.apikit import ApiError, DecimalJsonParser
@@ -206,6 +207,7 @@ api.add_router("", alerts_router)
 api.add_router("", credits_router)
 api.add_router("", meters_router)
 api.add_router("", invoices_router)
+api.add_router("", limit_requests_router)
 
 
 def _field_of(location: tuple[Any, ...] | list[Any]) -> str | None:

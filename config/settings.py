@@ -253,6 +253,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "alerts.tasks.settle_plans",
         "schedule": 60.0,
     },
+    # Limit requests approved for one billing period only (SPEC §14): the
+    # member's limit returns within a minute of the period's end.
+    "revert-limit-requests": {
+        "task": "alerts.tasks.revert_limit_requests",
+        "schedule": 60.0,
+    },
     "prune-notifications": {
         "task": "alerts.tasks.prune_notifications",
         "schedule": 60.0 * 60,

@@ -20,11 +20,18 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from accounts.models import ApiKey, Membership
 from accounts.services import api_key_create, api_key_revoke
-from alerts.models import BalanceAlert, OrganizationAlert, UserAlertPolicy, WebhookEndpoint
+from alerts.models import (
+    BalanceAlert,
+    LimitRequest,
+    OrganizationAlert,
+    UserAlertPolicy,
+    WebhookEndpoint,
+)
 from alerts.services.changes import custom_limit_set
 from alerts.services.credit_settings import AutoTopUpInput, auto_top_up_set, balance_alert_create
 from alerts.services.credits import credit_grant_create
 from alerts.services.invoicing import BillingThresholdInput, billing_threshold_set
+from alerts.services.limit_requests import limit_request_create
 from alerts.webhooks import webhook_endpoint_create
 from billing.models import (
     AutoTopUp,
@@ -100,9 +107,14 @@ def world(organization, owner, member, outsider, other_organization) -> dict[str
     billing_threshold_set(
         organization=organization, settings=BillingThresholdInput(enabled=True, amount=D(50))
     )
+    # A limit request (SPEC §14) whose reason would show Acme's markers.
+    limit_request = limit_request_create(
+        organization=organization, membership=owner, credits=D(5), reason="Acme Inc"
+    )
     _, acme_key = api_key_create(organization=organization)
     _, globex_key = api_key_create(organization=other_organization)
     return {
+        "limit_request": limit_request,
         "alert": alert,
         "endpoint": endpoint,
         "grant": grant,
@@ -151,6 +163,7 @@ def acme_state() -> tuple[Any, ...]:
             )
         ),
         CreditLedgerEntry.objects.filter(organization__slug="acme").count(),
+        sorted(LimitRequest.objects.filter(organization__slug="acme").values_list("id", "status")),
         sorted(
             BalanceAlert.objects.filter(organization__slug="acme").values_list(
                 "id", "type", "threshold", "notify", "status"
@@ -266,6 +279,10 @@ def api_operations(world: dict[str, Any]) -> list[Operation]:
         Operation("put", "/api/v1/billing-threshold", {"enabled": False}, 200),
         Operation("get", "/api/v1/invoices", None, 200),
         Operation("get", f"/api/v1/invoices/{world['invoice'].pk}", None, 200),
+        Operation("get", "/api/v1/limit-requests", None, 200),
+        Operation("post", "/api/v1/limit-requests", {"user": member, "credits": 5}, 201),
+        Operation("post", f"/api/v1/limit-requests/{world['limit_request'].pk}/approve", {}, 200),
+        Operation("post", f"/api/v1/limit-requests/{world['limit_request'].pk}/deny", {}, 200),
     ]
 
 
@@ -293,6 +310,8 @@ def test_the_matrix_covers_every_api_operation(world):
         "/credit-grants/{id}/void": ("{id}", str(world["grant"].pk)),
         "/balance-alerts/{id}": ("{id}", str(world["balance_alert"].pk)),
         "/invoices/{id}": ("{id}", str(world["invoice"].pk)),
+        "/limit-requests/{id}/approve": ("{id}", str(world["limit_request"].pk)),
+        "/limit-requests/{id}/deny": ("{id}", str(world["limit_request"].pk)),
     }
     called = {(operation.method, operation.path) for operation in api_operations(world)}
     covered = set()
@@ -318,6 +337,7 @@ def test_another_organizations_key_never_reaches_acme(world):
         str(world["grant"].pk),
         str(world["balance_alert"].pk),
         str(world["invoice"].pk),
+        str(world["limit_request"].pk),
     }
 
     for method, path, body, _ in api_operations(world):
