@@ -28,10 +28,11 @@ from alerts.selectors import (
     firings_of_period,
     members_past_user_alert_threshold,
     organization_alerts,
+    pending_limit_requests,
 )
 from alerts.services import configuration, invoicing
-from billing.invoices import invoices_of_period
-from billing.models import Source, UserLimitPolicy
+from billing.invoices import threshold_and_invoices_of_period
+from billing.models import BillingThreshold, Source, UserLimitPolicy
 from billing.periods import Period
 from billing.selectors import (
     current_period,
@@ -53,7 +54,9 @@ CUSTOM_LIMITS = "custom-limits"
 EXCEEDING = "users-exceeding"
 HISTORY = "alert-history"
 BILLING_THRESHOLD = "billing-threshold"
+LIMIT_REQUESTS = "limit-requests"
 SECTION_TEMPLATES = {
+    LIMIT_REQUESTS: "alerts/_limit_requests.html",
     ORGANIZATION_ALERTS: "alerts/_organization_alerts.html",
     USER_ALERTS: "alerts/_user_alerts.html",
     USER_LIMITS: "alerts/_user_limits.html",
@@ -191,6 +194,22 @@ def _exceeding_context(
     }
 
 
+def _limit_requests_context(
+    organization: Organization, period: Period, policy: UserLimitPolicy
+) -> dict[str, Any]:
+    """Pending requests (SPEC §14) with each member's usage and limit now:
+    one query (the policy is the page's).
+    """
+    if policy.pk is not None:
+        default = policy.default_limit if policy.enabled else None
+    else:
+        default = organization.plan.default_limit if organization.plan else None
+    rows = pending_limit_requests(organization=organization, period=period)
+    for row in rows:
+        row.limit_now = row.custom_limit if row.has_custom_limit else default  # type: ignore[attr-defined]
+    return {"limit_requests": rows}
+
+
 def _history_context(organization: Organization, period: Period) -> dict[str, Any]:
     return {
         "firings": list(firings_of_period(organization=organization, period=period)[:HISTORY_SIZE])
@@ -200,17 +219,16 @@ def _history_context(organization: Organization, period: Period) -> dict[str, An
 def _billing_threshold_context(
     organization: Organization, period: Period, form: BillingThresholdForm | None = None
 ) -> dict[str, Any]:
+    threshold, invoices = threshold_and_invoices_of_period(organization=organization, period=period)
     if form is None:
-        threshold = invoicing.billing_threshold_get(organization=organization)
         form = BillingThresholdForm(
             organization=organization,
             prefix="billing_threshold",
-            initial=invoicing.billing_threshold_settings(threshold),
+            initial=invoicing.billing_threshold_settings(
+                threshold or BillingThreshold(organization=organization)
+            ),
         )
-    return {
-        "billing_threshold_form": form,
-        "invoices": invoices_of_period(organization=organization, period=period),
-    }
+    return {"billing_threshold_form": form, "invoices": invoices}
 
 
 def section_context(
@@ -224,12 +242,15 @@ def section_context(
     read (`limit_policy`), so that it is read once.
     """
     organization = request.membership.organization
-    if limit_policy is None and section in (USER_LIMITS, EXCEEDING):
+    if limit_policy is None and section in (USER_LIMITS, EXCEEDING, LIMIT_REQUESTS):
         limit_policy = limit_policy_get(organization=organization)
     period = current_period(organization)
     base = {"organization": organization, "period": period}
     if section == ORGANIZATION_ALERTS:
         return base | _organization_alerts_context(organization, period)
+    if section == LIMIT_REQUESTS:
+        assert limit_policy is not None
+        return base | _limit_requests_context(organization, period, limit_policy)
     if section == USER_ALERTS:
         return base | _user_alerts_context(organization, period, forms.get("user_alert_form"))
     if section in (USER_LIMITS, CUSTOM_LIMITS):

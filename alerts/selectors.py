@@ -7,8 +7,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import CharField, Count, Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
-from django.db.models.functions import Cast
+from django.db.models import (
+    CharField,
+    Count,
+    DecimalField,
+    Exists,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+)
+from django.db.models.functions import Cast, Coalesce
 
 from accounts.models import Membership, Organization
 from alerts.models import (
@@ -16,12 +27,14 @@ from alerts.models import (
     DeliveryAttempt,
     Firing,
     FiringKind,
+    LimitRequest,
+    LimitRequestStatus,
     Notification,
     OrganizationAlert,
     WebhookEndpoint,
 )
 from alerts.services.rules import threshold_credits
-from billing.models import MemberUsage
+from billing.models import CustomLimit, MemberUsage
 from billing.periods import Period
 
 
@@ -174,4 +187,29 @@ def webhook_deliveries_recent(
             "last_error",
         )
         .order_by("-created_at", "-id")[:limit]
+    )
+
+
+def pending_limit_requests(*, organization: Organization, period: Period) -> list[LimitRequest]:
+    """The organization's pending limit requests, oldest first, each with its
+    member's usage counted this period and custom limit: one query.
+    """
+    custom = CustomLimit.objects.filter(membership=OuterRef("membership_id"))
+    return list(
+        LimitRequest.objects.filter(organization=organization, status=LimitRequestStatus.PENDING)
+        .select_related("membership__user")
+        .annotate(
+            counted=Coalesce(
+                Subquery(
+                    MemberUsage.objects.filter(
+                        membership=OuterRef("membership_id"), period_start=period.start
+                    ).values("counted")[:1]
+                ),
+                Value(Decimal(0)),
+                output_field=DecimalField(),
+            ),
+            has_custom_limit=Exists(custom),
+            custom_limit=Subquery(custom.values("limit")[:1]),
+        )
+        .order_by("created_at", "id")
     )

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver, path
 
-from alerts import credit_views, views, webhook_views
+from alerts import credit_views, request_views, views, webhook_views
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("settings/limits/", views.limits_settings, name="limits_settings"),
@@ -12,6 +12,22 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("settings/limits/alerts/<int:alert_id>/switch/", views.alert_switch, name="alert_switch"),
     path("settings/limits/alerts/<int:alert_id>/reset/", views.alert_reset, name="alert_reset"),
     path("settings/limits/user-alerts/", views.user_alerts_save, name="user_alerts_save"),
+    path(
+        "settings/limits/requests/<int:request_id>/approve/",
+        request_views.limit_request_approve,
+        name="limit_request_approve",
+    ),
+    path(
+        "settings/limits/requests/<int:request_id>/deny/",
+        request_views.limit_request_deny,
+        name="limit_request_deny",
+    ),
+    path("me/limit-request/", request_views.limit_request_ask, name="limit_request_ask"),
+    path(
+        "me/limit-request/withdraw/",
+        request_views.limit_request_withdraw,
+        name="limit_request_withdraw",
+    ),
     path("settings/limits/user-limits/", views.user_limits_save, name="user_limits_save"),
     path("settings/limits/custom-limits/", views.custom_limit_add, name="custom_limit_add"),
     path(

@@ -169,6 +169,30 @@ def invoice_get(*, organization: Organization, invoice_id: int) -> Invoice | Non
     return invoices_of(organization=organization).filter(pk=invoice_id).first()
 
 
+def threshold_and_invoices_of_period(
+    *, organization: Organization, period: Period
+) -> tuple[BillingThreshold | None, list[Invoice]]:
+    """The billing threshold (None if never set) and the period's invoices,
+    in one query written as SQL: the Limits & Alerts page shows both.
+    """
+    rows = rawsql.fetch_all(
+        f"""
+        SELECT {rawsql.columns(BillingThreshold, "t")}, {rawsql.columns(Invoice, "i")}
+        FROM (SELECT 1 AS one) AS one
+        LEFT JOIN {BillingThreshold._meta.db_table} t ON t.organization_id = %s
+        LEFT JOIN {Invoice._meta.db_table} i
+            ON i.organization_id = %s AND i.period_start = %s
+        ORDER BY i.covered_from, i.id
+        """,
+        [organization.pk, organization.pk, moment_param(period.start)],
+    )
+    split = rawsql.column_count(BillingThreshold)
+    first = rows[0]
+    threshold = rawsql.instance(BillingThreshold, first[:split]) if first[0] is not None else None
+    invoices = [rawsql.instance(Invoice, row[split:]) for row in rows if row[split] is not None]
+    return threshold, invoices
+
+
 def invoices_of_period(*, organization: Organization, period: Period) -> list[Invoice]:
     return list(
         invoices_of(organization=organization)

@@ -332,7 +332,9 @@ def my_usage(request: OrganizationHttpRequest) -> HttpResponse:
         "balance": _balance_limiting(organization, allowance, organization_used_now, balance),
     }
     if not standing.allowed:
-        context |= blocked_notice_context(organization=organization, decision=standing)
+        context |= blocked_notice_context(
+            organization=organization, decision=standing, membership=request.membership
+        )
     return render(request, "billing/my_usage.html", context)
 
 

@@ -24,9 +24,11 @@ from typing import Any, Concatenate, ParamSpec, cast
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from accounts.models import Organization
+from accounts.models import Membership, Organization
 from accounts.web import OrganizationHttpRequest, View, organization_required
+from alerts.request_forms import LimitRequestForm
 from alerts.services.consume import usage_consume
+from alerts.services.limit_requests import pending_request_of
 from billing.models import Source
 from billing.rules import ORGANIZATION_CREDITS_EXHAUSTED, USER_LIMIT_REACHED, Decision
 from billing.selectors import admins_to_ask
@@ -125,7 +127,10 @@ def blocked_response(
         request,
         f"{BLOCKED_TEMPLATE}#notice" if wants_fragment(request) else BLOCKED_TEMPLATE,
         blocked_notice_context(
-            organization=request.membership.organization, decision=decision, cost=cost
+            organization=request.membership.organization,
+            decision=decision,
+            cost=cost,
+            membership=request.membership,
         )
         | {"back_url": request.get_full_path()},
         status=BLOCKED_STATUS,
@@ -133,7 +138,11 @@ def blocked_response(
 
 
 def blocked_notice_context(
-    *, organization: Organization, decision: Decision, cost: Decimal | None = None
+    *,
+    organization: Organization,
+    decision: Decision,
+    cost: Decimal | None = None,
+    membership: Membership | None = None,
 ) -> dict[str, Any]:
     """What the notice template needs: why, usage and limit, reset, whom to ask.
 
@@ -147,9 +156,17 @@ def blocked_notice_context(
         and decision.balance is not None
         and organization.credit_balance_kept_since is not None
     )
+    user_limit_reached = decision.reason == USER_LIMIT_REACHED
+    # At their limit, the member may ask for more (SPEC §14): the form, or
+    # the request already waiting.
+    pending = (
+        pending_request_of(membership) if user_limit_reached and membership is not None else None
+    )
     return {
+        "pending_request": pending,
+        "limit_request_form": LimitRequestForm() if user_limit_reached and membership else None,
         "decision": decision,
-        "user_limit_reached": decision.reason == USER_LIMIT_REACHED,
+        "user_limit_reached": user_limit_reached,
         "balance_used_up": balance_used_up,
         "allowance_returns": organization.credit_allowance is not None,
         "cost": cost,

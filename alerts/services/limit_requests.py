@@ -144,6 +144,31 @@ def limit_request_deny(
     return request
 
 
+def limit_request_withdraw(*, request: LimitRequest) -> None:
+    """The member takes back their pending request (none: nothing to do)."""
+    with transaction.atomic():
+        locked = LimitRequest.objects.select_for_update().filter(
+            pk=request.pk, status=LimitRequestStatus.PENDING
+        )
+        found = locked.select_related("organization", "membership").first()
+        if found is None:
+            return
+        audit_record(
+            organization=found.organization,
+            action="limit_request.withdrawn",
+            target_type="limit_request",
+            target_id=found.pk,
+            before=_snapshot(found),
+        )
+        found.delete()
+
+
+def pending_request_of(membership: Membership) -> LimitRequest | None:
+    return LimitRequest.objects.filter(
+        membership=membership, status=LimitRequestStatus.PENDING
+    ).first()
+
+
 def limit_requests_revert_due(*, now: Any = None) -> int:
     """Return the members approved for one period only to their former
     limit once that period has ended (the beat, every minute). Each request

@@ -24,7 +24,7 @@ from alerts.services.limit_requests import (
 from billing.models import CustomLimit
 from config.errors import Conflict
 from tests.factories import AdminMembershipFactory
-from tests.fixtures import run_in_threads
+from tests.fixtures import logged_in, run_in_threads
 from tests.helpers import consume, limits_on
 
 pytestmark = pytest.mark.django_db
@@ -215,3 +215,45 @@ def test_another_organization_never_sees_nor_answers_them(api, outsider_api, blo
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "unknown_user"
     assert LimitRequest.objects.get().status == "pending"
+
+
+class TestPages:
+    def test_a_member_asks_from_the_page_once_and_may_take_it_back(self, blocked):
+        client = logged_in(blocked)
+        response = client.post("/me/limit-request/", {"credits": "40", "reason": "Report"})
+        assert response.status_code == 302
+        assert LimitRequest.objects.get().credits == 40
+        again = client.post("/me/limit-request/", {"credits": "10"})
+        assert again.status_code == 422
+        assert "already has a request waiting" in again.content.decode()
+        assert (
+            "You asked for <strong>40</strong> more credits"
+            in client.get("/me/usage/").content.decode()
+        )
+        assert client.post("/me/limit-request/withdraw/").status_code == 302
+        assert not LimitRequest.objects.exists()
+
+    def test_bad_input_on_the_page_stores_nothing(self, blocked):
+        response = logged_in(blocked).post("/me/limit-request/", {"credits": "-3"})
+        assert response.status_code == 422
+        assert not LimitRequest.objects.exists()
+
+    def test_an_admin_approves_on_the_page(self, organization, owner, blocked):
+        request = limit_request_create(organization=organization, membership=blocked, credits=D(5))
+        client = logged_in(owner)
+        assert "Limit Requests" in client.get("/settings/limits/").content.decode()
+        response = client.post(
+            f"/settings/limits/requests/{request.pk}/approve/",
+            {"credits": "20", "this_period_only": "on"},
+        )
+        assert response.status_code == 302
+        assert custom_limit(blocked) == 120
+        request.refresh_from_db()
+        assert (request.status, request.resolved_by, request.this_period_only) == (
+            "approved",
+            owner,
+            True,
+        )
+        # Answered: gone from the section, and no longer answerable.
+        gone = client.post(f"/settings/limits/requests/{request.pk}/deny/", {})
+        assert gone.status_code == 404

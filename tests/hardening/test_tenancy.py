@@ -465,6 +465,7 @@ def test_acmes_own_key_reaches_every_operation(world):
 
 def page_urls(world: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
     alert_id = world["alert"].pk
+    limit_request_id = world["limit_request"].pk
     endpoint_id = world["endpoint"].pk
     balance_alert_id = world["balance_alert"].pk
     member_id = Membership.objects.get(user__email="member@acme.test").pk
@@ -512,8 +513,18 @@ def page_urls(world: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
             ("post", f"/credits/balance-alerts/{balance_alert_id}/delete/"),
             ("post", "/credits/auto-top-up/"),
             ("post", "/settings/limits/billing-threshold/"),
+            ("get", f"/settings/limits/requests/{limit_request_id}/approve/"),
+            ("post", f"/settings/limits/requests/{limit_request_id}/approve/"),
+            ("get", f"/settings/limits/requests/{limit_request_id}/deny/"),
+            ("post", f"/settings/limits/requests/{limit_request_id}/deny/"),
         ],
-        "member": [("get", "/"), ("get", "/me/usage/"), ("get", "/assistant/")],
+        "member": [
+            ("get", "/"),
+            ("get", "/me/usage/"),
+            ("get", "/assistant/"),
+            ("post", "/me/limit-request/"),
+            ("post", "/me/limit-request/withdraw/"),
+        ],
     }
 
 
@@ -565,6 +576,10 @@ def test_the_matrix_covers_every_page(world):
         "balance_alert_delete",
         "auto_top_up_save",
         "billing_threshold_save",
+        "limit_request_approve",
+        "limit_request_deny",
+        "limit_request_ask",
+        "limit_request_withdraw",
     }
     # A new page must join the matrix below: this list is what it covers.
     assert names == expected
@@ -586,7 +601,8 @@ def test_members_get_403_on_every_admin_page_and_change_nothing(world, member):
         assert response.status_code == 403, (method, path)
         assert "Only Admins can configure credit alerts and limits." in response.content.decode()
     for method, path in page_urls(world)["member"]:
-        assert getattr(client, method)(path).status_code in (200, 302), path
+        # 422: the request for more credits posted empty, its form shown again.
+        assert getattr(client, method)(path).status_code in (200, 302, 422), path
 
     assert acme_state() == before
 
