@@ -25,6 +25,7 @@ from alerts import (
     credit_admin,  # noqa: F401  (registers the credit balance's admin)
     invoice_admin,  # noqa: F401  (registers threshold invoicing's admin)
     plan_admin,  # noqa: F401  (registers the plans' alerts inline)
+    platform_admin,  # noqa: F401  (registers platform alerts and their firings)
 )
 from alerts.models import (
     MAX_ORGANIZATION_ALERTS,

@@ -11,6 +11,7 @@ from alerts.retention import notifications_prune
 from alerts.services.credits import credit_balances_check
 from alerts.services.invoicing import invoices_close_periods
 from alerts.services.plan_alerts import plan_alerts_settle_due
+from alerts.services.platform_config import platform_alerts_settle_due
 
 
 @shared_task(ignore_result=True)
@@ -36,3 +37,8 @@ def close_invoice_periods() -> int:
 @shared_task(ignore_result=True)
 def settle_plan_alerts() -> int:
     return plan_alerts_settle_due()
+
+
+@shared_task(ignore_result=True)
+def settle_platform_alerts() -> int:
+    return platform_alerts_settle_due()

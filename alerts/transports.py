@@ -31,6 +31,7 @@ from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
 from alerts.models import Channel, Notification, WebhookEndpoint
+from alerts.platform_messages import PLATFORM_EMAIL, PLATFORM_TEMPLATE, platform_email_context
 from config.credits import readable_credits
 from config.money import readable_money
 
@@ -119,8 +120,21 @@ class Sent:
     status: int | None = None
 
 
+def platform_email_build(
+    *, recipient: str, payload: dict[str, Any], message_uid: str
+) -> EmailMultiAlternatives:
+    return _email_from_templates(
+        PLATFORM_TEMPLATE,
+        platform_email_context(payload),
+        recipient=recipient,
+        message_uid=message_uid,
+    )
+
+
 def _send_email(notification: Notification) -> Sent:
-    build = credit_email_build if notification.event_type == CREDIT_EMAIL else alert_email_build
+    build = {CREDIT_EMAIL: credit_email_build, PLATFORM_EMAIL: platform_email_build}.get(
+        notification.event_type, alert_email_build
+    )
     message = build(
         recipient=notification.recipient,
         payload=notification.payload,
@@ -262,10 +276,35 @@ def _send_webhook(notification: Notification) -> Sent:
     endpoint = WebhookEndpoint.objects.filter(pk=int(notification.recipient)).first()
     if endpoint is None or endpoint.disabled_at is not None:
         raise TransportError("The webhook endpoint is deleted or disabled.", permanent=True)
+    response = _post_signed(notification, url=endpoint.url, secret=endpoint.secret)
+    if response.status_code == 410:
+        WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
+            disabled_at=timezone.now(), disabled_reason="The receiver answered 410 Gone."
+        )
+        raise TransportError("410 Gone: the endpoint is disabled.", permanent=True, status=410)
+    return _accepted(response)
+
+
+def _send_platform_webhook(notification: Notification) -> Sent:
+    """A platform alert's event to one of its URLs (the recipient), signed
+    with the platform's secret. Written only while a secret is set; one
+    unset since fails for good rather than send unsigned.
+    """
+    secret = settings.PLATFORM_WEBHOOK_SECRET
+    if not secret:
+        raise TransportError("PLATFORM_WEBHOOK_SECRET is not set.", permanent=True)
+    response = _post_signed(notification, url=notification.recipient, secret=secret)
+    if response.status_code == 410:
+        raise TransportError("410 Gone.", permanent=True, status=410)
+    return _accepted(response)
+
+
+def _post_signed(notification: Notification, *, url: str, secret: str) -> httpx.Response:
+    """POST the notification's payload to `url`, signed per Standard Webhooks."""
     body = json.dumps(notification.payload, separators=(",", ":"))
     now = timezone.now()
     message_id = webhook_message_id(notification)
-    signature = Webhook(endpoint.secret).sign(message_id, now, body)
+    signature = Webhook(secret).sign(message_id, now, body)
     headers = {
         "content-type": "application/json",
         "webhook-id": message_id,
@@ -275,14 +314,12 @@ def _send_webhook(notification: Notification) -> Sent:
     }
     try:
         with _webhook_client() as client:
-            response = client.post(endpoint.url, content=body, headers=headers)
+            return client.post(url, content=body, headers=headers)
     except httpx.HTTPError as error:
         raise TransportError(f"{type(error).__name__}: {error}") from error
-    if response.status_code == 410:
-        WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
-            disabled_at=now, disabled_reason="The receiver answered 410 Gone."
-        )
-        raise TransportError("410 Gone: the endpoint is disabled.", permanent=True, status=410)
+
+
+def _accepted(response: httpx.Response) -> Sent:
     if not 200 <= response.status_code < 300:
         raise TransportError(f"HTTP {response.status_code}", status=response.status_code)
     return Sent(status=response.status_code)
@@ -291,6 +328,7 @@ def _send_webhook(notification: Notification) -> Sent:
 TRANSPORTS: dict[str, Callable[[Notification], Sent]] = {
     Channel.EMAIL: _send_email,
     Channel.WEBHOOK: _send_webhook,
+    Channel.PLATFORM_WEBHOOK: _send_platform_webhook,
 }
 
 

@@ -32,6 +32,7 @@ from alerts.models import (
     Firing,
 )
 from alerts.outbox import credit_event_write
+from alerts.services.platform_alerts import platform_balance_changed
 from alerts.services.rules import Candidate, fire
 from billing import ledger
 from billing.balance import balance_now, balance_of, covered_by_allowance
@@ -145,6 +146,13 @@ def balance_changed(change: BalanceChange) -> Decimal | None:
         if grant is not None:
             after += grant.credits
     _balance_alerts(change, alerts, after)
+    platform_balance_changed(
+        organization=change.organization,
+        period=change.period,
+        before=change.before,
+        after=after,
+        now=change.now,
+    )
     return after
 
 
