@@ -12,7 +12,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -127,6 +127,9 @@ class PlatformAlertAdmin(CreditsAdminMixin, admin.ModelAdmin):
     )
     readonly_fields = ("firings_link", "recent_firings", "created_at", "updated_at")
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[PlatformAlert]:
+        return super().get_queryset(request).annotate(firings_count=Count("firings"))
+
     @admin.display(description="scope")
     def scope(self, alert: PlatformAlert) -> str:
         return f"Plan {alert.plan}" if alert.plan_id is not None else "All organizations"
@@ -136,7 +139,9 @@ class PlatformAlertAdmin(CreditsAdminMixin, admin.ModelAdmin):
         if alert.pk is None:
             return "-"
         url = reverse("admin:alerts_platformfiring_changelist")
-        count = alert.firings.count()
+        count = getattr(alert, "firings_count", None)
+        if count is None:
+            count = alert.firings.count()
         return format_html(
             '<a href="{}?platform_alert__id__exact={}">{} firing{}</a>',
             url,
