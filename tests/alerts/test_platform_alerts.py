@@ -7,13 +7,14 @@ or changed one fires off the request for organizations already past it.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 import time_machine
 from django.core import mail
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from standardwebhooks.webhooks import Webhook
 
@@ -25,11 +26,12 @@ from alerts.platform_models import PlatformAlert, PlatformFiring
 from alerts.selectors import webhook_deliveries_recent
 from alerts.services.changes import organization_update
 from alerts.services.platform_config import (
+    _past_it,
     platform_alert_save,
     platform_alert_settle,
     platform_alerts_settle_due,
 )
-from alerts.services.rules import _alert_configuration
+from alerts.services.rules import _alert_configuration, alerts_evaluate_organization
 from alerts.webhooks import webhook_secret_generate
 from tests.factories import AdminMembershipFactory, OrganizationFactory
 from tests.fixtures import run_at_once, run_in_threads
@@ -252,13 +254,34 @@ class TestAlreadyPassed:
         assert len(firings(alert)) == 1
 
     def test_a_lost_task_is_redone_by_the_beat(self):
-        organization = organization_with(1000)
-        ingest(organization, 900)
+        organization, below = organization_with(1000), organization_with(1000)
+        ingest(organization, 150)
+        ingest(below, 99)
         alert = platform_alert("absolute", 100)  # its on-commit task never runs here
         assert firings(alert) == []
         assert platform_alerts_settle_due() == 1
-        assert len(firings(alert, organization)) == 1
+        assert [f.organization for f in firings(alert)] == [organization]
         assert platform_alerts_settle_due() == 0
+
+    def test_the_backfill_reads_only_organizations_at_or_past_it(self, team):
+        past = organization_with(1000)
+        at_it = organization_with(None, plan=team)
+        below = organization_with(1000)
+        last_period = organization_with(1000)
+        no_allowance = organization_with(None)
+        ingest(past, 900)
+        ingest(at_it, 800)
+        ingest(below, 799)
+        ingest(no_allowance, 5000)
+        with time_machine.travel(datetime(2026, 2, 20, tzinfo=UTC), tick=False):
+            ingest(last_period, 900)
+        percentage = platform_alert("percentage", 80)
+        absolute = platform_alert("absolute", 850)
+
+        assert set(_past_it(percentage, NOW)) == {past, at_it}
+        assert set(_past_it(absolute, NOW)) == {past, no_allowance}
+        platform_alert_settle(percentage.pk)
+        assert set(_past_it(percentage, NOW)) == set()  # fired for both this period
 
     def test_the_balance_depleted_already(self, deliver):
         used_up, with_grant = organization_with(100), organization_with(100)
@@ -383,30 +406,44 @@ class TestHotPathCost:
         assert [a.pk for a in configuration.platform_alerts] == [mine.pk, on_team.pk]
         assert configuration.alerts == [] and configuration.policy is None
 
-    @pytest.mark.parametrize("write", ["ingest", "consume"])
-    def test_a_write_crossing_nothing_costs_no_query_more(self, team, write):
-        quiet = organization_with(None, plan=team)
-        watched = organization_with(None, plan=team)
-        member = {o.pk: o.memberships.get() for o in (quiet, watched)}
-
-        def queries_of_a_write(organization: Organization, key: str) -> int:
-            organization = Organization.objects.select_related("plan").get(pk=organization.pk)
-            with CaptureQueriesContext(connection) as queries:
-                if write == "ingest":
-                    ingest(organization, 1, key=key)
-                else:
-                    consume(organization, member[organization.pk], 1, key=key)
-            return len(queries)
-
-        queries_of_a_write(quiet, "warm")
-        without = queries_of_a_write(quiet, "counted")
+    @pytest.mark.parametrize(
+        ("write", "balance", "queries_on_main"),
+        [
+            ("ingest", "none kept", 9),
+            ("consume", "none kept", 10),
+            ("ingest", "kept, at 0", 11),  # grants: the balance kept, and used up already
+            ("consume", "kept", 12),
+        ],
+    )
+    def test_a_write_crossing_nothing_costs_what_it_did_before(
+        self, team, write, balance, queries_on_main
+    ):
+        """Counted on main before platform alerts existed (same setup), and here
+        with three platform alerts that apply: not one query more.
+        """
         platform_alert("percentage", 80)
         platform_alert("absolute", 900, plan=team)
         platform_alert("balance_depleted", None)
-        queries_of_a_write(watched, "warm")
-        with_three = queries_of_a_write(watched, "counted")
+        organization = organization_with(None, plan=team)
+        member = organization.memberships.get()
+        if balance != "none kept":
+            credit_grant(organization, 5)
+            if write == "ingest":
+                ingest(Organization.objects.get(pk=organization.pk), 1010)  # fires all three
 
-        assert with_three == without
+        def queries_of_a_write(key: str) -> int:
+            fresh = Organization.objects.select_related("plan").get(pk=organization.pk)
+            with CaptureQueriesContext(connection) as queries:
+                if write == "ingest":
+                    ingest(fresh, 1, key=key)
+                else:
+                    consume(fresh, member, 1, key=key)
+            return len(queries)
+
+        queries_of_a_write("warm")
+        firings_before = PlatformFiring.objects.count()
+        assert queries_of_a_write("counted") == queries_on_main
+        assert PlatformFiring.objects.count() == firings_before
 
 
 @pytest.mark.django_db(transaction=True)
@@ -427,21 +464,29 @@ def test_twenty_organizations_crossing_at_once_fire_once_each():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_backfill_and_a_crossing_write_at_once_fire_once():
+def test_the_backfill_twice_and_each_organizations_evaluation_at_once_fire_once():
+    """Three paths find the same organizations already past a new alert at
+    the same moment: two runs of its backfill, and each organization's own
+    evaluation (a change of its configuration). One firing and one email each.
+    """
     organizations = [organization_with(1000) for _ in range(10)]
     for organization in organizations:
-        ingest(organization, 95)
-    alert = platform_alert("absolute", 100)
-    PlatformAlert.objects.filter(pk=alert.pk).update(revision=3)
+        ingest(organization, 150)
+    # Stored as the admin would, its backfill not run yet (no task queued here).
+    alert = PlatformAlert.objects.create(
+        name="Sales", threshold_type="absolute", threshold=D(100), emails=[SALES], revision=1
+    )
 
     def settle() -> None:
         platform_alert_settle(alert.pk)
 
-    def write(index: int) -> None:
-        organization = Organization.objects.get(pk=organizations[index].pk)
-        ingest(organization, 10, key=f"cross-{index}")
+    def evaluate(index: int) -> None:
+        with transaction.atomic():
+            alerts_evaluate_organization(
+                organization=Organization.objects.get(pk=organizations[index].pk)
+            )
 
-    run_at_once(settle, settle, *(lambda index=index: write(index) for index in range(10)))
+    run_at_once(settle, settle, *(functools.partial(evaluate, index) for index in range(10)))
 
     for organization in organizations:
         assert len(firings(alert, organization)) == 1
