@@ -23,6 +23,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 
 from celery import shared_task
 from django.core.exceptions import ValidationError
@@ -139,9 +140,17 @@ def platform_alert_save(*, alert: PlatformAlert) -> PlatformAlert:
         alert.save()
         PlatformAlert.objects.filter(pk=alert.pk).update(revision=F("revision") + 1)
         alert.refresh_from_db(fields=["revision"])
-        alert_id = alert.pk
-        transaction.on_commit(lambda: settle_platform_alert.delay(alert_id))
+        transaction.on_commit(partial(_queue_settle, alert.pk), robust=True)
     return alert
+
+
+def _queue_settle(platform_alert_id: int) -> None:
+    try:
+        settle_platform_alert.delay(platform_alert_id)
+    except Exception:  # the broker is down: the beat settles it within a minute
+        logger.warning(
+            "Could not queue settling platform alert %s", platform_alert_id, exc_info=True
+        )
 
 
 @shared_task(ignore_result=True)
