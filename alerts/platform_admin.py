@@ -108,7 +108,7 @@ class PlatformAlertAdmin(CreditsAdminMixin, admin.ModelAdmin):
     """The operator's own alerts across organizations."""
 
     form = PlatformAlertForm
-    list_display = ("name", "scope", "threshold_type", "threshold", "enabled", "firings_link")
+    list_display = ("name", "scope", "watches", "enabled", "firings_link")
     list_filter = ("enabled", "threshold_type", "plan")
     list_select_related = ("plan",)
     search_fields = ("name",)
@@ -133,6 +133,10 @@ class PlatformAlertAdmin(CreditsAdminMixin, admin.ModelAdmin):
     @admin.display(description="scope")
     def scope(self, alert: PlatformAlert) -> str:
         return f"Plan {alert.plan}" if alert.plan_id is not None else "All organizations"
+
+    @admin.display(description="fires at")
+    def watches(self, alert: PlatformAlert) -> str:
+        return alert.describe()
 
     @admin.display(description="firings")
     def firings_link(self, alert: PlatformAlert) -> str:

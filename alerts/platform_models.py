@@ -35,9 +35,10 @@ class PlatformAlert(models.Model):
     """
 
     name = models.CharField(max_length=200)
+    # PROTECT: a plan that platform alerts watch is not deleted from under them.
     plan = models.ForeignKey(
         Plan,
-        on_delete=models.CASCADE,
+        on_delete=models.PROTECT,
         null=True,
         blank=True,
         related_name="platform_alerts",

@@ -15,6 +15,7 @@ import pytest
 import time_machine
 from django.core import mail
 from django.db import connection, transaction
+from django.db.models import ProtectedError
 from django.test.utils import CaptureQueriesContext
 from standardwebhooks.webhooks import Webhook
 
@@ -168,6 +169,11 @@ class TestScope:
         assert [f.organization for f in firings(alert)] == [on_team]
         assert firings(alert)[0].plan == team
         assert {f.organization for f in firings(everyone)} == {on_team, on_free, on_none}
+
+    def test_a_plan_watched_by_a_platform_alert_is_not_deleted(self, team):
+        platform_alert("absolute", 5, plan=team)
+        with pytest.raises(ProtectedError):
+            team.delete()
 
     def test_a_percentage_without_an_allowance_never_fires(self, deliver):
         organization = organization_with(None)
