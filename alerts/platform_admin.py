@@ -19,8 +19,9 @@ from django.utils.html import format_html, format_html_join
 
 from alerts.platform_models import PlatformAlert, PlatformFiring
 from alerts.services import platform_config
-from config.admin_kit import ReadOnlyAdmin
+from config.admin_kit import AddPageFieldsMixin, ReadOnlyAdmin
 from config.admin_site import CreditsAdminMixin
+from config.credits import readable_credits
 from config.errors import InvalidInput
 
 NO_SECRET = (
@@ -104,7 +105,7 @@ class PlatformAlertForm(forms.ModelForm):
 
 
 @admin.register(PlatformAlert)
-class PlatformAlertAdmin(CreditsAdminMixin, admin.ModelAdmin):
+class PlatformAlertAdmin(AddPageFieldsMixin, CreditsAdminMixin, admin.ModelAdmin):
     """The operator's own alerts across organizations."""
 
     form = PlatformAlertForm
@@ -112,6 +113,15 @@ class PlatformAlertAdmin(CreditsAdminMixin, admin.ModelAdmin):
     list_filter = ("enabled", "threshold_type", "plan")
     list_select_related = ("plan",)
     search_fields = ("name",)
+    add_fields = (
+        "name",
+        "plan",
+        "threshold_type",
+        "threshold",
+        "emails",
+        "webhook_urls",
+        "enabled",
+    )
     fields = (
         "name",
         "plan",
@@ -170,7 +180,7 @@ class PlatformAlertAdmin(CreditsAdminMixin, admin.ModelAdmin):
                     (
                         firing.organization.name,
                         firing.organization.slug,
-                        firing.value.normalize(),
+                        readable_credits(firing.value),
                         f"{firing.triggered_at:%Y-%m-%d %H:%M} UTC",
                     )
                     for firing in latest
@@ -190,8 +200,7 @@ class PlatformFiringAdmin(ReadOnlyAdmin):
         "platform_alert",
         "organization",
         "plan",
-        "threshold_type",
-        "threshold",
+        "fired_at",
         "value",
         "allowance",
         "period_start",
@@ -204,3 +213,10 @@ class PlatformFiringAdmin(ReadOnlyAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[PlatformFiring]:
         return super().get_queryset(request).select_related("platform_alert", "organization")
+
+    @admin.display(description="fired at")
+    def fired_at(self, firing: PlatformFiring) -> str:
+        """The threshold as it was configured when it fired."""
+        return PlatformAlert(
+            threshold_type=firing.threshold_type, threshold=firing.threshold
+        ).describe()

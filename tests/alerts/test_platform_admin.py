@@ -42,6 +42,11 @@ def errors_of(response) -> dict[str, list[str]]:
 
 
 class TestAdd:
+    def test_the_add_page_asks_only_what_staff_set(self, staff_client):
+        page = staff_client.get(admin_url(PlatformAlert, "add")).content.decode()
+        assert 'name="emails"' in page and 'name="webhook_urls"' in page
+        assert "latest 10 firings" not in page.lower()
+
     def test_a_good_alert_is_stored_and_fires_where_already_passed(
         self, staff_client, django_capture_on_commit_callbacks, mailoutbox
     ):
@@ -166,7 +171,9 @@ class TestHistory:
         page = staff_client.get(admin_url(PlatformAlert, "change", fired.platform_alert_id))
         html = page.content.decode()
         assert "2 firings" in html
-        assert "On Team (on-team)" in html and "No Plan (no-plan)" in html
+        assert "On Team (on-team): usage 60 at" in html and "No Plan (no-plan)" in html
+        listed = staff_client.get(admin_url(PlatformFiring, "changelist")).content.decode()
+        assert "50% of the allowance" in listed
 
 
 class TestStaffOnly:
