@@ -25,6 +25,8 @@ from alerts import (
     credit_admin,  # noqa: F401  (registers the credit balance's admin)
     invoice_admin,  # noqa: F401  (registers threshold invoicing's admin)
     plan_admin,  # noqa: F401  (registers the plans' alerts inline)
+    platform_admin,  # noqa: F401  (registers platform alerts and their firings)
+    webhook_admin,  # noqa: F401  (registers the webhook endpoints' admin)
 )
 from alerts.models import (
     MAX_ORGANIZATION_ALERTS,
@@ -33,16 +35,9 @@ from alerts.models import (
     Notification,
     OrganizationAlert,
     UserAlertPolicy,
-    WebhookEndpoint,
 )
 from alerts.outbox import notifications_resend
 from alerts.services import configuration
-from alerts.webhooks import (
-    WEBHOOK_EVENT_TYPES,
-    webhook_endpoint_create,
-    webhook_events_validate,
-    webhook_url_validate,
-)
 from config.admin_kit import (
     AddPageFieldsMixin,
     ChosenLabelsAutocomplete,
@@ -51,15 +46,11 @@ from config.admin_kit import (
     RelatedChoicesMixin,
     SavedThroughServicesFormSet,
     SavedThroughServicesMixin,
-    SecretShownOnceMixin,
     ServiceValidatedForm,
-    as_form_error,
     inline_on,
     json_display,
-    null_filter,
 )
 from config.admin_site import CreditsAdminMixin
-from config.errors import InvalidInput
 
 # The services refuse the alert past the cap; the forms say so before saving.
 TOO_MANY_ALERTS = configuration.TOO_MANY_ALERTS
@@ -443,66 +434,3 @@ class DeliveryAttemptAdmin(ReadOnlyAdmin):
     list_select_related = ("notification",)
     search_fields = ("notification__recipient", "provider_message_id")
     date_hierarchy = "started_at"
-
-
-# Webhook endpoints
-
-
-class WebhookEndpointAdminForm(forms.ModelForm):
-    # A plain field: the service says which URLs are acceptable (and why not).
-    url = forms.CharField(max_length=WebhookEndpoint._meta.get_field("url").max_length)
-    events = forms.MultipleChoiceField(
-        choices=[(event, event) for event in WEBHOOK_EVENT_TYPES],
-        widget=forms.CheckboxSelectMultiple,
-    )
-
-    class Meta:
-        model = WebhookEndpoint
-        fields = ("organization", "url", "events", "disabled_at", "disabled_reason")
-
-    def clean_url(self) -> str:
-        try:
-            return webhook_url_validate(self.cleaned_data["url"])
-        except InvalidInput as error:
-            raise as_form_error(error) from None
-
-    def clean_events(self) -> list[str]:
-        try:
-            return webhook_events_validate(self.cleaned_data["events"])
-        except InvalidInput as error:
-            raise as_form_error(error) from None
-
-
-EndpointStatusFilter = null_filter(
-    "disabled_at", "status", "status", active="Active", disabled="Disabled", null="active"
-)
-
-
-@admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(SecretShownOnceMixin, AddPageFieldsMixin, admin.ModelAdmin):
-    """The secret is made by the service and shown once, when the endpoint is added."""
-
-    form = WebhookEndpointAdminForm
-    list_display = ("url", "organization", "event_types", "disabled", "created_at")
-    list_filter = (EndpointStatusFilter,)
-    list_select_related = ("organization",)
-    search_fields = ("url", "organization__slug")
-    autocomplete_fields = ("organization",)
-    add_fields = ("organization", "url", "events")
-    fields = ("organization", "url", "events", "created_at", "disabled_at", "disabled_reason")
-    readonly_fields = ("organization", "created_at")
-    secret_is = "The endpoint's signing secret is"
-
-    @admin.display(description="events")
-    def event_types(self, endpoint: WebhookEndpoint) -> str:
-        # Words a reader scans, not a Python list: ['alert.fired', ...].
-        return ", ".join(endpoint.events)
-
-    @admin.display(boolean=True, description="disabled")
-    def disabled(self, endpoint: WebhookEndpoint) -> bool:
-        return endpoint.disabled_at is not None
-
-    def create_with_secret(self, obj: WebhookEndpoint) -> tuple[WebhookEndpoint, str]:
-        return webhook_endpoint_create(
-            organization=obj.organization, url=obj.url, events=obj.events
-        )

@@ -6,6 +6,11 @@ from django.db import models
 from django.utils import timezone
 
 from accounts.models import Membership, Organization, Plan
+from alerts.platform_models import (  # noqa: F401  (registered with this app from here)
+    PlatformAlert,
+    PlatformFiring,
+    PlatformThresholdType,
+)
 from billing.models import CREDITS_METER, Meter
 from billing.periods import Period
 from config.credits import credits_field, format_credits
@@ -356,6 +361,8 @@ class Firing(models.Model):
 class Channel(models.TextChoices):
     EMAIL = "email", "Email"
     WEBHOOK = "webhook", "Webhook"
+    # To a URL of a platform alert (staff's), signed with PLATFORM_WEBHOOK_SECRET.
+    PLATFORM_WEBHOOK = "platform_webhook", "Platform webhook"
 
 
 class DeliveryStatus(models.TextChoices):

@@ -49,7 +49,7 @@ from alerts.models import (
     WebhookEndpoint,
 )
 from alerts.payloads import BALANCE_KINDS, firing_summary, iso, severity, webhook_payload
-from alerts.transports import CREDIT_EMAIL, TRANSPORTS, TransportError, taken_by_provider
+from alerts.transports import TRANSPORTS, TransportError, taken_by_provider
 from billing.periods import Period
 from billing.selectors import admins_to_ask
 from config.credits import format_credits
@@ -111,7 +111,7 @@ def _recipients(
                 people = [m for m in chosen.get(alert.pk, []) if m.role == Role.ADMIN]
             else:  # all admins, resolved now
                 if all_admins is None:
-                    all_admins = _all_admins(organization)
+                    all_admins = admins_of(organization)
                 people = all_admins
         elif firing.kind == FiringKind.USER_ALERT:
             if user_policy is None:
@@ -141,7 +141,7 @@ def _recipients(
     }
 
 
-def _all_admins(organization: Organization) -> list[Membership]:
+def admins_of(organization: Organization) -> list[Membership]:
     return list(
         Membership.objects.filter(organization=organization, role=Role.ADMIN).select_related("user")
     )
@@ -216,67 +216,12 @@ def notifications_write(
         deliver_notification_on_commit(notification.pk)
 
 
-def _event_value(value: Any) -> Any:
+def event_value(value: Any) -> Any:
     if isinstance(value, Decimal):
         return format_credits(value)
     if isinstance(value, datetime):
         return iso(value)
     return value
-
-
-def credit_event_write(
-    organization: Organization,
-    event_type: str,
-    data: dict[str, Any],
-    *,
-    email_admins: bool = False,
-    email_to: Sequence[str] = (),
-) -> None:
-    """An event that is not an alert's firing (a grant created or expiring,
-    the top-up limit reached, an invoice, a limit request): one webhook
-    event per endpoint that takes it, and, with `email_admins`, one email
-    per admin, or one to each address of `email_to`. In the caller's
-    transaction, delivered like every notification.
-    """
-    group_key = uuid.uuid4().hex
-    now = timezone.now()
-    data = {"organization": organization.slug, **{k: _event_value(v) for k, v in data.items()}}
-    notifications = [
-        Notification(
-            organization=organization,
-            group_key=group_key,
-            channel=Channel.WEBHOOK,
-            recipient=str(endpoint.pk),
-            event_type=event_type,
-            payload={"type": event_type, "timestamp": iso(now), "data": data},
-        )
-        for endpoint in WebhookEndpoint.objects.filter(
-            organization=organization, disabled_at__isnull=True
-        )
-        if event_type in endpoint.events
-    ]
-    if email_admins or email_to:
-        notifications += [
-            Notification(
-                organization=organization,
-                group_key=group_key,
-                channel=Channel.EMAIL,
-                recipient=email,
-                event_type=CREDIT_EMAIL,
-                payload={
-                    "organization": {"name": organization.name, "slug": organization.slug},
-                    "event": event_type,
-                    "data": data,
-                },
-            )
-            for email in (
-                [admin.user.email for admin in _all_admins(organization)]
-                if email_admins
-                else list(dict.fromkeys(email_to))
-            )
-        ]
-    for notification in Notification.objects.bulk_create(notifications):
-        deliver_notification_on_commit(notification.pk)
 
 
 MAX_ATTEMPTS = 15

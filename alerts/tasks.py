@@ -12,6 +12,7 @@ from alerts.services.credits import credit_balances_check
 from alerts.services.invoicing import invoices_close_periods
 from alerts.services.limit_requests import limit_requests_revert_due
 from alerts.services.plan_settling import plans_settle_due
+from alerts.services.platform_config import platform_alerts_settle_due
 
 
 @shared_task(ignore_result=True)
@@ -42,3 +43,8 @@ def settle_plans() -> int:
 @shared_task(ignore_result=True)
 def revert_limit_requests() -> int:
     return limit_requests_revert_due()
+
+
+@shared_task(ignore_result=True)
+def settle_platform_alerts() -> int:
+    return platform_alerts_settle_due()

@@ -26,11 +26,12 @@ from anymail.exceptions import AnymailError, AnymailInvalidAddress, AnymailRecip
 from anymail.utils import get_anymail_setting
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
-from django.template.loader import render_to_string
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
+from alerts.emails import CREDIT_EMAIL, credit_email_build, email_from_templates
 from alerts.models import Channel, Notification, WebhookEndpoint
+from alerts.platform_messages import PLATFORM_EMAIL, PLATFORM_TEMPLATE, platform_email_context
 from config.credits import readable_credits
 from config.money import readable_money
 
@@ -51,97 +52,27 @@ class TransportError(Exception):
         self.status = status
 
 
-CREDIT_EMAIL = "credit_email"
-CREDIT_TEMPLATE = "emails/credit_notice"
-
-
-def credit_email_context(payload: dict[str, Any]) -> dict[str, Any]:
-    """What a credit notice says: a grant made by auto top-up, credits about
-    to expire, the top-up limit reached (alerts/outbox.py, credit_event_write).
-    """
-    data = dict(payload["data"])
-    for name in ("expires_at", "effective_at", "period_start", "covered_from", "covered_through"):
-        if data.get(name):
-            data[f"{name}_at"] = datetime.fromisoformat(data[name].replace("Z", "+00:00"))
-    event = payload["event"]
-    action_url, action_label = f"{settings.SITE_URL}/credits/", "Manage credits"
-    if event == "invoice.created":
-        data["amount_text"] = readable_money(Decimal(data["amount"]), data["currency"])
-        headline = f"Invoice for {data['amount_text']} issued"
-        action_url = f"{settings.SITE_URL}/settings/limits/"
-        action_label = "Review Limits & Alerts"
-    elif event.startswith("limit_request."):
-        headline, action_url, action_label = _limit_request_notice(event, data)
-    elif event == "credit_grant.created":
-        headline = f"Auto top-up added {readable_credits(data['credits'])} credits"
-    elif event == "credit_grant.expiring":
-        expires = data["expires_at_at"]
-        headline = (
-            f"{readable_credits(data['remaining'])} credits expire on {expires:%b} {expires.day}"
-        )
-    else:
-        headline = "Auto top-up reached its limit for this billing period"
-    return {
-        "organization": payload["organization"],
-        "event": event,
-        "data": data,
-        "headline": headline,
-        "action_url": action_url,
-        "action_label": action_label,
-    }
-
-
-def _limit_request_notice(event: str, data: dict[str, Any]) -> tuple[str, str, str]:
-    """A limit request's email (SPEC §14): to the admins, or to the member."""
-    if event == "limit_request.created":
-        return (
-            f"{data['user']} asks for {readable_credits(data['credits'])} more credits",
-            f"{settings.SITE_URL}/settings/limits/#limit-requests",
-            "Review the request",
-        )
-    if event == "limit_request.approved":
-        when = " for this billing period" if data.get("this_period_only") else ""
-        headline = (
-            f"Your request was approved: {readable_credits(data['approved_credits'])} more "
-            f"credits{when}"
-        )
-    else:
-        headline = "Your request for more credits was declined"
-    return headline, f"{settings.SITE_URL}/me/usage/", "See your usage"
-
-
-def credit_email_build(
-    *, recipient: str, payload: dict[str, Any], message_uid: str
-) -> EmailMultiAlternatives:
-    return _email_from_templates(
-        CREDIT_TEMPLATE, credit_email_context(payload), recipient=recipient, message_uid=message_uid
-    )
-
-
-def _email_from_templates(
-    template: str, context: dict[str, Any], *, recipient: str, message_uid: str
-) -> EmailMultiAlternatives:
-    """An email from `template`'s subject, text and HTML parts."""
-    subject = " ".join(render_to_string(f"{template}.subject.txt", context).split())
-    message = EmailMultiAlternatives(
-        subject=subject,
-        body=render_to_string(f"{template}.txt", context),
-        from_email=settings.DEFAULT_FROM_EMAIL,
-        to=[recipient],
-        headers={"X-Headroom-Notification": message_uid},
-    )
-    message.attach_alternative(render_to_string(f"{template}.html", context), "text/html")
-    return message
-
-
 @dataclass(frozen=True)
 class Sent:
     provider_message_id: str = ""
     status: int | None = None
 
 
+def platform_email_build(
+    *, recipient: str, payload: dict[str, Any], message_uid: str
+) -> EmailMultiAlternatives:
+    return email_from_templates(
+        PLATFORM_TEMPLATE,
+        platform_email_context(payload),
+        recipient=recipient,
+        message_uid=message_uid,
+    )
+
+
 def _send_email(notification: Notification) -> Sent:
-    build = credit_email_build if notification.event_type == CREDIT_EMAIL else alert_email_build
+    build = {CREDIT_EMAIL: credit_email_build, PLATFORM_EMAIL: platform_email_build}.get(
+        notification.event_type, alert_email_build
+    )
     message = build(
         recipient=notification.recipient,
         payload=notification.payload,
@@ -283,10 +214,35 @@ def _send_webhook(notification: Notification) -> Sent:
     endpoint = WebhookEndpoint.objects.filter(pk=int(notification.recipient)).first()
     if endpoint is None or endpoint.disabled_at is not None:
         raise TransportError("The webhook endpoint is deleted or disabled.", permanent=True)
+    response = _post_signed(notification, url=endpoint.url, secret=endpoint.secret)
+    if response.status_code == 410:
+        WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
+            disabled_at=timezone.now(), disabled_reason="The receiver answered 410 Gone."
+        )
+        raise TransportError("410 Gone: the endpoint is disabled.", permanent=True, status=410)
+    return _accepted(response)
+
+
+def _send_platform_webhook(notification: Notification) -> Sent:
+    """A platform alert's event to one of its URLs (the recipient), signed
+    with the platform's secret. Written only while a secret is set; one
+    unset since fails for good rather than send unsigned.
+    """
+    secret = settings.PLATFORM_WEBHOOK_SECRET
+    if not secret:
+        raise TransportError("PLATFORM_WEBHOOK_SECRET is not set.", permanent=True)
+    response = _post_signed(notification, url=notification.recipient, secret=secret)
+    if response.status_code == 410:
+        raise TransportError("410 Gone.", permanent=True, status=410)
+    return _accepted(response)
+
+
+def _post_signed(notification: Notification, *, url: str, secret: str) -> httpx.Response:
+    """POST the notification's payload to `url`, signed per Standard Webhooks."""
     body = json.dumps(notification.payload, separators=(",", ":"))
     now = timezone.now()
     message_id = webhook_message_id(notification)
-    signature = Webhook(endpoint.secret).sign(message_id, now, body)
+    signature = Webhook(secret).sign(message_id, now, body)
     headers = {
         "content-type": "application/json",
         "webhook-id": message_id,
@@ -296,14 +252,12 @@ def _send_webhook(notification: Notification) -> Sent:
     }
     try:
         with _webhook_client() as client:
-            response = client.post(endpoint.url, content=body, headers=headers)
+            return client.post(url, content=body, headers=headers)
     except httpx.HTTPError as error:
         raise TransportError(f"{type(error).__name__}: {error}") from error
-    if response.status_code == 410:
-        WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
-            disabled_at=now, disabled_reason="The receiver answered 410 Gone."
-        )
-        raise TransportError("410 Gone: the endpoint is disabled.", permanent=True, status=410)
+
+
+def _accepted(response: httpx.Response) -> Sent:
     if not 200 <= response.status_code < 300:
         raise TransportError(f"HTTP {response.status_code}", status=response.status_code)
     return Sent(status=response.status_code)
@@ -312,6 +266,7 @@ def _send_webhook(notification: Notification) -> Sent:
 TRANSPORTS: dict[str, Callable[[Notification], Sent]] = {
     Channel.EMAIL: _send_email,
     Channel.WEBHOOK: _send_webhook,
+    Channel.PLATFORM_WEBHOOK: _send_platform_webhook,
 }
 
 
@@ -464,6 +419,6 @@ def alert_email_context(payload: dict[str, Any]) -> dict[str, Any]:
 def alert_email_build(
     *, recipient: str, payload: dict[str, Any], message_uid: str
 ) -> EmailMultiAlternatives:
-    return _email_from_templates(
+    return email_from_templates(
         TEMPLATE, alert_email_context(payload), recipient=recipient, message_uid=message_uid
     )

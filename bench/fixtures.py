@@ -328,6 +328,33 @@ def plans_create(crowded: Tenant, alone: Tenant) -> tuple[Any, Any]:
     return big, small
 
 
+def platform_alerts_add(tenant: Tenant, *, count: int = 3) -> None:
+    """`count` platform alerts (SPEC §12) that apply to the tenant and to no
+    other probe's organization: scoped to a plan only it is on, never crossed
+    (100 % of its allowance, BIG credits, the balance depleted), so that each
+    write reads them and fires nothing, as most writes do.
+    """
+    from accounts.plans import plan_create
+    from alerts.platform_models import PlatformAlert
+    from alerts.services.changes import organization_update
+    from alerts.services.platform_config import platform_alert_save
+
+    plan = plan_create(key="bench-platform", name="Platform alerts")
+    organization_update(organization=tenant.organization(), plan=plan)
+    kinds = [("percentage", Decimal(100)), ("absolute", BIG), ("balance_depleted", None)]
+    for index in range(count):
+        threshold_type, threshold = kinds[index % len(kinds)]
+        platform_alert_save(
+            alert=PlatformAlert(
+                name=f"Bench {index}",
+                plan=plan,
+                threshold_type=threshold_type,
+                threshold=threshold,
+                emails=["sales@bench.test"],
+            )
+        )
+
+
 def usage_fill(tenant: Tenant, *, credits: Decimal = Decimal(1)) -> None:
     """This period's totals for every member of the tenant: a busy organization."""
     from accounts.models import Membership

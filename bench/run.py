@@ -54,6 +54,9 @@ GRANTS_RATIO = 1.3
 # SPEC §10 (issue 16): a batch mixing sum, max and unique_count meters, at most
 # 1.3x a credits-only batch of the same size (per event).
 METERS_RATIO = 1.3
+# SPEC §12 (issue 17): consume and ingest of an organization that 3 platform
+# alerts apply to (none crossed), at most 1.2x the same path with none.
+PLATFORM_ALERTS = 3
 # SPEC §12 (issue 17): a plan alert added to a plan of 10,000 organizations answers in
 # under a second.
 PLAN_ALERT_MS = 1000.0
@@ -232,6 +235,8 @@ def _measure_in_process(
     fixtures.grants_add(grants, count=GRANTS)
     metered = fixtures.tenant_create("scale-meters", members=1, alerts=1)
     meter_keys = fixtures.meters_create()
+    platform = fixtures.tenant_create("scale-platform", members=1, alerts=1)
+    fixtures.platform_alerts_add(platform, count=PLATFORM_ALERTS)
     crowded = fixtures.tenant_create("scale-plan-crowded", members=1, alerts=1)
     plan_alone = fixtures.tenant_create("scale-plan-alone", members=1, alerts=1)
 
@@ -269,6 +274,7 @@ def _measure_in_process(
     alerts_big = scaling.Probe("alerts", alerts, alerts.users[0])
     grants_big = scaling.Probe("grants", grants, grants.users[0])
     meters_big = scaling.Probe("meters", metered, metered.users[0], meters=meter_keys)
+    platform_big = scaling.Probe("platform", platform, platform.users[0])
     plan_small = scaling.Probe("plan-alone", plan_alone, plan_alone.users[0])
     plan_big = scaling.Probe("plan-crowded", crowded, crowded.users[0])
     probes = [
@@ -278,6 +284,7 @@ def _measure_in_process(
         alerts_big,
         grants_big,
         meters_big,
+        platform_big,
         plan_small,
         plan_big,
     ]
@@ -291,6 +298,7 @@ def _measure_in_process(
         (f"1 -> {ALERTS} alerts per organization", base_big, alerts_big),
         (f"with {GRANTS} active grants vs none", base_big, grants_big),
         ("a batch mixing 3 meters vs credits only", base_big, meters_big),
+        (f"with {PLATFORM_ALERTS} platform alerts vs none", base_big, platform_big),
         (f"1 -> {on_crowded_plan:,} organizations on its plan", plan_small, plan_big),
     ):
         for kind, unit in (("ingest", "per event"), ("consume", "per call")):

@@ -8,6 +8,8 @@ they do not understand.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -62,6 +64,20 @@ def env_list(environ_: Mapping[str, str], name: str, *, default: list[str]) -> l
 SUPPORTED_DATABASE_ENGINES = frozenset(
     {"django.db.backends.postgresql", "django.db.backends.sqlite3"}
 )
+
+
+def webhook_secret(environ_: Mapping[str, str], name: str) -> str:
+    """A Standard Webhooks signing secret (`whsec_` + base64), or "" when unset."""
+    raw = environ_.get(name, "").strip()
+    if not raw:
+        return ""
+    try:
+        key = base64.b64decode(raw.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if not raw.startswith("whsec_") or not key:
+        raise ImproperlyConfigured(f"{name} must be whsec_ followed by base64 bytes.")
+    return raw
 
 
 def database_config(url: str) -> dict[str, Any]:

@@ -35,6 +35,16 @@ def column_count(model: type[Model]) -> int:
     return len(model._meta.concrete_fields)
 
 
+def column_index(model: type[Model], field_name: str) -> int:
+    """Where the field's column is among `columns(model, …)`, from 0."""
+    return [field.name for field in model._meta.concrete_fields].index(field_name)
+
+
+def nulls(count: int) -> str:
+    """`count` NULL columns: the other part's place in a UNION of two models' rows."""
+    return ", ".join(["NULL"] * count)
+
+
 @functools.cache
 def _field_converter(field: Field[Any, Any], vendor: str) -> Converter:
     expression = field.get_col(field.model._meta.db_table)

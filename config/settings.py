@@ -17,6 +17,7 @@ from config.env import (
     env_list,
     redis_cache_config,
     redis_url,
+    webhook_secret,
 )
 from config.ratelimit import validate_rate
 
@@ -259,6 +260,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "alerts.tasks.revert_limit_requests",
         "schedule": 60.0,
     },
+    # Platform alerts (SPEC §12): a new or changed one fires, within a minute,
+    # for organizations already past it, should its own task be lost.
+    "settle-platform-alerts": {
+        "task": "alerts.tasks.settle_platform_alerts",
+        "schedule": 60.0,
+    },
     "prune-notifications": {
         "task": "alerts.tasks.prune_notifications",
         "schedule": 60.0 * 60,
@@ -290,6 +297,9 @@ EMAIL_BACKEND = ENV.get("EMAIL_BACKEND", "config.console_email.EmailBackend")
 ANYMAIL = anymail_settings(ENV)
 
 WEBHOOKS_ALLOW_PRIVATE_URLS = env_bool(ENV, "WEBHOOKS_ALLOW_PRIVATE_URLS", default=False)
+# Signs platform alerts' webhooks (SPEC §12, docs/platform-alerts.md): a
+# Standard Webhooks secret, `whsec_` + base64. Unset: none are sent.
+PLATFORM_WEBHOOK_SECRET = webhook_secret(ENV, "PLATFORM_WEBHOOK_SECRET")
 
 # Rate limits (config/ratelimit.py): N/s, N/m, N/h, N/d, N/15m ...; "off" disables one.
 API_RATE_LIMIT = validate_rate("API_RATE_LIMIT", ENV.get("API_RATE_LIMIT", "6000/m"))

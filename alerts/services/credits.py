@@ -21,6 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Organization
+from alerts.events import credit_event_write
 from alerts.models import (
     BALANCE_FIRING_KINDS,
     CREDIT_GRANT_CREATED,
@@ -31,8 +32,8 @@ from alerts.models import (
     BalanceAlertType,
     Firing,
 )
-from alerts.outbox import credit_event_write
-from alerts.services.rules import Candidate, fire
+from alerts.services.firing import Candidate, fire
+from alerts.services.platform_alerts import platform_balance_changed
 from billing import ledger
 from billing.balance import balance_now, balance_of, covered_by_allowance
 from billing.grants import draw
@@ -145,6 +146,13 @@ def balance_changed(change: BalanceChange) -> Decimal | None:
         if grant is not None:
             after += grant.credits
     _balance_alerts(change, alerts, after)
+    platform_balance_changed(
+        organization=change.organization,
+        period=change.period,
+        before=change.before,
+        after=after,
+        now=change.now,
+    )
     return after
 
 

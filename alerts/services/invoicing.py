@@ -17,8 +17,8 @@ from django.utils import timezone
 
 from accounts.audit import audit_record
 from accounts.models import Organization
+from alerts.events import credit_event_write
 from alerts.models import INVOICE_CREATED
-from alerts.outbox import credit_event_write
 from billing import ledger
 from billing.balance import overage_of
 from billing.invoices import PeriodInvoicing, invoice_insert, period_invoicing

@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from accounts.audit import audit_record
 from accounts.models import Membership, Organization
+from alerts.events import credit_event_write
 from alerts.models import (
     LIMIT_REQUEST_APPROVED,
     LIMIT_REQUEST_CREATED,
@@ -36,7 +37,6 @@ from alerts.models import (
     LimitRequest,
     LimitRequestStatus,
 )
-from alerts.outbox import credit_event_write
 from alerts.request_models import MAX_REASON_LENGTH
 from alerts.services.changes import custom_limit_delete, custom_limit_set
 from billing.models import CustomLimit

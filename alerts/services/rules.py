@@ -22,42 +22,31 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from decimal import Decimal
+from typing import NamedTuple
 
-from django.db import connection
-from django.db.models import Field
 from django.utils import timezone
 
-from accounts.models import Membership, Organization
+from accounts.models import Organization
 from alerts.forecast import forecast
 from alerts.models import (
     MONEY_THRESHOLD_TYPES,
-    BalanceAlert,
     Firing,
     FiringKind,
     OrganizationAlert,
     ThresholdType,
     UserAlertPolicy,
 )
-from alerts.outbox import notifications_write
+from alerts.platform_models import PlatformAlert
+from alerts.services.firing import Candidate, fire
+from alerts.services.platform_alerts import platform_alerts_evaluate, platform_alerts_on_usage
+from alerts.thresholds import crossed, percent_of_allowance
 from billing.meters import MeterChange, meter_values
 from billing.models import CREDITS_METER, MemberUsage
 from billing.money import MoneyChange, money_as_it_stands
 from billing.periods import Period, organization_period
-from billing.rules import over_budget
 from billing.selectors import limit_rules_get, organization_used
 from config import rawsql
-from config.credits import CREDIT_QUANTUM
-
-
-def crossed(before: Decimal | None, after: Decimal, threshold: Decimal | None) -> bool:
-    """Whether a value that went from `before` to `after` crossed `threshold`:
-    before < threshold <= after. `before` None: nothing was counted against
-    the threshold yet, so being at or past it is enough. No threshold (a
-    percentage of an allowance there is not): never.
-    """
-    return over_budget(after, threshold) and (before is None or not over_budget(before, threshold))
 
 
 @dataclass(frozen=True)
@@ -87,24 +76,6 @@ class UsageChange:
     money: MoneyChange | None = None
 
 
-@dataclass
-class Candidate:
-    """A firing to record unless it already was: what the rules found."""
-
-    kind: str
-    dedupe_key: str
-    threshold: Decimal
-    threshold_credits: Decimal
-    value: Decimal
-    alert: OrganizationAlert | None = None
-    membership_id: int | None = None
-    balance_alert: BalanceAlert | None = None
-    meter: str = CREDITS_METER
-    currency: str = ""
-    projected: Decimal | None = None
-    projected_at: datetime | None = None
-
-
 def threshold_credits(alert: OrganizationAlert, allowance: Decimal | None) -> Decimal | None:
     """The alert's threshold in credits; None for a percentage without allowance
     and for money alerts (`money_alert_candidates`).
@@ -113,9 +84,7 @@ def threshold_credits(alert: OrganizationAlert, allowance: Decimal | None) -> De
         return None
     if alert.threshold_type == ThresholdType.ABSOLUTE:
         return alert.threshold
-    if allowance is None:
-        return None
-    return (allowance * alert.threshold / 100).quantize(CREDIT_QUANTUM, rounding=ROUND_HALF_UP)
+    return percent_of_allowance(alert.threshold, allowance)
 
 
 def organization_alert_candidates(
@@ -294,7 +263,7 @@ def alerts_on_usage(change: UsageChange) -> list[Firing]:
     query when nothing fires, whatever the number of events.
     """
     organization = change.organization
-    alerts, policy = _alert_configuration(organization)
+    alerts, policy, platform_alerts = _alert_configuration(organization)
     period = change.period
     candidates = organization_alert_candidates(
         alerts,
@@ -327,6 +296,14 @@ def alerts_on_usage(change: UsageChange) -> list[Firing]:
             before=member.counted_before,
             after=member.counted_after,
         )
+    platform_alerts_on_usage(
+        platform_alerts,
+        organization=organization,
+        period=period,
+        used_before=change.used_before,
+        used_after=change.used_after,
+        now=timezone.now(),
+    )
     return fire(organization, period, candidates)
 
 
@@ -338,8 +315,11 @@ def alerts_evaluate_organization(
     """
     now = now or timezone.now()
     period = organization_period(organization, now)
-    alerts, policy = _alert_configuration(organization)
+    alerts, policy, platform_alerts = _alert_configuration(organization)
     used = organization_used(organization=organization, period=period)
+    platform_alerts_evaluate(
+        platform_alerts, organization=organization, period=period, used=used, now=now
+    )
     allowance = period.allowance(organization.credit_allowance)
     candidates = forecast_alert_candidates(
         alerts, period=period, allowance=allowance, used=used, now=now
@@ -392,135 +372,56 @@ def alerts_evaluate_organization(
     return fire(organization, period, candidates)
 
 
-def _alert_configuration(
-    organization: Organization,
-) -> tuple[list[OrganizationAlert], UserAlertPolicy | None]:
-    """The organization's alerts that are on and its enabled per-user alert
-    policy, in one query written as SQL: every write runs it (see
-    config/rawsql.py).
+class AlertConfiguration(NamedTuple):
+    alerts: list[OrganizationAlert]
+    policy: UserAlertPolicy | None
+    platform_alerts: list[PlatformAlert]
+
+
+def _alert_configuration(organization: Organization) -> AlertConfiguration:
+    """The organization's alerts that are on, its enabled per-user alert
+    policy and the enabled platform alerts whose scope takes it in (all
+    organizations, or its plan), in one query written as SQL: every write
+    runs it (see config/rawsql.py). The platform alerts come as rows of
+    their own (`part` 1), so that they do not multiply the alerts' rows.
     """
+    policy_width = rawsql.column_count(UserAlertPolicy)
+    alert_width = rawsql.column_count(OrganizationAlert)
+    platform_width = rawsql.column_count(PlatformAlert)
+    # ORDER BY positions: part, then the alerts' threshold_type, threshold and id.
+    alert_at = 2 + policy_width
+    order = [
+        alert_at + rawsql.column_index(OrganizationAlert, name)
+        for name in ("threshold_type", "threshold")
+    ]
+    order += [alert_at, alert_at + alert_width]
     rows = rawsql.fetch_all(
         f"""
-        SELECT {rawsql.columns(UserAlertPolicy, "p")}, {rawsql.columns(OrganizationAlert, "a")}
+        SELECT 0 AS part, {rawsql.columns(UserAlertPolicy, "p")},
+            {rawsql.columns(OrganizationAlert, "a")}, {rawsql.nulls(platform_width)}
         FROM (SELECT 1 AS one) AS one
         LEFT JOIN {UserAlertPolicy._meta.db_table} p
             ON p.organization_id = %s AND p.enabled
         LEFT JOIN {OrganizationAlert._meta.db_table} a ON a.organization_id = %s AND a.enabled
-        ORDER BY a.threshold_type, a.threshold, a.id
+        UNION ALL
+        SELECT 1, {rawsql.nulls(policy_width + alert_width)}, {rawsql.columns(PlatformAlert, "pa")}
+        FROM {PlatformAlert._meta.db_table} pa
+        WHERE pa.enabled AND (pa.plan_id IS NULL OR pa.plan_id = %s)
+        ORDER BY 1, {", ".join(str(position) for position in order)}
         """,
-        [organization.pk, organization.pk],
+        [organization.pk, organization.pk, organization.plan_id],
     )
-    split = rawsql.column_count(UserAlertPolicy)
-    first = rows[0]
-    policy = rawsql.instance(UserAlertPolicy, first[:split]) if first[0] is not None else None
-    alerts = [
-        rawsql.instance(OrganizationAlert, row[split:]) for row in rows if row[split] is not None
-    ]
+    first = rows[0][1:]
+    policy = (
+        rawsql.instance(UserAlertPolicy, first[:policy_width]) if first[0] is not None else None
+    )
+    alerts = []
+    platform_alerts = []
+    for part, *row in rows:
+        if part == 0 and row[policy_width] is not None:
+            alerts.append(rawsql.instance(OrganizationAlert, row[policy_width:-platform_width]))
+        elif part == 1:
+            platform_alerts.append(rawsql.instance(PlatformAlert, row[-platform_width:]))
     for alert in alerts:
         alert.organization = organization
-    return alerts, policy
-
-
-def fire(organization: Organization, period: Period, candidates: list[Candidate]) -> list[Firing]:
-    """Record the candidates that have not fired yet, and their notifications."""
-    if not candidates:
-        return []
-    now = timezone.now()
-    members = {
-        membership.pk: membership
-        for membership in Membership.objects.filter(
-            pk__in={c.membership_id for c in candidates if c.membership_id is not None}
-        ).select_related("user")
-    }
-    firings = _insert_firings(organization, period, candidates, members, now)
-    if firings:
-        notifications_write(organization, period, firings, members)
-    forecasts = [c.alert.pk for c in candidates if c.alert and c.projected is not None]
-    if forecasts:  # fired once: quiet for the period, so later writes skip it
-        OrganizationAlert.objects.filter(pk__in=forecasts).update(quiet_period_start=period.start)
-    return firings
-
-
-def _insert_firings(
-    organization: Organization,
-    period: Period,
-    candidates: list[Candidate],
-    members: dict[int, Membership],
-    now: datetime,
-) -> list[Firing]:
-    """INSERT … ON CONFLICT DO NOTHING: only the firings this call recorded come back."""
-    rows = []
-    for candidate in candidates:
-        membership = members.get(candidate.membership_id) if candidate.membership_id else None
-        rows.append(
-            Firing(
-                organization=organization,
-                kind=candidate.kind,
-                alert=candidate.alert,
-                balance_alert=candidate.balance_alert,
-                membership=membership,
-                user_external_id=membership.external_id if membership else "",
-                meter=candidate.meter,
-                currency=candidate.currency,
-                threshold_type=candidate.alert.threshold_type if candidate.alert else "",
-                threshold=candidate.threshold,
-                threshold_credits=candidate.threshold_credits,
-                value=candidate.value,
-                allowance=period.allowance(organization.credit_allowance),
-                period_start=period.start,
-                period_end=period.end,
-                triggered_at=now,
-                dedupe_key=candidate.dedupe_key,
-                projected=candidate.projected,
-                projected_at=candidate.projected_at,
-            )
-        )
-    fields: list[Field[Any, Any]] = [
-        Firing._meta.get_field(name)  # type: ignore[misc]
-        for name in (
-            "organization",
-            "kind",
-            "alert",
-            "balance_alert",
-            "membership",
-            "user_external_id",
-            "meter",
-            "currency",
-            "threshold_type",
-            "threshold",
-            "threshold_credits",
-            "value",
-            "allowance",
-            "period_start",
-            "period_end",
-            "triggered_at",
-            "dedupe_key",
-            "projected",
-            "projected_at",
-        )
-    ]
-    columns = ", ".join(str(field.column) for field in fields)
-    placeholders = ", ".join(["(" + ", ".join(["%s"] * len(fields)) + ")"] * len(rows))
-    params = [
-        field.get_db_prep_save(getattr(row, field.attname), connection)
-        for row in rows
-        for field in fields
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            INSERT INTO {Firing._meta.db_table} ({columns})
-            VALUES {placeholders}
-            ON CONFLICT (organization_id, dedupe_key) DO NOTHING
-            RETURNING id, dedupe_key
-            """,
-            params,
-        )
-        inserted = dict((key, pk) for pk, key in cursor.fetchall())
-    recorded = []
-    for row in rows:
-        if row.dedupe_key in inserted:
-            row.pk = inserted[row.dedupe_key]
-            row._state.adding = False
-            recorded.append(row)
-    return recorded
+    return AlertConfiguration(alerts, policy, platform_alerts)

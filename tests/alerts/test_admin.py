@@ -17,8 +17,10 @@ from alerts.models import (
     UserAlertPolicy,
     WebhookEndpoint,
 )
+from alerts.platform_models import PlatformAlert, PlatformFiring
 from alerts.services.configuration import alert_create
 from alerts.services.credit_settings import balance_alert_create
+from alerts.services.platform_config import platform_alert_save
 from alerts.webhooks import webhook_endpoint_create
 from tests.factories import AdminMembershipFactory, OrganizationFactory
 from tests.helpers import (
@@ -36,15 +38,21 @@ ALERTS_MODELS = admin_models("alerts")
 @pytest.fixture
 def history(organization, owner, member):
     """One of everything: an alert that fired, its email and an attempt, an
-    endpoint, a balance alert.
+    endpoint, a balance alert, a platform alert that fired.
     """
     alert = alert_create(organization=organization, threshold_type="absolute", threshold=5)
+    platform_alert_save(
+        alert=PlatformAlert(
+            name="Sales", threshold_type="absolute", threshold=5, emails=["sales@example.com"]
+        )
+    )
     balance_alert_create(organization=organization, alert_type="depleted")
     user_alerts_on(organization, 3, notify_user=True)
     webhook_endpoint_create(
         organization=organization, url="https://hooks.example.com/", events=["alert.triggered"]
     )
     ingest(organization, 6, user=member, key="k")
+    assert PlatformFiring.objects.count() == 1
     email = Notification.objects.get(channel=Channel.EMAIL, recipient=owner.user.email)
     DeliveryAttempt.objects.create(
         notification=email, finished_at=timezone.now(), error="Provider unavailable (503)"
@@ -59,6 +67,8 @@ def test_the_alerts_models_are_registered():
         "Firing",
         "Notification",
         "OrganizationAlert",
+        "PlatformAlert",
+        "PlatformFiring",
         "UserAlertPolicy",
         "WebhookEndpoint",
     }
@@ -367,6 +377,11 @@ class TestQueryCounts:
                 organization=organization,
                 url="https://hooks.example.com/",
                 events=["alert.triggered"],
+            )
+            platform_alert_save(
+                alert=PlatformAlert(
+                    name="All", threshold_type="absolute", threshold=1, emails=["s@example.com"]
+                )
             )
             ingest(organization, 2, user=admin_membership, key="k")
             for notification in Notification.objects.filter(organization=organization):

@@ -11,7 +11,9 @@ from accounts.models import ApiKey, Membership, Organization
 from accounts.selectors import membership_get
 from accounts.services import api_key_authenticate, api_key_create
 from alerts.models import OrganizationAlert, UserAlertPolicy
+from alerts.platform_models import PlatformAlert
 from alerts.services.configuration import alert_create
+from alerts.services.platform_config import platform_alert_save
 from alerts.services.rules import _alert_configuration
 from billing.models import CustomLimit, UserLimitPolicy
 from billing.selectors import limit_rules_get
@@ -73,15 +75,21 @@ def test_limit_rules_with_custom_limits_unlimited_and_none(organization, owner, 
 
 
 def test_alert_configuration(organization, owner):
-    assert _alert_configuration(organization) == ([], None)
+    assert _alert_configuration(organization) == ([], None, [])
     absolute_alert(organization, 50)
     alert_create(organization=organization, threshold_type="percentage", threshold=Decimal(80))
     user_alerts_on(organization, 5, admins=[owner])
 
-    alerts, policy = _alert_configuration(organization)
+    platform = platform_alert_save(
+        alert=PlatformAlert(name="All", threshold_type="absolute", threshold=7, emails=["s@x.io"])
+    )
+    alerts, policy, platform_alerts = _alert_configuration(organization)
 
     assert [fields(a) for a in alerts] == [
         fields(a) for a in OrganizationAlert.objects.filter(organization=organization)
     ]
     assert policy is not None
     assert fields(policy) == fields(UserAlertPolicy.objects.get(organization=organization))
+    assert [fields(a) for a in platform_alerts] == [
+        fields(PlatformAlert.objects.get(pk=platform.pk))
+    ]

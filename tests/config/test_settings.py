@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import anymail_settings, database_config, env_bool, env_list, parse_bool, redis_url
+from config.env import (
+    anymail_settings,
+    database_config,
+    env_bool,
+    env_list,
+    parse_bool,
+    redis_url,
+    webhook_secret,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,6 +47,16 @@ def test_unknown_boolean_fails_loudly(raw):
 def test_missing_or_empty_boolean_takes_the_default():
     assert env_bool({}, "DEBUG", default=True) is True
     assert env_bool({"DEBUG": ""}, "DEBUG", default=False) is False
+
+
+def test_the_platform_webhook_secret_is_a_standard_webhooks_secret_or_unset():
+    name = "PLATFORM_WEBHOOK_SECRET"
+    assert webhook_secret({}, name) == ""
+    assert webhook_secret({name: " "}, name) == ""
+    assert webhook_secret({name: "whsec_QUJDRA=="}, name) == "whsec_QUJDRA=="
+    for bad in ("QUJDRA==", "whsec_", "whsec_not base64!"):
+        with pytest.raises(ImproperlyConfigured, match=name):
+            webhook_secret({name: bad}, name)
 
 
 def test_lists_are_comma_separated():

@@ -2,7 +2,7 @@
 limits, some usage this billing period, two meters and a little usage of
 them (_demo_meters.py), credit grants and a balance alert, two plans with
 acme on Team and an alert it inherits (_demo_plans.py); and a platform
-staff login for the Django admin.
+staff login for the Django admin, with a platform alert to sales.
 
 Each step creates only what is missing, so the command can be run on every
 start: a rerun changes nothing. New demo data is a new step in `handle`.
@@ -31,11 +31,12 @@ from accounts.management.commands._demo_plans import (
 )
 from accounts.models import ApiKey, Organization, Role, User
 from accounts.services import api_key_create, membership_create, organization_create
-from alerts.models import BalanceAlert, BalanceAlertType
+from alerts.models import BalanceAlert, BalanceAlertType, PlatformAlert, PlatformThresholdType
 from alerts.services.changes import custom_limit_set, limit_policy_update
 from alerts.services.credit_settings import balance_alert_create
 from alerts.services.credits import credit_grant_create
 from alerts.services.ingest import UsageInput, usage_ingest
+from alerts.services.platform_config import platform_alert_save
 from billing.balance import credit_balance_get
 from billing.models import CreditGrant, GrantKind, MemberUsage, Source, UsageEvent, UserLimitPolicy
 from billing.selectors import current_period, limit_rules_get_for_all_members
@@ -132,6 +133,9 @@ DEMO_GRANTS = (
 )
 # The balance alert: admins are emailed when the balance drops below this.
 DEMO_BALANCE_ALERT_THRESHOLD = Decimal(2000)
+# Platform staff's own alert (SPEC §12): sales hear of any organization at 80 %.
+DEMO_PLATFORM_ALERT_NAME = "Sales: a customer at 80% of its allowance"
+DEMO_SALES_EMAIL = "sales@headroom.example"
 
 
 class Command(OperatorCommand):
@@ -151,6 +155,7 @@ class Command(OperatorCommand):
             balance_alert_added = seed_balance_alert(organization)
             plans_added = seed_plans(organization)
             staff_created = seed_staff()
+            platform_alert_added = seed_platform_alert()
             logins = demo_logins(organization, now=now)
 
         self.stdout.write(
@@ -191,6 +196,10 @@ class Command(OperatorCommand):
         self.stdout.write(
             f"Staff login (the Django admin, /admin/): {DEMO_STAFF_EMAIL} / {DEMO_PASSWORD}"
             + (" (created)" if staff_created else "")
+        )
+        self.stdout.write(
+            f"Platform alert: {DEMO_SALES_EMAIL} is emailed when any organization reaches 80% "
+            "of its allowance; " + ("added." if platform_alert_added else "already there.")
         )
         self.write_api_key(organization, raw_api_key)
 
@@ -383,6 +392,23 @@ def seed_staff() -> bool:
     if User.objects.filter(email=DEMO_STAFF_EMAIL).exists():
         return False
     User.objects.create_superuser(DEMO_STAFF_EMAIL, DEMO_PASSWORD, name=DEMO_STAFF_NAME)
+    return True
+
+
+def seed_platform_alert() -> bool:
+    """Staff's alert to sales, on every organization at 80 % of its allowance,
+    once (found again by its name).
+    """
+    if PlatformAlert.objects.filter(name=DEMO_PLATFORM_ALERT_NAME).exists():
+        return False
+    platform_alert_save(
+        alert=PlatformAlert(
+            name=DEMO_PLATFORM_ALERT_NAME,
+            threshold_type=PlatformThresholdType.PERCENTAGE,
+            threshold=Decimal(80),
+            emails=[DEMO_SALES_EMAIL],
+        )
+    )
     return True
 
 
