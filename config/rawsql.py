@@ -24,25 +24,50 @@ N = TypeVar("N", bound=Model)
 Converter = Callable[[Any], Any]
 
 
+Only = tuple[str, ...] | None  # the fields read, by name (None: every one)
+
+
+def _fields(model: type[Model], only: Only) -> list[Field[Any, Any]]:
+    fields = list(model._meta.concrete_fields)
+    return fields if only is None else [f for f in fields if f.name in only]
+
+
 @functools.cache
-def columns(model: type[Model], alias: str) -> str:
-    """The model's concrete columns, in field order, as `alias."column", …`."""
+def columns(model: type[Model], alias: str, only: Only = None) -> str:
+    """The model's concrete columns (those of `only`), in field order, as
+    `alias."column", …`. Leaving out columns a hot read does not need saves
+    their conversion on every row; the instance defers them.
+    """
     quote = connection.ops.quote_name
-    return ", ".join(f"{alias}.{quote(str(f.column))}" for f in model._meta.concrete_fields)
+    return ", ".join(f"{alias}.{quote(str(f.column))}" for f in _fields(model, only))
 
 
-def column_count(model: type[Model]) -> int:
-    return len(model._meta.concrete_fields)
+def column_count(model: type[Model], only: Only = None) -> int:
+    return len(_fields(model, only))
 
 
-def column_index(model: type[Model], field_name: str) -> int:
+def column_index(model: type[Model], field_name: str, only: Only = None) -> int:
     """Where the field's column is among `columns(model, …)`, from 0."""
-    return [field.name for field in model._meta.concrete_fields].index(field_name)
+    return [field.name for field in _fields(model, only)].index(field_name)
 
 
 def nulls(count: int) -> str:
     """`count` NULL columns: the other part's place in a UNION of two models' rows."""
     return ", ".join(["NULL"] * count)
+
+
+def typed_nulls(model: type[Model], only: Only = None) -> str:
+    """NULLs in the place of `columns(model, …, only)`, each of its column's
+    type: a UNION resolves a column's type from the first branch that
+    gives one, and untyped NULLs there read as text.
+    """
+    return ", ".join(f"CAST(NULL AS {_cast_type(f)})" for f in _fields(model, only))
+
+
+def _cast_type(field: Field[Any, Any]) -> str:
+    column_type = field.rel_db_type(connection) if field.is_relation else field.db_type(connection)
+    assert column_type is not None, f"{field} has no column"
+    return column_type
 
 
 @functools.cache
@@ -68,14 +93,16 @@ def convert(model: type[Model], field_name: str, value: Any) -> Any:
 
 
 @functools.cache
-def _model_loader(model: type[Model], vendor: str) -> tuple[list[str], list[Converter]]:
-    fields = model._meta.concrete_fields
+def _model_loader(model: type[Model], vendor: str, only: Only) -> tuple[list[str], list[Converter]]:
+    fields = _fields(model, only)
     return [f.attname for f in fields], [_field_converter(f, vendor) for f in fields]
 
 
-def instance(model: type[M], values: Sequence[Any]) -> M:
-    """A model instance from a row of `columns(model, …)`, as a queryset makes it."""
-    attnames, converters = _model_loader(model, connection.vendor)
+def instance(model: type[M], values: Sequence[Any], only: Only = None) -> M:
+    """A model instance from a row of `columns(model, …, only)`, as a
+    queryset makes it (the fields left out deferred, as `.only()` would).
+    """
+    attnames, converters = _model_loader(model, connection.vendor, only)
     return model.from_db(
         connection.alias,
         attnames,

@@ -378,38 +378,51 @@ class AlertConfiguration(NamedTuple):
     platform_alerts: list[PlatformAlert]
 
 
+# What the write path reads of an alert: not when it was made or changed.
+ALERT_FIELDS = tuple(
+    field.name
+    for field in OrganizationAlert._meta.concrete_fields
+    if field.name not in ("created_at", "updated_at")
+)
+
+
 def _alert_configuration(organization: Organization) -> AlertConfiguration:
     """The organization's alerts that are on, its enabled per-user alert
     policy and the enabled platform alerts whose scope takes it in (all
     organizations, or its plan), in one query written as SQL: every write
-    runs it (see config/rawsql.py). The platform alerts come as rows of
-    their own (`part` 1), so that they do not multiply the alerts' rows.
+    runs it (see config/rawsql.py). Each kind comes as rows of its own
+    (`part`: 0 the policy, 1 platform alerts, 2 alerts), so that none is
+    repeated on another's rows and converted again.
     """
     policy_width = rawsql.column_count(UserAlertPolicy)
-    alert_width = rawsql.column_count(OrganizationAlert)
+    alert_width = rawsql.column_count(OrganizationAlert, ALERT_FIELDS)
     platform_width = rawsql.column_count(PlatformAlert)
     # ORDER BY positions: part, then the alerts' threshold_type, threshold and id.
     alert_at = 2 + policy_width
     order = [
-        alert_at + rawsql.column_index(OrganizationAlert, name)
-        for name in ("threshold_type", "threshold")
+        alert_at + rawsql.column_index(OrganizationAlert, name, ALERT_FIELDS)
+        for name in ("threshold_type", "threshold", "id")
     ]
-    order += [alert_at, alert_at + alert_width]
     rows = rawsql.fetch_all(
         f"""
         SELECT 0 AS part, {rawsql.columns(UserAlertPolicy, "p")},
-            {rawsql.columns(OrganizationAlert, "a")}, {rawsql.nulls(platform_width)}
+            {rawsql.typed_nulls(OrganizationAlert, ALERT_FIELDS)},
+            {rawsql.typed_nulls(PlatformAlert)}
         FROM (SELECT 1 AS one) AS one
         LEFT JOIN {UserAlertPolicy._meta.db_table} p
             ON p.organization_id = %s AND p.enabled
-        LEFT JOIN {OrganizationAlert._meta.db_table} a ON a.organization_id = %s AND a.enabled
         UNION ALL
         SELECT 1, {rawsql.nulls(policy_width + alert_width)}, {rawsql.columns(PlatformAlert, "pa")}
         FROM {PlatformAlert._meta.db_table} pa
         WHERE pa.enabled AND (pa.plan_id IS NULL OR pa.plan_id = %s)
+        UNION ALL
+        SELECT 2, {rawsql.nulls(policy_width)},
+            {rawsql.columns(OrganizationAlert, "a", ALERT_FIELDS)}, {rawsql.nulls(platform_width)}
+        FROM {OrganizationAlert._meta.db_table} a
+        WHERE a.organization_id = %s AND a.enabled
         ORDER BY 1, {", ".join(str(position) for position in order)}
         """,
-        [organization.pk, organization.pk, organization.plan_id],
+        [organization.pk, organization.plan_id, organization.pk],
     )
     first = rows[0][1:]
     policy = (
@@ -417,11 +430,13 @@ def _alert_configuration(organization: Organization) -> AlertConfiguration:
     )
     alerts = []
     platform_alerts = []
-    for part, *row in rows:
-        if part == 0 and row[policy_width] is not None:
-            alerts.append(rawsql.instance(OrganizationAlert, row[policy_width:-platform_width]))
-        elif part == 1:
+    for part, *row in rows[1:]:
+        if part == 2:
+            alert = rawsql.instance(
+                OrganizationAlert, row[policy_width : policy_width + alert_width], ALERT_FIELDS
+            )
+            alert.organization = organization
+            alerts.append(alert)
+        else:
             platform_alerts.append(rawsql.instance(PlatformAlert, row[-platform_width:]))
-    for alert in alerts:
-        alert.organization = organization
     return AlertConfiguration(alerts, policy, platform_alerts)
