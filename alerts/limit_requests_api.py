@@ -73,22 +73,6 @@ class DenyIn(StrictSchema):
     reason: str = Field(default="", max_length=MAX_REASON_LENGTH)
 
 
-def _out(request: LimitRequest) -> dict[str, Any]:
-    return {
-        "id": request.pk,
-        "user": request.membership.external_id,
-        "credits": request.credits,
-        "reason": request.reason,
-        "status": request.status,
-        "approved_credits": request.approved_credits,
-        "this_period_only": request.this_period_only,
-        "answer": request.answer or None,
-        "resolved_by": request.resolved_by_label or None,
-        "created_at": request.created_at,
-        "resolved_at": request.resolved_at,
-    }
-
-
 def _request_of(request: HttpRequest, request_id: int) -> LimitRequest:
     found = (
         LimitRequest.objects.filter(organization=request_organization(request), pk=request_id)
@@ -109,7 +93,12 @@ def limit_request_list(request: HttpRequest, query: Query[LimitRequestQuery]) ->
     )
     if query.status is not None:
         rows = rows.filter(status=query.status)
-    return paginate(rows, query, lambda page: [_out(row) for row in page], newest_first=True)
+    return paginate(
+        rows,
+        query,
+        lambda page: [limit_requests.limit_request_data(row) for row in page],
+        newest_first=True,
+    )
 
 
 @router.post("/limit-requests", response={201: LimitRequestOut, 409: ErrorOut}, tags=TAGS)
@@ -125,7 +114,7 @@ def limit_request_create(request: HttpRequest, payload: LimitRequestIn) -> Statu
         credits=payload.credits,
         reason=payload.reason,
     )
-    return Status(201, _out(created))
+    return Status(201, limit_requests.limit_request_data(created))
 
 
 @router.post(
@@ -138,7 +127,7 @@ def limit_request_approve(request: HttpRequest, id: int, payload: ApproveIn) -> 
         credits=payload.credits,
         this_period_only=payload.this_period_only,
     )
-    return _out(approved)
+    return limit_requests.limit_request_data(approved)
 
 
 @router.post("/limit-requests/{id}/deny", response={200: LimitRequestOut, 409: ErrorOut}, tags=TAGS)
@@ -146,4 +135,4 @@ def limit_request_deny(request: HttpRequest, id: int, payload: DenyIn) -> dict[s
     denied = limit_requests.limit_request_deny(
         request=_request_of(request, id), by=None, answer=payload.reason
     )
-    return _out(denied)
+    return limit_requests.limit_request_data(denied)

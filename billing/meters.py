@@ -52,6 +52,11 @@ METER_DAILY_USAGE = MeterDailyUsage._meta.db_table
 METER_DISTINCT_VALUE = MeterDistinctValue._meta.db_table
 ONE = Decimal(1)
 ZERO = Decimal(0)
+# A row's new value in an upsert: `max` keeps the larger, the others add.
+COMBINED = (
+    "CASE WHEN t.aggregation <> 'max' THEN t.value + EXCLUDED.value"
+    " WHEN EXCLUDED.value > t.value THEN EXCLUDED.value ELSE t.value END"
+)
 
 
 def meters_by_key(keys: set[str]) -> dict[str, Meter]:
@@ -282,10 +287,7 @@ def _add_in_one_statement(
                 SELECT %(organization)s, * FROM json_to_recordset(%(daily)s::json)
                     AS d(meter_id bigint, day date, aggregation text, value numeric)
                 ON CONFLICT (organization_id, meter_id, day) DO UPDATE SET
-                    value = CASE
-                        WHEN t.aggregation <> 'max' THEN t.value + EXCLUDED.value
-                        WHEN EXCLUDED.value > t.value THEN EXCLUDED.value
-                        ELSE t.value END
+                    value = {COMBINED}
             ),
             increments AS (
                 SELECT * FROM json_to_recordset(%(usage)s::json) AS u(
@@ -305,10 +307,7 @@ def _add_in_one_statement(
                 FROM increments ORDER BY meter_id, period_start, member_key
                 ON CONFLICT (organization_id, meter_id, period_start, member_key) DO UPDATE SET
                     previous_value = t.value,
-                    value = CASE
-                        WHEN t.aggregation <> 'max' THEN t.value + EXCLUDED.value
-                        WHEN EXCLUDED.value > t.value THEN EXCLUDED.value
-                        ELSE t.value END
+                    value = {COMBINED}
                 RETURNING meter_id, member_key, period_start, previous_value, value
             )
             SELECT meter_id, period_start, previous_value, value FROM upserted
@@ -417,10 +416,7 @@ def _upsert_usage(
             {rows}
             ON CONFLICT (organization_id, meter_id, period_start, member_key) DO UPDATE SET
                 previous_value = t.value,
-                value = CASE
-                    WHEN t.aggregation <> 'max' THEN t.value + EXCLUDED.value
-                    WHEN EXCLUDED.value > t.value THEN EXCLUDED.value
-                    ELSE t.value END
+                value = {COMBINED}
             RETURNING meter_id, period_start, member_key, previous_value, value
             """,
             params,
@@ -456,10 +452,7 @@ def _upsert_daily(
                 (organization_id, meter_id, day, aggregation, value)
             {rows}
             ON CONFLICT (organization_id, meter_id, day) DO UPDATE SET
-                value = CASE
-                    WHEN t.aggregation <> 'max' THEN t.value + EXCLUDED.value
-                    WHEN EXCLUDED.value > t.value THEN EXCLUDED.value
-                    ELSE t.value END
+                value = {COMBINED}
             """,
             params,
         )

@@ -75,7 +75,7 @@ def limit_request_create(
         credit_event_write(
             organization,
             LIMIT_REQUEST_CREATED,
-            _event_data(request),
+            limit_request_data(request),
             email_to=[admin.user.email for admin in admins_to_ask(organization=organization)],
         )
     return request
@@ -119,7 +119,7 @@ def limit_request_approve(
         credit_event_write(
             organization,
             LIMIT_REQUEST_APPROVED,
-            _event_data(request) | {"limit": limit_now + granted},
+            limit_request_data(request) | {"limit": limit_now + granted},
             email_to=[membership.user.email],
         )
     return request
@@ -138,7 +138,7 @@ def limit_request_deny(
         credit_event_write(
             request.organization,
             LIMIT_REQUEST_DENIED,
-            _event_data(request),
+            limit_request_data(request),
             email_to=[request.membership.user.email],
         )
     return request
@@ -266,7 +266,8 @@ def _snapshot(request: LimitRequest) -> dict[str, Any]:
     }
 
 
-def _event_data(request: LimitRequest) -> dict[str, Any]:
+def limit_request_data(request: LimitRequest) -> dict[str, Any]:
+    """A request as the API and its webhook events give it."""
     return {
         "id": request.pk,
         "user": request.membership.external_id,
