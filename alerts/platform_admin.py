@@ -113,29 +113,9 @@ class PlatformAlertAdmin(AddPageFieldsMixin, CreditsAdminMixin, admin.ModelAdmin
     list_filter = ("enabled", "threshold_type", "plan")
     list_select_related = ("plan",)
     search_fields = ("name",)
-    add_fields = (
-        "name",
-        "plan",
-        "threshold_type",
-        "threshold",
-        "emails",
-        "webhook_urls",
-        "enabled",
-    )
-    fields = (
-        "name",
-        "plan",
-        "threshold_type",
-        "threshold",
-        "emails",
-        "webhook_urls",
-        "enabled",
-        "firings_link",
-        "recent_firings",
-        "created_at",
-        "updated_at",
-    )
+    add_fields = PlatformAlertForm.Meta.fields
     readonly_fields = ("firings_link", "recent_firings", "created_at", "updated_at")
+    fields = (*PlatformAlertForm.Meta.fields, *readonly_fields)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[PlatformAlert]:
         return super().get_queryset(request).annotate(firings_count=Count("firings"))

@@ -22,7 +22,7 @@ from alerts.models import LimitRequest, LimitRequestStatus
 from alerts.request_forms import LimitRequestApproveForm, LimitRequestDenyForm, LimitRequestForm
 from alerts.sections import LIMIT_REQUESTS, USER_LIMITS
 from alerts.services import limit_requests
-from alerts.views import _dialog, _done
+from alerts.views import limits_dialog, limits_done
 from config.forms import form_saved
 
 
@@ -83,7 +83,7 @@ def limit_request_approve(request: OrganizationHttpRequest, request_id: int) -> 
             this_period_only=data["this_period_only"],
         ),
     ):
-        return _done(request, "Request approved.", LIMIT_REQUESTS, USER_LIMITS)
+        return limits_done(request, "Request approved.", LIMIT_REQUESTS, USER_LIMITS)
     return _answer_dialog(request, form, pending, approving=True)
 
 
@@ -98,7 +98,7 @@ def limit_request_deny(request: OrganizationHttpRequest, request_id: int) -> Htt
             request=pending, by=request.membership, answer=data["reason"]
         ),
     ):
-        return _done(request, "Request denied.", LIMIT_REQUESTS)
+        return limits_done(request, "Request denied.", LIMIT_REQUESTS)
     return _answer_dialog(request, form, pending, approving=False)
 
 
@@ -106,7 +106,7 @@ def _answer_dialog(
     request: OrganizationHttpRequest, form: Any, pending: LimitRequest, *, approving: bool
 ) -> HttpResponse:
     context = {"form": form, "limit_request": pending, "approving": approving}
-    return _dialog(
+    return limits_dialog(
         request,
         "alerts/_limit_request_answer.html",
         context,

@@ -25,7 +25,7 @@ from alerts.forms import (
     OrganizationAlertForm,
     UserAlertPolicyForm,
 )
-from alerts.models import MONEY_THRESHOLD_TYPES, OrganizationAlert, Recipients
+from alerts.models import MONEY_THRESHOLD_TYPES, OrganizationAlert, Recipients, ThresholdType
 from alerts.sections import (
     BILLING_THRESHOLD,
     CUSTOM_LIMITS,
@@ -84,7 +84,7 @@ def limits_settings(request: OrganizationHttpRequest) -> HttpResponse:
 # Writes: answers shared by every form
 
 
-def _done(request: OrganizationHttpRequest, message: str, *sections: str) -> HttpResponse:
+def limits_done(request: OrganizationHttpRequest, message: str, *sections: str) -> HttpResponse:
     """A change was made: the sections it moved, out of band, and a message."""
     return change_done(
         request,
@@ -101,7 +101,7 @@ def _done(request: OrganizationHttpRequest, message: str, *sections: str) -> Htt
     )
 
 
-def _dialog(
+def limits_dialog(
     request: OrganizationHttpRequest, template: str, context: dict[str, Any], *, status: int = 200
 ) -> HttpResponse:
     """A form shown in the page's dialog; without htmx, on a page of its own."""
@@ -159,9 +159,9 @@ def _alert_form(
     )
     if form_saved(form, lambda data: _alert_save(organization, alert, data)):
         done = "Alert added." if alert is None else "Alert saved."
-        return _done(request, done, ORGANIZATION_ALERTS, HISTORY)
+        return limits_done(request, done, ORGANIZATION_ALERTS, HISTORY)
     status = 422 if form.is_bound else 200
-    return _dialog(
+    return limits_dialog(
         request, "alerts/_alert_form.html", {"form": form, "alert": alert}, status=status
     )
 
@@ -201,13 +201,13 @@ def alert_delete(request: OrganizationHttpRequest, alert_id: int) -> HttpRespons
     if alert.plan_alert_id is not None:
         # Offered to be turned off instead; a POST to delete it is a conflict.
         status = 409 if request.method == "POST" else 200
-        return _dialog(
+        return limits_dialog(
             request, "alerts/_inherited_alert_delete.html", {"alert": alert}, status=status
         )
     if request.method == "POST":
         configuration.alert_delete(alert=alert)
-        return _done(request, "Alert deleted.", ORGANIZATION_ALERTS)
-    return _dialog(
+        return limits_done(request, "Alert deleted.", ORGANIZATION_ALERTS)
+    return limits_dialog(
         request,
         "alerts/_confirm_delete.html",
         {
@@ -229,7 +229,7 @@ def alert_switch(request: OrganizationHttpRequest, alert_id: int) -> HttpRespons
         return HttpResponseBadRequest("Say enabled=true or enabled=false.")
     configuration.alert_update(alert=alert, enabled=wanted == "true")
     done = "Alert turned on." if wanted == "true" else "Alert turned off."
-    return _done(request, done, ORGANIZATION_ALERTS, HISTORY)
+    return limits_done(request, done, ORGANIZATION_ALERTS, HISTORY)
 
 
 @require_http_methods(["POST"])
@@ -240,14 +240,16 @@ def alert_reset(request: OrganizationHttpRequest, alert_id: int) -> HttpResponse
     if alert.plan_alert_id is None:
         return HttpResponseBadRequest("This alert is the organization's own.")
     plan_alerts.inherited_alert_reset(alert=alert)
-    return _done(request, "Alert reset to the plan's.", ORGANIZATION_ALERTS, HISTORY)
+    return limits_done(request, "Alert reset to the plan's.", ORGANIZATION_ALERTS, HISTORY)
 
 
 def _alert_label(alert: OrganizationAlert) -> str:
     if alert.threshold_type in MONEY_THRESHOLD_TYPES:
         amount = readable_money(alert.threshold, alert.organization.currency)
         return f"{amount} of {alert.get_threshold_type_display().lower()}"
-    if alert.threshold_type == "percentage":
+    if alert.threshold_type == ThresholdType.FORECAST:
+        return f"a forecast of {format_credits(alert.threshold)}% of the allowance"
+    if alert.threshold_type == ThresholdType.PERCENTAGE:
         return f"{format_credits(alert.threshold)}% of the allowance"
     return f"{format_credits(alert.threshold)} credits"
 
@@ -272,7 +274,7 @@ def user_alerts_save(request: OrganizationHttpRequest) -> HttpResponse:
             fire_if_already_exceeded=data["fire_if_already_exceeded"],
         ),
     ):
-        return _done(request, "Credit usage alerts saved.", USER_ALERTS, HISTORY)
+        return limits_done(request, "Credit usage alerts saved.", USER_ALERTS, HISTORY)
     return _invalid_section(request, USER_ALERTS, user_alert_form=form)
 
 
@@ -298,7 +300,9 @@ def user_limits_save(request: OrganizationHttpRequest) -> HttpResponse:
             excluded_sources=form.excluded_sources,
         ),
     ):
-        return _done(request, "Per-user credit limits saved.", USER_LIMITS, EXCEEDING, HISTORY)
+        return limits_done(
+            request, "Per-user credit limits saved.", USER_LIMITS, EXCEEDING, HISTORY
+        )
     return _invalid_section(request, USER_LIMITS, limit_form=form)
 
 
@@ -310,7 +314,7 @@ def custom_limit_add(request: OrganizationHttpRequest) -> HttpResponse:
     if form.is_valid():
         member = form.chosen_member
         custom_limit_set(organization=organization, membership=member, limit=form.chosen_limit)
-        return _done(
+        return limits_done(
             request,
             f"Custom limit set for {member.display_name}.",
             CUSTOM_LIMITS,
@@ -337,9 +341,11 @@ def custom_limit_edit(request: OrganizationHttpRequest, membership_id: int) -> H
             organization=organization, membership=custom_limit.membership, limit=form.chosen_limit
         )
         name = custom_limit.membership.display_name
-        return _done(request, f"Custom limit of {name} saved.", CUSTOM_LIMITS, EXCEEDING, HISTORY)
+        return limits_done(
+            request, f"Custom limit of {name} saved.", CUSTOM_LIMITS, EXCEEDING, HISTORY
+        )
     status = 422 if form.is_bound else 200
-    return _dialog(
+    return limits_dialog(
         request,
         "alerts/_custom_limit_form.html",
         {"form": form, "member": custom_limit.membership},
@@ -354,14 +360,14 @@ def custom_limit_remove(request: OrganizationHttpRequest, membership_id: int) ->
     name = custom_limit.membership.display_name
     if request.method == "POST":
         custom_limit_delete(custom_limit=custom_limit)
-        return _done(
+        return limits_done(
             request,
             f"Custom limit of {name} removed: the default limit applies.",
             CUSTOM_LIMITS,
             EXCEEDING,
             HISTORY,
         )
-    return _dialog(
+    return limits_dialog(
         request,
         "alerts/_confirm_delete.html",
         {
@@ -390,5 +396,5 @@ def billing_threshold_save(request: OrganizationHttpRequest) -> HttpResponse:
             ),
         ),
     ):
-        return _done(request, "Billing threshold saved.", BILLING_THRESHOLD)
+        return limits_done(request, "Billing threshold saved.", BILLING_THRESHOLD)
     return _invalid_section(request, BILLING_THRESHOLD, billing_threshold_form=form)

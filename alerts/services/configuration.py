@@ -16,7 +16,6 @@ from accounts.audit import audit_record
 from accounts.models import Membership, Organization, Role
 from accounts.selectors import validate_admins
 from accounts.services import organization_cap_check
-from alerts.forecast import forecast
 from alerts.models import (
     MAX_ORGANIZATION_ALERTS,
     MONEY_THRESHOLD_TYPES,
@@ -29,6 +28,7 @@ from alerts.models import (
 from alerts.services.rules import (
     alerts_evaluate_organization,
     crossed,
+    forecast_alert_candidates,
     money_watched,
     threshold_credits,
 )
@@ -142,10 +142,15 @@ def quiet_if_already_passed(alert: OrganizationAlert) -> None:
     organization = alert.organization
     period = organization_period(organization, timezone.now())
     if alert.threshold_type == ThresholdType.FORECAST:
-        used = organization_used(organization=organization, period=period)
-        threshold = threshold_credits(alert, period.allowance(organization.credit_allowance))
-        pace = forecast(period, timezone.now(), used)
-        passed = pace is not None and threshold is not None and pace.projected >= threshold
+        passed = bool(
+            forecast_alert_candidates(
+                [alert],
+                period=period,
+                allowance=period.allowance(organization.credit_allowance),
+                used=organization_used(organization=organization, period=period),
+                now=timezone.now(),
+            )
+        )
     elif alert.threshold_type in MONEY_THRESHOLD_TYPES:
         money = money_as_it_stands(organization=organization, period=period)
         passed = money is not None and crossed(

@@ -180,3 +180,17 @@ class TestMessages:
         assert response.json()["threshold_type"] == "forecast"
         response = api.post("/api/v1/alerts", {"threshold_type": "forecast", "threshold": 101})
         assert response.status_code == 422
+
+
+def test_the_page_names_a_forecast_as_one(organization, owner):
+    from tests.fixtures import logged_in
+
+    alert = forecast_alert(organization)
+    client = logged_in(owner)
+    with at(3):
+        ingest(organization, 300)
+        dialog = client.get(f"/settings/limits/alerts/{alert.pk}/delete/").content.decode()
+        page = client.get("/settings/limits/").content.decode()
+    assert "a forecast of 90% of the allowance" in dialog
+    assert "projected usage reaching 2,790 credits" in page
+    assert '90% <span class="muted">(2,790)</span>' in page  # the history

@@ -257,3 +257,14 @@ class TestPages:
         # Answered: gone from the section, and no longer answerable.
         gone = client.post(f"/settings/limits/requests/{request.pk}/deny/", {})
         assert gone.status_code == 404
+
+
+def test_a_member_never_sees_another_members_request(organization, owner, blocked):
+    from tests.factories import MembershipFactory
+
+    other = MembershipFactory(organization=organization)
+    consume(organization, other, 100)
+    limit_request_create(organization=organization, membership=blocked, credits=D(40))
+    html = logged_in(other).get("/me/usage/").content.decode()
+    assert "You asked for" not in html
+    assert "Request more credits" in html
