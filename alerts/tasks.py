@@ -9,6 +9,7 @@ from celery import shared_task
 from alerts.outbox import notifications_requeue_stale
 from alerts.retention import notifications_prune
 from alerts.services.credits import credit_balances_check
+from alerts.services.holds import holds_expire
 from alerts.services.invoicing import invoices_close_periods
 from alerts.services.limit_requests import limit_requests_revert_due
 from alerts.services.plan_settling import plans_settle_due
@@ -43,6 +44,11 @@ def settle_plans() -> int:
 @shared_task(ignore_result=True)
 def revert_limit_requests() -> int:
     return limit_requests_revert_due()
+
+
+@shared_task(ignore_result=True)
+def expire_holds() -> int:
+    return holds_expire()
 
 
 @shared_task(ignore_result=True)

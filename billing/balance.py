@@ -16,10 +16,19 @@ from django.utils import timezone
 
 from accounts.models import Membership, Organization
 from billing.grants import active_grants, grants_remaining
-from billing.models import CreditGrant, OrganizationUsage, Source
+from billing.models import (
+    CreditGrant,
+    CreditHold,
+    HoldStatus,
+    MemberUsage,
+    OrganizationUsage,
+    Source,
+)
 from billing.periods import Period, organization_period
 from billing.rules import Decision, gate_decide
-from billing.selectors import LimitRules, limit_rules_get, member_usage_get, organization_used
+from billing.selectors import LimitRules, limit_rules_get
+from billing.sqlvalues import credits_result, moment_param
+from config import rawsql
 
 ZERO = Decimal(0)
 
@@ -146,17 +155,72 @@ def gate_decision_now(
     the database refused a consume (alerts/services/consume.py), at the
     consume's own moment (a grant starts or ends counting at an instant).
     """
-    _, counted = member_usage_get(membership=membership, period=period)
-    used = organization_used(organization=organization, period=period)
+    now = now or timezone.now()
+    totals = gate_totals(organization=organization, membership=membership, period=period, now=now)
+    balance = balance_now(organization=organization, period=period, used=totals.used, now=now)
     return gate_decide(
         cost=credits,
         counts=rules.counts(source),
-        member_counted=counted,
+        member_counted=totals.member_counted,
         member_limit=rules.limit_for(membership.pk),
-        organization_used_now=used,
-        balance=balance_now(
-            organization=organization, period=period, used=used, now=now or timezone.now()
-        ),
+        organization_used_now=totals.used + totals.held,
+        balance=None if balance is None else max(balance - totals.held, ZERO),
         block_when_exhausted=organization.block_when_exhausted,
         period=period,
+    )
+
+
+@dataclass(frozen=True)
+class GateTotals:
+    """What the gate weighs a cost against: the member's counted usage with
+    the credits held toward their limit, the organization's usage, and what
+    its holds hold (SPEC §13), holds already due left out.
+    """
+
+    member_counted: Decimal
+    used: Decimal
+    held: Decimal
+
+
+def gate_totals(
+    *, organization: Organization, membership: Membership, period: Period, now: datetime
+) -> GateTotals:
+    """The gate's totals as they stand at `now`: one query."""
+    member_counted, member_held, used, held, member_due, organization_due = rawsql.fetch_all(
+        f"""
+        SELECT m.counted, m.held, o.used, o.held, due.member_due, due.organization_due
+        FROM (SELECT 1 AS one) AS one
+        LEFT JOIN {MemberUsage._meta.db_table} AS m
+            ON m.membership_id = %s AND m.period_start = %s
+        LEFT JOIN {OrganizationUsage._meta.db_table} AS o
+            ON o.organization_id = %s AND o.period_start = %s
+        LEFT JOIN (
+            SELECT SUM(CASE WHEN counted AND membership_id = %s THEN credits ELSE 0 END)
+                    AS member_due,
+                SUM(credits) AS organization_due
+            FROM {CreditHold._meta.db_table}
+            WHERE organization_id = %s AND period_start = %s AND status = %s
+                AND expires_at <= %s
+        ) AS due ON 1 = 1
+        """,
+        [
+            membership.pk,
+            moment_param(period.start),
+            organization.pk,
+            moment_param(period.start),
+            membership.pk,
+            organization.pk,
+            moment_param(period.start),
+            HoldStatus.HELD.value,
+            moment_param(now),
+        ],
+    )[0]
+
+    def amount(value: object) -> Decimal:
+        return ZERO if value is None else credits_result(value)
+
+    return GateTotals(
+        member_counted=amount(member_counted) + amount(member_held) - amount(member_due),
+        used=amount(used),
+        held=amount(held) - amount(organization_due),
     )

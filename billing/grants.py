@@ -102,23 +102,28 @@ def draw(
     credits: Decimal,
     now: datetime,
     all_or_nothing: bool,
+    reserve: Decimal = ZERO,
 ) -> Draw:
     """Draw `credits` from the organization's active grants, in drawdown order.
 
     With `all_or_nothing` (a consume of an organization that blocks), nothing
-    is drawn unless the grants cover all of it; otherwise as much as they
+    is drawn unless the grants cover all of it and `reserve` more (what its
+    holds need of the grants, SPEC §13); otherwise as much as they
     hold (the rest is the period's overage). `credits` 0 draws nothing and
     tells what is available. What is drawn is added to the period's `drawn`
     (its total row, which the caller holds) in the same statement.
     """
     if connection.vendor != "postgresql":
-        return _draw_one_by_one(organization_id, period_start, credits, now, all_or_nothing)
+        return _draw_one_by_one(
+            organization_id, period_start, credits, now, all_or_nothing, reserve
+        )
     params = {
         "period_start": moment_param(period_start),
         "organization": organization_id,
         "credits": credits_param(credits),
         "now": moment_param(now),
         "all_or_nothing": all_or_nothing,
+        "required": credits_param(credits + reserve),
         "drawdown": LedgerEntryType.DRAWDOWN.value,
     }
     with connection.cursor() as cursor:
@@ -143,7 +148,7 @@ def draw(
                     LEAST(ordered.remaining, %(credits)s::numeric - ordered.drawn_before) AS credits
                 FROM ordered, total
                 WHERE ordered.drawn_before < %(credits)s::numeric
-                    AND (NOT %(all_or_nothing)s OR total.available >= %(credits)s::numeric)
+                    AND (NOT %(all_or_nothing)s OR total.available >= %(required)s::numeric)
             ),
             updated AS (
                 UPDATE {CREDIT_GRANT} AS g SET remaining = g.remaining - taken.credits
@@ -178,6 +183,7 @@ def _draw_one_by_one(
     credits: Decimal,
     now: datetime,
     all_or_nothing: bool,
+    reserve: Decimal = ZERO,
 ) -> Draw:
     """The same drawdown for SQLite (the local demo database), which writes
     one transaction at a time: no locks to take, a grant at a time.
@@ -185,7 +191,7 @@ def _draw_one_by_one(
     grants = list(active_grants(organization_id=organization_id, now=now))
     available = sum((grant.remaining for grant in grants), ZERO)
     any_grant = bool(grants) or CreditGrant.objects.filter(organization_id=organization_id).exists()
-    if all_or_nothing and available < credits:
+    if all_or_nothing and available < credits + reserve:
         return Draw(available=available, drawn=ZERO, any_grant=any_grant)
     left = credits
     for grant in grants:

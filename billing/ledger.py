@@ -22,26 +22,22 @@ totals add no contention of their own.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 from django.db.models import F, Value
 
 from billing.models import (
-    ConsumeAnswer,
     DailyUsage,
     MemberUsage,
     OrganizationUsage,
     SourceUsage,
-    UsageEvent,
 )
-from billing.rules import over_budget
+from billing.rules import ZERO, over_budget
 from billing.sqlvalues import (
     credits_param,
     credits_result,
@@ -51,12 +47,10 @@ from billing.sqlvalues import (
 )
 from config import rawsql
 
-CONSUME_ANSWER = ConsumeAnswer._meta.db_table
 DAILY_USAGE = DailyUsage._meta.db_table
 MEMBER_USAGE = MemberUsage._meta.db_table
 ORGANIZATION_USAGE = OrganizationUsage._meta.db_table
 SOURCE_USAGE = SourceUsage._meta.db_table
-USAGE_EVENT = UsageEvent._meta.db_table
 
 
 @dataclass(frozen=True)
@@ -67,6 +61,7 @@ class MemberTotals:
     used: Decimal
     counted: Decimal
     limit_reached_at: datetime | None
+    held: Decimal = ZERO  # credits held toward the limit (SPEC §13)
 
 
 @dataclass(frozen=True)
@@ -75,6 +70,7 @@ class MemberIncrement:
     period_start: datetime
     used: Decimal
     counted: Decimal
+    held: Decimal = ZERO
 
 
 def add_to_member(
@@ -86,14 +82,17 @@ def add_to_member(
     now: datetime,
 ) -> MemberTotals | None:
     """Add to one member's totals. With `enforce_limit`, only if counted usage
-    stays within `limit`: None means refused, and nothing was written.
-    `limit_reached_at` is set the first time counted usage reaches `limit`.
+    and held credits stay within `limit`: None means refused, and nothing was
+    written. `limit_reached_at` is set the first time counted usage reaches
+    `limit`.
     """
-    if enforce_limit and limit is not None and increment.counted > limit:
+    if enforce_limit and limit is not None and increment.counted + increment.held > limit:
         return None  # a new row would be inserted unguarded, so check it here
     reached_now = over_budget(increment.counted, limit)
     guard = (
-        "WHERE t.counted + EXCLUDED.counted <= %s" if enforce_limit and limit is not None else ""
+        "WHERE t.counted + t.held + EXCLUDED.counted + EXCLUDED.held <= %s"
+        if enforce_limit and limit is not None
+        else ""
     )
     params = [
         organization_id,
@@ -101,6 +100,7 @@ def add_to_member(
         moment_param(increment.period_start),
         credits_param(increment.used),
         credits_param(increment.counted),
+        credits_param(increment.held),
         moment_param(now if reached_now else None),
         credits_param(limit),
         moment_param(now),
@@ -111,22 +111,27 @@ def add_to_member(
         cursor.execute(
             f"""
             INSERT INTO {MEMBER_USAGE} AS t
-                (organization_id, membership_id, period_start, used, counted, limit_reached_at)
-            VALUES (%s, %s, %s, %s, %s, %s)
+                (organization_id, membership_id, period_start, used, counted, held,
+                 limit_reached_at)
+            VALUES (%s, %s, %s, %s, %s, %s, %s)
             ON CONFLICT (membership_id, period_start) DO UPDATE SET
                 used = t.used + EXCLUDED.used,
                 counted = t.counted + EXCLUDED.counted,
+                held = t.held + EXCLUDED.held,
                 -- over_budget (billing/rules.py) of the new total, the first time
                 limit_reached_at = CASE
                     WHEN t.limit_reached_at IS NULL AND t.counted + EXCLUDED.counted >= %s THEN %s
                     ELSE t.limit_reached_at END
             {guard}
-            RETURNING id, membership_id, period_start, used, counted, limit_reached_at
+            RETURNING {_MEMBER_TOTALS}
             """,
             params,
         )
         row = cursor.fetchone()
     return _member_totals(row) if row else None
+
+
+_MEMBER_TOTALS = "id, membership_id, period_start, used, counted, limit_reached_at, held"
 
 
 def _member_totals(row: Sequence[Any]) -> MemberTotals:
@@ -137,6 +142,7 @@ def _member_totals(row: Sequence[Any]) -> MemberTotals:
         used=credits_result(row[3]),
         counted=credits_result(row[4]),
         limit_reached_at=moment_result(row[5]),
+        held=credits_result(row[6]),
     )
 
 
@@ -157,6 +163,7 @@ def undo_member_increment(
     ).update(
         used=F("used") - increment.used,
         counted=F("counted") - increment.counted,
+        held=F("held") - increment.held,
         limit_reached_at=Value(None) if set_here else F("limit_reached_at"),
     )
 
@@ -164,7 +171,8 @@ def undo_member_increment(
 def add_to_members(
     *, organization_id: int, increments: Sequence[MemberIncrement]
 ) -> list[MemberTotals]:
-    """Add to many members' totals at once (ingest: never refused).
+    """Add to many members' totals at once (ingest, and the credits a hold
+    gives back: never refused).
 
     One statement; rows in membership order, the lock order.
     """
@@ -172,19 +180,23 @@ def add_to_members(
         return []
     ordered = sorted(increments, key=lambda i: (i.membership_id, i.period_start))
     rows, params = sql_rows(
-        ("bigint", "bigint", "timestamptz", "numeric", "numeric"),
-        [(organization_id, i.membership_id, i.period_start, i.used, i.counted) for i in ordered],
+        ("bigint", "bigint", "timestamptz", "numeric", "numeric", "numeric"),
+        [
+            (organization_id, i.membership_id, i.period_start, i.used, i.counted, i.held)
+            for i in ordered
+        ],
     )
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             INSERT INTO {MEMBER_USAGE} AS t
-                (organization_id, membership_id, period_start, used, counted)
+                (organization_id, membership_id, period_start, used, counted, held)
             {rows}
             ON CONFLICT (membership_id, period_start) DO UPDATE SET
                 used = t.used + EXCLUDED.used,
-                counted = t.counted + EXCLUDED.counted
-            RETURNING id, membership_id, period_start, used, counted, limit_reached_at
+                counted = t.counted + EXCLUDED.counted,
+                held = t.held + EXCLUDED.held
+            RETURNING {_MEMBER_TOTALS}
             """,
             params,
         )
@@ -219,6 +231,12 @@ def mark_limits_reached(*, member_usage_ids: Sequence[int], now: datetime) -> No
         )
 
 
+@dataclass(frozen=True)
+class OrganizationTotals:
+    used: Decimal
+    held: Decimal  # credits held for work not yet priced (SPEC §13)
+
+
 def add_to_organization(
     *,
     organization_id: int,
@@ -226,41 +244,49 @@ def add_to_organization(
     credits: Decimal,
     allowance: Decimal | None,
     enforce_allowance: bool,
-) -> Decimal | None:
-    """Add to the organization's total; with `enforce_allowance`, only if it
-    stays within `allowance`. Returns the new total, or None if refused.
+    held: Decimal = ZERO,
+) -> OrganizationTotals | None:
+    """Add `credits` used and `held` held to the organization's totals; with
+    `enforce_allowance`, only if usage and held credits stay within
+    `allowance`. Returns the new totals, or None if refused.
     """
     guarded = enforce_allowance and allowance is not None
-    if guarded and credits > allowance:  # type: ignore[operator]
+    if guarded and credits + held > allowance:  # type: ignore[operator]
         return None
-    guard = "WHERE t.used + EXCLUDED.used <= %s" if guarded else ""
-    params = [organization_id, moment_param(period_start), credits_param(credits)]
+    guard = "WHERE t.used + t.held + EXCLUDED.used + EXCLUDED.held <= %s" if guarded else ""
+    params = [
+        organization_id,
+        moment_param(period_start),
+        credits_param(credits),
+        credits_param(held),
+    ]
     if guarded:
         params.append(credits_param(allowance))
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
-            INSERT INTO {ORGANIZATION_USAGE} AS t (organization_id, period_start, used)
-            VALUES (%s, %s, %s)
-            ON CONFLICT (organization_id, period_start) DO UPDATE SET used = t.used + EXCLUDED.used
+            INSERT INTO {ORGANIZATION_USAGE} AS t (organization_id, period_start, used, held)
+            VALUES (%s, %s, %s, %s)
+            ON CONFLICT (organization_id, period_start) DO UPDATE SET
+                used = t.used + EXCLUDED.used, held = t.held + EXCLUDED.held
             {guard}
-            RETURNING used
+            RETURNING used, held
             """,
             params,
         )
         row = cursor.fetchone()
-    return credits_result(row[0]) if row else None
+    return OrganizationTotals(credits_result(row[0]), credits_result(row[1])) if row else None
 
 
 def undo_organization_increment(
-    *, organization_id: int, period_start: datetime, credits: Decimal
+    *, organization_id: int, period_start: datetime, credits: Decimal, held: Decimal = ZERO
 ) -> None:
     """Take back what `add_to_organization` added, within the same transaction
     (the row is still locked).
     """
     OrganizationUsage.objects.filter(
         organization_id=organization_id, period_start=period_start
-    ).update(used=F("used") - credits)
+    ).update(used=F("used") - credits, held=F("held") - held)
 
 
 def lock_organization_total(*, organization_id: int, period_start: datetime) -> Decimal:
@@ -284,21 +310,37 @@ def lock_organization_total(*, organization_id: int, period_start: datetime) -> 
 
 
 def add_to_organization_periods(
-    *, organization_id: int, credits_by_period: dict[datetime, Decimal]
+    *,
+    organization_id: int,
+    credits_by_period: dict[datetime, Decimal],
+    held_by_period: dict[datetime, Decimal] | None = None,
 ) -> dict[datetime, Decimal]:
-    """Add to several periods' totals of one organization; returns the new totals."""
-    if not credits_by_period:
+    """Add to several periods' totals of one organization (and to their held
+    credits: negative, when holds give them back); returns the new usage.
+    """
+    held_by_period = held_by_period or {}
+    periods = sorted(credits_by_period.keys() | held_by_period.keys())
+    if not periods:
         return {}
     rows, params = sql_rows(
-        ("bigint", "timestamptz", "numeric"),
-        [(organization_id, start, credits_by_period[start]) for start in sorted(credits_by_period)],
+        ("bigint", "timestamptz", "numeric", "numeric"),
+        [
+            (
+                organization_id,
+                start,
+                credits_by_period.get(start, ZERO),
+                held_by_period.get(start, ZERO),
+            )
+            for start in periods
+        ],
     )
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
-            INSERT INTO {ORGANIZATION_USAGE} AS t (organization_id, period_start, used)
+            INSERT INTO {ORGANIZATION_USAGE} AS t (organization_id, period_start, used, held)
             {rows}
-            ON CONFLICT (organization_id, period_start) DO UPDATE SET used = t.used + EXCLUDED.used
+            ON CONFLICT (organization_id, period_start) DO UPDATE SET
+                used = t.used + EXCLUDED.used, held = t.held + EXCLUDED.held
             RETURNING period_start, used
             """,
             params,
@@ -360,121 +402,3 @@ def add_to_days(*, organization_id: int, credits_by_day: dict[date, Decimal]) ->
 def utc_day(moment: datetime) -> date:
     """The UTC day of an aware moment: the key of the daily totals."""
     return moment.astimezone(UTC).date()
-
-
-@dataclass(frozen=True)
-class NewEvent:
-    membership_id: int | None
-    meter: str
-    credits: Decimal
-    quantity: Decimal | None
-    source: str
-    timestamp: datetime
-    period_start: datetime
-    idempotency_key: str
-    fingerprint: str
-    properties: dict[str, Any]
-
-
-def insert_events(*, organization_id: int, events: Sequence[NewEvent], now: datetime) -> set[str]:
-    """Insert ledger rows whose key is new; returns the keys actually inserted.
-
-    In key order: each row takes its key's lock in the unique index (and
-    waits there for a concurrent transaction holding the same key), so two
-    batches sharing keys in different orders would each hold a key the
-    other waits for.
-    """
-    if not events:
-        return set()
-    events = sorted(events, key=lambda event: event.idempotency_key)
-    rows, params = sql_rows(
-        (
-            "bigint",
-            "bigint",
-            "text",
-            "numeric",
-            "numeric",
-            "text",
-            "timestamptz",
-            "timestamptz",
-            "text",
-            "text",
-            "jsonb",
-            "timestamptz",
-        ),
-        [
-            (
-                organization_id,
-                event.membership_id,
-                event.meter,
-                event.credits,
-                event.quantity,
-                event.source,
-                event.timestamp,
-                event.period_start,
-                event.idempotency_key,
-                event.fingerprint,
-                _json_param(event.properties),
-                now,
-            )
-            for event in events
-        ],
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            INSERT INTO {USAGE_EVENT}
-                (organization_id, membership_id, meter, credits, quantity, source, timestamp,
-                 period_start,
-                 idempotency_key, fingerprint, properties, recorded_at)
-            {rows}
-            ON CONFLICT (organization_id, idempotency_key) DO NOTHING
-            RETURNING idempotency_key
-            """,
-            params,
-        )
-        return {row[0] for row in cursor.fetchall()}
-
-
-def delete_event(*, organization_id: int, idempotency_key: str) -> None:
-    """Take back a ledger row this transaction inserted (a refused consume's:
-    it took its key first, see `alerts.services.consume.usage_consume`). Nobody else
-    ever saw the row; a transaction waiting on its key goes on once this one
-    ends, and finds the key free in the ledger.
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"DELETE FROM {USAGE_EVENT} WHERE organization_id = %s AND idempotency_key = %s",
-            [organization_id, idempotency_key],
-        )
-
-
-def _json_param(value: dict[str, Any]) -> str:
-    return json.dumps(value, cls=DjangoJSONEncoder)
-
-
-def consume_keys_among(*, organization_id: int, keys: Sequence[str]) -> set[str]:
-    """Which of these idempotency keys a consume has taken."""
-    rows = _rows_with_keys(f"SELECT idempotency_key FROM {CONSUME_ANSWER}", organization_id, keys)
-    return {key for (key,) in rows}
-
-
-def fingerprints_of(*, organization_id: int, keys: Sequence[str]) -> dict[str, str]:
-    """The fingerprints of the ledger rows with these keys."""
-    return dict(
-        _rows_with_keys(
-            f"SELECT idempotency_key, fingerprint FROM {USAGE_EVENT}", organization_id, keys
-        )
-    )
-
-
-def _rows_with_keys(
-    select: str, organization_id: int, keys: Sequence[str]
-) -> list[tuple[Any, ...]]:
-    """The rows of `select` for the organization's rows with these idempotency keys."""
-    if not keys:
-        return []
-    condition, params = rawsql.any_of("idempotency_key", keys)
-    return rawsql.fetch_all(
-        f"{select} WHERE organization_id = %s AND {condition}", [organization_id, *params]
-    )

@@ -17,6 +17,7 @@ from accounts.api import router as accounts_router
 from accounts.apiauth import ApiKeyAuth
 from alerts.api import router as alerts_router
 from alerts.credits_api import router as credits_router
+from alerts.holds_api import router as holds_router
 from alerts.invoices_api import router as invoices_router
 from alerts.limit_requests_api import router as limit_requests_router
 from billing.api import router as billing_router
@@ -208,6 +209,7 @@ api.add_router("", credits_router)
 api.add_router("", meters_router)
 api.add_router("", invoices_router)
 api.add_router("", limit_requests_router)
+api.add_router("", holds_router)
 
 
 def _field_of(location: tuple[Any, ...] | list[Any]) -> str | None:

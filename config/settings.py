@@ -260,6 +260,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "alerts.tasks.revert_limit_requests",
         "schedule": 60.0,
     },
+    # Holds (SPEC §13) past their expiry: every write expires its own
+    # organization's first, so this only tidies up after the quiet ones.
+    "expire-holds": {
+        "task": "alerts.tasks.expire_holds",
+        "schedule": 60.0,
+    },
     # Platform alerts (SPEC §12): a new or changed one fires, within a minute,
     # for organizations already past it, should its own task be lost.
     "settle-platform-alerts": {

@@ -27,7 +27,7 @@ from accounts.models import Membership, Organization
 from alerts.services.credits import BalanceChange, balance_changed, draw_beyond_allowance
 from alerts.services.invoicing import money_on_usage
 from alerts.services.rules import MemberChange, UsageChange, alerts_on_usage
-from billing import ledger
+from billing import event_ledger, holds, ledger
 from billing.balance import gate_decision_now
 from billing.idempotency import fingerprint, key_reused
 from billing.models import (
@@ -137,28 +137,34 @@ def _take_event_key(consume: _Consume) -> None:
 
     A concurrent request with the same key (a consume, or ingest: they share
     one namespace) waits here until the first one ends, holding no other
-    lock; a key already in the ledger ends this transaction at once.
+    lock; a key already in the ledger ends this transaction at once. Holds
+    of the organization due to expire are expired next, before the totals
+    are weighed (billing/holds.py).
     """
-    inserted = ledger.insert_events(
+    inserted, holds_due = holds.insert_event_noting_due_holds(
         organization_id=consume.organization.pk,
-        events=[
-            ledger.NewEvent(
-                membership_id=consume.membership.pk,
-                meter=DEFAULT_METER,
-                credits=consume.credits,
-                quantity=None,
-                source=consume.source,
-                timestamp=consume.now,
-                period_start=consume.period.start,
-                idempotency_key=consume.key,
-                fingerprint=consume.fingerprint,
-                properties={},
-            )
-        ],
+        event=event_ledger.NewEvent(
+            membership_id=consume.membership.pk,
+            meter=DEFAULT_METER,
+            credits=consume.credits,
+            quantity=None,
+            source=consume.source,
+            timestamp=consume.now,
+            period_start=consume.period.start,
+            idempotency_key=consume.key,
+            fingerprint=consume.fingerprint,
+            properties={},
+        ),
         now=consume.now,
     )
-    if consume.key not in inserted:
+    if not inserted:
         raise _KeyTaken
+    if holds_due:
+        holds.expire_due(
+            organization_id=consume.organization.pk,
+            now=consume.now,
+            member=(consume.membership.pk, consume.period.start),
+        )
 
 
 def _spend(consume: _Consume) -> Decision:
@@ -188,16 +194,17 @@ def _spend(consume: _Consume) -> Decision:
     allowance = period.allowance(organization.credit_allowance)
     # Without a balance kept, the allowance alone caps the organization and
     # the database applies it in the upsert; with one, the grants decide too.
-    organization_total = ledger.add_to_organization(
+    organization_totals = ledger.add_to_organization(
         organization_id=organization.pk,
         period_start=period.start,
         credits=credits,
         allowance=allowance,
         enforce_allowance=organization.block_when_exhausted and not kept,
     )
-    if organization_total is None:
+    if organization_totals is None:
         ledger.undo_member_increment(increment=increment, totals=member, limit=limit, now=now)
         return consume.refusal()
+    organization_total = organization_totals.used
     balance: BalanceChange | None = None
     if kept:
         balance = draw_beyond_allowance(
@@ -207,6 +214,7 @@ def _spend(consume: _Consume) -> Decision:
             credits=credits,
             now=now,
             all_or_nothing=organization.block_when_exhausted,
+            held=organization_totals.held,
         )
         if balance.refuses(credits):
             ledger.undo_organization_increment(
@@ -251,7 +259,7 @@ def _spend(consume: _Consume) -> Decision:
     )
     if balance is not None:
         balance_changed(balance)
-    return Decision.allowing(used=member.counted, limit=limit, period=period)
+    return Decision.allowing(used=member.counted + member.held, limit=limit, period=period)
 
 
 def _record_consume_answer(consume: _Consume, decision: Decision) -> None:
@@ -268,12 +276,12 @@ def _record_consume_answer(consume: _Consume, decision: Decision) -> None:
     if not decision.allowed:
         if connection.vendor == "postgresql":
             take_back = (
-                f"WITH refused AS (DELETE FROM {ledger.USAGE_EVENT}"
+                f"WITH refused AS (DELETE FROM {event_ledger.USAGE_EVENT}"
                 " WHERE organization_id = %s AND idempotency_key = %s)"
             )
             take_back_params = [consume.organization.pk, consume.key]
         else:  # SQLite (the local demo database) has no DELETE inside WITH
-            ledger.delete_event(
+            event_ledger.delete_event(
                 organization_id=consume.organization.pk, idempotency_key=consume.key
             )
     with connection.cursor() as cursor:
@@ -309,7 +317,7 @@ def _replay_consume(consume: _Consume) -> Decision:
         organization=consume.organization, idempotency_key=key
     ).first()
     if answer is None:
-        recorded = ledger.fingerprints_of(organization_id=consume.organization.pk, keys=[key])
+        recorded = event_ledger.fingerprints_of(organization_id=consume.organization.pk, keys=[key])
         if recorded.get(key) == consume.fingerprint:
             # This very consume, allowed so long ago that its answer was pruned.
             raise Conflict(

@@ -35,7 +35,7 @@ from alerts.models import (
 from alerts.services.firing import Candidate, fire
 from alerts.services.platform_alerts import platform_balance_changed
 from billing import ledger
-from billing.balance import balance_now, balance_of, covered_by_allowance
+from billing.balance import allowance_left, balance_now, balance_of, covered_by_allowance
 from billing.grants import draw
 from billing.models import AutoTopUp, BalanceCheck, CreditGrant, GrantKind
 from billing.periods import Period, organization_period
@@ -77,15 +77,16 @@ class BalanceChange:
     after: Decimal | None
     now: datetime
     drawn: Decimal = ZERO  # what the write drew from grants
+    held: Decimal = ZERO  # what the organization's holds hold (SPEC §13)
 
     def refuses(self, credits: Decimal) -> bool:
         """Whether an organization that blocks refuses spending `credits` (the
-        balance before the write is below it).
+        balance before the write, less what holds hold, is below it).
         """
         return (
             self.organization.block_when_exhausted
             and self.before is not None
-            and credits > self.before
+            and credits + self.held > self.before
         )
 
 
@@ -97,12 +98,14 @@ def draw_beyond_allowance(
     credits: Decimal,
     now: datetime,
     all_or_nothing: bool,
+    held: Decimal = ZERO,
 ) -> BalanceChange:
     """Draw from the grants the part of a write of `credits` that the
     period's allowance left does not cover (billing/grants.py), under the
     organization's total row lock that consume and ingest have just taken;
     the balance before and after. With `all_or_nothing`, nothing is drawn
-    unless the grants cover it all (then `refuses` says so).
+    unless the grants cover it all and what the organization's holds hold
+    (`held`) beyond the allowance left after it (then `refuses` says so).
     """
     allowance = period.allowance(organization.credit_allowance)
     drawn = draw(
@@ -111,6 +114,7 @@ def draw_beyond_allowance(
         credits=credits - covered_by_allowance(allowance, used_before, credits),
         now=now,
         all_or_nothing=all_or_nothing,
+        reserve=max(held - allowance_left(allowance, used_before + credits), ZERO),
     )
 
     def balance(used: Decimal, grants: Decimal) -> Decimal | None:
@@ -125,6 +129,7 @@ def draw_beyond_allowance(
         after=balance(used_before + credits, drawn.remaining_after),
         now=now,
         drawn=drawn.drawn,
+        held=held,
     )
 
 

@@ -26,7 +26,7 @@ from accounts.selectors import member_ids_by_external_id
 from alerts.services.credits import BalanceChange, balance_changed, draw_beyond_allowance
 from alerts.services.invoicing import money_on_usage
 from alerts.services.rules import MemberChange, UsageChange, alerts_on_usage
-from billing import ledger
+from billing import event_ledger, holds, ledger
 from billing.idempotency import fingerprint, key_reused
 from billing.meters import (
     MeterEvent,
@@ -98,13 +98,13 @@ def usage_ingest(*, organization: Organization, events: Sequence[UsageInput]) ->
     new_events = _new_events(organization, events, fingerprints, member_ids, meters, now)
     _refuse_consume_keys(organization, events)
     with transaction.atomic():
-        inserted = ledger.insert_events(
+        inserted = event_ledger.insert_events(
             organization_id=organization.pk, events=[new for new, _ in new_events], now=now
         )
         if len(inserted) < len(new_events):
             _refuse_reused_keys(organization, events, fingerprints, inserted)
         recorded = [event for event in new_events if event[0].idempotency_key in inserted]
-        _add_to_totals(organization, recorded, now)
+        add_to_totals(organization, recorded, now)
     return IngestResult(accepted=len(recorded), duplicates=len(events) - len(recorded))
 
 
@@ -132,12 +132,12 @@ def _new_events(
     member_ids: dict[str, int],
     meters: dict[str, Meter],
     now: datetime,
-) -> list[tuple[ledger.NewEvent, MeterEvent | None]]:
+) -> list[tuple[event_ledger.NewEvent, MeterEvent | None]]:
     """Validate the batch; the first of each key in it (a key repeated in one
     batch is a duplicate, as it would be in the next), with what its meter
     counts when it is not credits.
     """
-    new_events: dict[str, tuple[ledger.NewEvent, MeterEvent | None]] = {}
+    new_events: dict[str, tuple[event_ledger.NewEvent, MeterEvent | None]] = {}
     for index, (event, event_fingerprint) in enumerate(zip(events, fingerprints, strict=True)):
         key = event.idempotency_key
         if key in new_events:
@@ -157,7 +157,7 @@ def _new_events(
             event, index, meters, membership_id, period_start, timestamp
         )
         new_events[key] = (
-            ledger.NewEvent(
+            event_ledger.NewEvent(
                 membership_id=membership_id,
                 meter=event.meter,
                 credits=credits,
@@ -238,7 +238,7 @@ def _refuse_consume_keys(organization: Organization, events: Sequence[UsageInput
     """409 for the first event whose key a consume took (a refused consume
     leaves no ledger row, so the ledger's own constraint cannot tell).
     """
-    taken = ledger.consume_keys_among(
+    taken = event_ledger.consume_keys_among(
         organization_id=organization.pk, keys=[event.idempotency_key for event in events]
     )
     for index, event in enumerate(events):
@@ -257,24 +257,27 @@ def _refuse_reused_keys(
     the batch's insert).
     """
     repeated = {event.idempotency_key for event in events} - inserted
-    stored = ledger.fingerprints_of(organization_id=organization.pk, keys=list(repeated))
+    stored = event_ledger.fingerprints_of(organization_id=organization.pk, keys=list(repeated))
     for index, (event, event_fingerprint) in enumerate(zip(events, fingerprints, strict=True)):
         key = event.idempotency_key
         if key in stored and stored[key] != event_fingerprint:
             raise key_reused(key, field_name=f"events[{index}].idempotency_key")
 
 
-def _add_to_totals(
+def add_to_totals(
     organization: Organization,
-    recorded: Sequence[tuple[ledger.NewEvent, MeterEvent | None]],
+    recorded: Sequence[tuple[event_ledger.NewEvent, MeterEvent | None]],
     now: datetime,
+    released: Sequence[holds.ClosedHold] = (),
 ) -> None:
     """Group the events and move every total they touch: a constant number of
     statements, whatever the number of events. Every event's credits count,
     whatever its meter (0 moves the rows all the same: the organization's
-    total row is the lock its meter rows are taken under).
+    total row is the lock its meter rows are taken under). `released`: holds
+    closed in this transaction (a settle, SPEC §13), whose held credits leave
+    the same rows in the same statements.
     """
-    if not recorded:
+    if not recorded and not released:
         return
     counted_events = [event for event, _ in recorded]
     member_ids = {
@@ -295,20 +298,24 @@ def _add_to_totals(
             member_used[member_key] += event.credits
             if rules.counts(event.source):
                 member_counted[member_key] += event.credits
+    member_held = holds.member_releases(released)
     members = ledger.add_to_members(
         organization_id=organization.pk,
         increments=[
             ledger.MemberIncrement(
                 membership_id=membership_id,
                 period_start=period_start,
-                used=used,
-                counted=member_counted[(membership_id, period_start)],
+                used=member_used.get((membership_id, period_start), ZERO),
+                counted=member_counted.get((membership_id, period_start), ZERO),
+                held=member_held.get((membership_id, period_start), ZERO),
             )
-            for (membership_id, period_start), used in member_used.items()
+            for membership_id, period_start in member_used.keys() | member_held.keys()
         ],
     )
     organization_totals = ledger.add_to_organization_periods(
-        organization_id=organization.pk, credits_by_period=by_period
+        organization_id=organization.pk,
+        credits_by_period=by_period,
+        held_by_period=holds.organization_releases(released),
     )
     ledger.add_to_days(organization_id=organization.pk, credits_by_day=by_day)
     ledger.add_to_sources(organization_id=organization.pk, increments=by_source)
@@ -326,6 +333,8 @@ def _add_to_totals(
     )
     balance = _draw_beyond_allowance(organization, organization_totals, by_period, now)
     for period_start, used_after in organization_totals.items():
+        if period_start not in by_period:
+            continue  # only held credits given back: no usage to evaluate
         period = organization_period(organization, period_start)
         money = money_on_usage(
             organization=organization,
@@ -354,6 +363,7 @@ def _add_to_totals(
                     )
                     for member in members
                     if member.period_start == period_start
+                    and (member.membership_id, period_start) in member_used
                 ],
                 meters=[change for change in meter_changes if change.period_start == period_start],
             )
@@ -375,7 +385,7 @@ def _draw_beyond_allowance(
     if organization.credit_balance_kept_since is None:
         return None
     period = organization_period(organization, now)
-    if period.start not in organization_totals:
+    if period.start not in by_period:
         return None
     used_after, credits = organization_totals[period.start], by_period[period.start]
     return draw_beyond_allowance(

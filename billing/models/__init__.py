@@ -13,6 +13,12 @@ from billing.models.credits import (
     GrantStatus,
     LedgerEntryType,
 )
+from billing.models.holds import (
+    HOLD_EXPIRES_IN_DEFAULT,
+    HOLD_EXPIRES_IN_MAX,
+    CreditHold,
+    HoldStatus,
+)
 from billing.models.invoices import BillingThreshold, Invoice, InvoiceReason, InvoiceSchedule
 from billing.models.meters import (
     CREDITS_METER,
@@ -47,6 +53,8 @@ __all__ = [
     "GRANT_PRIORITY_DEFAULT",
     "GRANT_PRIORITY_MAX",
     "GRANT_PRIORITY_MIN",
+    "HOLD_EXPIRES_IN_DEFAULT",
+    "HOLD_EXPIRES_IN_MAX",
     "MAX_DISTINCT_VALUE_LENGTH",
     "Aggregation",
     "AutoTopUp",
@@ -54,11 +62,13 @@ __all__ = [
     "BillingThreshold",
     "ConsumeAnswer",
     "CreditGrant",
+    "CreditHold",
     "CreditLedgerEntry",
     "CustomLimit",
     "DailyUsage",
     "GrantKind",
     "GrantStatus",
+    "HoldStatus",
     "Invoice",
     "InvoiceReason",
     "InvoiceSchedule",

@@ -103,6 +103,7 @@ class OrganizationUsage(models.Model):
     period_start = models.DateTimeField()
     used = credits_field(default=0)
     drawn = credits_field(db_default=0, help_text="Credits of this period that grants covered.")
+    held = credits_field(db_default=0, help_text="Credits held for work not yet priced (SPEC §13).")
     invoiced = credits_field(db_default=0, help_text="Credits of its overage invoiced so far.")
     invoiced_through = models.DateTimeField(
         null=True, blank=True, help_text="Where the last invoice's covered span ended."
@@ -129,6 +130,9 @@ class MemberUsage(models.Model):
     period_start = models.DateTimeField()
     used = credits_field(default=0)
     counted = credits_field(default=0)
+    held = credits_field(
+        db_default=0, help_text="Credits held for work not yet priced, toward the limit."
+    )
     limit_reached_at = models.DateTimeField(
         null=True, blank=True, help_text="When counted usage first reached the limit this period."
     )

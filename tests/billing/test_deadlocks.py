@@ -12,7 +12,7 @@ Two tests pin the moment at which requests meet, so that a wrong lock
 order deadlocks in every round rather than by chance: batches are slowed in
 the middle of their ledger insert (a trigger), and a batch pauses between
 its keys and its totals until a consume waits (a hook on
-`billing.ledger.insert_events`). One more leaves the timing to chance, over
+`billing.event_ledger.insert_events`). One more leaves the timing to chance, over
 many moments.
 """
 
@@ -32,7 +32,7 @@ from django.db.models import QuerySet, Sum
 
 from accounts.models import Membership, Organization
 from accounts.services import api_key_create
-from billing import ledger
+from billing import event_ledger
 from billing.models import DailyUsage, MemberUsage, OrganizationUsage, SourceUsage, UsageEvent
 from config import dbretry
 from tests.factories import MembershipFactory
@@ -168,7 +168,7 @@ def test_a_consume_of_a_key_a_batch_holds(organization, caplog, monkeypatch):
     member = MembershipFactory(organization=organization)
     ingester, consumer = _clients(organization, 2)
     keys_held, release = threading.Event(), threading.Event()
-    insert_events = ledger.insert_events
+    insert_events = event_ledger.insert_events
 
     def insert_then_pause(**kwargs: Any) -> set[str]:
         inserted = insert_events(**kwargs)
@@ -177,7 +177,7 @@ def test_a_consume_of_a_key_a_batch_holds(organization, caplog, monkeypatch):
             release.wait(timeout=20)
         return inserted
 
-    monkeypatch.setattr(ledger, "insert_events", insert_then_pause)
+    monkeypatch.setattr(event_ledger, "insert_events", insert_then_pause)
     rounds = 3
     for round_number in range(rounds):
         keys_held.clear()
