@@ -57,6 +57,7 @@ from alerts.services.configuration import alert_create, user_alert_policy_update
 from alerts.services.consume import usage_consume
 from alerts.services.credit_settings import AutoTopUpInput, auto_top_up_set, balance_alert_create
 from alerts.services.credits import credit_grant_create
+from alerts.services.holds import hold_create, hold_settle
 from alerts.services.ingest import UsageInput, usage_ingest
 from alerts.services.invoicing import BillingThresholdInput, billing_threshold_set
 from billing.models import Invoice, UsageEvent
@@ -147,6 +148,7 @@ KNOWN: dict[str, list[Any]] = {
     "grant": [],
     "balance_alert": [],
     "invoice": [],
+    "hold": [],
 }
 
 
@@ -174,6 +176,8 @@ def flatmap_path_parameters(context: Any, path_parameters: dict[str, Any]) -> An
         real = st.sampled_from(KNOWN["balance_alert"]).map(lambda pk: {"id": pk})
     elif path.startswith("/invoices/") and KNOWN["invoice"]:
         real = st.sampled_from(KNOWN["invoice"]).map(lambda pk: {"id": pk})
+    elif path.startswith("/holds/") and KNOWN["hold"]:
+        real = st.sampled_from(KNOWN["hold"]).map(lambda pk: {"id": pk})
     else:
         return st.just(path_parameters)
     return st.one_of(st.just(path_parameters), real)
@@ -335,6 +339,17 @@ def world(db: None) -> World:
         credits=Decimal("1.5"),
         idempotency_key="seed-consume",
     )
+    # Holds (SPEC §13): open ones, to settle or release, and a settled one.
+    holds = [
+        hold_create(
+            organization=organization,
+            membership=member,
+            credits=Decimal(2),
+            idempotency_key=f"seed-hold-{member.external_id}",
+        ).hold(organization)
+        for member in (owner, members[1], members[3])
+    ]
+    hold_settle(organization=organization, hold_id=holds[2].pk, credits=Decimal(1))
     # Meters (SPEC §10), with values of the organization and of members.
     period_start = current_period(organization).start
     for meter, value in (
@@ -379,6 +394,7 @@ def world(db: None) -> World:
         grant=[grant.pk for grant in grants],
         balance_alert=[alert.pk for alert in balance_alerts],
         invoice=[invoice.pk for invoice in invoices],
+        hold=[hold.pk for hold in holds],
     )
     return World(
         organization=organization,

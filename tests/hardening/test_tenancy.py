@@ -30,6 +30,7 @@ from alerts.models import (
 from alerts.services.changes import custom_limit_set
 from alerts.services.credit_settings import AutoTopUpInput, auto_top_up_set, balance_alert_create
 from alerts.services.credits import credit_grant_create
+from alerts.services.holds import hold_create
 from alerts.services.invoicing import BillingThresholdInput, billing_threshold_set
 from alerts.services.limit_requests import limit_request_create
 from alerts.webhooks import webhook_endpoint_create
@@ -37,6 +38,7 @@ from billing.models import (
     AutoTopUp,
     BillingThreshold,
     CreditGrant,
+    CreditHold,
     CreditLedgerEntry,
     CustomLimit,
     Invoice,
@@ -111,9 +113,18 @@ def world(organization, owner, member, outsider, other_organization) -> dict[str
     limit_request = limit_request_create(
         organization=organization, membership=owner, credits=D(5), reason="Acme Inc"
     )
+    # Two holds (SPEC §13): one to settle, one to release.
+    hold, other_hold = (
+        hold_create(
+            organization=organization, membership=owner, credits=D(2), idempotency_key=key
+        ).hold(organization)
+        for key in ("acme-hold", "acme-hold-2")
+    )
     _, acme_key = api_key_create(organization=organization)
     _, globex_key = api_key_create(organization=other_organization)
     return {
+        "hold": hold,
+        "other_hold": other_hold,
         "limit_request": limit_request,
         "alert": alert,
         "endpoint": endpoint,
@@ -152,6 +163,11 @@ def acme_state() -> tuple[Any, ...]:
             )
         ),
         sorted(WebhookEndpoint.objects.filter(organization__slug="acme").values_list("id")),
+        sorted(
+            CreditHold.objects.filter(organization__slug="acme").values_list(
+                "id", "status", "settled_credits"
+            )
+        ),
         sorted(ApiKey.objects.filter(organization__slug="acme").values_list("id", "revoked_at")),
         UsageEvent.objects.filter(organization__slug="acme").count(),
         sorted(
@@ -283,6 +299,13 @@ def api_operations(world: dict[str, Any]) -> list[Operation]:
         Operation("post", "/api/v1/limit-requests", {"user": member, "credits": 5}, 201),
         Operation("post", f"/api/v1/limit-requests/{world['limit_request'].pk}/approve", {}, 200),
         Operation("post", f"/api/v1/limit-requests/{world['limit_request'].pk}/deny", {}, 200),
+        Operation("get", "/api/v1/holds", None, 200),
+        Operation(
+            "post", "/api/v1/holds", {"user": owner, "credits": 1, "idempotency_key": "x5"}, 201
+        ),
+        Operation("get", f"/api/v1/holds/{world['hold'].pk}", None, 200),
+        Operation("post", f"/api/v1/holds/{world['hold'].pk}/settle", {"credits": 1}, 200),
+        Operation("post", f"/api/v1/holds/{world['other_hold'].pk}/release", None, 200),
     ]
 
 
@@ -312,6 +335,9 @@ def test_the_matrix_covers_every_api_operation(world):
         "/invoices/{id}": ("{id}", str(world["invoice"].pk)),
         "/limit-requests/{id}/approve": ("{id}", str(world["limit_request"].pk)),
         "/limit-requests/{id}/deny": ("{id}", str(world["limit_request"].pk)),
+        "/holds/{id}": ("{id}", str(world["hold"].pk)),
+        "/holds/{id}/settle": ("{id}", str(world["hold"].pk)),
+        "/holds/{id}/release": ("{id}", str(world["other_hold"].pk)),
     }
     called = {(operation.method, operation.path) for operation in api_operations(world)}
     covered = set()
@@ -338,6 +364,8 @@ def test_another_organizations_key_never_reaches_acme(world):
         str(world["balance_alert"].pk),
         str(world["invoice"].pk),
         str(world["limit_request"].pk),
+        str(world["hold"].pk),
+        str(world["other_hold"].pk),
     }
 
     for method, path, body, _ in api_operations(world):
