@@ -54,6 +54,8 @@ GRANTS_RATIO = 1.3
 # SPEC §10 (issue 16): a batch mixing sum, max and unique_count meters, at most
 # 1.3x a credits-only batch of the same size (per event).
 METERS_RATIO = 1.3
+# SPEC §13 (issue 18): a hold and its settle together cost at most this many consumes.
+HOLD_PAIR_RATIO = 2.2
 # SPEC §12 (issue 17): consume and ingest of an organization that 3 platform
 # alerts apply to (none crossed), at most 1.2x the same path with none.
 PLATFORM_ALERTS = 3
@@ -424,7 +426,7 @@ def _baselines(
     from django.utils import timezone
 
     from accounts.models import Membership
-    from bench import baselines
+    from bench import baselines, holds
     from billing.periods import period_containing
 
     clock.step("Baselines: Redis PING, PostgreSQL round trip and durable write")
@@ -468,6 +470,30 @@ def _baselines(
             baselines.consume_in_process(made.gate[1], count=300)
 
         pyinstrument_text(consumes, profile_dir / "consume-in-process.txt")
+
+    clock.step("Holds: a hold and its settle vs one consume, in-process, taking turns")
+    held = holds.hold_and_settle_vs_consume(made.gate[2], rounds=max(100, int(300 * scale)))
+    report.add(
+        Figure(
+            S_GATE,
+            "hold + settle vs one consume, in-process",
+            held.ratio,
+            "ratio",
+            f"{held.ratio:.2f}x",
+            baseline=(
+                f"consume {held.consume.ms(50):.2f} ms ({held.consume_queries} queries), "
+                f"hold + settle {held.hold_and_settle.ms(50):.2f} ms "
+                f"({held.hold_and_settle_queries} queries)"
+            ),
+            target=f"<= {HOLD_PAIR_RATIO}",
+            met=held.ratio <= HOLD_PAIR_RATIO,
+            detail={
+                "consume": held.consume.summary() | {"queries": held.consume_queries},
+                "hold_and_settle": held.hold_and_settle.summary()
+                | {"queries": held.hold_and_settle_queries},
+            },
+        )
+    )
 
     clock.step("Baseline: PostgreSQL COPY of the same rows as the batch ingest")
     period = period_containing(timezone.now(), anchor_day=1)

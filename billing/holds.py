@@ -38,7 +38,9 @@ from config import rawsql
 HOLD = CreditHold._meta.db_table
 ZERO = Decimal(0)
 
-_DUE = f"""
+# Whether the organization (the first parameter) has holds past `expires_at`
+# (the second) still marked held.
+DUE = f"""
     SELECT 1 FROM {HOLD}
     WHERE organization_id = %s AND status = '{HoldStatus.HELD.value}' AND expires_at <= %s
 """
@@ -81,18 +83,12 @@ def insert_event_noting_due_holds(
             f"""
             INSERT INTO {USAGE_EVENT} {EVENT_COLUMNS} {rows}
             ON CONFLICT (organization_id, idempotency_key) DO NOTHING
-            RETURNING EXISTS ({_DUE})
+            RETURNING EXISTS ({DUE})
             """,
             [*params, organization_id, moment_param(now)],
         )
         row = cursor.fetchone()
     return (True, bool(row[0])) if row else (False, False)
-
-
-def holds_due(*, organization_id: int, now: datetime) -> bool:
-    """Whether the organization has holds past `expires_at` still marked held."""
-    rows = rawsql.fetch_all(f"SELECT EXISTS ({_DUE})", [organization_id, moment_param(now)])
-    return bool(rows[0][0])
 
 
 def expire_due(

@@ -105,17 +105,17 @@ def hold_create(
             "expires_in": expires_in,
         }
     )
-    answered = _answer_under_key(organization, key, request_fingerprint)
+    answered, holds_due = _answer_under_key(organization, key, request_fingerprint, now)
     if answered is not None:
         return answered
     try:
         with transaction.atomic():
             status_code, body = _hold(
-                organization, membership, credits, source, key, expires_in, now
+                organization, membership, credits, source, key, expires_in, now, holds_due
             )
             _record_answer(organization, key, request_fingerprint, status_code, body, now)
     except _KeyTaken:
-        answered = _answer_under_key(organization, key, request_fingerprint)
+        answered, _ = _answer_under_key(organization, key, request_fingerprint, now)
         assert answered is not None
         return answered
     return HoldAnswer(status_code, body)
@@ -129,6 +129,7 @@ def _hold(
     key: str,
     expires_in: int,
     now: datetime,
+    holds_due: bool,
 ) -> tuple[int, dict[str, Any]]:
     """Move the held totals as far as the caps allow and write the hold; the
     answer. In the lock order: due holds, the member's row, the
@@ -136,7 +137,7 @@ def _hold(
     """
     period = organization_period(organization, now)
     rules = limit_rules_get(organization=organization, membership_ids=[membership.pk])
-    if holds.holds_due(organization_id=organization.pk, now=now):
+    if holds_due:
         holds.expire_due(
             organization_id=organization.pk, now=now, member=(membership.pk, period.start)
         )
@@ -288,25 +289,29 @@ def _record_answer(
 
 
 def _answer_under_key(
-    organization: Organization, key: str, request_fingerprint: str
-) -> HoldAnswer | None:
-    """The first answer to this very request; 409 for a key used otherwise
-    (a consume, an ingested event, another hold); None for a new key. One query.
+    organization: Organization, key: str, request_fingerprint: str, now: datetime
+) -> tuple[HoldAnswer | None, bool]:
+    """The first answer to this very request (None for a new key; 409 for a
+    key used otherwise: a consume, an ingested event, another hold), and
+    whether the organization has holds due at `now`. One query: a hold due
+    at `now` was made before this read began (none expires within a second
+    of being made), so no transaction after it can add one.
     """
-    answer_fingerprint, status_code, body, event_fingerprint = rawsql.fetch_all(
+    answer_fingerprint, status_code, body, event_fingerprint, holds_due = rawsql.fetch_all(
         f"""
-        SELECT a.fingerprint, a.status_code, a.body, e.fingerprint
+        SELECT a.fingerprint, a.status_code, a.body, e.fingerprint, EXISTS ({holds.DUE})
         FROM (SELECT 1 AS one) AS one
         LEFT JOIN {CONSUME_ANSWER} AS a ON a.organization_id = %s AND a.idempotency_key = %s
         LEFT JOIN {USAGE_EVENT} AS e ON e.organization_id = %s AND e.idempotency_key = %s
         """,
-        [organization.pk, key, organization.pk, key],
+        [organization.pk, moment_param(now), organization.pk, key, organization.pk, key],
     )[0]
     if answer_fingerprint is None and event_fingerprint is None:
-        return None
+        return None, bool(holds_due)
     if answer_fingerprint != request_fingerprint:
         raise key_reused(key)
-    return HoldAnswer(status_code, rawsql.convert(ConsumeAnswer, "body", body), replayed=True)
+    answer = HoldAnswer(status_code, rawsql.convert(ConsumeAnswer, "body", body), replayed=True)
+    return answer, bool(holds_due)
 
 
 def hold_get(*, organization: Organization, hold_id: int) -> CreditHold:
@@ -371,7 +376,7 @@ def hold_settle(*, organization: Organization, hold_id: int, credits: Decimal) -
     except _Closed:
         hold.refresh_from_db()
         return _closed_answer(hold, HoldStatus.SETTLED, credits, now)
-    hold.refresh_from_db()
+    hold.status, hold.settled_credits, hold.closed_at = HoldStatus.SETTLED, credits, now
     return hold
 
 
@@ -390,9 +395,10 @@ def hold_release(*, organization: Organization, hold_id: int) -> CreditHold:
             )
             if closed is not None:
                 holds.give_back(organization_id=organization.pk, holds=[closed])
-        hold.refresh_from_db()
         if closed is not None:
+            hold.status, hold.closed_at = HoldStatus.RELEASED, now
             return hold
+        hold.refresh_from_db()
     return _closed_answer(hold, HoldStatus.RELEASED, None, now)
 
 
