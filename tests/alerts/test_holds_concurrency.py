@@ -167,3 +167,15 @@ def test_settle_release_and_expiry_racing_give_one_outcome(organization, member)
     used, _ = totals(organization)
     assert used == UsageEvent.objects.aggregate(total=Sum("credits"))["total"]
     assert outcomes <= {HoldStatus.SETTLED, HoldStatus.RELEASED, HoldStatus.EXPIRED}
+
+
+def test_two_beats_expire_each_hold_once(organization):
+    members = MembershipFactory.create_batch(4, organization=organization)
+    for index in range(20):
+        hold(members[index % 4], 1, key=f"due{index}")
+    CreditHold.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    expired = run_in_threads(2, lambda i: holds_expire())
+    assert sum(expired) == 20
+    assert CreditHold.objects.filter(status=HoldStatus.EXPIRED).count() == 20
+    assert set(MemberUsage.objects.values_list("held", flat=True)) == {0}
+    assert totals(organization) == (0, 0)
