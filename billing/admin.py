@@ -26,6 +26,7 @@ from billing import meter_admin  # noqa: F401  (registers the meters' admin)
 from billing.models import (
     EXCLUDABLE_SOURCES,
     ConsumeAnswer,
+    CreditHold,
     CustomLimit,
     DailyUsage,
     MemberUsage,
@@ -143,7 +144,7 @@ class ConsumeOutcomeFilter(LookupListFilter):
 
 @admin.register(ConsumeAnswer)
 class ConsumeAnswerAdmin(ReadOnlyAdmin):
-    """What a repeated consume key is answered: part of the ledger."""
+    """What a repeated consume (or hold) key is answered: part of the ledger."""
 
     list_display = ("idempotency_key", "organization", "status_code", "created_at")
     list_filter = (ConsumeOutcomeFilter, ("created_at", admin.DateFieldListFilter))
@@ -164,12 +165,41 @@ class ConsumeAnswerAdmin(ReadOnlyAdmin):
     formatted_body = json_display("body")
 
 
+@admin.register(CreditHold)
+class CreditHoldAdmin(MemberColumnMixin, ReadOnlyAdmin):
+    """Holds (SPEC §13): made, settled and released through the API or a host
+    view only, so that their credits leave the held totals exactly once.
+    """
+
+    list_display = ("created_at", "organization", "user", "credits", "status", "expires_at")
+    list_filter = ("status", ("created_at", admin.DateFieldListFilter))
+    list_select_related = ("organization", "membership")
+    search_fields = ("=organization__slug", "=idempotency_key", "=membership__external_id")
+    search_help_text = "An organization's slug, an idempotency key or a user's external id."
+    show_full_result_count = False
+    fields = (
+        "organization",
+        "membership",
+        "credits",
+        "source",
+        "counted",
+        "period_start",
+        "status",
+        "expires_at",
+        "settled_credits",
+        "idempotency_key",
+        "created_at",
+        "closed_at",
+    )
+    readonly_fields = fields
+
+
 # The totals: read-only, deleted only with their member or organization
 
 
 @admin.register(OrganizationUsage)
 class OrganizationUsageAdmin(DeletedWithOwnerAdmin):
-    list_display = ("organization", "period_start", "used")
+    list_display = ("organization", "period_start", "used", "held")
     list_filter = (CurrentPeriodFilter,)
     list_select_related = ("organization",)
     search_fields = ("organization__slug", "organization__name")
@@ -183,7 +213,15 @@ LimitReachedFilter = null_filter(
 
 @admin.register(MemberUsage)
 class MemberUsageAdmin(MemberColumnMixin, DeletedWithOwnerAdmin):
-    list_display = ("user", "organization", "period_start", "used", "counted", "limit_reached_at")
+    list_display = (
+        "user",
+        "organization",
+        "period_start",
+        "used",
+        "counted",
+        "held",
+        "limit_reached_at",
+    )
     list_filter = (CurrentPeriodFilter, LimitReachedFilter)
     list_select_related = ("organization", "membership")
     search_fields = ("organization__slug", "membership__external_id", "membership__user__email")

@@ -15,6 +15,7 @@ from alerts.services.changes import custom_limit_set, limit_policy_update, organ
 from alerts.services.consume import usage_consume
 from alerts.services.credit_settings import AutoTopUpInput, auto_top_up_set
 from alerts.services.credits import credit_grant_create
+from alerts.services.holds import hold_create
 from alerts.services.ingest import UsageInput, usage_ingest
 from alerts.services.invoicing import BillingThresholdInput, billing_threshold_set
 from billing.models import (
@@ -60,6 +61,7 @@ def ledger(organization, owner, member):
         ],
     )
     usage_consume(organization=organization, membership=member, credits=D(2), idempotency_key="c1")
+    hold_create(organization=organization, membership=member, credits=D(1), idempotency_key="h1")
     credit_grant_create(organization=organization, grant=GrantInput(kind="purchased", credits=D(9)))
     MeterFactory(key="storage_gb", name="Storage", unit="GB", aggregation="max")
     auto_top_up_set(
@@ -90,6 +92,7 @@ def test_every_billing_model_is_registered():
         "BillingThreshold",
         "ConsumeAnswer",
         "CreditGrant",
+        "CreditHold",
         "CreditLedgerEntry",
         "CustomLimit",
         "DailyUsage",
@@ -211,7 +214,8 @@ class TestSearchAndFilters:
         custom_limit_set(organization=organization, membership=owner, limit=None)
 
         allowed = staff_client.get(admin_url(ConsumeAnswer, "changelist"), {"outcome": "allowed"})
-        assert [a.idempotency_key for a in allowed.context["cl"].result_list] == ["c1"]
+        # A hold's answer is kept with consume's (one namespace of keys, SPEC §13).
+    assert [a.idempotency_key for a in allowed.context["cl"].result_list] == ["h1", "c1"]
         refused = staff_client.get(admin_url(ConsumeAnswer, "changelist"), {"outcome": "refused"})
         assert refused.context["cl"].result_count == 0
 
