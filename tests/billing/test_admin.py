@@ -215,7 +215,7 @@ class TestSearchAndFilters:
 
         allowed = staff_client.get(admin_url(ConsumeAnswer, "changelist"), {"outcome": "allowed"})
         # A hold's answer is kept with consume's (one namespace of keys, SPEC §13).
-    assert [a.idempotency_key for a in allowed.context["cl"].result_list] == ["h1", "c1"]
+        assert [a.idempotency_key for a in allowed.context["cl"].result_list] == ["h1", "c1"]
         refused = staff_client.get(admin_url(ConsumeAnswer, "changelist"), {"outcome": "refused"})
         assert refused.context["cl"].result_count == 0
 
