@@ -45,7 +45,7 @@ from decimal import Decimal
 from functools import wraps
 from typing import Any, Concatenate, ParamSpec, cast
 
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.shortcuts import render
 
 from accounts.models import Membership, Organization
@@ -83,7 +83,7 @@ class GatedHttpRequest(OrganizationHttpRequest):
     credit_hold: HeldCredits | None
 
 
-GatedView = Callable[Concatenate[GatedHttpRequest, P], HttpResponse]
+GatedView = Callable[Concatenate[GatedHttpRequest, P], HttpResponseBase]
 CostFunction = Callable[[OrganizationHttpRequest], "Decimal | None"]
 
 
@@ -121,7 +121,7 @@ def credit_gate(
         @wraps(view)
         def gate(
             request: OrganizationHttpRequest, *args: P.args, **kwargs: P.kwargs
-        ) -> HttpResponse:
+        ) -> HttpResponseBase:
             gated = cast(GatedHttpRequest, request)
             gated.credit_decision = None
             gated.credit_hold = None
@@ -160,7 +160,7 @@ def credit_gate(
     return decorator
 
 
-def _run_holding(held: HeldCredits, run_view: Callable[[], HttpResponse]) -> HttpResponse:
+def _run_holding(held: HeldCredits, run_view: Callable[[], HttpResponseBase]) -> HttpResponseBase:
     """Run the view under an open hold and close what it leaves open: released
     if it raises, when its stream ends if it streams, else at once (settled
     for the credits held if the view neither settled nor released it).
@@ -175,7 +175,8 @@ def _run_holding(held: HeldCredits, run_view: Callable[[], HttpResponse]) -> Htt
         if response.is_async:
             held.release()
             raise TypeError("credit_gate(hold=True) wraps synchronous streams only.")
-        response.streaming_content = _HeldStream(held, response.streaming_content)
+        chunks = cast(Iterator[bytes], response.streaming_content)  # not async: checked above
+        response.streaming_content = _HeldStream(held, chunks)
     else:
         with held.closing():
             pass  # the view's work is done: settle for the credits held if it did not

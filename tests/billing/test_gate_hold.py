@@ -139,7 +139,7 @@ def test_a_refused_hold_is_the_402_notice_and_holds_nothing(organization, owner,
 
     assert response.status_code == 402
     html = response.content.decode()
-    assert "You've reached your credit limit" in html
+    assert "You're too close to your credit limit for this action" in html
     assert "You have used 8 of your 10 credit limit" in html
     assert "This action needs" in html
     assert 'up to <span class="figure">5</span> credits' in html
