@@ -8,7 +8,14 @@ from django.contrib import messages
 from django.contrib.auth import login, logout
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, QueryDict
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseBase,
+    QueryDict,
+)
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -101,7 +108,7 @@ def logout_view(request: HtmxHttpRequest) -> HttpResponse:
 
 
 @require_http_methods(["GET"])
-def home(request: HttpRequest) -> HttpResponse:
+def home(request: HttpRequest) -> HttpResponseBase:
     """Each role lands on its own page: admins configure, members see their
     usage; platform staff who belong to no organization, the Django admin
     (rather than the page telling members to ask an admin).

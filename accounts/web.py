@@ -15,7 +15,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django_htmx.http import HttpResponseClientRedirect, reswap, trigger_client_event
@@ -44,8 +44,9 @@ class OrganizationHttpRequest(AuthenticatedHttpRequest):
     membership: Membership
 
 
-OrganizationView = Callable[Concatenate[OrganizationHttpRequest, P], HttpResponse]
-View = Callable[Concatenate[HttpRequest, P], HttpResponse]
+# A view may stream (StreamingHttpResponse): views answer the base class.
+OrganizationView = Callable[Concatenate[OrganizationHttpRequest, P], HttpResponseBase]
+View = Callable[Concatenate[HttpRequest, P], HttpResponseBase]
 
 
 def user_memberships(request: HttpRequest) -> list[Membership]:
@@ -105,7 +106,7 @@ def organization_required(view: OrganizationView[P]) -> View[P]:
     """Logged in and a member of some organization; sets `request.membership`."""
 
     @wraps(view)
-    def wrapper(request: HttpRequest, *args: P.args, **kwargs: P.kwargs) -> HttpResponse:
+    def wrapper(request: HttpRequest, *args: P.args, **kwargs: P.kwargs) -> HttpResponseBase:
         if not request.user.is_authenticated:
             return login_redirect(request)
         membership = current_membership(request)
@@ -123,7 +124,7 @@ def admin_required(view: OrganizationView[P]) -> View[P]:
     @wraps(view)
     def admins_only(
         request: OrganizationHttpRequest, *args: P.args, **kwargs: P.kwargs
-    ) -> HttpResponse:
+    ) -> HttpResponseBase:
         if not request.membership.is_admin:
             return admin_required_response(request)
         return view(request, *args, **kwargs)

@@ -13,7 +13,6 @@ from django.views.decorators.http import require_http_methods
 from accounts.models import Membership, Organization
 from accounts.web import OrganizationHttpRequest, admin_required, organization_required
 from billing.balance import allowance_left, balance_now
-from billing.forms import AssistantForm
 from billing.meter_selectors import (
     MeterDefinition,
     meter_daily_values,
@@ -36,10 +35,9 @@ from billing.selectors import (
     period_days,
     usage_by_source,
 )
-from billing.web import GatedHttpRequest, blocked_notice_context, credit_gate, wants_fragment
+from billing.web import blocked_notice_context
 from config.credits import CREDIT_QUANTUM, format_credits, percent_of, readable_credits
 
-ASSISTANT_COST = Decimal(5)
 TOP_USERS = 10
 EXPORT_COLUMNS = ("user", "email", "used", "counted", "limit")
 # A cell starting with one of these is a formula to a spreadsheet (CSV injection).
@@ -258,28 +256,6 @@ def export_column(meter_key: str) -> str:
 def _spreadsheet_safe(value: str) -> str:
     """Quote a cell a spreadsheet would run as a formula (OWASP's CSV injection advice)."""
     return f"'{value}" if value.startswith(SPREADSHEET_FORMULA_STARTS) else value
-
-
-def _assistant_cost(request: OrganizationHttpRequest) -> Decimal | None:
-    """A run costs a fixed amount; an invalid prompt is not a run and costs nothing."""
-    return ASSISTANT_COST if AssistantForm(request.POST).is_valid() else None
-
-
-@require_http_methods(["GET", "POST"])
-@organization_required
-@credit_gate(cost=_assistant_cost, source=Source.ASSISTANT)
-def assistant(request: GatedHttpRequest) -> HttpResponse:
-    """The demo of a credit-consuming action: each run goes through the gate."""
-    form = AssistantForm(request.POST if request.method == "POST" else None)
-    context: dict[str, Any] = {"form": form, "cost": ASSISTANT_COST}
-    if request.credit_decision is not None and form.is_valid():
-        context |= {
-            "decision": request.credit_decision,
-            "prompt": form.cleaned_data["prompt"],
-        }
-    if request.method == "POST" and wants_fragment(request):
-        return render(request, "billing/assistant.html#result", context)
-    return render(request, "billing/assistant.html", context)
 
 
 @require_http_methods(["GET"])

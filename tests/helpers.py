@@ -296,6 +296,15 @@ def page_html(who: Membership | User, path: str) -> str:
     return str(response.content.decode())
 
 
+def response_html(response: Any) -> str:
+    """A response's body as text, read to its end when it streams (the
+    assistant's reply, /assistant/).
+    """
+    if response.streaming:
+        return b"".join(response.streaming_content).decode()
+    return str(response.content.decode())
+
+
 def assert_shows(html: str, *texts: str) -> None:
     """Each of `texts` is in `html`."""
     missing = [text for text in texts if text not in html]

@@ -14,10 +14,10 @@ say what it cost.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from accounts.models import Membership
 from alerts.services.holds import hold_create, hold_release, hold_settle
@@ -76,12 +76,38 @@ class HeldCredits:
         if not self.closed:
             self.settle(self.credits)
 
-    def closing_after(self, chunks: Iterable[T]) -> Iterator[T]:
+    def closing_after(self, chunks: Iterable[T]) -> HeldStream[T]:
         """`chunks` (a streamed response's), closing the hold once they end:
-        a stream cut short (an error, the client gone) releases it.
+        a stream cut short (an error, the client gone: `close()` before the
+        end, even before the first chunk) releases it.
         """
-        with self.closing():
+        return HeldStream(self, chunks)
+
+
+class HeldStream(Generic[T]):
+    """The chunks of work done under a hold; see `HeldCredits.closing_after`."""
+
+    def __init__(self, held: HeldCredits, chunks: Iterable[T]) -> None:
+        self._held = held
+        self._chunks = self._closing(chunks)
+
+    def _closing(self, chunks: Iterable[T]) -> Generator[T, None, None]:
+        with self._held.closing():
             yield from chunks
+
+    def __iter__(self) -> Iterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        """What a WSGI server calls once done with the response. A generator
+        closed before it started runs nothing, so the release is here too.
+        """
+        self._chunks.close()
+        if not self._held.closed:
+            self._held.release()
 
 
 def hold_credits(

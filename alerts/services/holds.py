@@ -64,7 +64,7 @@ class HoldAnswer:
 
     def hold(self, organization: Organization) -> CreditHold:
         assert self.allowed
-        return CreditHold.objects.select_related("membership").get(
+        return CreditHold.objects.select_related("membership", "organization").get(
             organization=organization, pk=self.body["id"]
         )
 

@@ -629,7 +629,7 @@ def test_the_notice_says_the_balance_is_used_up_and_whom_to_ask(owner, member, o
 
 
 def test_the_notice_when_the_balance_is_too_low_for_the_action(owner, member, organization):
-    blocking_with_grants(organization, owner)  # 2 left, the assistant costs 5
+    blocking_with_grants(organization, owner)  # 2 left, a run of the assistant holds 5
 
     notice = logged_in(member).post("/assistant/", {"prompt": "Hello"}).content.decode()
 

@@ -18,15 +18,17 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from decimal import Decimal
 from io import StringIO
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from django.core.management import call_command
 from django.test import Client
 
 from accounts.models import Membership
-from billing.models import UsageEvent
+from billing.models import CreditHold, UsageEvent
 from config.devserver import write_env_file
 from tests.processes import ProcessOutput, free_port, status_once_up
 
@@ -319,13 +321,28 @@ def _integrating_examples() -> list[str]:
 
 @pytest.mark.django_db(transaction=True)
 def test_the_integrating_examples_run_as_written() -> None:
-    view_example, consume_example, http_example = _integrating_examples()
+    view_example, hold_view_example, hold_example, consume_example, http_example = (
+        _integrating_examples()
+    )
     call_command("seed_demo", stdout=StringIO())
 
-    # The decorated view is built (an unknown source would fail here).
+    # The decorated views are built (an unknown source would fail here).
     view_namespace: dict[str, object] = {}
     exec(compile(view_example, "integrating.md: credit_gate", "exec"), view_namespace)
     assert callable(view_namespace["summarize"])
+    exec(compile(hold_view_example, "integrating.md: hold=True", "exec"), view_namespace)
+    assert callable(view_namespace["draft"])
+
+    # credit_hold around a block of work: held, then settled for what it reports.
+    fatima = Membership.objects.get(user__email="fatima@acme.test")
+    hold_namespace: dict[str, object] = {
+        "Decimal": Decimal,
+        "membership": fatima,
+        "run_job": lambda: SimpleNamespace(cost=Decimal(3)),
+    }
+    exec(compile(hold_example, "integrating.md: credit_hold", "exec"), hold_namespace)
+    settled = CreditHold.objects.get(membership=fatima)
+    assert (settled.status, settled.settled_credits) == ("settled", Decimal(3))
 
     # usage_consume: allowed for a member with room, refused at the limit,
     # and the same step is charged once.
@@ -333,7 +350,6 @@ def test_the_integrating_examples_run_as_written() -> None:
     exec(compile(consume_example, "integrating.md: usage_consume", "exec"), namespace)
     run_agent_step = namespace["run_agent_step"]
     assert callable(run_agent_step)
-    fatima = Membership.objects.get(user__email="fatima@acme.test")
     priya = Membership.objects.get(user__email="priya@acme.test")
     assert run_agent_step(membership=fatima, step_id="s1") is True
     assert run_agent_step(membership=fatima, step_id="s1") is True
