@@ -56,6 +56,8 @@ GRANTS_RATIO = 1.3
 METERS_RATIO = 1.3
 # SPEC §13 (issue 18): a hold and its settle together cost at most this many consumes.
 HOLD_PAIR_RATIO = 2.2
+# Issue 19: the API's do-nothing view costs at most this many bare Django ones.
+FLOOR_RATIO = 1.5
 # SPEC §12 (issue 17): consume and ingest of an organization that 3 platform
 # alerts apply to (none crossed), at most 1.2x the same path with none.
 PLATFORM_ALERTS = 3
@@ -533,23 +535,50 @@ def _measure_empty_view(
     from bench import throughput
 
     seconds = 10 * scale
-    clock.step(f"Baseline: a view that does nothing, same stack, {GATE_CLIENTS} clients")
-    floor_env = env | {"DJANGO_SETTINGS_MODULE": "bench.floor_settings"}
-    with stack.servers(floor_env, with_worker=False) as servers:
-        throughput.consume_closed(
-            servers.url, made.gate, clients=8, seconds=2, path=throughput.FLOOR_PATH
-        )
-        _settle(clock, servers, report)
-        with stack.CpuMeter(servers) as cpu:
-            outcome = throughput.consume_closed(
-                servers.url,
-                made.gate,
-                clients=GATE_CLIENTS,
-                seconds=seconds,
-                path=throughput.FLOOR_PATH,
+
+    def do_nothing(settings_module: str) -> tuple[Any, float]:
+        """A do-nothing view under `settings_module`: its outcome, and the
+        gunicorn CPU milliseconds per request.
+        """
+        floor_env = env | {"DJANGO_SETTINGS_MODULE": settings_module}
+        with stack.servers(floor_env, with_worker=False) as servers:
+            throughput.consume_closed(
+                servers.url, made.gate, clients=8, seconds=2, path=throughput.FLOOR_PATH
             )
+            _settle(clock, servers, report)
+            with stack.CpuMeter(servers) as cpu:
+                outcome = throughput.consume_closed(
+                    servers.url,
+                    made.gate,
+                    clients=GATE_CLIENTS,
+                    seconds=seconds,
+                    path=throughput.FLOOR_PATH,
+                )
+        return outcome, cpu.web / outcome.ok * 1000 if outcome.ok else math.nan
+
+    clock.step(f"Baseline: a bare Django app's view that does nothing, {GATE_CLIENTS} clients")
+    bare, bare_per_request = do_nothing("bench.bare_settings")
+    _note(bare, "bare Django app, closed loop")
+    clock.step(f"Baseline: a view that does nothing, same stack, {GATE_CLIENTS} clients")
+    outcome, per_request = do_nothing("bench.floor_settings")
     _note(outcome, "empty view, closed loop")
-    per_request = cpu.web / outcome.ok * 1000 if outcome.ok else math.nan
+    floor_ratio = per_request / bare_per_request
+    report.add(
+        Figure(
+            S_GATE,
+            "the API's do-nothing view vs a bare Django app's, gunicorn CPU per request",
+            floor_ratio,
+            "ratio",
+            f"{floor_ratio:.2f}x",
+            baseline=(
+                f"{ms(bare_per_request)} per request, {bare.throughput:,.0f} requests/s "
+                f"-> {ms(per_request)}, {outcome.throughput:,.0f} requests/s"
+            ),
+            target=f"<= {FLOOR_RATIO}",
+            met=floor_ratio <= FLOOR_RATIO,
+            detail=bare.summary() | {"gunicorn_cpu_ms_per_request": bare_per_request},
+        )
+    )
     report.add(
         Figure(
             S_GATE,

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
+from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpRequest, HttpResponse
+from django.utils.module_loading import import_string
 
 from config.apikit import bearer_token
 from config.errors import error_response
@@ -25,6 +28,72 @@ _GENERIC_ERRORS = {
 
 def _is_api_path(path: str) -> bool:
     return path.startswith(API_ROOT) or path == API_ROOT.rstrip("/")
+
+
+# The API's one page, read by a person in a browser: it keeps the pages' headers.
+API_DOCS_PAGE = API_PREFIX + "docs"
+
+
+def _is_json_api_path(path: str) -> bool:
+    return _is_api_path(path) and not path.startswith(API_DOCS_PAGE)
+
+
+class PageMiddleware:
+    """The middleware only pages need — sessions, CSRF, the logged-in user,
+    messages, the frame and content-security headers, htmx — for pages
+    only: a request of the JSON API, authenticated by its key, pays for none
+    of it. `settings.PAGE_MIDDLEWARE` lists them in order, and each runs for a
+    page exactly as it would in `MIDDLEWARE`, hooks included (CSRF is checked
+    in `process_view`): this is Django's own chain-building, for a sub-chain.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        self._view_hooks: list[Callable[..., Any]] = []
+        self._template_hooks: list[Callable[..., Any]] = []
+        self._exception_hooks: list[Callable[..., Any]] = []
+        handler: Callable[[HttpRequest], HttpResponse] = get_response
+        for path in reversed(settings.PAGE_MIDDLEWARE):
+            middleware = import_string(path)(handler)
+            if hasattr(middleware, "process_view"):
+                self._view_hooks.insert(0, middleware.process_view)
+            if hasattr(middleware, "process_template_response"):
+                self._template_hooks.append(middleware.process_template_response)
+            if hasattr(middleware, "process_exception"):
+                self._exception_hooks.append(middleware.process_exception)
+            handler = convert_exception_to_response(middleware)  # type: ignore[assignment]
+        self.pages = handler
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if _is_json_api_path(request.path):
+            return self.get_response(request)
+        return self.pages(request)
+
+    def process_view(
+        self, request: HttpRequest, view: Callable[..., Any], args: Any, kwargs: Any
+    ) -> HttpResponse | None:
+        if _is_json_api_path(request.path):
+            return None
+        for hook in self._view_hooks:
+            response = hook(request, view, args, kwargs)
+            if response is not None:
+                return response
+        return None
+
+    def process_template_response(self, request: HttpRequest, response: Any) -> Any:
+        if not _is_json_api_path(request.path):
+            for hook in self._template_hooks:
+                response = hook(request, response)
+        return response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> Any:
+        if _is_json_api_path(request.path):
+            return None
+        for hook in self._exception_hooks:
+            response = hook(request, exception)
+            if response is not None:
+                return response
+        return None
 
 
 def _body_refusal(request: HttpRequest) -> tuple[int, str, str] | None:
