@@ -170,6 +170,32 @@ def gate_decision_now(
     )
 
 
+def gate_refusal(
+    *,
+    organization: Organization,
+    membership: Membership,
+    credits: Decimal,
+    source: str,
+    period: Period,
+    rules: LimitRules,
+    now: datetime,
+) -> Decision:
+    """Why the database refused a guarded write (a consume, a hold): the same
+    rule applied to the totals now, inside the refused write's transaction.
+    """
+    decision = gate_decision_now(
+        organization=organization,
+        membership=membership,
+        credits=credits,
+        source=source,
+        period=period,
+        rules=rules,
+        now=now,
+    )
+    assert not decision.allowed, "the database refused what the rule allows"
+    return decision
+
+
 @dataclass(frozen=True)
 class GateTotals:
     """What the gate weighs a cost against: the member's counted usage with

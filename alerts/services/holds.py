@@ -24,7 +24,7 @@ from django.utils import timezone
 from accounts.models import Membership, Organization
 from alerts.services.ingest import add_to_totals
 from billing import event_ledger, holds, ledger
-from billing.balance import balance_now, gate_decision_now
+from billing.balance import balance_now, gate_refusal
 from billing.event_ledger import CONSUME_ANSWER, USAGE_EVENT, NewEvent
 from billing.idempotency import fingerprint, key_reused
 from billing.models import (
@@ -159,7 +159,7 @@ def _hold(
     )
 
     def refused() -> tuple[int, dict[str, Any]]:
-        decision = gate_decision_now(
+        decision = gate_refusal(
             organization=organization,
             membership=membership,
             credits=credits,
@@ -168,7 +168,6 @@ def _hold(
             rules=rules,
             now=now,
         )
-        assert not decision.allowed, "the database refused what the rule allows"
         return HOLD_REFUSED, decision.as_answer()
 
     if member is None:

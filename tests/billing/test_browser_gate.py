@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -136,61 +137,60 @@ def test_a_member_with_less_room_than_a_run_holds_sees_the_notice(
     screenshot(page, "assistant-blocked-by-the-hold-narrow")
 
 
-@pytest.mark.usefixtures("limits")
-def test_without_javascript_the_reply_streams_as_a_whole_page(
-    live_server, browser: Browser, organization, member
-):
-    spend(member, 100)
+@pytest.fixture
+def page_without_javascript(browser: Browser) -> Iterator[Page]:
     context = browser.new_context(
         java_script_enabled=False, viewport={"width": 1280, "height": 800}
     )
-    page = context.new_page()
     try:
-        log_in(page, live_server.url, "member@acme.test")
-        page.goto(f"{live_server.url}/assistant/")
-        page.get_by_label("Prompt").fill("Summarize this week's usage")
-
-        with page.expect_response(re.compile(r"/assistant/$")) as answer:
-            page.get_by_role("button", name="Run assistant").click()
-
-        assert answer.value.status == 200
-        # Streamed: no length known in advance (the test server then closes the connection).
-        assert "content-length" not in answer.value.headers
-        result = page.locator("#assistant-result")
-        expect(result.get_by_role("heading", name="Assistant reply")).to_be_visible()
-        expect(result).to_contain_text("as this reply arrives.")
-        expect(result).to_contain_text("Held 5 credits, charged 2.6")
-        expect(result.locator("dd").nth(0)).to_have_text("102.6")
-        expect(page.get_by_label("Prompt")).to_have_value("Summarize this week's usage")
-        screenshot(page, "assistant-reply-without-javascript")
+        yield context.new_page()
     finally:
         context.close()
+
+
+@pytest.mark.usefixtures("limits")
+def test_without_javascript_the_reply_streams_as_a_whole_page(
+    live_server, page_without_javascript: Page, organization, member
+):
+    spend(member, 100)
+    page = page_without_javascript
+    log_in(page, live_server.url, "member@acme.test")
+    page.goto(f"{live_server.url}/assistant/")
+    page.get_by_label("Prompt").fill("Summarize this week's usage")
+
+    with page.expect_response(re.compile(r"/assistant/$")) as answer:
+        page.get_by_role("button", name="Run assistant").click()
+
+    assert answer.value.status == 200
+    # Streamed: no length known in advance (the test server then closes the connection).
+    assert "content-length" not in answer.value.headers
+    result = page.locator("#assistant-result")
+    expect(result.get_by_role("heading", name="Assistant reply")).to_be_visible()
+    expect(result).to_contain_text("as this reply arrives.")
+    expect(result).to_contain_text("Held 5 credits, charged 2.6")
+    expect(result.locator("dd").nth(0)).to_have_text("102.6")
+    expect(page.get_by_label("Prompt")).to_have_value("Summarize this week's usage")
+    screenshot(page, "assistant-reply-without-javascript")
 
 
 @pytest.mark.usefixtures("limits")
 def test_without_javascript_a_refusal_is_the_whole_402_page(
-    live_server, browser: Browser, organization, member
+    live_server, page_without_javascript: Page, organization, member
 ):
     spend(member, 500)
-    context = browser.new_context(
-        java_script_enabled=False, viewport={"width": 1280, "height": 800}
-    )
-    page = context.new_page()
-    try:
-        log_in(page, live_server.url, "member@acme.test")
-        page.goto(f"{live_server.url}/assistant/")
-        page.get_by_label("Prompt").fill("Draft the quarterly report")
+    page = page_without_javascript
+    log_in(page, live_server.url, "member@acme.test")
+    page.goto(f"{live_server.url}/assistant/")
+    page.get_by_label("Prompt").fill("Draft the quarterly report")
 
-        with page.expect_response(re.compile(r"/assistant/$")) as answer:
-            page.get_by_role("button", name="Run assistant").click()
+    with page.expect_response(re.compile(r"/assistant/$")) as answer:
+        page.get_by_role("button", name="Run assistant").click()
 
-        assert answer.value.status == 402
-        expect(page.get_by_role("heading", name="Action blocked", level=1)).to_be_visible()
-        expect(page.get_by_role("alert")).to_contain_text("You've reached your credit limit")
-        expect(page.get_by_role("link", name="Go back")).to_have_attribute("href", "/assistant/")
-        screenshot(page, "assistant-blocked-page")
-    finally:
-        context.close()
+    assert answer.value.status == 402
+    expect(page.get_by_role("heading", name="Action blocked", level=1)).to_be_visible()
+    expect(page.get_by_role("alert")).to_contain_text("You've reached your credit limit")
+    expect(page.get_by_role("link", name="Go back")).to_have_attribute("href", "/assistant/")
+    screenshot(page, "assistant-blocked-page")
 
 
 def test_an_organization_out_of_credits_blocks_its_members(
