@@ -58,6 +58,9 @@ METERS_RATIO = 1.3
 HOLD_PAIR_RATIO = 2.2
 # Issue 19: the API's do-nothing view costs at most this many bare Django ones.
 FLOOR_RATIO = 1.5
+# Issue 19: one organization's members at once get at least this share of
+# the rate as many members of as many organizations.
+HOT_ORGANIZATION_SHARE = 0.7
 # SPEC §12 (issue 17): consume and ingest of an organization that 3 platform
 # alerts apply to (none crossed), at most 1.2x the same path with none.
 PLATFORM_ALERTS = 3
@@ -119,6 +122,7 @@ class Fixtures:
     fire_idle: list[Tenant]
     fire_loaded: list[Tenant]
     organizations: int
+    spread: list[Tenant]  # GATE_CLIENTS organizations of one member: beside one hot one
 
 
 @dataclass
@@ -226,6 +230,7 @@ def _measure_in_process(
     clock.step("Fixtures: organizations for ingest, the gate and alert firings")
     ingest = [fixtures.tenant_create(f"ingest-{i}", members=MEMBERS) for i in range(INGEST_CLIENTS)]
     gate = [fixtures.tenant_create(f"gate-{i}", members=MEMBERS) for i in range(GATE_ORGANIZATIONS)]
+    spread = [fixtures.tenant_create(f"spread-{i}") for i in range(GATE_CLIENTS)]
     firings = FIRINGS if scale >= 1 else max(20, int(FIRINGS * scale))
     fire_idle = alert_latency.firing_tenants(firings, prefix="fire-idle")
     fire_loaded = alert_latency.firing_tenants(firings, prefix="fire-load")
@@ -268,6 +273,7 @@ def _measure_in_process(
         fire_idle=fire_idle,
         fire_loaded=fire_loaded,
         organizations=Organization.objects.count(),
+        spread=spread,
     )
 
     clock.step("Scaling: the four fixtures, interleaved")
@@ -744,6 +750,47 @@ def _measure_http(
         )
     )
     _settle(clock, servers, report)
+    _measure_hot_organization(report, clock, servers, made, scale)
+
+
+def _measure_hot_organization(
+    report: Report, clock: Clock, servers: stack.Servers, made: Fixtures, scale: float
+) -> None:
+    """Issue 19: GATE_CLIENTS members of one organization consuming at once
+    (its total row is the lock they share) against as many members of as
+    many organizations, one run after the other.
+    """
+    from bench import throughput
+
+    seconds = 10 * scale
+    clock.step(f"Consume: {GATE_CLIENTS} members of one organization, then of {GATE_CLIENTS}")
+    hot = throughput.consume_closed(
+        servers.url, made.gate[:1], clients=GATE_CLIENTS, seconds=seconds
+    )
+    _note(hot, "consume, one hot organization")
+    _settle(clock, servers, report)
+    spread = throughput.consume_closed(
+        servers.url, made.spread, clients=GATE_CLIENTS, seconds=seconds
+    )
+    _note(spread, "consume, one member in each organization")
+    _settle(clock, servers, report)
+    share = hot.throughput / spread.throughput if spread.throughput else math.nan
+    report.add(
+        Figure(
+            S_GATE,
+            f"consume, {GATE_CLIENTS} members of one organization vs of {GATE_CLIENTS}",
+            share,
+            "ratio",
+            f"{share:.0%}",
+            baseline=(
+                f"{hot.throughput:,.0f} vs {spread.throughput:,.0f} requests/s; "
+                f"p99 {ms(hot.ms(99))} vs {ms(spread.ms(99))}"
+            ),
+            target=f">= {HOT_ORGANIZATION_SHARE:.0%}",
+            met=share >= HOT_ORGANIZATION_SHARE,
+            detail={"hot": hot.summary(), "spread": spread.summary()},
+        )
+    )
 
 
 def _cpu_figure(
