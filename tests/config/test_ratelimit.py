@@ -213,3 +213,24 @@ def test_client_address(settings, count, forwarded_for, expected):
     request = RequestFactory().get("/", REMOTE_ADDR=PROXY, headers=headers)
 
     assert client_address(request) == expected
+
+
+def test_with_redis_a_request_is_counted_in_one_round_trip(settings, api, monkeypatch):
+    prefix = f"test-{uuid.uuid4()}"
+    settings.CACHES = {"default": redis_cache_config(settings.REDIS_URL, KEY_PREFIX=prefix)}
+    settings.API_RATE_LIMIT = "100/m"
+    api.get("/api/v1/organization")  # the script is registered once per connection
+    sent: list[str] = []
+    execute = Redis.execute_command
+
+    def counted(self: Redis, *args: Any, **options: Any) -> Any:
+        sent.append(str(args[0]))
+        return execute(self, *args, **options)
+
+    monkeypatch.setattr(Redis, "execute_command", counted)
+    assert api.get("/api/v1/organization").status_code == 200
+    assert sent == ["EVALSHA"]
+    redis = Redis.from_url(settings.REDIS_URL)
+    [counter] = redis.keys(f"{prefix}:*")
+    assert int(redis.get(counter)) == 2 and 0 < redis.ttl(counter) <= 61
+    redis.delete(counter)
