@@ -30,6 +30,7 @@ from billing.idempotency import fingerprint, key_reused
 from billing.models import (
     DEFAULT_METER,
     HOLD_EXPIRES_IN_DEFAULT,
+    HOLD_EXPIRES_IN_MAX,
     ConsumeAnswer,
     CreditHold,
     HoldStatus,
@@ -42,7 +43,7 @@ from billing.sqlvalues import credits_param, moment_param
 from config import rawsql
 from config.credits import format_credits
 from config.dbretry import retry_on_conflict
-from config.errors import Conflict, NotFound
+from config.errors import Conflict, InvalidInput, NotFound
 
 HOLD_GRANTED = 201
 HOLD_REFUSED = 402
@@ -94,6 +95,14 @@ def hold_create(
     another hold used answers 409, unless it is this very request again,
     which gets the first answer back.
     """
+    if credits <= 0:
+        raise InvalidInput("credits: must be greater than 0.", code="invalid", field="credits")
+    if not 1 <= expires_in <= HOLD_EXPIRES_IN_MAX:
+        raise InvalidInput(
+            f"expires_in: between 1 and {HOLD_EXPIRES_IN_MAX:,} seconds.",
+            code="invalid",
+            field="expires_in",
+        )
     now = timezone.now()
     key = idempotency_key or f"hold-{uuid.uuid4()}"
     request_fingerprint = fingerprint(
@@ -334,6 +343,8 @@ def hold_settle(*, organization: Organization, hold_id: int, credits: Decimal) -
     records nothing) and give back what it held, in one transaction. The
     usage is the member's at the moment of settling, under the hold's key.
     """
+    if credits < 0:
+        raise InvalidInput("credits: must be 0 or more.", code="invalid", field="credits")
     hold = hold_get(organization=organization, hold_id=hold_id)
     now = timezone.now()
     if hold.status_at(now) != HoldStatus.HELD:

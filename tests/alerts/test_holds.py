@@ -31,7 +31,7 @@ from billing.models import (
 )
 from billing.rules import ORGANIZATION_CREDITS_EXHAUSTED, USER_LIMIT_REACHED
 from billing.selectors import current_period, organization_used
-from config.errors import Conflict
+from config.errors import Conflict, InvalidInput
 from tests.helpers import absolute_alert, consume, counted, credit_grant, ingest, spend
 
 pytestmark = pytest.mark.django_db
@@ -357,6 +357,25 @@ class TestRemovedMember:
         assert organization_used(
             organization=organization, period=current_period(organization)
         ) == D(4)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"credits": D(0)}, "credits"),
+        ({"expires_in": 0}, "expires_in"),
+        ({"expires_in": 86_401}, "expires_in"),
+    ],
+)
+def test_in_process_bad_input_is_refused_and_holds_nothing(organization, member, fields, field):
+    arguments = {"organization": organization, "membership": member, "credits": D(5)} | fields
+    with pytest.raises(InvalidInput) as error:
+        hold_create(**arguments)
+    assert error.value.field == field
+    answer = hold(member, 5)
+    with pytest.raises(InvalidInput):
+        settle(answer, organization, -1)
+    assert CreditHold.objects.count() == 1 and held(member) == D(5)
 
 
 def test_a_refused_hold_records_its_answer_only(organization, member):
