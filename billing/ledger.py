@@ -15,9 +15,10 @@ last. Consume and ingest
 both follow it, so they cannot deadlock with each other or themselves. A
 multi-row statement takes its rows' locks in the order of its rows, so each
 one is given its rows sorted by the conflict key (an `unnest` is scanned in
-array order, a VALUES list in list order). A day row is only ever taken by a
-transaction that already holds its period's organization row, so the daily
-totals add no contention of their own.
+array order, a VALUES list in list order). A day or source row is only ever
+taken by a transaction that already holds its period's organization row, so
+they add no contention of their own, and one statement may take both
+(`add_to_days_and_sources`).
 """
 
 from __future__ import annotations
@@ -348,12 +349,65 @@ def add_to_organization_periods(
         return {moment_result(row[0]): credits_result(row[1]) for row in cursor.fetchall()}  # type: ignore[misc]
 
 
-def add_to_sources(
-    *, organization_id: int, increments: dict[tuple[int | None, datetime, str], Decimal]
+SourceIncrements = dict[tuple[int | None, datetime, str], Decimal]
+
+
+def add_to_days_and_sources(
+    *,
+    organization_id: int,
+    credits_by_day: dict[date, Decimal],
+    by_source: SourceIncrements,
 ) -> None:
-    """Add to the per-source totals, keyed by (membership id or None, period start, source)."""
-    if not increments:
+    """Add to the organization's daily totals (days in UTC) and its
+    per-source totals, keyed by (membership id or None, period start,
+    source): one statement on PostgreSQL, the days' upsert a `WITH` of the
+    sources'.
+
+    Called only after the organization's totals of the same periods have
+    been moved in the same transaction: their row locks are held (see the
+    lock order above), so no other writer takes these rows meanwhile, and
+    the order in which the one statement takes them does not matter.
+    """
+    statements = [
+        statement
+        for statement in (
+            _days_upsert(organization_id, credits_by_day),
+            _sources_upsert(organization_id, by_source),
+        )
+        if statement is not None
+    ]
+    if not statements:
         return
+    if connection.vendor == "postgresql" and len(statements) == 2:
+        (days, day_params), (sources, source_params) = statements
+        statements = [(f"WITH days AS ({days})\n{sources}", [*day_params, *source_params])]
+    with connection.cursor() as cursor:
+        for sql, params in statements:  # SQLite (the local demo database): one by one
+            cursor.execute(sql, params)
+
+
+def _days_upsert(
+    organization_id: int, credits_by_day: dict[date, Decimal]
+) -> tuple[str, list[Any]] | None:
+    if not credits_by_day:
+        return None
+    rows, params = sql_rows(
+        ("bigint", "date", "numeric"),
+        [(organization_id, day, credits_by_day[day]) for day in sorted(credits_by_day)],
+    )
+    sql = f"""
+        INSERT INTO {DAILY_USAGE} AS t (organization_id, day, used)
+        {rows}
+        ON CONFLICT (organization_id, day) DO UPDATE SET used = t.used + EXCLUDED.used
+    """
+    return sql, params
+
+
+def _sources_upsert(
+    organization_id: int, increments: SourceIncrements
+) -> tuple[str, list[Any]] | None:
+    if not increments:
+        return None
     keys = sorted(increments, key=lambda k: (k[0] or 0, k[1], k[2]))
     rows, params = sql_rows(
         ("bigint", "bigint", "bigint", "timestamptz", "text", "numeric"),
@@ -363,40 +417,14 @@ def add_to_sources(
             for used in [increments[(membership_id, period_start, source)]]
         ],
     )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            INSERT INTO {SOURCE_USAGE} AS t
-                (organization_id, membership_id, member_key, period_start, source, used)
-            {rows}
-            ON CONFLICT (organization_id, member_key, period_start, source)
-            DO UPDATE SET used = t.used + EXCLUDED.used
-            """,
-            params,
-        )
-
-
-def add_to_days(*, organization_id: int, credits_by_day: dict[date, Decimal]) -> None:
-    """Add to the organization's daily totals (days in UTC): one statement.
-
-    Called only after the organization's period total has been moved in the
-    same transaction, so its row lock is held (see the lock order above).
+    sql = f"""
+        INSERT INTO {SOURCE_USAGE} AS t
+            (organization_id, membership_id, member_key, period_start, source, used)
+        {rows}
+        ON CONFLICT (organization_id, member_key, period_start, source)
+        DO UPDATE SET used = t.used + EXCLUDED.used
     """
-    if not credits_by_day:
-        return
-    rows, params = sql_rows(
-        ("bigint", "date", "numeric"),
-        [(organization_id, day, credits_by_day[day]) for day in sorted(credits_by_day)],
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            INSERT INTO {DAILY_USAGE} AS t (organization_id, day, used)
-            {rows}
-            ON CONFLICT (organization_id, day) DO UPDATE SET used = t.used + EXCLUDED.used
-            """,
-            params,
-        )
+    return sql, params
 
 
 def utc_day(moment: datetime) -> date:

@@ -221,12 +221,10 @@ def _spend(consume: _Consume) -> Decision:
             ledger.undo_member_increment(increment=increment, totals=member, limit=limit, now=now)
             return consume.refusal()
     # Only once both caps have let it through, so a refusal has nothing to undo here.
-    ledger.add_to_days(
-        organization_id=organization.pk, credits_by_day={ledger.utc_day(now): credits}
-    )
-    ledger.add_to_sources(
+    ledger.add_to_days_and_sources(
         organization_id=organization.pk,
-        increments={(membership.pk, period.start, consume.source): credits},
+        credits_by_day={ledger.utc_day(now): credits},
+        by_source={(membership.pk, period.start, consume.source): credits},
     )
     money = money_on_usage(
         organization=organization,

@@ -317,8 +317,9 @@ def add_to_totals(
         credits_by_period=by_period,
         held_by_period=holds.organization_releases(released),
     )
-    ledger.add_to_days(organization_id=organization.pk, credits_by_day=by_day)
-    ledger.add_to_sources(organization_id=organization.pk, increments=by_source)
+    ledger.add_to_days_and_sources(
+        organization_id=organization.pk, credits_by_day=by_day, by_source=by_source
+    )
     reached = {
         member.id
         for member in members
