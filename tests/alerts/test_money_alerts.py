@@ -275,8 +275,8 @@ class TestCost:
     ):
         body = {"user": member.external_id, "credits": 1, "idempotency_key": "warm"}
         assert api.post("/api/v1/consume", body).status_code == 200
-        with django_assert_num_queries(12):  # as tests/billing/test_api.py pins it
+        with django_assert_num_queries(11):  # as tests/billing/test_api.py pins it
             api.post("/api/v1/consume", body | {"idempotency_key": "unpriced"})
         priced(organization, 1)
-        with django_assert_num_queries(13):
+        with django_assert_num_queries(12):
             api.post("/api/v1/consume", body | {"idempotency_key": "priced"})
