@@ -104,6 +104,59 @@ def event_rows(
     )
 
 
+def record_answer(
+    *,
+    organization_id: int,
+    idempotency_key: str,
+    fingerprint: str,
+    status_code: int,
+    body: dict[str, Any],
+    now: datetime,
+    take_back_event: bool = False,
+) -> bool:
+    """Record the first answer under a consume's (or a hold's) key; False
+    when the key already had one. With `take_back_event`, the ledger row this
+    transaction inserted under the key is deleted in the same statement (a
+    refused consume: it took its key first and records no usage).
+
+    The answer's unique key is what makes a repeated key safe even for a
+    refusal, which leaves no ledger row: a concurrent request with the same
+    key waits here until the first one commits, then finds the key taken.
+    """
+    take_back = ""
+    take_back_params: list[Any] = []
+    if take_back_event:
+        if connection.vendor == "postgresql":
+            take_back = (
+                f"WITH refused AS (DELETE FROM {USAGE_EVENT}"
+                " WHERE organization_id = %s AND idempotency_key = %s)"
+            )
+            take_back_params = [organization_id, idempotency_key]
+        else:  # SQLite (the local demo database) has no DELETE inside WITH
+            delete_event(organization_id=organization_id, idempotency_key=idempotency_key)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            {take_back}
+            INSERT INTO {CONSUME_ANSWER}
+                (organization_id, idempotency_key, fingerprint, status_code, body, created_at)
+            VALUES (%s, %s, %s, %s, %s, %s)
+            ON CONFLICT (organization_id, idempotency_key) DO NOTHING
+            RETURNING id
+            """,
+            [
+                *take_back_params,
+                organization_id,
+                idempotency_key,
+                fingerprint,
+                status_code,
+                connection.ops.adapt_json_value(body, json.JSONEncoder),
+                connection.ops.adapt_datetimefield_value(now),
+            ],
+        )
+        return cursor.fetchone() is not None
+
+
 def delete_event(*, organization_id: int, idempotency_key: str) -> None:
     """Take back a ledger row this transaction inserted (a refused consume's:
     it took its key first, see `alerts.services.consume.usage_consume`). Nobody else

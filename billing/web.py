@@ -168,18 +168,16 @@ def _run_holding(held: HeldCredits, run_view: Callable[[], HttpResponseBase]) ->
     try:
         response = run_view()
     except BaseException:
-        if not held.closed:
-            held.release()
+        held.abandon()
         raise
     if isinstance(response, StreamingHttpResponse):
         if response.is_async:
-            held.release()
+            held.abandon()
             raise TypeError("credit_gate(hold=True) wraps synchronous streams only.")
         chunks = cast(Iterator[bytes], response.streaming_content)  # not async: checked above
         response.streaming_content = held.closing_after(chunks)
     else:
-        with held.closing():
-            pass  # the view's work is done: settle for the credits held if it did not
+        held.finish()
     return response
 
 

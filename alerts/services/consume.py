@@ -11,16 +11,14 @@ See docs/gate.md.
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from functools import cached_property
-from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Membership, Organization
@@ -260,48 +258,21 @@ def _spend(consume: _Consume) -> Decision:
 
 def _record_consume_answer(consume: _Consume, decision: Decision) -> None:
     """Record the answer under its key, last of the transaction's writes;
-    a refusal takes back its ledger row in the same statement.
-
-    The key's unique constraint is what makes a repeated key safe even for
-    a refusal, which leaves no ledger row: a concurrent request with the
-    same key waits here until the first one commits, then finds the key
-    taken and replays the first answer; the work it did is rolled back.
+    a refusal takes back its ledger row in the same statement. A key another
+    request answered first: the work this one did is rolled back, and the
+    first answer replayed.
     """
-    take_back = ""
-    take_back_params: list[Any] = []
-    if not decision.allowed:
-        if connection.vendor == "postgresql":
-            take_back = (
-                f"WITH refused AS (DELETE FROM {event_ledger.USAGE_EVENT}"
-                " WHERE organization_id = %s AND idempotency_key = %s)"
-            )
-            take_back_params = [consume.organization.pk, consume.key]
-        else:  # SQLite (the local demo database) has no DELETE inside WITH
-            event_ledger.delete_event(
-                organization_id=consume.organization.pk, idempotency_key=consume.key
-            )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            {take_back}
-            INSERT INTO {ConsumeAnswer._meta.db_table}
-                (organization_id, idempotency_key, fingerprint, status_code, body, created_at)
-            VALUES (%s, %s, %s, %s, %s, %s)
-            ON CONFLICT (organization_id, idempotency_key) DO NOTHING
-            RETURNING id
-            """,
-            [
-                *take_back_params,
-                consume.organization.pk,
-                consume.key,
-                consume.fingerprint,
-                200 if decision.allowed else 402,
-                connection.ops.adapt_json_value(decision.as_answer(), json.JSONEncoder),
-                connection.ops.adapt_datetimefield_value(consume.now),
-            ],
-        )
-        if cursor.fetchone() is None:
-            raise _KeyTaken
+    recorded = event_ledger.record_answer(
+        organization_id=consume.organization.pk,
+        idempotency_key=consume.key,
+        fingerprint=consume.fingerprint,
+        status_code=200 if decision.allowed else 402,
+        body=decision.as_answer(),
+        now=consume.now,
+        take_back_event=not decision.allowed,
+    )
+    if not recorded:
+        raise _KeyTaken
 
 
 def _replay_consume(consume: _Consume) -> Decision:

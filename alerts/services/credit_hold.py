@@ -62,6 +62,18 @@ class HeldCredits:
         self.hold = hold_release(organization=self.hold.organization, hold_id=self.hold.pk)
         return self.hold
 
+    def finish(self) -> None:
+        """The work is done: settle for the credits held unless it said what
+        it cost (settled or released) already.
+        """
+        if not self.closed:
+            self.settle(self.credits)
+
+    def abandon(self) -> None:
+        """The work failed or was cut short: release unless already closed."""
+        if not self.closed:
+            self.release()
+
     @contextmanager
     def closing(self) -> Iterator[HeldCredits]:
         """Release on an exception, settle for the held credits if the block
@@ -70,11 +82,9 @@ class HeldCredits:
         try:
             yield self
         except BaseException:
-            if not self.closed:
-                self.release()
+            self.abandon()
             raise
-        if not self.closed:
-            self.settle(self.credits)
+        self.finish()
 
     def closing_after(self, chunks: Iterable[T]) -> HeldStream[T]:
         """`chunks` (a streamed response's), closing the hold once they end:
@@ -106,8 +116,7 @@ class HeldStream(Generic[T]):
         closed before it started runs nothing, so the release is here too.
         """
         self._chunks.close()
-        if not self._held.closed:
-            self._held.release()
+        self._held.abandon()
 
 
 def hold_credits(

@@ -11,14 +11,13 @@ reason as consume: one transaction writes both apps' rows. See docs/holds.md.
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Membership, Organization
@@ -122,7 +121,16 @@ def hold_create(
             status_code, body = _hold(
                 organization, membership, credits, source, key, expires_in, now, holds_due
             )
-            _record_answer(organization, key, request_fingerprint, status_code, body, now)
+            # Last of the transaction's writes, as consume's.
+            if not event_ledger.record_answer(
+                organization_id=organization.pk,
+                idempotency_key=key,
+                fingerprint=request_fingerprint,
+                status_code=status_code,
+                body=body,
+                now=now,
+            ):
+                raise _KeyTaken
     except _KeyTaken:
         answered, _ = _answer_under_key(organization, key, request_fingerprint, now)
         assert answered is not None
@@ -264,36 +272,6 @@ def _insert_hold(
     if not rows:
         raise _KeyTaken
     return int(rows[0][0])
-
-
-def _record_answer(
-    organization: Organization,
-    key: str,
-    request_fingerprint: str,
-    status_code: int,
-    body: dict[str, Any],
-    now: datetime,
-) -> None:
-    """The answer under its key, last of the transaction's writes (as consume's)."""
-    rows = rawsql.fetch_all(
-        f"""
-        INSERT INTO {CONSUME_ANSWER}
-            (organization_id, idempotency_key, fingerprint, status_code, body, created_at)
-        VALUES (%s, %s, %s, %s, %s, %s)
-        ON CONFLICT (organization_id, idempotency_key) DO NOTHING
-        RETURNING id
-        """,
-        [
-            organization.pk,
-            key,
-            request_fingerprint,
-            status_code,
-            connection.ops.adapt_json_value(body, json.JSONEncoder),
-            moment_param(now),
-        ],
-    )
-    if not rows:
-        raise _KeyTaken
 
 
 def _answer_under_key(
